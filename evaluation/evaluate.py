@@ -1,0 +1,154 @@
+"""The evaluation step: score the raw test reviews through the artifact's own ``code/inference.py``.
+
+What is measured is what is deployed: the handlers, text normalization and network come from
+inside ``model.tar.gz``, not from this repository.  Runs in a SageMaker processing container
+or by hand::
+
+    python evaluation/evaluate.py --model PATH --test DIR --output-dir DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, evaluation/) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.artifact_code import load_artifact_handlers
+from evaluation.metrics import binary_classification_report
+from evaluation.plots import plot_confusion_matrix, plot_roc_and_pr
+from serve.artifact import ArtifactError, resolve_model_dir
+
+log = logging.getLogger("evaluate")
+
+REPORT_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+MISCLASSIFIED_FILE = "worst_misclassified.md"
+REVIEWS_FILE = "reviews.jsonl"
+BATCH_SIZE = 500
+WORST_SHOWN = 20
+
+
+class EvaluationError(ValueError):
+    """Inputs the evaluation cannot use; the message says how to fix them."""
+
+
+def read_test_reviews(test_dir: Path) -> tuple[list[str], np.ndarray]:
+    path = Path(test_dir) / REVIEWS_FILE
+    if not path.is_file():
+        raise EvaluationError(f"{test_dir} has no {REVIEWS_FILE}: --test must be the preprocessing step's test/ output")
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+                texts.append(record["text"])
+                labels.append(int(record["label"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EvaluationError(f"{path} line {number} is not a {{text, label}} record: {exc}") from exc
+    if not texts:
+        raise EvaluationError(f"{path} holds no reviews")
+    return texts, np.asarray(labels, dtype=int)
+
+
+def score(handlers, model, texts: list[str]) -> np.ndarray:
+    """Positive-class probabilities, going through input_fn → predict_fn → output_fn like a request."""
+    probabilities = np.empty(len(texts))
+    with tqdm(total=len(texts), desc="evaluate", unit="review", mininterval=2.0, disable=None) as bar:
+        for start in range(0, len(texts), BATCH_SIZE):
+            batch = texts[start : start + BATCH_SIZE]
+            parsed = handlers.input_fn(json.dumps({"reviews": batch}), "application/json")
+            body, _ = handlers.output_fn(handlers.predict_fn(parsed, model), "application/json")
+            probabilities[start : start + len(batch)] = [p["positive_probability"] for p in json.loads(body)["predictions"]]
+            bar.update(len(batch))
+    return probabilities
+
+
+def worst_misclassified(texts: list[str], labels: np.ndarray, probabilities: np.ndarray, count: int) -> str:
+    """A page a person can read: the confident mistakes, which teach the most about the model."""
+    wrong = np.flatnonzero((probabilities >= 0.5).astype(int) != labels)
+    confidence = np.abs(probabilities[wrong] - 0.5)
+    lines = [f"# The {min(count, len(wrong))} most confident mistakes ({len(wrong):,} of {len(labels):,} reviews misclassified)", ""]
+    for rank, row in enumerate(wrong[np.argsort(-confidence, kind="stable")][:count], start=1):
+        actual = "positive" if labels[row] else "negative"
+        text = " ".join(texts[row].replace("<br />", " ").split())
+        lines += [f"## {rank}. test review {row}: actually {actual}, scored {probabilities[row]:.3f} positive", "",
+                  text[:1500] + (" …" if len(text) > 1500 else ""), ""]
+    return "\n".join(lines)
+
+
+def model_path(path: Path) -> Path:
+    """A processing input mounts a folder holding model.tar.gz; accept that as well as the file itself."""
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").exists() and (path / "model.tar.gz").is_file():
+        return path / "model.tar.gz"
+    return path
+
+
+def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
+    started = time.perf_counter()
+    texts, labels = read_test_reviews(test_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="sentiment-eval-"))
+    try:
+        model_dir = resolve_model_dir(model_path(model), scratch / "model")
+        handlers = load_artifact_handlers(model_dir)
+        loaded = handlers.model_fn(str(model_dir))
+        probabilities = score(handlers, loaded, texts)
+        report = binary_classification_report(labels, probabilities)
+        metrics = report["binary_classification_metrics"]
+        results = scratch / "results"
+        results.mkdir()
+        (results / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        with open(results / PREDICTIONS_FILE, "w", encoding="utf-8") as handle:
+            for label, probability in zip(labels, probabilities):
+                handle.write(json.dumps({"label": int(label), "positive_probability": round(float(probability), 6)}) + "\n")
+        (results / MISCLASSIFIED_FILE).write_text(worst_misclassified(texts, labels, probabilities, WORST_SHOWN), encoding="utf-8")
+        plot_confusion_matrix(metrics["confusion_matrix"], results / "confusion_matrix.png")
+        if "receiver_operating_characteristic_curve" in metrics:
+            plot_roc_and_pr(metrics, results / "roc_pr_curves.png")
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for item in results.iterdir():  # the report last, so a reader never sees it without its companions
+            if item.name != REPORT_FILE:
+                os.replace(item, output_dir / item.name)
+        os.replace(results / REPORT_FILE, output_dir / REPORT_FILE)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    log.info("accuracy=%.4f auc=%s on %d test reviews in %.1fs (%.0f reviews/s)", metrics["accuracy"]["value"],
+             metrics["auc"]["value"], len(labels), seconds, len(labels) / seconds)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="/opt/ml/processing/model", help="model.tar.gz, the folder holding it, or an unpacked model dir")
+    parser.add_argument("--test", default="/opt/ml/processing/test", help="the preprocessing step's test/ output")
+    parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        report = run(Path(args.model), Path(args.test), Path(args.output_dir))
+    except (EvaluationError, ArtifactError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(json.dumps({"accuracy": report["binary_classification_metrics"]["accuracy"]["value"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Fetch the official IMDb archive once, check it, and keep it in a cache."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_BLOCK = 1 << 20
+# The official archive is 84 MB; anything far larger is not what we asked for.
+MAX_DOWNLOAD_BYTES = 1 << 30
+
+
+class DownloadError(RuntimeError):
+    """A download that failed; the message says how to go on without it."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, sha256: str | None, cache_dir: Path, timeout: float = 30.0) -> Path:
+    """Return the cached file for ``url``, downloading it (with a progress bar) when missing or corrupt."""
+    name = Path(urlparse(url).path).name or "download"
+    target = Path(cache_dir) / name
+    if target.is_file() and (sha256 is None or sha256_of(target) == sha256):
+        log.info("using cached %s", target)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    how_to_continue = ("download aclImdb_v1.tar.gz on a machine with network access and pass its path "
+                       "(or the unpacked aclImdb/ folder, or train/test JSON Lines) with --data PATH")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            digest, received = hashlib.sha256(), 0
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}", disable=None) as bar:
+                for block in iter(lambda: response.read(_BLOCK), b""):
+                    received += len(block)
+                    if received > MAX_DOWNLOAD_BYTES:
+                        raise DownloadError(f"{url} sent more than {MAX_DOWNLOAD_BYTES:,} bytes: that is not the dataset archive")
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot download {url} ({reason}); {how_to_continue}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if sha256 is not None and digest.hexdigest() != sha256:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}: the download is corrupt or not the "
+                            f"dataset; try again, or {how_to_continue}")
+    os.replace(partial, target)
+    log.info("downloaded %s (%d bytes) to %s", url, received, target)
+    return target
+
+
+def download_dataset(settings: Settings) -> Path:
+    return download(settings.dataset_url, settings.dataset_sha256, settings.cache_dir)

@@ -1,0 +1,172 @@
+"""The SageMaker PyTorch inference handlers: ``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``.
+
+The same functions serve three callers: the SageMaker inference container, the project's own
+HTTP server, and the evaluation step (which scores the test set through them, so what is
+measured is what is deployed).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from serve.artifact import LoadedModel, load_model
+from serve.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from serve.text import TextNormalizer
+from serve.vocab import pad_batch
+
+log = logging.getLogger(__name__)
+
+# Below SageMaker's 6 MB invocation limit, so an oversize body is refused here with a clear 413.
+MAX_BODY_BYTES = 5 * 1024 * 1024
+# IMDb's longest review is under 14,000 characters; a review of this size is almost surely a mistake.
+MAX_REVIEW_CHARS = 50_000
+MAX_BATCH_REVIEWS = 1_000
+PREDICT_BATCH_SIZE = 256
+JSON = "application/json"
+TEXT = "text/plain"
+CSV = "text/csv"
+INPUT_TYPES = (TEXT, JSON, CSV)
+OUTPUT_TYPES = (JSON, TEXT)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    positive_probability: float
+
+    @property
+    def label(self) -> str:
+        return "positive" if self.positive_probability >= 0.5 else "negative"
+
+    @property
+    def score(self) -> float:
+        """Confidence in ``label``."""
+        p = self.positive_probability
+        return p if p >= 0.5 else 1.0 - p
+
+
+class SentimentModel:
+    """A loaded artifact plus the normalizer configured as it was at training time."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.normalizer = TextNormalizer(loaded.text)
+
+    def positive_probabilities(self, reviews: list[str]) -> np.ndarray:
+        """Score reviews in length-sorted batches so each batch pads little."""
+        text = self.loaded.text
+        ids = [self.loaded.vocab.encode(self.normalizer.tokens(r)) for r in reviews]
+        order = np.argsort([min(len(s), text.max_len) for s in ids], kind="stable")
+        probabilities = np.empty(len(reviews), dtype=np.float64)
+        network, device = self.loaded.network, self.loaded.device
+        with torch.inference_mode():
+            for start in range(0, len(order), PREDICT_BATCH_SIZE):
+                rows = order[start : start + PREDICT_BATCH_SIZE]
+                batch, lengths = pad_batch([ids[i] for i in rows], text.max_len, text.truncate)
+                logits = network(torch.from_numpy(batch).long().to(device), torch.from_numpy(lengths))
+                probabilities[rows] = torch.sigmoid(logits.float()).cpu().numpy()
+        return probabilities
+
+
+def model_fn(model_dir: str) -> SentimentModel:
+    return SentimentModel(load_model(Path(model_dir)))
+
+
+def _base_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _decode(body: bytes | str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not valid UTF-8 (byte {exc.start}): send reviews as UTF-8 text") from exc
+
+
+def input_fn(body: bytes | str, content_type: str) -> list[str]:
+    """Parse a request into a list of reviews, refusing anything the model cannot score."""
+    size = len(body.encode("utf-8")) if isinstance(body, str) else len(body)
+    if size > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,}: send fewer or shorter reviews per request")
+    kind = _base_type(content_type)
+    if kind not in INPUT_TYPES:
+        raise UnsupportedMediaType(f"content type {content_type!r} is not supported; use one of {', '.join(INPUT_TYPES)}")
+    text = _decode(body)
+    if kind == TEXT:
+        reviews = [text]
+    elif kind == JSON:
+        reviews = _reviews_from_json(text)
+    else:
+        reviews = _reviews_from_csv(text)
+    return validate_reviews(reviews)
+
+
+def _reviews_from_json(text: str) -> list[str]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    shape_help = 'send {"review": "..."} or {"reviews": ["...", "..."]}'
+    if not isinstance(data, dict):
+        raise BadRequest(f"unexpected JSON {type(data).__name__}: {shape_help}")
+    if "review" in data:
+        if not isinstance(data["review"], str):
+            raise BadRequest(f'"review" must be a string: {shape_help}')
+        return [data["review"]]
+    if "reviews" in data:
+        reviews = data["reviews"]
+        if not isinstance(reviews, list) or not all(isinstance(r, str) for r in reviews):
+            raise BadRequest(f'"reviews" must be a list of strings: {shape_help}')
+        return reviews
+    raise BadRequest(f"no review in the JSON body: {shape_help}")
+
+
+def _reviews_from_csv(text: str) -> list[str]:
+    """One review per line; RFC 4180 quoting is honoured and unquoted commas stay in the review."""
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise BadRequest(f"malformed CSV: {exc}") from exc
+    return [",".join(row) for row in rows]
+
+
+def validate_reviews(reviews: list[str]) -> list[str]:
+    if not reviews:
+        raise BadRequest("no reviews in the request: send at least one review")
+    if len(reviews) > MAX_BATCH_REVIEWS:
+        raise PayloadTooLarge(f"{len(reviews):,} reviews in one request; the limit is {MAX_BATCH_REVIEWS:,}: split the batch")
+    for index, review in enumerate(reviews):
+        where = "the review" if len(reviews) == 1 else f"review {index + 1}"
+        if not review.strip():
+            raise BadRequest(f"{where} is empty: send the text of a movie review")
+        if len(review) > MAX_REVIEW_CHARS:
+            raise PayloadTooLarge(f"{where} has {len(review):,} characters; the limit is {MAX_REVIEW_CHARS:,}")
+    return reviews
+
+
+def predict_fn(reviews: list[str], model: SentimentModel) -> list[Prediction]:
+    return [Prediction(float(p)) for p in model.positive_probabilities(reviews)]
+
+
+def output_fn(predictions: list[Prediction], accept: str | None) -> tuple[str, str]:
+    """Serialize as JSON (the default) or as the ``1``/``0`` lines the original web page read."""
+    kind = _base_type(accept)
+    if kind in ("", "*/*", JSON, "application/*"):
+        body = {
+            "predictions": [
+                {"label": p.label, "score": round(p.score, 6), "positive_probability": round(p.positive_probability, 6)}
+                for p in predictions
+            ]
+        }
+        return json.dumps(body), JSON
+    if kind == TEXT:
+        return "\n".join("1" if p.label == "positive" else "0" for p in predictions), TEXT
+    raise NotAcceptable(f"cannot answer in {accept!r}; accept one of {', '.join(OUTPUT_TYPES)}")

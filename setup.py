@@ -1,0 +1,29 @@
+"""sentiment-mlops: a movie-review sentiment model trained, gated, registered and served the SageMaker way.
+
+Each top-level package is a deployable unit (see DESIGN.md): ``pipeline`` runs on the user's
+machine, ``steps``/``train``/``evaluation`` inside SageMaker jobs, ``serve`` inside the endpoint.
+"""
+from setuptools import setup
+
+setup(
+    name="sentiment-mlops",
+    version="0.1.0",
+    description="IMDb sentiment LSTM on SageMaker Pipelines, runnable end to end on one machine",
+    python_requires=">=3.11",
+    packages=["pipeline", "serve", "steps", "train", "evaluation"],
+    install_requires=[
+        # The SageMaker SDK's major version changes the workflow API: pin it.
+        "sagemaker>=3.27,<4",
+        "boto3>=1.34",
+        # Any torch 2.x build works; pick the CPU or CUDA build you want before installing.
+        "torch>=2.2",
+        "numpy>=1.26",
+        "scikit-learn>=1.4",
+        "nltk>=3.8,<4",
+        "beautifulsoup4>=4.12,<5",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={"test": ["pytest>=8", "moto[server]>=5.1,<6"]},
+    entry_points={"console_scripts": ["sentiment-mlops=pipeline.cli:main"]},
+)

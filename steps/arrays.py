@@ -1,0 +1,36 @@
+"""The on-disk form of an encoded split, shared by the preprocessing step and the training job.
+
+One ``data.npz`` per split: ``ids`` (right-padded token ids), ``lengths`` and ``labels``.  It is read
+with ``allow_pickle=False``: a data channel can never smuggle in code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ARRAYS_FILE = "data.npz"
+
+
+class SplitFormatError(ValueError):
+    """A split folder that the preprocessing step did not write."""
+
+
+def save_split_arrays(folder: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, vocab_size: int) -> None:
+    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+    np.savez(Path(folder) / ARRAYS_FILE, ids=ids.astype(dtype), lengths=lengths.astype(np.int32), labels=labels.astype(np.int8))
+
+
+def load_split_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, lengths, labels) of one split, checked for consistent shapes."""
+    path = Path(folder) / ARRAYS_FILE
+    if not path.is_file():
+        raise SplitFormatError(f"{folder} has no {ARRAYS_FILE}: point it at a folder written by the preprocessing step")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            ids, lengths, labels = arrays["ids"], arrays["lengths"], arrays["labels"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise SplitFormatError(f"{path} is not a preprocessing output ({exc})") from exc
+    if ids.ndim != 2 or len(ids) != len(lengths) or len(ids) != len(labels) or len(ids) == 0:
+        raise SplitFormatError(f"{path} has inconsistent arrays: ids {ids.shape}, lengths {lengths.shape}, labels {labels.shape}")
+    return ids, lengths, labels

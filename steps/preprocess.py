@@ -1,0 +1,287 @@
+"""The preprocessing step: raw reviews → vocabulary and padded id arrays for training and evaluation.
+
+Runs in a SageMaker processing container (input under ``/opt/ml/processing/input/data``,
+outputs under ``/opt/ml/processing/output/{train,validation,test}``) or by hand::
+
+    python steps/preprocess.py --input-dir DIR --output-dir DIR [options]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, steps/) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serve.text import TextConfig, TextNormalizer
+from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
+from steps.arrays import save_split_arrays
+from steps.sources import DataError, ReviewData, load_reviews, stratified_split
+
+log = logging.getLogger("preprocess")
+
+SPLITS = ("train", "validation", "test")
+REVIEWS_FILE = "reviews.jsonl"
+VOCAB_FILE = "vocab.json"
+STATS_FILE = "stats.json"
+DEFAULT_INPUT = "/opt/ml/processing/input/data"
+DEFAULT_OUTPUT = "/opt/ml/processing/output"
+_CHUNK = 2_000
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    vocab_size: int = 20_000
+    min_count: int = 2
+    validation_fraction: float = 0.1
+    csv_test_fraction: float = 0.5
+    seed: int = 42
+    workers: int = 0  # 0: one per CPU core
+    sample: int = 0  # 0: every review; N: a stratified N per split
+    text: TextConfig = TextConfig()
+
+
+# Per-process state for the worker pools: set by the initializers, inherited by fork.
+_worker_normalizer: TextNormalizer | None = None
+_worker_vocab: Vocabulary | None = None
+_worker_text: TextConfig | None = None
+
+
+def _init_tokenizer(text: TextConfig) -> None:
+    global _worker_normalizer
+    _worker_normalizer = TextNormalizer(text)
+
+
+def _tokenize_chunk(task: tuple[list[str], list[bool]]) -> tuple[list[str], Counter]:
+    """Tokens of each review joined by spaces (one string pickles far faster than a list), and the
+    token counts of the rows that build the vocabulary."""
+    texts, counted = task
+    assert _worker_normalizer is not None
+    counts: Counter = Counter()
+    joined = []
+    for text, count in zip(texts, counted):
+        tokens = _worker_normalizer.tokens(text)
+        if count:
+            counts.update(tokens)
+        joined.append(" ".join(tokens))
+    return joined, counts
+
+
+def _init_encoder(vocab: Vocabulary, text: TextConfig) -> None:
+    global _worker_vocab, _worker_text
+    _worker_vocab, _worker_text = vocab, text
+
+
+def _encode_chunk(joined: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Padded ids, kept lengths, full lengths and the unknown-token count of a chunk."""
+    assert _worker_vocab is not None and _worker_text is not None
+    ids = [_worker_vocab.encode(j.split()) for j in joined]
+    padded, lengths = pad_batch(ids, _worker_text.max_len, _worker_text.truncate)
+    full = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
+    return padded, lengths, full, sum(s.count(UNK_ID) for s in ids)
+
+
+def _parallel_map(function, tasks: list, workers: int, initializer, initargs: tuple, desc: str, sizes: list[int]) -> list:
+    """Map over tasks in a forked pool (or inline for one worker) with a progress bar in reviews."""
+    bar = tqdm(total=sum(sizes), desc=desc, unit="review", mininterval=1.0, disable=None)
+    results = []
+    if workers <= 1:
+        initializer(*initargs)
+        mapped = map(function, tasks)
+    else:
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer, initargs)
+        mapped = pool.imap(function, tasks)
+    try:
+        for size, result in zip(sizes, mapped):
+            results.append(result)
+            bar.update(size)
+    finally:
+        bar.close()
+        if workers > 1:
+            pool.close()
+            pool.join()
+    return results
+
+
+@dataclass
+class EncodedSplit:
+    ids: np.ndarray
+    lengths: np.ndarray
+    full_lengths: np.ndarray
+    unknown: int
+    labels: np.ndarray
+
+
+def _chunks(rows: np.ndarray) -> list[np.ndarray]:
+    return [rows[i : i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
+
+
+def _percentiles(lengths: np.ndarray) -> dict:
+    return {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} | {"max": int(lengths.max()), "mean": round(float(lengths.mean()), 1)}
+
+
+def _duplicates(train: list[str], test: list[str]) -> dict:
+    train_unique, test_unique = set(train), set(test)
+    return {
+        "train_extra_copies": len(train) - len(train_unique),
+        "test_extra_copies": len(test) - len(test_unique),
+        "texts_in_both_train_and_test": len(train_unique & test_unique),
+    }
+
+
+def _split_stats(split: EncodedSplit, max_len: int) -> dict:
+    tokens = int(split.full_lengths.sum())
+    return {
+        "reviews": len(split.labels),
+        "positive": int(split.labels.sum()),
+        "negative": int(len(split.labels) - split.labels.sum()),
+        "tokens": tokens,
+        "unknown_token_rate": round(split.unknown / max(tokens, 1), 5),
+        "truncated_fraction": round(float((split.full_lengths > max_len).mean()), 5),
+        "length_percentiles": _percentiles(split.full_lengths),
+    }
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix a new run's results with an old one's unless told to replace them."""
+    taken = [name for name in SPLITS if (output_dir / name).exists() and any((output_dir / name).iterdir())]
+    if taken and not overwrite:
+        raise DataError(
+            f"{output_dir} already holds results ({', '.join(taken)}): choose an empty --output-dir or pass --overwrite"
+        )
+
+
+def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite: bool = False) -> dict:
+    """Read, split, tokenize, build the vocabulary, encode and write; returns the stats."""
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, overwrite)
+    data = load_reviews(Path(input_dir), options.csv_test_fraction, options.seed)
+    if options.sample:
+        data.sample(options.sample, options.seed)
+    log.info("read %d train and %d test reviews (%s) in %.1fs", len(data.train), len(data.test), data.layout, time.perf_counter() - started)
+
+    train_labels = np.asarray(data.train.labels, dtype=np.int64)
+    if len(np.unique(train_labels)) < 2:
+        raise DataError("the training data holds only one label: a classifier needs positive and negative reviews")
+    train_rows, val_rows = stratified_split(train_labels, options.validation_fraction, options.seed)
+
+    workers = options.workers or os.cpu_count() or 1
+    texts = data.train.texts + data.test.texts
+    in_vocab = np.zeros(len(texts), dtype=bool)
+    in_vocab[train_rows] = True  # the vocabulary sees the training rows only, never validation or test
+    order = _chunks(np.arange(len(texts)))
+    tokenized = _parallel_map(_tokenize_chunk, [([texts[i] for i in c], in_vocab[c].tolist()) for c in order],
+                              workers, _init_tokenizer, (options.text,), "tokenize", [len(c) for c in order])
+    joined = [j for chunk_joined, _ in tokenized for j in chunk_joined]
+    counts: Counter = Counter()
+    for _, chunk_counts in tokenized:
+        counts.update(chunk_counts)
+    del tokenized
+    vocab = Vocabulary.build(counts, options.vocab_size, options.min_count)
+    covered = sum(counts[t] for t in vocab.tokens)
+    log.info("vocabulary: %d ids covering %.1f%% of training tokens", len(vocab), 100 * covered / max(sum(counts.values()), 1))
+
+    test_rows = np.arange(len(data.train), len(texts))
+    all_labels = np.concatenate([train_labels, np.asarray(data.test.labels, dtype=np.int64)])
+    encoded = {}
+    for name, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows)):
+        parts = _parallel_map(_encode_chunk, [[joined[i] for i in c] for c in _chunks(rows)], workers, _init_encoder,
+                              (vocab, options.text), f"encode {name}", [len(c) for c in _chunks(rows)])
+        encoded[name] = EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                                     np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), all_labels[rows])
+    stats = {
+        "source": {"layout": data.layout, "files": data.sources, "undecodable_reviews_skipped": data.undecodable,
+                   "empty_reviews_skipped": data.empty},
+        "data_sha256": {"train": data.train.sha256(), "test": data.test.sha256()},
+        "options": {**{k: v for k, v in options.__dict__.items() if k != "text"}, "text": options.text.to_dict()},
+        "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
+                       "training_token_coverage": round(covered / max(sum(counts.values()), 1), 5)},
+        "splits": {name: _split_stats(encoded[name], options.text.max_len) for name in SPLITS},
+        "duplicates": _duplicates(data.train.texts, data.test.texts),
+    }
+    _write_outputs(output_dir, data, encoded, vocab, stats)
+    stats["seconds"] = round(time.perf_counter() - started, 2)
+    log.info("preprocessing done in %.1fs: %s", stats["seconds"], {n: stats["splits"][n]["reviews"] for n in SPLITS})
+    return stats
+
+
+def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, EncodedSplit], vocab: Vocabulary, stats: dict) -> None:
+    """Write everything into a scratch folder first, then move it into place: no half-written output."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=output_dir))
+    try:
+        for name in SPLITS:
+            (scratch / name).mkdir()
+            split = encoded[name]
+            save_split_arrays(scratch / name, split.ids, split.lengths, split.labels, len(vocab))
+        vocab.save(scratch / "train" / VOCAB_FILE)
+        (scratch / "train" / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
+        with open(scratch / "test" / REVIEWS_FILE, "w", encoding="utf-8") as handle:
+            for review, label in zip(data.test.texts, data.test.labels):
+                handle.write(json.dumps({"text": review, "label": label}, ensure_ascii=False) + "\n")
+        for name in SPLITS:
+            target = output_dir / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(scratch / name, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = PreprocessOptions()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input-dir", default=DEFAULT_INPUT, help="folder (or file) holding the reviews")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="where train/, validation/ and test/ are written")
+    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="ids in the vocabulary, padding and unknown included")
+    parser.add_argument("--min-count", type=int, default=defaults.min_count, help="a word must occur this often in train to get an id")
+    parser.add_argument("--max-len", type=int, default=defaults.text.max_len, help="tokens kept per review")
+    parser.add_argument("--truncate", choices=TRUNCATE_SIDES, default=defaults.text.truncate, help="which end of a long review is kept")
+    parser.add_argument("--remove-stopwords", action=argparse.BooleanOptionalAction, default=defaults.text.remove_stopwords,
+                        help="drop NLTK English stopwords (negations are always kept)")
+    parser.add_argument("--stem", action=argparse.BooleanOptionalAction, default=defaults.text.stem, help="Porter-stem tokens")
+    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    parser.add_argument("--csv-test-fraction", type=float, default=defaults.csv_test_fraction,
+                        help="share of a single CSV held out as the test split")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="processes for tokenizing (0: one per core)")
+    parser.add_argument("--sample", type=int, default=defaults.sample, help="keep a stratified N reviews per split (0: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --output-dir")
+    return parser.parse_args(argv)
+
+
+def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
+    text = TextConfig(stem=args.stem, remove_stopwords=args.remove_stopwords, max_len=args.max_len, truncate=args.truncate)
+    return PreprocessOptions(vocab_size=args.vocab_size, min_count=args.min_count, validation_fraction=args.validation_fraction,
+                             csv_test_fraction=args.csv_test_fraction, seed=args.seed, workers=args.workers,
+                             sample=args.sample, text=text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        stats = run(Path(args.input_dir), Path(args.output_dir), options_from_args(args), overwrite=args.overwrite)
+    except (DataError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(json.dumps({"seconds": stats["seconds"], "splits": {n: stats["splits"][n]["reviews"] for n in SPLITS}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

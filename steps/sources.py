@@ -1,0 +1,303 @@
+"""Readers for the review data layouts users actually have.
+
+Accepted, in the input directory (or given as the file itself):
+
+- ``aclImdb_v1.tar.gz`` (any ``*.tar.gz``/``*.tgz``/``*.tar`` holding ``train|test/pos|neg/*.txt``);
+- its unpacked ``aclImdb/`` tree (or a directory that has ``train/pos`` ... itself);
+- ``train.jsonl[.gz]`` and ``test.jsonl[.gz]`` with ``text`` and ``label`` per line;
+- one ``*.csv`` with a review column and a sentiment column (the 50k "IMDB Dataset.csv" shape);
+  it has no split, so a seeded, stratified test split is carved from it.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_LAYOUTS = (
+    "the official aclImdb_v1.tar.gz archive (or any .tar.gz/.tgz/.tar holding train|test/pos|neg/*.txt)",
+    "its unpacked aclImdb/ directory",
+    "train.jsonl[.gz] and test.jsonl[.gz] with 'text' and 'label' (0/1 or neg/pos) per line",
+    "one .csv file with a review column and a sentiment column (the 50k 'IMDB Dataset.csv' shape)",
+)
+_LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1}
+_TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)(?:_\d+)?\.txt$")
+_CSV_TEXT_COLUMNS = ("review", "text")
+_CSV_LABEL_COLUMNS = ("sentiment", "label")
+_MAX_BAD_LABEL_EXAMPLES = 5
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Split:
+    texts: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def add(self, text: str, label: int) -> None:
+        self.texts.append(text)
+        self.labels.append(label)
+
+    def sha256(self) -> str:
+        """A fingerprint of the records themselves, the same whatever layout carried them."""
+        digest = hashlib.sha256()
+        for text, label in zip(self.texts, self.labels):
+            digest.update(f"{label}\t{len(text)}\t".encode())
+            digest.update(text.encode("utf-8"))
+        return digest.hexdigest()
+
+
+@dataclass
+class ReviewData:
+    train: Split
+    test: Split
+    layout: str
+    undecodable: int = 0
+    sources: list[str] = field(default_factory=list)
+    empty: int = 0
+
+    def drop_empty(self) -> None:
+        """Blank reviews teach nothing and the serving side refuses them: drop and count them."""
+        for split in (self.train, self.test):
+            keep = [i for i, text in enumerate(split.texts) if text.strip()]
+            self.empty += len(split) - len(keep)
+            split.texts = [split.texts[i] for i in keep]
+            split.labels = [split.labels[i] for i in keep]
+
+    def sample(self, per_split: int, seed: int) -> None:
+        """Keep a seeded, stratified ``per_split`` reviews of each split (for quick looks and demos)."""
+        for name in ("train", "test"):
+            split = getattr(self, name)
+            if per_split < len(split):
+                _, rows = stratified_split(np.asarray(split.labels), per_split / len(split), seed)
+                setattr(self, name, Split([split.texts[i] for i in rows], [split.labels[i] for i in rows]))
+
+
+class _LabelChecker:
+    """Collects unparseable labels so that one error can list them all."""
+
+    def __init__(self) -> None:
+        self.bad: list[str] = []
+        self.bad_count = 0
+
+    def parse(self, value: object, where: str) -> int | None:
+        key = str(value).strip().lower() if value is not None else ""
+        if isinstance(value, bool):
+            key = "1" if value else "0"
+        label = _LABELS.get(key)
+        if label is None:
+            self.bad_count += 1
+            if len(self.bad) < _MAX_BAD_LABEL_EXAMPLES:
+                self.bad.append(f"{where}: {value!r}")
+        return label
+
+    def raise_if_bad(self) -> None:
+        if self.bad_count:
+            raise DataError(
+                f"{self.bad_count:,} records have a missing or unknown label (accepted: 0/1, neg/pos, "
+                f"negative/positive), for example {'; '.join(self.bad)}. Fix or remove those records."
+            )
+
+
+def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42) -> ReviewData:
+    """Find the layout under ``path`` and read every labeled review from it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"input not found: {path}. Pass the folder (or file) that holds the reviews.")
+    candidates = [path] if path.is_file() else sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    archives = [p for p in candidates if p.is_file() and p.name.endswith((".tar.gz", ".tgz", ".tar"))]
+    jsonl = {name: _first_existing(path, name) for name in ("train", "test")} if path.is_dir() else {}
+    csvs = [p for p in candidates if p.is_file() and p.suffix.lower() == ".csv"]
+    tree = _find_tree(path) if path.is_dir() else None
+
+    if tree is not None:
+        data = _read_tree(tree)
+    elif jsonl.get("train") and jsonl.get("test"):
+        data = _read_jsonl(jsonl["train"], jsonl["test"])
+    elif len(archives) == 1:
+        data = _read_archive(archives[0])
+    elif len(csvs) == 1:
+        data = _read_csv(csvs[0], csv_test_fraction, seed)
+    else:
+        found = ", ".join(p.name for p in candidates[:10]) or "nothing"
+        raise DataError(
+            f"no review data layout recognised in {path} (found: {found}). Accepted layouts:\n  - "
+            + "\n  - ".join(ACCEPTED_LAYOUTS)
+        )
+    data.drop_empty()
+    if data.empty:
+        log.warning("skipped %d empty reviews", data.empty)
+    for name, split in (("train", data.train), ("test", data.test)):
+        if not len(split):
+            raise DataError(f"the {name} split in {path} ({data.layout}) holds no usable reviews")
+    if data.undecodable:
+        log.warning("skipped %d reviews that are not valid UTF-8", data.undecodable)
+    return data
+
+
+def _first_existing(folder: Path, stem: str) -> Path | None:
+    for suffix in (".jsonl", ".jsonl.gz"):
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return None
+
+
+def _find_tree(path: Path) -> Path | None:
+    for root in (path, path / "aclImdb"):
+        if (root / "train" / "pos").is_dir() and (root / "test" / "pos").is_dir():
+            return root
+    return None
+
+
+def _decode(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _read_tree(root: Path) -> ReviewData:
+    records = []
+    for split_name in ("train", "test"):
+        for label_name in ("neg", "pos"):
+            folder = root / split_name / label_name
+            for file in folder.glob("*.txt") if folder.is_dir() else ():
+                match = _TREE_MEMBER.search(f"{split_name}/{label_name}/{file.name}")
+                if match:
+                    records.append((split_name, label_name, int(match.group(3)), file.read_bytes()))
+    return _records_to_data(records, f"aclImdb directory tree {root}", [str(root)])
+
+
+def _read_archive(archive: Path) -> ReviewData:
+    records = []
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                match = _TREE_MEMBER.search(member.name)
+                if match and member.isfile():
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        records.append((match.group(1), match.group(2), int(match.group(3)), handle.read()))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read archive {archive}: {exc}. Download it again (sentiment-mlops download).") from exc
+    if not records:
+        raise DataError(f"archive {archive} holds no train|test/pos|neg/*.txt reviews: is it aclImdb_v1.tar.gz?")
+    return _records_to_data(records, f"archive {archive.name}", [str(archive)])
+
+
+def _records_to_data(records: list[tuple[str, str, int, bytes]], layout: str, sources: list[str]) -> ReviewData:
+    data = ReviewData(Split(), Split(), layout, sources=sources)
+    for split_name, label_name, _, raw in sorted(records, key=lambda r: (r[0], r[1] == "pos", r[2])):
+        text = _decode(raw)
+        if text is None:
+            data.undecodable += 1
+        else:
+            getattr(data, split_name).add(text, _LABELS[label_name])
+    return data
+
+
+def _open_lines(path: Path) -> Iterator[bytes]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            yield from handle
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_jsonl(train_path: Path, test_path: Path) -> ReviewData:
+    data = ReviewData(Split(), Split(), "JSON Lines", sources=[str(train_path), str(test_path)])
+    labels = _LabelChecker()
+    for split, path in ((data.train, train_path), (data.test, test_path)):
+        for number, raw in enumerate(_open_lines(path), start=1):
+            if not raw.strip():
+                continue
+            line = _decode(raw)
+            if line is None:
+                data.undecodable += 1
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path.name} line {number} is not JSON ({exc}); each line must be one object") from exc
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise DataError(f'{path.name} line {number} has no "text" string; expected {{"text": ..., "label": 0|1}}')
+            label = labels.parse(record.get("label"), f"{path.name} line {number}")
+            if label is not None:
+                split.add(record["text"], label)
+    labels.raise_if_bad()
+    return data
+
+
+def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
+    raw = path.read_bytes()
+    text = raw.decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise DataError(f"{path.name} is empty") from None
+    text_col = next((header.index(c) for c in _CSV_TEXT_COLUMNS if c in header), None)
+    label_col = next((header.index(c) for c in _CSV_LABEL_COLUMNS if c in header), None)
+    if text_col is None or label_col is None:
+        raise DataError(
+            f"{path.name} needs a review column ({'/'.join(_CSV_TEXT_COLUMNS)}) and a sentiment column "
+            f"({'/'.join(_CSV_LABEL_COLUMNS)}); its header is {header}"
+        )
+    everything = Split()
+    labels = _LabelChecker()
+    undecodable = 0
+    try:
+        for number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) <= max(text_col, label_col):
+                raise DataError(f"{path.name} row {number} has {len(row)} columns; expected {len(header)}")
+            review = row[text_col]
+            if _decode(review.encode("utf-8", errors="surrogateescape")) is None:
+                undecodable += 1
+                continue
+            label = labels.parse(row[label_col], f"{path.name} row {number}")
+            if label is not None:
+                everything.add(review, label)
+    except csv.Error as exc:
+        raise DataError(f"{path.name} is not valid CSV: {exc}") from exc
+    labels.raise_if_bad()
+    train_rows, test_rows = stratified_split(np.asarray(everything.labels), test_fraction, seed)
+    data = ReviewData(Split(), Split(), f"CSV {path.name} (test split {test_fraction:.0%}, seed {seed})", undecodable, [str(path)])
+    for split, rows in ((data.train, train_rows), (data.test, test_rows)):
+        for i in rows:
+            split.add(everything.texts[i], everything.labels[i])
+    return data
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, carved) with ``fraction`` of each label carved out, chosen by a seeded shuffle."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"split fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    kept, carved = [], []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        rng.shuffle(rows)
+        cut = int(round(len(rows) * fraction))
+        carved.append(rows[:cut])
+        kept.append(rows[cut:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))

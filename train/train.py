@@ -1,0 +1,259 @@
+"""The training job: an LSTM sentiment classifier, trained on the preprocessing step's arrays.
+
+Honours the SageMaker training contract (``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``,
+``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``SM_NUM_GPUS``, ``SM_HPS``, hyperparameters as
+``--name value``, checkpoints in ``/opt/ml/checkpoints``) and runs the same by hand::
+
+    python train/train.py --train DIR --validation DIR --model-dir DIR --output-data-dir DIR [--profile cpu|gpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, steps/) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serve.artifact import write_artifact
+from serve.network import NetworkConfig, SentimentLSTM
+from serve.text import TextConfig
+from serve.vocab import Vocabulary
+from steps.arrays import SplitFormatError, load_split_arrays
+from train.checkpoints import CheckpointStore
+from train.plots import plot_training_curves
+from train.profiles import PROFILES, Hyperparameters
+
+log = logging.getLogger("train")
+
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "training_curves.png"
+# The per-epoch log line; the pipeline's metric definitions parse these names.
+EPOCH_LINE = ("epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f} "
+              "epoch_seconds={epoch_seconds:.1f} tokens_per_second={tokens_per_second:.0f}")
+METRIC_DEFINITIONS = [
+    {"Name": name, "Regex": f"{name}=([0-9.]+)"}
+    for name in ("train_loss", "val_loss", "val_accuracy", "epoch_seconds", "tokens_per_second")
+]
+
+
+class TrainingError(ValueError):
+    """Bad inputs to the training job; the message says how to fix them."""
+
+
+class Batches:
+    """Length-bucketed batches: similar lengths share a batch, so little compute goes to padding.
+
+    Each epoch's order comes from ``seed + epoch`` alone, which is what lets a resumed job
+    replay exactly the batches an uninterrupted one would have seen.
+    """
+
+    POOL = 50  # batches per sorting pool: big enough to bucket well, small enough to stay random
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+
+    def epoch(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(self.seed + epoch)
+        order = rng.permutation(len(self.lengths))
+        pool_size = self.batch_size * self.POOL
+        batches = []
+        for start in range(0, len(order), pool_size):
+            pool = order[start : start + pool_size]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
+        rng.shuffle(batches)
+        return batches
+
+
+def _to_tensors(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, rows: np.ndarray, device: torch.device):
+    row_lengths = lengths[rows]
+    batch_ids = torch.from_numpy(ids[rows, : int(row_lengths.max())].astype(np.int64)).to(device, non_blocking=True)
+    return batch_ids, torch.from_numpy(row_lengths.astype(np.int64)), torch.from_numpy(labels[rows].astype(np.float32)).to(device)
+
+
+def evaluate(network: nn.Module, data: tuple, device: torch.device, batch_size: int, autocast: dict) -> tuple[float, float]:
+    """Mean loss and accuracy over a split, batched by length."""
+    ids, lengths, labels = data
+    network.eval()
+    loss_sum, correct = 0.0, 0
+    order = np.argsort(lengths, kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size * 2):
+            rows = order[start : start + batch_size * 2]
+            batch_ids, batch_lengths, batch_labels = _to_tensors(ids, lengths, labels, rows, device)
+            with torch.autocast(**autocast):
+                logits = network(batch_ids, batch_lengths).float()
+            loss_sum += nn.functional.binary_cross_entropy_with_logits(logits, batch_labels, reduction="sum").item()
+            correct += int(((logits > 0).float() == batch_labels).sum())
+    return loss_sum / len(order), correct / len(order)
+
+
+def _device(requested_gpus: int) -> torch.device:
+    return torch.device("cuda") if requested_gpus != 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _seed_everything(seed: int, device: torch.device) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
+def _autocast_settings(device: torch.device) -> dict:
+    """bf16 on GPUs that support it (Ampere and newer); full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return {"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}
+    return {"device_type": device.type, "enabled": False}
+
+
+def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
+    started = time.perf_counter()
+    train_dir, val_dir = Path(args.train), Path(args.validation)
+    try:
+        train_data = load_split_arrays(train_dir)
+        val_data = load_split_arrays(val_dir)
+    except SplitFormatError as exc:
+        raise TrainingError(str(exc)) from exc
+    vocab, text, prep_stats = _read_preprocessing_outputs(train_dir)
+    device = _device(args.num_gpus)
+    if device.type == "cpu":
+        torch.set_num_threads(hp.num_threads or os.cpu_count() or 1)
+    _seed_everything(hp.seed, device)
+    autocast = _autocast_settings(device)
+
+    config = NetworkConfig(len(vocab), hp.embedding_dim, hp.hidden_dim, hp.num_layers, hp.bidirectional, hp.dropout)
+    network = SentimentLSTM(config).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    batches = Batches(train_data[1], hp.batch_size, hp.seed)
+    steps_per_epoch = len(batches.epoch(0))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=steps_per_epoch * hp.epochs,
+                                                   pct_start=0.1, anneal_strategy="linear")
+    store = CheckpointStore(Path(args.checkpoint_dir), signature={"hyperparameters": hp.to_dict(), "data": prep_stats.get("data_sha256")})
+    state = store.resume(network, optimizer, schedule)
+    log.info("training on %s: %d train / %d validation reviews, %d parameters, starting at epoch %d",
+             device, len(train_data[2]), len(val_data[2]), sum(p.numel() for p in network.parameters()), state.epoch + 1)
+
+    loss_fn = nn.BCEWithLogitsLoss()
+    for epoch in range(state.epoch + 1, hp.epochs + 1):
+        network.train()
+        torch.manual_seed(hp.seed + epoch)  # dropout masks replay the same after a resume
+        epoch_started, loss_sum, tokens = time.perf_counter(), 0.0, 0
+        plan = batches.epoch(epoch)
+        for rows in tqdm(plan, desc=f"epoch {epoch}/{hp.epochs}", unit="batch", mininterval=5.0, disable=None, leave=False):
+            batch_ids, batch_lengths, batch_labels = _to_tensors(*train_data, rows, device)
+            with torch.autocast(**autocast):
+                logits = network(batch_ids, batch_lengths).float()
+            loss = loss_fn(logits, batch_labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.item() * len(rows)
+            tokens += int(batch_lengths.sum())
+        val_loss, val_accuracy = evaluate(network, val_data, device, hp.batch_size, autocast)
+        seconds = time.perf_counter() - epoch_started
+        record = {"epoch": epoch, "train_loss": loss_sum / len(train_data[2]), "val_loss": val_loss, "val_accuracy": val_accuracy,
+                  "epoch_seconds": seconds, "tokens_per_second": tokens / seconds}
+        log.info(EPOCH_LINE.format(**record))
+        state.record(record, network)
+        store.save(state, network, optimizer, schedule)
+        if state.epochs_without_improvement >= hp.patience:
+            log.info("early stop: validation accuracy has not improved for %d epochs (best %.4f at epoch %d)",
+                     hp.patience, state.best_accuracy, state.best_epoch)
+            break
+
+    network.load_state_dict(state.best_state)
+    summary = {
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_accuracy,
+        "epochs_run": len(state.history),
+        "seconds": round(time.perf_counter() - started, 2),
+        "device": str(device),
+        "profile": args.profile,
+        "hyperparameters": hp.to_dict(),
+        "history": state.history,
+    }
+    metadata = {
+        "training": {k: v for k, v in summary.items() if k != "history"},
+        "data": {"sha256": prep_stats.get("data_sha256"), "vocabulary": prep_stats.get("vocabulary")},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    }
+    write_artifact(Path(args.model_dir), network.cpu(), vocab, text, metadata)
+    output_dir = Path(args.output_data_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    plot_training_curves(state.history, output_dir / CURVES_FILE)
+    log.info("best epoch %d: val_accuracy=%.4f; model written to %s", state.best_epoch, state.best_accuracy, args.model_dir)
+    return summary
+
+
+def _read_preprocessing_outputs(train_dir: Path) -> tuple[Vocabulary, TextConfig, dict]:
+    stats_path = train_dir / "stats.json"
+    if not stats_path.is_file():
+        raise TrainingError(f"{train_dir} has no stats.json: the train channel must be the preprocessing step's train/ output")
+    stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    return Vocabulary.load(train_dir / "vocab.json"), TextConfig.from_dict(stats["options"]["text"]), stats
+
+
+def _bool(value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyperparameters]:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    parser.add_argument("--validation", default=env.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation"))
+    parser.add_argument("--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--output-data-dir", default=env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    parser.add_argument("--checkpoint-dir", default=env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
+    parser.add_argument("--num-gpus", type=int, default=int(env.get("SM_NUM_GPUS", "-1")), help="0 forces the CPU")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="hyperparameter profile (default: gpu if a GPU is present)")
+    types = {"bidirectional": _bool}
+    defaults = Hyperparameters()
+    for name in Hyperparameters.names():
+        kind = types.get(name, type(getattr(defaults, name)))
+        # SageMaker passes hyperparameters as --name value with the names as written: accept both spellings.
+        parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+    args, unknown = parser.parse_known_args(argv)
+    unknown = [u for u in unknown if not u.startswith("--sagemaker_")]
+    if unknown:
+        parser.error(f"unknown arguments {unknown}; hyperparameters are {', '.join(Hyperparameters.names())}")
+    hps_env = json.loads(env.get("SM_HPS", "{}") or "{}")
+    profile = args.profile or hps_env.get("profile") or ("gpu" if args.num_gpus != 0 and torch.cuda.is_available() else "cpu")
+    args.profile = profile
+    overrides = {name: parser._option_string_actions[f"--{name}"].type(hps_env[name]) for name in Hyperparameters.names() if name in hps_env}
+    overrides.update({name: getattr(args, name) for name in Hyperparameters.names() if getattr(args, name) is not None})
+    return args, PROFILES[profile].with_overrides(overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args, hp = parse_args(argv)
+    try:
+        train(args, hp)
+    except (TrainingError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
