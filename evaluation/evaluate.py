@@ -102,7 +102,10 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
     try:
         model_dir = resolve_model_dir(model_path(model), scratch / "model")
         handlers = load_artifact_handlers(model_dir)
-        loaded = handlers.model_fn(str(model_dir))
+        try:
+            loaded = handlers.model_fn(str(model_dir))
+        except Exception as exc:  # the artifact's own error classes are not this module's
+            raise EvaluationError(f"the artifact's model_fn cannot load {model_dir}: {exc}") from exc
         probabilities = score(handlers, loaded, texts)
         report = binary_classification_report(labels, probabilities)
         metrics = report["binary_classification_metrics"]
@@ -131,7 +134,7 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--model", default="/opt/ml/processing/model", help="model.tar.gz, the folder holding it, or an unpacked model dir")
     parser.add_argument("--test", default="/opt/ml/processing/test", help="the preprocessing step's test/ output")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")

@@ -58,36 +58,44 @@ def resolve_data(data: str | None, settings: Settings) -> Path:
     return path
 
 
-def hyperparameter_args(pairs: list[str] | None) -> list[str]:
-    """``NAME=VALUE`` pairs as the ``--NAME VALUE`` arguments the training job takes."""
+def option_args(pairs: list[str] | None, flag: str, switches: bool = False) -> list[str]:
+    """``NAME=VALUE`` pairs as the ``--NAME VALUE`` arguments a job script takes.
+
+    With ``switches``, true/false become ``--NAME``/``--no-NAME`` (the preprocessing step's on/off flags).
+    """
     args = []
     for pair in pairs or ():
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise CommandError(f"-H {pair!r}: write hyperparameters as NAME=VALUE, for example -H epochs=3")
-        args += [f"--{name}", value]
+            raise CommandError(f"{flag} {pair!r}: write options as NAME=VALUE, for example {flag} epochs=3")
+        name = name.replace("_", "-")
+        if switches and value.lower() in ("true", "false"):
+            args.append(f"--{name}" if value.lower() == "true" else f"--no-{name}")
+        else:
+            args += [f"--{name}", value]
     return args
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> dict:
+    preprocess_options = option_args(args.preprocess_option, "-P", switches=True)
+    hyperparameters = option_args(args.hyperparameter, "-H")
+    if args.sample:
+        preprocess_options += ["--sample", str(args.sample)]
     data = resolve_data(args.data, settings)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = Path(args.work_dir or settings.home / "runs" / stamp)
     if work.exists() and any(work.iterdir()):
         raise CommandError(f"{work} is not empty: choose another --work-dir")
     (work / "logs").mkdir(parents=True)
-    prep, model, train_out, evaluation = work / "preprocess", work / "model", work / "train-output", work / "evaluation"
-    prep_args = ["--input-dir", str(data), "--output-dir", str(prep)]
-    if args.sample:
-        prep_args += ["--sample", str(args.sample)]
-    seconds = {"Preprocess": _run_step("Preprocess", prep_args, work / "logs" / "preprocess.log")}
-    seconds["Train"] = _run_step("Train", ["--train", str(prep / "train"), "--validation", str(prep / "validation"),
-                                           "--model-dir", str(model), "--output-data-dir", str(train_out),
-                                           "--checkpoint-dir", str(work / "checkpoints"), "--profile", args.profile,
-                                           *hyperparameter_args(args.hyperparameter)],
-                                 work / "logs" / "train.log")
-    seconds["Evaluate"] = _run_step("Evaluate", ["--model", str(model), "--test", str(prep / "test"), "--output-dir", str(evaluation)],
-                                    work / "logs" / "evaluate.log")
+    prep, model, evaluation = work / "preprocess", work / "model", work / "evaluation"
+    steps = {
+        "Preprocess": ["--input-dir", str(data), "--output-dir", str(prep), *preprocess_options],
+        "Train": ["--train", str(prep / "train"), "--validation", str(prep / "validation"), "--model-dir", str(model),
+                  "--output-data-dir", str(work / "train-output"), "--checkpoint-dir", str(work / "checkpoints"),
+                  "--profile", args.profile, *hyperparameters],
+        "Evaluate": ["--model", str(model), "--test", str(prep / "test"), "--output-dir", str(evaluation)],
+    }
+    seconds = {name: _run_step(name, step_args, work / "logs" / f"{name.lower()}.log") for name, step_args in steps.items()}
     report = json.loads((evaluation / "evaluation.json").read_text(encoding="utf-8"))
     accuracy = report["binary_classification_metrics"]["accuracy"]["value"]
     return {"work_dir": str(work), "data": str(data), "profile": args.profile, "accuracy": accuracy,
@@ -100,7 +108,7 @@ def command_download(args: argparse.Namespace, settings: Settings) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sentiment-mlops", description="Train, evaluate and serve an IMDb sentiment LSTM.")
+    parser = argparse.ArgumentParser(prog="sentiment-mlops", allow_abbrev=False, description="Train, evaluate and serve an IMDb sentiment LSTM.")
     parser.add_argument("--home", help="folder for local runs, artifacts and the registry (default ./.mlops or $SENTIMENT_MLOPS_HOME)")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="folder or file with the reviews, or a URL (default: download the official archive)")
     run.add_argument("--profile", choices=("cpu", "gpu"), default="cpu", help="training hyperparameter profile")
     run.add_argument("--hyperparameter", "-H", action="append", metavar="NAME=VALUE", help="override one training hyperparameter")
+    run.add_argument("--preprocess-option", "-P", action="append", metavar="NAME=VALUE",
+                     help="set one preprocessing option (for example -P max_len=300 -P truncate=head)")
     run.add_argument("--sample", type=int, help="use only N reviews per split (a quick look, not a real run)")
     run.add_argument("--work-dir", help="where this run's outputs go (default HOME/runs/TIMESTAMP)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")

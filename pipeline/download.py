@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -55,7 +56,9 @@ def download(url: str, sha256: str | None, cache_dir: Path, timeout: float = 30.
                     digest.update(block)
                     out.write(block)
                     bar.update(len(block))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+            if total is not None and received != total:
+                raise DownloadError(f"{url} sent {received:,} of {total:,} bytes: the connection dropped; try again, or {how_to_continue}")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot download {url} ({reason}); {how_to_continue}") from exc

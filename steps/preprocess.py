@@ -178,6 +178,9 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
     if len(np.unique(train_labels)) < 2:
         raise DataError("the training data holds only one label: a classifier needs positive and negative reviews")
     train_rows, val_rows = stratified_split(train_labels, options.validation_fraction, options.seed)
+    if not len(train_rows) or not len(val_rows):
+        raise DataError(f"{len(train_labels)} training reviews are too few for a {options.validation_fraction:.1%} "
+                        "validation split: use more reviews (a larger --sample) or change --validation-fraction")
 
     workers = options.workers or os.cpu_count() or 1
     texts = data.train.texts + data.test.texts
@@ -244,7 +247,7 @@ def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, Encode
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = PreprocessOptions()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--input-dir", default=DEFAULT_INPUT, help="folder (or file) holding the reviews")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="where train/, validation/ and test/ are written")
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="ids in the vocabulary, padding and unknown included")

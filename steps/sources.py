@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -86,7 +87,7 @@ class ReviewData:
         for name in ("train", "test"):
             split = getattr(self, name)
             if per_split < len(split):
-                _, rows = stratified_split(np.asarray(split.labels), per_split / len(split), seed)
+                rows = stratified_sample(np.asarray(split.labels), per_split, seed)
                 setattr(self, name, Split([split.texts[i] for i in rows], [split.labels[i] for i in rows]))
 
 
@@ -195,7 +196,10 @@ def _read_archive(archive: Path) -> ReviewData:
                     handle = tar.extractfile(member)
                     if handle is not None:
                         records.append((match.group(1), match.group(2), int(match.group(3)), handle.read()))
-    except (tarfile.TarError, OSError, EOFError) as exc:
+            # tarfile stops quietly at a damaged header; reading to the end makes gzip check its CRC.
+            while tar.fileobj is not None and tar.fileobj.read(1 << 20):
+                pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read archive {archive}: {exc}. Download it again (sentiment-mlops download).") from exc
     if not records:
         raise DataError(f"archive {archive} holds no train|test/pos|neg/*.txt reviews: is it aclImdb_v1.tar.gz?")
@@ -218,7 +222,7 @@ def _open_lines(path: Path) -> Iterator[bytes]:
     try:
         with opener(path, "rb") as handle:
             yield from handle
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
@@ -248,7 +252,7 @@ def _read_jsonl(train_path: Path, test_path: Path) -> ReviewData:
 
 def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
     raw = path.read_bytes()
-    text = raw.decode("utf-8", errors="surrogateescape")
+    text = raw.decode("utf-8-sig", errors="surrogateescape")  # spreadsheets save "CSV UTF-8" with a BOM
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -280,6 +284,8 @@ def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
     except csv.Error as exc:
         raise DataError(f"{path.name} is not valid CSV: {exc}") from exc
     labels.raise_if_bad()
+    if not len(everything):
+        raise DataError(f"{path.name} holds no labeled reviews below its header")
     train_rows, test_rows = stratified_split(np.asarray(everything.labels), test_fraction, seed)
     data = ReviewData(Split(), Split(), f"CSV {path.name} (test split {test_fraction:.0%}, seed {seed})", undecodable, [str(path)])
     for split, rows in ((data.train, train_rows), (data.test, test_rows)):
@@ -301,3 +307,15 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         carved.append(rows[:cut])
         kept.append(rows[cut:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
+
+
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Exactly ``count`` sorted indices, each label's share kept (largest remainders get the spare rows)."""
+    rng = np.random.default_rng(seed)
+    values, sizes = np.unique(labels, return_counts=True)
+    exact = sizes * count / sizes.sum()
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: count - int(quota.sum())]:
+        quota[i] += 1
+    rows = [rng.permutation(np.flatnonzero(labels == v))[:q] for v, q in zip(values, quota)]
+    return np.sort(np.concatenate(rows))

@@ -216,9 +216,24 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _without_sagemaker_args(argv: list[str]) -> list[str]:
+    """Drop ``--sagemaker_*`` framework settings (and their values): they configure the container, not us."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+            if not arg.startswith("--"):
+                continue
+        if arg.startswith("--sagemaker_"):
+            skip_value = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyperparameters]:
     env = os.environ
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
     parser.add_argument("--validation", default=env.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation"))
     parser.add_argument("--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
@@ -232,8 +247,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyper
         kind = types.get(name, type(getattr(defaults, name)))
         # SageMaker passes hyperparameters as --name value with the names as written: accept both spellings.
         parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
-    args, unknown = parser.parse_known_args(argv)
-    unknown = [u for u in unknown if not u.startswith("--sagemaker_")]
+    args, unknown = parser.parse_known_args(_without_sagemaker_args(sys.argv[1:] if argv is None else argv))
     if unknown:
         parser.error(f"unknown arguments {unknown}; hyperparameters are {', '.join(Hyperparameters.names())}")
     hps_env = json.loads(env.get("SM_HPS", "{}") or "{}")

@@ -1,0 +1,98 @@
+"""Test accuracy and wall time of the whole job against a TF-IDF baseline, in one run.
+
+    .venv/bin/python benchmarks/accuracy.py --data ../shared/data/imdb --profile cpu
+    .venv/bin/python benchmarks/accuracy.py --profile gpu     # on a GPU machine
+
+The baseline is a TF-IDF word+bigram logistic regression trained on the same train split and
+scored on the same 25,000 test reviews.  Ours is the real job (``sentiment-mlops run``):
+preprocessing, training and evaluation, each as its own process, accuracy taken from the
+evaluation step's ``evaluation.json`` (the artifact's own handlers).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {
+    # profile: (minimum test accuracy, the step times that must fit, their budget in seconds)
+    "cpu": (0.88, ("Preprocess", "Train", "Evaluate"), 600.0),
+    "gpu": (0.91, ("Train",), 60.0),
+}
+TUTORIAL_ACCURACY = 0.848
+
+
+def read_split(data: Path, name: str) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    with gzip.open(data / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            texts.append(record["text"])
+            labels.append(int(record["label"]))
+    return texts, labels
+
+
+def tfidf_baseline(data: Path) -> tuple[float, float]:
+    """Accuracy and seconds of a TF-IDF (1-2 grams) logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train_texts, train_labels = read_split(data, "train")
+    test_texts, test_labels = read_split(data, "test")
+    started = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+    classifier = LogisticRegression(C=4.0, max_iter=1000)
+    classifier.fit(vectorizer.fit_transform(train_texts), train_labels)
+    accuracy = float((classifier.predict(vectorizer.transform(test_texts)) == test_labels).mean())
+    return accuracy, time.perf_counter() - started
+
+
+def run_job(data: Path, profile: str, work_dir: Path, extra: list[str]) -> dict:
+    command = [str(REPO / ".venv" / "bin" / "sentiment-mlops"), "run", "--data", str(data), "--profile", profile,
+               "--work-dir", str(work_dir), "--json", *extra]
+    started = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"the job failed (exit {result.returncode}); logs in {work_dir / 'logs'}")
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary["wall_seconds"] = time.perf_counter() - started
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "imdb")
+    parser.add_argument("--profile", choices=sorted(TARGETS), default="cpu")
+    parser.add_argument("--work-dir", type=Path, help="keep the run's outputs here (default: a temporary folder)")
+    parser.add_argument("extra", nargs="*", help="more arguments for `sentiment-mlops run`, after --, e.g. -- -P truncate=head")
+    args = parser.parse_args()
+
+    baseline_accuracy, baseline_seconds = tfidf_baseline(args.data)
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="accuracy-bench-")) / "run"
+    summary = run_job(args.data, args.profile, work_dir, args.extra)
+    minimum, timed_steps, budget = TARGETS[args.profile]
+    timed = sum(summary["steps"][step]["seconds"] for step in timed_steps)
+    checks = {f"test accuracy >= {minimum}": summary["accuracy"] >= minimum,
+              f"{' + '.join(timed_steps)} <= {budget:.0f} s": timed <= budget}
+
+    print(f"profile                  {args.profile}")
+    print(f"tutorial LSTM (2020)     accuracy {TUTORIAL_ACCURACY:.3f}")
+    print(f"TF-IDF baseline          accuracy {baseline_accuracy:.4f} in {baseline_seconds:.1f} s")
+    print(f"this project             accuracy {summary['accuracy']:.4f}")
+    for step, figures in summary["steps"].items():
+        print(f"  {step:<22} {figures['seconds']:>7.1f} s")
+    print(f"  {'steps total':<22} {summary['total_seconds']:>7.1f} s  ({summary['total_seconds'] / baseline_seconds:.1f}x the baseline's time)")
+    print(f"outputs                  {summary['work_dir']}")
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

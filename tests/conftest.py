@@ -1,0 +1,40 @@
+"""Shared fixtures: synthetic data preprocessed once, and a tiny trained model, for the whole session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steps.preprocess import PreprocessOptions, run as preprocess
+from serve.text import TextConfig
+from tests.synthetic import make_reviews, write_jsonl
+
+# Hyperparameters for a network small enough to train in seconds on synthetic reviews.
+TINY = ["--epochs", "4", "--batch_size", "32", "--embedding_dim", "16", "--hidden_dim", "16", "--learning_rate", "0.01",
+        "--num_threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """Synthetic reviews run through the real preprocessing step: train/, validation/, test/."""
+    root = tmp_path_factory.mktemp("prepared")
+    data = write_jsonl(root / "data", make_reviews(600, seed=1), make_reviews(200, seed=2))
+    options = PreprocessOptions(vocab_size=200, min_count=1, workers=1, text=TextConfig(max_len=40))
+    preprocess(data, root / "out", options)
+    return root / "out"
+
+
+def train_args(prepared: Path, out: Path, *extra: str) -> list[str]:
+    return ["--train", str(prepared / "train"), "--validation", str(prepared / "validation"), "--model-dir", str(out / "model"),
+            "--output-data-dir", str(out / "output"), "--checkpoint-dir", str(out / "checkpoints"), "--num-gpus", "0",
+            "--profile", "cpu", *TINY, *extra]
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, tmp_path_factory) -> Path:
+    """A tiny model trained by the real training job; returns the job's folder (model/, output/, checkpoints/)."""
+    from train.train import main as train_main
+
+    out = tmp_path_factory.mktemp("trained")
+    assert train_main(train_args(prepared, out)) == 0
+    return out

@@ -1,0 +1,113 @@
+"""The evaluation step: SageMaker's report format, scoring through the artifact's own code, bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from evaluation.evaluate import EvaluationError, main, run
+from evaluation.metrics import binary_classification_report
+from serve.artifact import ArtifactError, pack_model_dir
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluated")
+    pack_model_dir(trained / "model", out / "model.tar.gz")
+    report = run(out / "model.tar.gz", prepared / "test", out / "evaluation")
+    return out, report
+
+
+def test_report_has_the_sagemaker_model_quality_shape(evaluated):
+    _, report = evaluated
+    metrics = report["binary_classification_metrics"]
+    for name in ("accuracy", "precision", "recall", "f1", "auc"):
+        assert set(metrics[name]) == {"value", "standard_deviation"}
+        assert 0.0 <= metrics[name]["value"] <= 1.0
+    assert set(metrics["confusion_matrix"]) == {"0", "1"}
+    assert sum(metrics["confusion_matrix"][a][p] for a in "01" for p in "01") == 200
+    roc = metrics["receiver_operating_characteristic_curve"]
+    assert len(roc["false_positive_rates"]) == len(roc["true_positive_rates"]) >= 2
+    assert roc["false_positive_rates"][0] == 0.0 and roc["true_positive_rates"][-1] == 1.0
+    assert set(metrics["precision_recall_curve"]) == {"precisions", "recalls"}
+    assert metrics["accuracy"]["value"] > 0.9  # the tiny model learned the synthetic task
+
+
+def test_outputs_a_person_can_read(evaluated):
+    out, report = evaluated
+    folder = out / "evaluation"
+    assert json.loads((folder / "evaluation.json").read_text()) == report
+    for plot in ("confusion_matrix.png", "roc_pr_curves.png"):
+        assert (folder / plot).read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "worst_misclassified.md").read_text().startswith("# The ")
+    predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    accuracy = np.mean([(p["positive_probability"] >= 0.5) == p["label"] for p in predictions])
+    assert accuracy == pytest.approx(report["binary_classification_metrics"]["accuracy"]["value"], abs=1e-6)
+
+
+def test_scores_through_the_artifacts_own_code_not_the_repository(trained, prepared, tmp_path):
+    """Break the artifact's copy of the handlers: evaluation must see the break, so it ran that copy."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained / "model", model_dir)
+    handlers = model_dir / "code" / "serve" / "handlers.py"
+    source = handlers.read_text()
+    assert "return [Prediction(float(p))" in source
+    handlers.write_text(source.replace("return [Prediction(float(p))", "return [Prediction(1.0 - float(p))"))
+    honest = run(trained / "model", prepared / "test", tmp_path / "honest")["binary_classification_metrics"]["accuracy"]["value"]
+    flipped = run(model_dir, prepared / "test", tmp_path / "flipped")["binary_classification_metrics"]["accuracy"]["value"]
+    assert flipped == pytest.approx(1.0 - honest, abs=1e-9)
+    import serve.handlers  # the repository's modules are back in place afterwards
+
+    assert "code" not in serve.handlers.__file__.split("/")
+    assert sys.modules["serve.handlers"] is serve.handlers
+
+
+def test_report_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    probabilities = np.clip(labels * 0.3 + rng.random(500) * 0.6, 0, 1)
+    metrics = binary_classification_report(labels, probabilities)["binary_classification_metrics"]
+    predicted = probabilities >= 0.5
+    assert metrics["accuracy"]["value"] == pytest.approx(skm.accuracy_score(labels, predicted), abs=1e-6)
+    assert metrics["precision"]["value"] == pytest.approx(skm.precision_score(labels, predicted), abs=1e-6)
+    assert metrics["recall"]["value"] == pytest.approx(skm.recall_score(labels, predicted), abs=1e-6)
+    assert metrics["f2"]["value"] == pytest.approx(skm.fbeta_score(labels, predicted, beta=2), abs=1e-6)
+    assert metrics["auc"]["value"] == pytest.approx(skm.roc_auc_score(labels, probabilities), abs=1e-6)
+    tied = np.round(probabilities, 1)  # ties count half, as in sklearn
+    tied_metrics = binary_classification_report(labels, tied)["binary_classification_metrics"]
+    assert tied_metrics["auc"]["value"] == pytest.approx(skm.roc_auc_score(labels, tied), abs=1e-6)
+    majority = int(labels.mean() >= 0.5)
+    assert metrics["accuracy_best_constant_classifier"]["value"] == pytest.approx(np.mean(labels == majority), abs=1e-6)
+    tn, fp, fn, tp = skm.confusion_matrix(labels, predicted).ravel()
+    assert metrics["confusion_matrix"] == {"0": {"0": tn, "1": fp}, "1": {"0": fn, "1": tp}}
+    assert 0 < metrics["accuracy"]["standard_deviation"] < 0.05
+    assert binary_classification_report(labels, probabilities) == binary_classification_report(labels, probabilities)
+
+
+def test_single_class_data_reports_nan_auc_instead_of_crashing():
+    metrics = binary_classification_report(np.ones(10, dtype=int), np.full(10, 0.9))["binary_classification_metrics"]
+    assert metrics["auc"]["value"] == "NaN" and metrics["accuracy"]["value"] == 1.0
+    assert "receiver_operating_characteristic_curve" not in metrics
+
+
+def test_missing_test_reviews_and_missing_model_are_clear_errors(trained, tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvaluationError, match="reviews.jsonl"):
+        run(trained / "model", tmp_path / "empty", tmp_path / "out")
+    shutil.copytree(trained / "model", tmp_path / "model")
+    (tmp_path / "model" / "model.pt").unlink()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "reviews.jsonl").write_text('{"text": "fine film", "label": 1}\n')
+    assert main(["--model", str(tmp_path / "model"), "--test", str(tmp_path / "test"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert any("model.pt" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "out" / "evaluation.json").exists()
+
+
+def test_a_corrupt_archive_is_a_clear_error(prepared, tmp_path):
+    (tmp_path / "model.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ArtifactError, match="cannot unpack"):
+        run(tmp_path / "model.tar.gz", prepared / "test", tmp_path / "out")

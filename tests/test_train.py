@@ -1,0 +1,137 @@
+"""The training job: artifact contract, determinism, spot-interruption resume, SageMaker environment."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from serve.artifact import load_model
+from tests.conftest import train_args
+from train import train as train_module
+from train.checkpoints import CHECKPOINT_FILE, CheckpointStore
+from train.train import METRIC_DEFINITIONS, main
+
+
+def _weights(model_dir):
+    return torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+
+
+def test_training_writes_a_self_contained_artifact(trained):
+    model_dir = trained / "model"
+    for name in ("model.pt", "config.json", "vocab.json", "code/inference.py", "code/requirements.txt", "code/serve/handlers.py"):
+        assert (model_dir / name).is_file(), name
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["network"]["hidden_dim"] == 16 and config["text"]["max_len"] == 40
+    assert config["training"]["profile"] == "cpu" and config["versions"]["torch"] == torch.__version__
+    assert len(config["data"]["sha256"]["train"]) == 64
+    loaded = load_model(model_dir)
+    assert loaded.config["training"]["best_val_accuracy"] > 0.9  # the synthetic task is learnable
+
+
+def test_training_writes_metrics_and_curves(trained):
+    metrics = json.loads((trained / "output" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, metrics["epochs_run"] + 1))
+    assert metrics["best_val_accuracy"] == max(h["val_accuracy"] for h in metrics["history"])
+    assert (trained / "output" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_epoch_log_lines_match_the_metric_definitions(prepared, tmp_path, caplog):
+    caplog.set_level("INFO", logger="train")
+    assert main(train_args(prepared, tmp_path, "--epochs", "1")) == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch=")]
+    assert len(lines) == 1
+    for definition in METRIC_DEFINITIONS:
+        match = re.search(definition["Regex"], lines[0])
+        assert match, definition["Name"]
+        float(match.group(1))
+
+
+def test_same_seed_gives_identical_weights(prepared, trained, tmp_path):
+    assert main(train_args(prepared, tmp_path)) == 0
+    first, second = _weights(trained / "model"), _weights(tmp_path / "model")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_another_seed_gives_other_weights(prepared, trained, tmp_path):
+    assert main(train_args(prepared, tmp_path, "--seed", "7")) == 0
+    first, second = _weights(trained / "model"), _weights(tmp_path / "model")
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_an_interrupted_job_resumes_from_its_checkpoint_and_ends_the_same(prepared, trained, tmp_path, monkeypatch, caplog):
+    original_save = CheckpointStore.save
+
+    def save_then_get_interrupted(self, *args, **kwargs):
+        original_save(self, *args, **kwargs)
+        raise SystemExit("spot interruption")
+
+    monkeypatch.setattr(CheckpointStore, "save", save_then_get_interrupted)
+    with pytest.raises(SystemExit):
+        main(train_args(prepared, tmp_path))
+    assert (tmp_path / "checkpoints" / CHECKPOINT_FILE).is_file()
+    assert not (tmp_path / "model").exists()
+
+    monkeypatch.setattr(CheckpointStore, "save", original_save)
+    caplog.set_level("INFO")
+    assert main(train_args(prepared, tmp_path)) == 0
+    assert any("resuming after epoch 1" in r.getMessage() for r in caplog.records)
+    resumed, uninterrupted = _weights(tmp_path / "model"), _weights(trained / "model")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    history = json.loads((tmp_path / "output" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_from_other_hyperparameters_is_ignored(prepared, tmp_path, caplog):
+    assert main(train_args(prepared, tmp_path, "--epochs", "1")) == 0
+    caplog.set_level("WARNING")
+    assert main(train_args(prepared, tmp_path, "--epochs", "1", "--seed", "3")) == 0
+    assert any("other hyperparameters or data" in r.getMessage() for r in caplog.records)
+
+
+def test_a_corrupt_checkpoint_is_ignored(prepared, tmp_path, caplog):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    caplog.set_level("WARNING")
+    assert main(train_args(prepared, tmp_path, "--epochs", "1")) == 0
+    assert any("unreadable checkpoint" in r.getMessage() for r in caplog.records)
+
+
+def test_sagemaker_environment_and_hyperparameter_spelling(prepared, tmp_path, monkeypatch):
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(prepared / "train"))
+    monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(prepared / "validation"))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(tmp_path / "output"))
+    monkeypatch.setenv("SM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("SM_NUM_GPUS", "0")
+    monkeypatch.setenv("SM_HPS", json.dumps({"profile": "cpu", "hidden_dim": "12", "epochs": "1"}))
+    args, hp = train_module.parse_args(["--embedding_dim", "8", "--bidirectional", "false", "--sagemaker_program", "train.py"])
+    assert (hp.hidden_dim, hp.embedding_dim, hp.bidirectional, hp.epochs) == (12, 8, False, 1)
+    assert args.profile == "cpu" and args.num_gpus == 0
+    assert main(["--embedding_dim", "8", "--num_threads", "1"]) == 0
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["network"]["hidden_dim"] == 12 and config["network"]["embedding_dim"] == 8
+
+
+def test_profiles_differ_and_cli_overrides_win(monkeypatch):
+    monkeypatch.delenv("SM_HPS", raising=False)
+    _, cpu = train_module.parse_args(["--profile", "cpu", "--num-gpus", "0"])
+    _, gpu = train_module.parse_args(["--profile", "gpu", "--num-gpus", "0", "--epochs", "2"])
+    assert gpu.hidden_dim > cpu.hidden_dim and gpu.epochs == 2
+
+
+def test_unknown_hyperparameter_is_refused():
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.parse_args(["--num-gpus", "0", "--learning_rat", "0.1"])
+    assert exit_info.value.code == 2
+
+
+def test_missing_training_data_is_a_clear_error(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    args = ["--train", str(tmp_path / "empty"), "--validation", str(tmp_path / "empty"), "--model-dir", str(tmp_path / "m"),
+            "--output-data-dir", str(tmp_path / "o"), "--checkpoint-dir", str(tmp_path / "c"), "--num-gpus", "0", "--profile", "cpu"]
+    assert main(args) == 2
+    assert any("preprocessing step" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "m").exists()
