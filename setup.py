@@ -9,7 +9,7 @@ setup(
     name="sentiment-mlops",
     version="0.1.0",
     description="IMDb sentiment LSTM on SageMaker Pipelines, runnable end to end on one machine",
-    python_requires=">=3.11",
+    python_requires=">=3.11.4",  # tarfile extraction filters,
     packages=["pipeline", "serve", "steps", "train", "evaluation"],
     install_requires=[
         # The SageMaker SDK's major version changes the workflow API: pin it.

@@ -55,7 +55,7 @@ def write_artifact(model_dir: Path, network: SentimentLSTM, vocab: Vocabulary, t
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     _atomic_torch_save(state, model_dir / WEIGHTS_FILE)
-    config = {"format": MODEL_FORMAT, "version": 1, "network": network.config.to_dict(), "text": text.to_dict(), **metadata}
+    config = {**metadata, "format": MODEL_FORMAT, "version": 1, "network": network.config.to_dict(), "text": text.to_dict()}
     (model_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     vocab.save(model_dir / VOCAB_FILE)
     write_serving_code(model_dir / CODE_DIR)
@@ -89,17 +89,28 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> LoadedMod
         config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ArtifactError(f"{model_dir / CONFIG_FILE} is not valid JSON: {exc}") from exc
-    if config.get("format") != MODEL_FORMAT:
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
         raise ArtifactError(f"{model_dir / CONFIG_FILE} is not a {MODEL_FORMAT} config")
+    try:
+        network_config = NetworkConfig.from_dict(config["network"])
+        text = TextConfig.from_dict(config["text"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / CONFIG_FILE} has no valid network and text settings: {exc!r}") from exc
+    try:
+        vocab = Vocabulary.load(model_dir / VOCAB_FILE)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from exc
+    if len(vocab) > network_config.vocab_size:
+        raise ArtifactError(f"{model_dir / VOCAB_FILE} has {len(vocab):,} ids but the network embeds only {network_config.vocab_size:,}")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = SentimentLSTM(NetworkConfig.from_dict(config["network"]))
+    network = SentimentLSTM(network_config)
     try:
         state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise ArtifactError(f"cannot load weights from {model_dir / WEIGHTS_FILE}: {exc}") from exc
     network.to(device).eval()
-    return LoadedModel(network, Vocabulary.load(model_dir / VOCAB_FILE), TextConfig.from_dict(config["text"]), config, device)
+    return LoadedModel(network, vocab, text, config, device)
 
 
 def pack_model_dir(model_dir: Path, archive: Path) -> None:
@@ -120,8 +131,8 @@ def unpack_model_archive(archive: Path, destination: Path) -> Path:
     """Extract ``model.tar.gz`` safely (no absolute paths, links or ``..``) into ``destination``."""
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(destination, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+            tar.extractall(destination, filter="data")  # refuses absolute paths, "..", links outside, devices
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArtifactError(f"cannot unpack {archive}: {exc}. Pass a model.tar.gz made by the training step.") from exc
     return Path(destination)
 

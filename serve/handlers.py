@@ -114,6 +114,8 @@ def _reviews_from_json(text: str) -> list[str]:
         data = json.loads(text)
     except ValueError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("malformed JSON: nested too deeply") from exc
     shape_help = 'send {"review": "..."} or {"reviews": ["...", "..."]}'
     if not isinstance(data, dict):
         raise BadRequest(f"unexpected JSON {type(data).__name__}: {shape_help}")
@@ -158,7 +160,9 @@ def predict_fn(reviews: list[str], model: SentimentModel) -> list[Prediction]:
 
 def output_fn(predictions: list[Prediction], accept: str | None) -> tuple[str, str]:
     """Serialize as JSON (the default) or as the ``1``/``0`` lines the original web page read."""
-    kind = _base_type(accept)
+    # An Accept header may list several types; answer in the first one we can produce.
+    kinds = [_base_type(part) for part in (accept or "").split(",")]
+    kind = next((k for k in kinds if k in ("", "*/*", JSON, "application/*", TEXT)), None)
     if kind in ("", "*/*", JSON, "application/*"):
         body = {
             "predictions": [

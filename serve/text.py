@@ -49,8 +49,9 @@ def is_negation(word: str) -> bool:
 STOPWORDS: frozenset[str] = frozenset(w for w in NLTK_ENGLISH_STOPWORDS if not is_negation(w))
 
 _BREAK_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
-# Words with an optional apostrophe suffix, so that "don't" stays one token and keeps its negation.
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Words (any script, so "naïve" stays whole) with an optional apostrophe suffix, so that "don't"
+# stays one token and keeps its negation.
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 # A stem cache bigger than this is dropped and rebuilt: serving sees unbounded vocabularies.
 _MAX_CACHE_ENTRIES = 500_000

@@ -69,6 +69,8 @@ def pad_batch(sequences: Sequence[Sequence[int]], max_len: int, truncate: str = 
     """
     if truncate not in TRUNCATE_SIDES:
         raise ValueError(f"truncate must be one of {TRUNCATE_SIDES}, got {truncate!r}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
     ids = np.zeros((len(sequences), max_len), dtype=np.int32)
     lengths = np.empty(len(sequences), dtype=np.int32)
     for row, seq in enumerate(sequences):
