@@ -24,6 +24,6 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
     ],
-    extras_require={"test": ["pytest>=8", "moto[server]>=5.1,<6"]},
+    extras_require={"test": ["pytest>=8", "moto[server]>=5.1,<6", "psutil>=5.9"]},
     entry_points={"console_scripts": ["sentiment-mlops=pipeline.cli:main"]},
 )

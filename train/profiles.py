@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
