@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 ARRAYS_FILE = "data.npz"
+# Optional, in the train/ folder: pretrained word vectors, one row per vocabulary id.
+EMBEDDINGS_FILE = "embeddings.npy"
 
 
 class SplitFormatError(ValueError):
@@ -34,3 +36,17 @@ def load_split_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if ids.ndim != 2 or len(ids) != len(lengths) or len(ids) != len(labels) or len(ids) == 0:
         raise SplitFormatError(f"{path} has inconsistent arrays: ids {ids.shape}, lengths {lengths.shape}, labels {labels.shape}")
     return ids, lengths, labels
+
+
+def load_embeddings(folder: Path, vocab_size: int) -> np.ndarray | None:
+    """The pretrained vectors saved beside the training split, or None when there are none."""
+    path = Path(folder) / EMBEDDINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise SplitFormatError(f"{path} is not a saved array: {exc}") from exc
+    if vectors.ndim != 2 or vectors.shape[0] != vocab_size or not np.isfinite(vectors).all():
+        raise SplitFormatError(f"{path} holds {vectors.shape} values; expected finite vectors for {vocab_size} vocabulary ids")
+    return vectors.astype(np.float32, copy=False)

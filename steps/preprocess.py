@@ -8,6 +8,7 @@ outputs under ``/opt/ml/processing/output/{train,validation,test}``) or by hand:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import multiprocessing
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, steps/) importable
@@ -28,7 +30,8 @@ if __package__ in (None, ""):  # run as a script: make the sibling packages (ser
 
 from serve.text import TextConfig, TextNormalizer
 from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
-from steps.arrays import save_split_arrays
+from steps.arrays import EMBEDDINGS_FILE, save_split_arrays
+from steps.embeddings import cooccurrence, embeddings_from_cooccurrence
 from steps.sources import DataError, ReviewData, load_reviews, stratified_split
 
 log = logging.getLogger("preprocess")
@@ -51,6 +54,9 @@ class PreprocessOptions:
     seed: int = 42
     workers: int = 0  # 0: one per CPU core
     sample: int = 0  # 0: every review; N: a stratified N per split
+    embedding_dim: int = 128  # pretrained word-vector size; 0 skips pretraining
+    embedding_window: int = 5
+    unlabeled: bool = True  # learn the word vectors from unlabeled reviews too, when the data has them
     text: TextConfig = TextConfig()
 
 
@@ -92,6 +98,11 @@ def _encode_chunk(joined: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     padded, lengths = pad_batch(ids, _worker_text.max_len, _worker_text.truncate)
     full = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
     return padded, lengths, full, sum(s.count(UNK_ID) for s in ids)
+
+
+def _cooccurrence_chunk(joined: list[str], window: int) -> sparse.csr_matrix:
+    assert _worker_vocab is not None
+    return cooccurrence([_worker_vocab.encode(j.split()) for j in joined], len(_worker_vocab), window)
 
 
 def _parallel_map(function, tasks: list, workers: int, initializer, initargs: tuple, desc: str, sizes: list[int]) -> list:
@@ -183,7 +194,8 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
                         "validation split: use more reviews (a larger --sample) or change --validation-fraction")
 
     workers = options.workers or os.cpu_count() or 1
-    texts = data.train.texts + data.test.texts
+    unlabeled = data.unlabeled if options.embedding_dim and options.unlabeled else []
+    texts = data.train.texts + data.test.texts + unlabeled
     in_vocab = np.zeros(len(texts), dtype=bool)
     in_vocab[train_rows] = True  # the vocabulary sees the training rows only, never validation or test
     order = _chunks(np.arange(len(texts)))
@@ -198,7 +210,7 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
     covered = sum(counts[t] for t in vocab.tokens)
     log.info("vocabulary: %d ids covering %.1f%% of training tokens", len(vocab), 100 * covered / max(sum(counts.values()), 1))
 
-    test_rows = np.arange(len(data.train), len(texts))
+    test_rows = np.arange(len(data.train), len(data.train) + len(data.test))
     all_labels = np.concatenate([train_labels, np.asarray(data.test.labels, dtype=np.int64)])
     encoded = {}
     for name, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows)):
@@ -206,23 +218,36 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
                               (vocab, options.text), f"encode {name}", [len(c) for c in _chunks(rows)])
         encoded[name] = EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                                      np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), all_labels[rows])
+    vectors, embedding_stats = None, None
+    if options.embedding_dim:
+        embedding_started = time.perf_counter()
+        rows = np.concatenate([train_rows, np.arange(len(data.train) + len(data.test), len(texts))])
+        parts = _parallel_map(functools.partial(_cooccurrence_chunk, window=options.embedding_window),
+                              [[joined[i] for i in c] for c in _chunks(rows)], workers, _init_encoder, (vocab, options.text),
+                              "co-occurrences", [len(c) for c in _chunks(rows)])
+        vectors = embeddings_from_cooccurrence(functools.reduce(lambda a, b: a + b, parts), options.embedding_dim, options.seed)
+        embedding_stats = {"dim": int(vectors.shape[1]), "window": options.embedding_window, "training_reviews": len(train_rows),
+                           "unlabeled_reviews": len(unlabeled)}
+        log.info("word vectors learned in %.1fs", time.perf_counter() - embedding_started)
     stats = {
         "source": {"layout": data.layout, "files": data.sources, "undecodable_reviews_skipped": data.undecodable,
-                   "empty_reviews_skipped": data.empty},
+                   "empty_reviews_skipped": data.empty, "unlabeled_reviews": len(data.unlabeled)},
         "data_sha256": {"train": data.train.sha256(), "test": data.test.sha256()},
         "options": {**{k: v for k, v in options.__dict__.items() if k != "text"}, "text": options.text.to_dict()},
         "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
                        "training_token_coverage": round(covered / max(sum(counts.values()), 1), 5)},
         "splits": {name: _split_stats(encoded[name], options.text.max_len) for name in SPLITS},
         "duplicates": _duplicates(data.train.texts, data.test.texts),
+        "embeddings": embedding_stats,
     }
-    _write_outputs(output_dir, data, encoded, vocab, stats)
+    _write_outputs(output_dir, data, encoded, vocab, stats, vectors)
     stats["seconds"] = round(time.perf_counter() - started, 2)
     log.info("preprocessing done in %.1fs: %s", stats["seconds"], {n: stats["splits"][n]["reviews"] for n in SPLITS})
     return stats
 
 
-def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, EncodedSplit], vocab: Vocabulary, stats: dict) -> None:
+def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, EncodedSplit], vocab: Vocabulary, stats: dict,
+                   vectors: np.ndarray | None) -> None:
     """Write everything into a scratch folder first, then move it into place: no half-written output."""
     output_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=output_dir))
@@ -232,6 +257,8 @@ def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, Encode
             split = encoded[name]
             save_split_arrays(scratch / name, split.ids, split.lengths, split.labels, len(vocab))
         vocab.save(scratch / "train" / VOCAB_FILE)
+        if vectors is not None:
+            np.save(scratch / "train" / EMBEDDINGS_FILE, vectors, allow_pickle=False)
         (scratch / "train" / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
         with open(scratch / "test" / REVIEWS_FILE, "w", encoding="utf-8") as handle:
             for review, label in zip(data.test.texts, data.test.labels):
@@ -263,6 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="processes for tokenizing (0: one per core)")
     parser.add_argument("--sample", type=int, default=defaults.sample, help="keep a stratified N reviews per split (0: all)")
+    parser.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,
+                        help="size of the word vectors learned from co-occurrences (0: none)")
+    parser.add_argument("--embedding-window", type=int, default=defaults.embedding_window, help="co-occurrence window in tokens")
+    parser.add_argument("--unlabeled", action=argparse.BooleanOptionalAction, default=defaults.unlabeled,
+                        help="learn the word vectors from the unlabeled reviews too, when present")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output-dir")
     return parser.parse_args(argv)
 
@@ -271,7 +303,8 @@ def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
     text = TextConfig(stem=args.stem, remove_stopwords=args.remove_stopwords, max_len=args.max_len, truncate=args.truncate)
     return PreprocessOptions(vocab_size=args.vocab_size, min_count=args.min_count, validation_fraction=args.validation_fraction,
                              csv_test_fraction=args.csv_test_fraction, seed=args.seed, workers=args.workers,
-                             sample=args.sample, text=text)
+                             sample=args.sample, embedding_dim=args.embedding_dim, embedding_window=args.embedding_window,
+                             unlabeled=args.unlabeled, text=text)
 
 
 def main(argv: list[str] | None = None) -> int:

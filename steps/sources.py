@@ -7,6 +7,9 @@ Accepted, in the input directory (or given as the file itself):
 - ``train.jsonl[.gz]`` and ``test.jsonl[.gz]`` with ``text`` and ``label`` per line;
 - one ``*.csv`` with a review column and a sentiment column (the 50k "IMDB Dataset.csv" shape);
   it has no split, so a seeded, stratified test split is carved from it.
+
+Unlabeled reviews (``train/unsup/`` in the archive and tree, ``unsup.jsonl[.gz]`` beside the JSON
+Lines) are read too when present: they only ever serve to learn word vectors.
 """
 from __future__ import annotations
 
@@ -30,11 +33,12 @@ log = logging.getLogger(__name__)
 ACCEPTED_LAYOUTS = (
     "the official aclImdb_v1.tar.gz archive (or any .tar.gz/.tgz/.tar holding train|test/pos|neg/*.txt)",
     "its unpacked aclImdb/ directory",
-    "train.jsonl[.gz] and test.jsonl[.gz] with 'text' and 'label' (0/1 or neg/pos) per line",
+    "train.jsonl[.gz] and test.jsonl[.gz] with 'text' and 'label' (0/1 or neg/pos) per line "
+    "(and optionally unsup.jsonl[.gz] with unlabeled 'text')",
     "one .csv file with a review column and a sentiment column (the 50k 'IMDB Dataset.csv' shape)",
 )
 _LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1}
-_TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)(?:_\d+)?\.txt$")
+_TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/(\d+)(?:_\d+)?\.txt$")
 _CSV_TEXT_COLUMNS = ("review", "text")
 _CSV_LABEL_COLUMNS = ("sentiment", "label")
 _MAX_BAD_LABEL_EXAMPLES = 5
@@ -73,6 +77,8 @@ class ReviewData:
     undecodable: int = 0
     sources: list[str] = field(default_factory=list)
     empty: int = 0
+    # Reviews without a label (IMDb's train/unsup): used only to learn word vectors.
+    unlabeled: list[str] = field(default_factory=list)
 
     def drop_empty(self) -> None:
         """Blank reviews teach nothing and the serving side refuses them: drop and count them."""
@@ -81,6 +87,7 @@ class ReviewData:
             self.empty += len(split) - len(keep)
             split.texts = [split.texts[i] for i in keep]
             split.labels = [split.labels[i] for i in keep]
+        self.unlabeled = [text for text in self.unlabeled if text.strip()]
 
     def sample(self, per_split: int, seed: int) -> None:
         """Keep a seeded, stratified ``per_split`` reviews of each split (for quick looks and demos)."""
@@ -89,6 +96,7 @@ class ReviewData:
             if per_split < len(split):
                 rows = stratified_sample(np.asarray(split.labels), per_split, seed)
                 setattr(self, name, Split([split.texts[i] for i in rows], [split.labels[i] for i in rows]))
+        self.unlabeled = self.unlabeled[:per_split]
 
 
 class _LabelChecker:
@@ -176,13 +184,12 @@ def _decode(raw: bytes) -> str | None:
 
 def _read_tree(root: Path) -> ReviewData:
     records = []
-    for split_name in ("train", "test"):
-        for label_name in ("neg", "pos"):
-            folder = root / split_name / label_name
-            for file in folder.glob("*.txt") if folder.is_dir() else ():
-                match = _TREE_MEMBER.search(f"{split_name}/{label_name}/{file.name}")
-                if match:
-                    records.append((split_name, label_name, int(match.group(3)), file.read_bytes()))
+    for split_name, label_name in (("train", "neg"), ("train", "pos"), ("train", "unsup"), ("test", "neg"), ("test", "pos")):
+        folder = root / split_name / label_name
+        for file in folder.glob("*.txt") if folder.is_dir() else ():
+            match = _TREE_MEMBER.search(f"{split_name}/{label_name}/{file.name}")
+            if match:
+                records.append((split_name, label_name, int(match.group(3)), file.read_bytes()))
     return _records_to_data(records, f"aclImdb directory tree {root}", [str(root)])
 
 
@@ -212,6 +219,8 @@ def _records_to_data(records: list[tuple[str, str, int, bytes]], layout: str, so
         text = _decode(raw)
         if text is None:
             data.undecodable += 1
+        elif label_name == "unsup":
+            data.unlabeled.append(text)
         else:
             getattr(data, split_name).add(text, _LABELS[label_name])
     return data
@@ -247,6 +256,20 @@ def _read_jsonl(train_path: Path, test_path: Path) -> ReviewData:
             if label is not None:
                 split.add(record["text"], label)
     labels.raise_if_bad()
+    unlabeled_path = _first_existing(train_path.parent, "unsup")
+    if unlabeled_path is not None:
+        data.sources.append(str(unlabeled_path))
+        for number, raw in enumerate(_open_lines(unlabeled_path), start=1):
+            line = _decode(raw) if raw.strip() else None
+            if line is None:
+                data.undecodable += bool(raw.strip())
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{unlabeled_path.name} line {number} is not JSON ({exc})") from exc
+            if isinstance(record, dict) and isinstance(record.get("text"), str):
+                data.unlabeled.append(record["text"])
     return data
 
 

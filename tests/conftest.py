@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from steps.preprocess import PreprocessOptions, run as preprocess
 from serve.text import TextConfig
@@ -12,6 +13,15 @@ from tests.synthetic import make_reviews, write_jsonl
 # Hyperparameters for a network small enough to train in seconds on synthetic reviews.
 TINY = ["--epochs", "4", "--batch_size", "32", "--embedding_dim", "16", "--hidden_dim", "16", "--learning_rate", "0.01",
         "--num_threads", "1"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny networks run fastest on one thread, and a busy 2-core machine makes more threads crawl."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

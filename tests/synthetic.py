@@ -36,9 +36,10 @@ def make_reviews(count: int, seed: int = 0) -> list[dict]:
     return reviews
 
 
-def write_jsonl(folder: Path, train: list[dict], test: list[dict], gz: bool = True) -> Path:
+def write_jsonl(folder: Path, train: list[dict], test: list[dict], gz: bool = True, unlabeled: list[dict] = ()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, records in (("train", train), ("test", test)):
+    named = [("train", train), ("test", test)] + ([("unsup", [{"text": r["text"]} for r in unlabeled])] if unlabeled else [])
+    for name, records in named:
         payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
         if gz:
             (folder / f"{name}.jsonl.gz").write_bytes(gzip.compress(payload, mtime=0))
@@ -47,8 +48,8 @@ def write_jsonl(folder: Path, train: list[dict], test: list[dict], gz: bool = Tr
     return folder
 
 
-def _tree_files(train: list[dict], test: list[dict]) -> dict[str, bytes]:
-    files = {}
+def _tree_files(train: list[dict], test: list[dict], unlabeled: list[dict] = ()) -> dict[str, bytes]:
+    files = {f"aclImdb/train/unsup/{i}_0.txt": r["text"].encode("utf-8") for i, r in enumerate(unlabeled)}
     for split, records in (("train", train), ("test", test)):
         counters = {0: 0, 1: 0}
         for record in records:
@@ -59,18 +60,18 @@ def _tree_files(train: list[dict], test: list[dict]) -> dict[str, bytes]:
     return files
 
 
-def write_tree(folder: Path, train: list[dict], test: list[dict]) -> Path:
-    for name, data in _tree_files(train, test).items():
+def write_tree(folder: Path, train: list[dict], test: list[dict], unlabeled: list[dict] = ()) -> Path:
+    for name, data in _tree_files(train, test, unlabeled).items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return folder / "aclImdb"
 
 
-def write_archive(path: Path, train: list[dict], test: list[dict]) -> Path:
+def write_archive(path: Path, train: list[dict], test: list[dict], unlabeled: list[dict] = ()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
-        for name, data in sorted(_tree_files(train, test).items()):
+        for name, data in sorted(_tree_files(train, test, unlabeled).items()):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

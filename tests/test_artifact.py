@@ -38,15 +38,6 @@ SERVE_DIR = Path(serve.__file__).resolve().parent
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and a busy 2-core machine makes more threads crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class NotATensor:
     """Any class a pickle could smuggle in; weights_only loading must refuse it."""
 

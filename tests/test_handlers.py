@@ -35,15 +35,6 @@ from tests.synthetic import make_reviews
 REVIEWS = [r["text"] for r in make_reviews(40, seed=5)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and a busy 2-core machine makes more threads crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _build(model_dir: Path, text: TextConfig, bidirectional: bool = True, num_layers: int = 1) -> None:
     torch.manual_seed(0)
     np.random.seed(0)

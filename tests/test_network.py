@@ -15,15 +15,6 @@ from serve.vocab import PAD_ID, pad_batch
 VOCAB = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread, and a busy 2-core machine makes more threads crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _seed(seed: int = 0) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)

@@ -95,7 +95,7 @@ def baseline(tmp_path_factory):
 def test_output_layout(baseline):
     out = baseline["output"]
     assert sorted(p.name for p in out.iterdir()) == ["test", "train", "validation"]
-    assert sorted(p.name for p in (out / "train").iterdir()) == [ARRAYS_FILE, "stats.json", "vocab.json"]
+    assert sorted(p.name for p in (out / "train").iterdir()) == [ARRAYS_FILE, "embeddings.npy", "stats.json", "vocab.json"]
     assert sorted(p.name for p in (out / "validation").iterdir()) == [ARRAYS_FILE]
     assert sorted(p.name for p in (out / "test").iterdir()) == [ARRAYS_FILE, "reviews.jsonl"]
     assert json.loads((out / "train" / "stats.json").read_text(encoding="utf-8"))["splits"] == baseline["stats"]["splits"]

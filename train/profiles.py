@@ -22,6 +22,7 @@ class Hyperparameters:
     grad_clip: float = 1.0
     seed: int = 42
     num_threads: int = 0  # 0: one per core
+    pretrained_embeddings: bool = True  # start from the preprocessing step's word vectors when it wrote some
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,6 +40,6 @@ PROFILES: dict[str, Hyperparameters] = {
     "cpu": Hyperparameters(),
     # A wider two-layer network and bigger batches that keep a GPU busy; bf16 autocast on top.
     "gpu": Hyperparameters(
-        epochs=8, batch_size=256, learning_rate=2e-3, embedding_dim=256, hidden_dim=256, num_layers=2, dropout=0.4, patience=2
+        epochs=8, batch_size=256, learning_rate=2e-3, embedding_dim=128, hidden_dim=256, num_layers=2, dropout=0.4, patience=2
     ),
 }

@@ -29,7 +29,7 @@ from serve.artifact import write_artifact
 from serve.network import NetworkConfig, SentimentLSTM
 from serve.text import TextConfig
 from serve.vocab import Vocabulary
-from steps.arrays import SplitFormatError, load_split_arrays
+from steps.arrays import SplitFormatError, load_embeddings, load_split_arrays
 from train.checkpoints import CheckpointStore
 from train.plots import plot_training_curves
 from train.profiles import PROFILES, Hyperparameters
@@ -133,7 +133,10 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     autocast = _autocast_settings(device)
 
     config = NetworkConfig(len(vocab), hp.embedding_dim, hp.hidden_dim, hp.num_layers, hp.bidirectional, hp.dropout)
-    network = SentimentLSTM(config).to(device)
+    network = SentimentLSTM(config)
+    if hp.pretrained_embeddings:
+        _initialise_embeddings(network, train_dir)
+    network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     batches = Batches(train_data[1], hp.batch_size, hp.seed)
     steps_per_epoch = len(batches.epoch(0))
@@ -199,6 +202,22 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     return summary
 
 
+def _initialise_embeddings(network: SentimentLSTM, train_dir: Path) -> None:
+    """Copy the leading columns of the pretrained vectors in; wider networks keep random extra columns."""
+    try:
+        vectors = load_embeddings(train_dir, network.config.vocab_size)
+    except SplitFormatError as exc:
+        raise TrainingError(str(exc)) from exc
+    if vectors is None:
+        log.info("no pretrained embeddings in %s: starting from random ones", train_dir)
+        return
+    columns = min(vectors.shape[1], network.config.embedding_dim)
+    with torch.no_grad():
+        network.embedding.weight[:, :columns] = torch.from_numpy(vectors[:, :columns])
+        network.embedding.weight[network.embedding.padding_idx].zero_()
+    log.info("embeddings start from %d pretrained dimensions of %d", columns, network.config.embedding_dim)
+
+
 def _read_preprocessing_outputs(train_dir: Path) -> tuple[Vocabulary, TextConfig, dict]:
     stats_path = train_dir / "stats.json"
     if not stats_path.is_file():
@@ -241,7 +260,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyper
     parser.add_argument("--checkpoint-dir", default=env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
     parser.add_argument("--num-gpus", type=int, default=int(env.get("SM_NUM_GPUS", "-1")), help="0 forces the CPU")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="hyperparameter profile (default: gpu if a GPU is present)")
-    types = {"bidirectional": _bool}
+    types = {"bidirectional": _bool, "pretrained_embeddings": _bool}
     defaults = Hyperparameters()
     for name in Hyperparameters.names():
         kind = types.get(name, type(getattr(defaults, name)))
