@@ -82,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "imdb")
     parser.add_argument("--stopwords", type=Path, default=REPO.parent / "shared" / "data" / "stopwords" / "english.txt")
-    parser.add_argument("--baseline-sample", type=int, default=300, help="reviews the slow baseline is timed on")
+    parser.add_argument("--baseline-sample", type=int, default=500, help="reviews the slow baseline is timed on")
     args = parser.parse_args()
 
     texts = []

@@ -8,10 +8,12 @@ outputs under ``/opt/ml/processing/output/{train,validation,test}``) or by hand:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import shutil
 import sys
@@ -20,6 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from scipy import sparse
@@ -105,26 +108,28 @@ def _cooccurrence_chunk(joined: list[str], window: int) -> sparse.csr_matrix:
     return cooccurrence([_worker_vocab.encode(j.split()) for j in joined], len(_worker_vocab), window)
 
 
-def _parallel_map(function, tasks: list, workers: int, initializer, initargs: tuple, desc: str, sizes: list[int]) -> list:
-    """Map over tasks in a forked pool (or inline for one worker) with a progress bar in reviews."""
-    bar = tqdm(total=sum(sizes), desc=desc, unit="review", mininterval=1.0, disable=None)
-    results = []
+@contextlib.contextmanager
+def _worker_pool(workers: int, initializer, initargs: tuple) -> Iterator[multiprocessing.pool.Pool | None]:
+    """A forked pool of ``workers`` processes, or None (work inline) for one worker."""
     if workers <= 1:
         initializer(*initargs)
-        mapped = map(function, tasks)
-    else:
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer, initargs)
-        mapped = pool.imap(function, tasks)
+        yield None
+        return
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer, initargs)
     try:
-        for size, result in zip(sizes, mapped):
-            results.append(result)
-            bar.update(size)
+        yield pool
     finally:
-        bar.close()
-        if workers > 1:
-            pool.close()
-            pool.join()
-    return results
+        pool.close()
+        pool.join()
+
+
+def _imap(function, tasks: list, pool, desc: str, sizes: list[int]) -> Iterator:
+    """Results in task order, with a progress bar counted in reviews."""
+    mapped = map(function, tasks) if pool is None else pool.imap(function, tasks)
+    with tqdm(total=sum(sizes), desc=desc, unit="review", mininterval=1.0, disable=None) as bar:
+        for size, result in zip(sizes, mapped):
+            bar.update(size)
+            yield result
 
 
 @dataclass
@@ -176,74 +181,95 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
 
 
 def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite: bool = False) -> dict:
-    """Read, split, tokenize, build the vocabulary, encode and write; returns the stats."""
+    """Read, split, tokenize, build the vocabulary, encode, learn word vectors and write; returns the stats."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
-    data = load_reviews(Path(input_dir), options.csv_test_fraction, options.seed)
-    if options.sample:
-        data.sample(options.sample, options.seed)
-    log.info("read %d train and %d test reviews (%s) in %.1fs", len(data.train), len(data.test), data.layout, time.perf_counter() - started)
-
-    train_labels = np.asarray(data.train.labels, dtype=np.int64)
-    if len(np.unique(train_labels)) < 2:
-        raise DataError("the training data holds only one label: a classifier needs positive and negative reviews")
-    train_rows, val_rows = stratified_split(train_labels, options.validation_fraction, options.seed)
-    if not len(train_rows) or not len(val_rows):
-        raise DataError(f"{len(train_labels)} training reviews are too few for a {options.validation_fraction:.1%} "
-                        "validation split: use more reviews (a larger --sample) or change --validation-fraction")
-
     workers = options.workers or os.cpu_count() or 1
-    unlabeled = data.unlabeled if options.embedding_dim and options.unlabeled else []
-    texts = data.train.texts + data.test.texts + unlabeled
-    in_vocab = np.zeros(len(texts), dtype=bool)
-    in_vocab[train_rows] = True  # the vocabulary sees the training rows only, never validation or test
-    order = _chunks(np.arange(len(texts)))
-    tokenized = _parallel_map(_tokenize_chunk, [([texts[i] for i in c], in_vocab[c].tolist()) for c in order],
-                              workers, _init_tokenizer, (options.text,), "tokenize", [len(c) for c in order])
-    joined = [j for chunk_joined, _ in tokenized for j in chunk_joined]
-    counts: Counter = Counter()
-    for _, chunk_counts in tokenized:
-        counts.update(chunk_counts)
-    del tokenized
+    # The tokenizer workers start (and import NLTK) while this process reads the data.
+    with _worker_pool(workers, _init_tokenizer, (options.text,)) as pool:
+        data = load_reviews(Path(input_dir), options.csv_test_fraction, options.seed,
+                            unlabeled=bool(options.embedding_dim and options.unlabeled))
+        if options.sample:
+            data.sample(options.sample, options.seed)
+        log.info("read %d train, %d test and %d unlabeled reviews (%s) in %.1fs", len(data.train), len(data.test),
+                 len(data.unlabeled), data.layout, time.perf_counter() - started)
+        train_labels = np.asarray(data.train.labels, dtype=np.int64)
+        train_rows, val_rows = _validation_split(train_labels, options)
+        texts = data.train.texts + data.test.texts + data.unlabeled
+        joined, counts = _tokenize(texts, train_rows, pool)
     vocab = Vocabulary.build(counts, options.vocab_size, options.min_count)
-    covered = sum(counts[t] for t in vocab.tokens)
-    log.info("vocabulary: %d ids covering %.1f%% of training tokens", len(vocab), 100 * covered / max(sum(counts.values()), 1))
+    coverage = sum(counts[t] for t in vocab.tokens) / max(sum(counts.values()), 1)
+    log.info("vocabulary: %d ids covering %.1f%% of training tokens", len(vocab), 100 * coverage)
 
     test_rows = np.arange(len(data.train), len(data.train) + len(data.test))
-    all_labels = np.concatenate([train_labels, np.asarray(data.test.labels, dtype=np.int64)])
-    encoded = {}
-    for name, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows)):
-        parts = _parallel_map(_encode_chunk, [[joined[i] for i in c] for c in _chunks(rows)], workers, _init_encoder,
-                              (vocab, options.text), f"encode {name}", [len(c) for c in _chunks(rows)])
-        encoded[name] = EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                                     np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), all_labels[rows])
-    vectors, embedding_stats = None, None
-    if options.embedding_dim:
-        embedding_started = time.perf_counter()
-        rows = np.concatenate([train_rows, np.arange(len(data.train) + len(data.test), len(texts))])
-        parts = _parallel_map(functools.partial(_cooccurrence_chunk, window=options.embedding_window),
-                              [[joined[i] for i in c] for c in _chunks(rows)], workers, _init_encoder, (vocab, options.text),
-                              "co-occurrences", [len(c) for c in _chunks(rows)])
-        vectors = embeddings_from_cooccurrence(functools.reduce(lambda a, b: a + b, parts), options.embedding_dim, options.seed)
-        embedding_stats = {"dim": int(vectors.shape[1]), "window": options.embedding_window, "training_reviews": len(train_rows),
-                           "unlabeled_reviews": len(unlabeled)}
-        log.info("word vectors learned in %.1fs", time.perf_counter() - embedding_started)
+    labels = np.concatenate([train_labels, np.asarray(data.test.labels, dtype=np.int64)])
+    vector_rows = np.concatenate([train_rows, np.arange(len(data.train) + len(data.test), len(texts))])
+    with _worker_pool(workers, _init_encoder, (vocab, options.text)) as pool:
+        encoded = {name: _encode(joined, rows, labels, pool, name)
+                   for name, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows))}
+        vectors = _learn_vectors(joined, vector_rows, len(vocab), options, pool) if options.embedding_dim else None
+
     stats = {
         "source": {"layout": data.layout, "files": data.sources, "undecodable_reviews_skipped": data.undecodable,
                    "empty_reviews_skipped": data.empty, "unlabeled_reviews": len(data.unlabeled)},
         "data_sha256": {"train": data.train.sha256(), "test": data.test.sha256()},
         "options": {**{k: v for k, v in options.__dict__.items() if k != "text"}, "text": options.text.to_dict()},
         "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
-                       "training_token_coverage": round(covered / max(sum(counts.values()), 1), 5)},
+                       "training_token_coverage": round(coverage, 5)},
         "splits": {name: _split_stats(encoded[name], options.text.max_len) for name in SPLITS},
         "duplicates": _duplicates(data.train.texts, data.test.texts),
-        "embeddings": embedding_stats,
+        "embeddings": None if vectors is None else {
+            "dim": int(vectors.shape[1]), "window": options.embedding_window,
+            "training_reviews": len(train_rows), "unlabeled_reviews": len(data.unlabeled)},
     }
     _write_outputs(output_dir, data, encoded, vocab, stats, vectors)
     stats["seconds"] = round(time.perf_counter() - started, 2)
     log.info("preprocessing done in %.1fs: %s", stats["seconds"], {n: stats["splits"][n]["reviews"] for n in SPLITS})
     return stats
+
+
+def _validation_split(train_labels: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, np.ndarray]:
+    if len(np.unique(train_labels)) < 2:
+        raise DataError("the training data holds only one label: a classifier needs positive and negative reviews")
+    train_rows, val_rows = stratified_split(train_labels, options.validation_fraction, options.seed)
+    if not len(train_rows) or not len(val_rows):
+        raise DataError(f"{len(train_labels)} training reviews are too few for a {options.validation_fraction:.1%} "
+                        "validation split: use more reviews (a larger --sample) or change --validation-fraction")
+    return train_rows, val_rows
+
+
+def _tokenize(texts: list[str], vocabulary_rows: np.ndarray, pool) -> tuple[list[str], Counter]:
+    """Every review's tokens (space-joined) and the token counts of the rows that build the vocabulary."""
+    counted = np.zeros(len(texts), dtype=bool)
+    counted[vocabulary_rows] = True  # the vocabulary sees the training rows only, never validation, test or unlabeled
+    order = _chunks(np.arange(len(texts)))
+    joined: list[str] = []
+    counts: Counter = Counter()
+    tasks = [([texts[i] for i in c], counted[c].tolist()) for c in order]
+    for chunk_joined, chunk_counts in _imap(_tokenize_chunk, tasks, pool, "tokenize", [len(c) for c in order]):
+        joined.extend(chunk_joined)
+        counts.update(chunk_counts)
+    return joined, counts
+
+
+def _encode(joined: list[str], rows: np.ndarray, labels: np.ndarray, pool, name: str) -> EncodedSplit:
+    chunks = _chunks(rows)
+    parts = list(_imap(_encode_chunk, [[joined[i] for i in c] for c in chunks], pool, f"encode {name}", [len(c) for c in chunks]))
+    return EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                        np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), labels[rows])
+
+
+def _learn_vectors(joined: list[str], rows: np.ndarray, vocab_size: int, options: PreprocessOptions, pool) -> np.ndarray:
+    started = time.perf_counter()
+    chunks = _chunks(rows)
+    counts = None
+    count_chunk = functools.partial(_cooccurrence_chunk, window=options.embedding_window)
+    for part in _imap(count_chunk, [[joined[i] for i in c] for c in chunks], pool, "co-occurrences", [len(c) for c in chunks]):
+        counts = part if counts is None else counts + part  # summed as they come: one matrix in memory
+    vectors = embeddings_from_cooccurrence(counts, options.embedding_dim, options.seed)
+    log.info("word vectors learned from %d reviews in %.1fs", len(rows), time.perf_counter() - started)
+    return vectors
 
 
 def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, EncodedSplit], vocab: Vocabulary, stats: dict,

@@ -125,8 +125,8 @@ class _LabelChecker:
             )
 
 
-def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42) -> ReviewData:
-    """Find the layout under ``path`` and read every labeled review from it."""
+def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unlabeled: bool = True) -> ReviewData:
+    """Find the layout under ``path`` and read every labeled review from it (and the unlabeled ones if asked)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"input not found: {path}. Pass the folder (or file) that holds the reviews.")
@@ -137,11 +137,11 @@ def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42) -> 
     tree = _find_tree(path) if path.is_dir() else None
 
     if tree is not None:
-        data = _read_tree(tree)
+        data = _read_tree(tree, unlabeled)
     elif jsonl.get("train") and jsonl.get("test"):
-        data = _read_jsonl(jsonl["train"], jsonl["test"])
+        data = _read_jsonl(jsonl["train"], jsonl["test"], unlabeled)
     elif len(archives) == 1:
-        data = _read_archive(archives[0])
+        data = _read_archive(archives[0], unlabeled)
     elif len(csvs) == 1:
         data = _read_csv(csvs[0], csv_test_fraction, seed)
     else:
@@ -182,9 +182,11 @@ def _decode(raw: bytes) -> str | None:
         return None
 
 
-def _read_tree(root: Path) -> ReviewData:
+def _read_tree(root: Path, unlabeled: bool) -> ReviewData:
     records = []
     for split_name, label_name in (("train", "neg"), ("train", "pos"), ("train", "unsup"), ("test", "neg"), ("test", "pos")):
+        if label_name == "unsup" and not unlabeled:
+            continue
         folder = root / split_name / label_name
         for file in folder.glob("*.txt") if folder.is_dir() else ():
             match = _TREE_MEMBER.search(f"{split_name}/{label_name}/{file.name}")
@@ -193,13 +195,13 @@ def _read_tree(root: Path) -> ReviewData:
     return _records_to_data(records, f"aclImdb directory tree {root}", [str(root)])
 
 
-def _read_archive(archive: Path) -> ReviewData:
+def _read_archive(archive: Path, unlabeled: bool) -> ReviewData:
     records = []
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 match = _TREE_MEMBER.search(member.name)
-                if match and member.isfile():
+                if match and member.isfile() and (unlabeled or match.group(2) != "unsup"):
                     handle = tar.extractfile(member)
                     if handle is not None:
                         records.append((match.group(1), match.group(2), int(match.group(3)), handle.read()))
@@ -235,7 +237,7 @@ def _open_lines(path: Path) -> Iterator[bytes]:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
-def _read_jsonl(train_path: Path, test_path: Path) -> ReviewData:
+def _read_jsonl(train_path: Path, test_path: Path, unlabeled: bool) -> ReviewData:
     data = ReviewData(Split(), Split(), "JSON Lines", sources=[str(train_path), str(test_path)])
     labels = _LabelChecker()
     for split, path in ((data.train, train_path), (data.test, test_path)):
@@ -256,7 +258,7 @@ def _read_jsonl(train_path: Path, test_path: Path) -> ReviewData:
             if label is not None:
                 split.add(record["text"], label)
     labels.raise_if_bad()
-    unlabeled_path = _first_existing(train_path.parent, "unsup")
+    unlabeled_path = _first_existing(train_path.parent, "unsup") if unlabeled else None
     if unlabeled_path is not None:
         data.sources.append(str(unlabeled_path))
         for number, raw in enumerate(_open_lines(unlabeled_path), start=1):
