@@ -111,10 +111,24 @@ def _seed_everything(seed: int, device: torch.device) -> None:
 
 
 def _autocast_settings(device: torch.device) -> dict:
-    """bf16 on GPUs that support it (Ampere and newer); full precision elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return {"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}
-    return {"device_type": device.type, "enabled": False}
+    """bf16 autocast where the GPU and this build's cuDNN run LSTMs in bf16; full precision elsewhere.
+
+    cuDNN gained bf16 RNNs only in 9.13, so older builds are probed with a tiny LSTM first rather
+    than trusted to fail cleanly mid-epoch.
+    """
+    if device.type != "cuda" or not torch.cuda.is_bf16_supported():
+        return {"device_type": device.type, "enabled": False}
+    torch.backends.cuda.matmul.allow_tf32 = True
+    settings = {"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}
+    try:
+        probe = nn.LSTM(8, 8, batch_first=True).to(device)
+        with torch.autocast(**settings):
+            output, _ = probe(torch.randn(2, 3, 8, device=device))
+        output.float().sum().backward()
+    except RuntimeError as exc:
+        log.warning("bf16 LSTMs are not supported by this PyTorch/cuDNN build (%s): training in full precision", exc)
+        return {"device_type": "cuda", "enabled": False}
+    return settings
 
 
 def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
