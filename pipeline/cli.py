@@ -107,6 +107,25 @@ def command_download(args: argparse.Namespace, settings: Settings) -> dict:
     return {"path": str(download_dataset(settings))}
 
 
+def command_definition(args: argparse.Namespace, settings: Settings) -> dict:
+    """The SageMaker Pipelines definition JSON, built offline (no AWS call, no upload)."""
+    import logging as _logging
+    import warnings
+
+    from pipeline.definition import definition_json
+
+    # The SDK logs and warns about its own choices while building; stdout stays pure JSON.
+    for name in ("sagemaker", "sagemaker.config"):
+        _logging.getLogger(name).setLevel(_logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = definition_json(settings)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        return {"path": args.output}
+    return {"definition": text}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentiment-mlops", allow_abbrev=False, description="Train, evaluate and serve an IMDb sentiment LSTM.")
     parser.add_argument("--home", help="folder for local runs, artifacts and the registry (default ./.mlops or $SENTIMENT_MLOPS_HOME)")
@@ -123,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     download = commands.add_parser("download", help="download and checksum the official IMDb archive into the cache")
     download.add_argument("--json", action="store_true")
+    definition = commands.add_parser("definition", help="print the SageMaker Pipelines definition JSON (offline: no AWS call)")
+    definition.add_argument("--output", "-o", help="write the JSON to this file instead of printing it")
     return parser
 
 
@@ -132,6 +153,11 @@ def _print_summary(command: str, result: dict) -> None:
         for name, step in result["steps"].items():
             print(f"  {name:<10} {step['seconds']:>7.1f}s")
         print(f"  test accuracy {result['accuracy']:.4f}")
+    elif command == "definition":
+        if "definition" in result:
+            sys.stdout.write(result["definition"])
+        else:
+            print(result["path"])
     else:
         print(result["path"])
 
@@ -140,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(home=Path(args.home)) if args.home else Settings()
-    handlers = {"run": command_run, "download": command_download}
+    handlers = {"run": command_run, "download": command_download, "definition": command_definition}
     try:
         result = handlers[args.command](args, settings)
     except (CommandError, DownloadError) as exc:

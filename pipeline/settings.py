@@ -1,6 +1,9 @@
-"""The project's settings in one place: where data comes from and where local work goes.
+"""The project's settings in one place: where data comes from, where local work goes, and
+where the pipeline lives on AWS (region, bucket, prefix, role, names).
 
-Values come from the environment (``SENTIMENT_MLOPS_*``) or from the defaults below.
+Values come from the environment (``SENTIMENT_MLOPS_*``) or from the defaults below. The AWS
+values only name things: building the pipeline definition reads them and calls nothing, so the
+placeholder role ARN is fine offline and is replaced by a real one before ``upsert``.
 """
 from __future__ import annotations
 
@@ -11,6 +14,21 @@ from pathlib import Path
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_BUCKET = "sentiment-mlops"
+DEFAULT_PREFIX = "sentiment-mlops"
+# A well-formed ARN for an account that does not exist: enough to build the definition offline.
+PLACEHOLDER_ROLE_ARN = "arn:aws:iam::000000000000:role/SentimentMlopsSageMakerExecutionRole"
+DEFAULT_PIPELINE_NAME = "sentiment-mlops"
+DEFAULT_MODEL_PACKAGE_GROUP = "sentiment-mlops-imdb-lstm"
+# PyTorch 2.5 DLCs exist for training and inference on CPU and GPU with Python 3.11.
+DEFAULT_FRAMEWORK_VERSION = "2.5"
+DEFAULT_PY_VERSION = "py311"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -24,3 +42,21 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: _env_path("SENTIMENT_MLOPS_CACHE", Path.home() / ".cache" / "sentiment-mlops"))
     dataset_url: str = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_DATASET_URL", OFFICIAL_DATASET_URL))
     dataset_sha256: str = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_DATASET_SHA256", OFFICIAL_DATASET_SHA256))
+    # Where the pipeline lives on AWS. Names only: nothing here is looked up while building.
+    region: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_REGION", DEFAULT_REGION))
+    bucket: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_BUCKET", DEFAULT_BUCKET))
+    prefix: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PREFIX", DEFAULT_PREFIX).strip("/"))
+    role_arn: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ROLE_ARN", PLACEHOLDER_ROLE_ARN))
+    pipeline_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PIPELINE_NAME", DEFAULT_PIPELINE_NAME))
+    model_package_group: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_MODEL_PACKAGE_GROUP", DEFAULT_MODEL_PACKAGE_GROUP))
+    # The PyTorch Deep Learning Containers the jobs and the endpoint run in. The URIs are
+    # resolved offline from the SDK's bundled image table; set these to pin an explicit image.
+    framework_version: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_FRAMEWORK_VERSION", DEFAULT_FRAMEWORK_VERSION))
+    py_version: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PY_VERSION", DEFAULT_PY_VERSION))
+    training_image_uri: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_TRAINING_IMAGE_URI") or None)
+    processing_image_uri: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_PROCESSING_IMAGE_URI") or None)
+    inference_image_uri: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_INFERENCE_IMAGE_URI") or None)
+
+    def s3_uri(self, *parts: str) -> str:
+        """``s3://bucket/prefix/part/...``: every S3 path the pipeline uses is under the prefix."""
+        return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))])

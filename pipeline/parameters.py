@@ -1,0 +1,88 @@
+"""Every pipeline parameter in one place: what a user may change per execution.
+
+Each parameter becomes an entry of the definition's ``Parameters`` list; SageMaker (and the
+local runtime) substitute the execution's values, or these defaults, wherever the definition
+says ``{"Get": "Parameters.<Name>"}``. Everything else about the pipeline is fixed when the
+definition is built. Preprocessing defaults mirror ``steps.preprocess`` (written out here, as
+importing that module costs seconds of numpy/scipy; a test keeps them equal).
+
+Training takes a profile (``gpu`` on SageMaker) and the epochs. Only hyperparameters that do
+not silently override the profile's architecture are parameters: a ``HiddenDim`` parameter
+would always be sent, so choosing ``TrainingProfile=cpu`` would still get the gpu width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
+
+from train.profiles import PROFILES
+
+# Tied to the PyTorch image: a GPU DLC for training, a CPU one for processing.
+DEFAULT_PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"
+DEFAULT_TRAINING_INSTANCE_TYPE = "ml.g5.xlarge"
+DEFAULT_ACCURACY_THRESHOLD = 0.88
+DEFAULT_APPROVAL_STATUS = "PendingManualApproval"
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# steps.preprocess.PreprocessOptions defaults (max_len is TextConfig's).
+DEFAULT_MAX_LEN = 400
+DEFAULT_VOCAB_SIZE = 20_000
+DEFAULT_EMBEDDING_DIM = 128
+DEFAULT_TRAINING_PROFILE = "gpu"
+
+
+@dataclass(frozen=True)
+class PipelineParameters:
+    """The parameters, as SDK objects the steps refer to; ``all()`` is the definition's order."""
+
+    input_data_uri: ParameterString
+    accuracy_threshold: ParameterFloat
+    model_approval_status: ParameterString
+    processing_instance_type: ParameterString
+    processing_instance_count: ParameterInteger
+    training_instance_type: ParameterString
+    training_instance_count: ParameterInteger
+    max_len: ParameterInteger
+    vocab_size: ParameterInteger
+    embedding_dim: ParameterInteger
+    training_profile: ParameterString
+    epochs: ParameterInteger
+
+    def all(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def training_hyperparameters(self) -> dict:
+        """Hyperparameters as SageMaker wants them: string values only.
+
+        ``.to_string()`` is needed because the SDK would otherwise write a raw Integer ``Get``
+        into the string-only ``HyperParameters`` map, which CreateTrainingJob refuses.
+        """
+        return {
+            "profile": self.training_profile.to_string(),
+            "epochs": self.epochs.to_string(),
+        }
+
+
+def default_input_data_uri(bucket_uri: str) -> str:
+    """Where the raw reviews are expected unless an execution says otherwise."""
+    return f"{bucket_uri}/data/imdb"
+
+
+def pipeline_parameters(input_data_uri: str) -> PipelineParameters:
+    """The parameters with their defaults; ``input_data_uri`` comes from the settings."""
+    return PipelineParameters(
+        input_data_uri=ParameterString(name="InputDataUri", default_value=input_data_uri),
+        accuracy_threshold=ParameterFloat(name="AccuracyThreshold", default_value=DEFAULT_ACCURACY_THRESHOLD),
+        model_approval_status=ParameterString(name="ModelApprovalStatus", default_value=DEFAULT_APPROVAL_STATUS,
+                                              enum_values=list(APPROVAL_STATUSES)),
+        processing_instance_type=ParameterString(name="ProcessingInstanceType", default_value=DEFAULT_PROCESSING_INSTANCE_TYPE),
+        processing_instance_count=ParameterInteger(name="ProcessingInstanceCount", default_value=1),
+        training_instance_type=ParameterString(name="TrainingInstanceType", default_value=DEFAULT_TRAINING_INSTANCE_TYPE),
+        training_instance_count=ParameterInteger(name="TrainingInstanceCount", default_value=1),
+        max_len=ParameterInteger(name="MaxLen", default_value=DEFAULT_MAX_LEN),
+        vocab_size=ParameterInteger(name="VocabSize", default_value=DEFAULT_VOCAB_SIZE),
+        embedding_dim=ParameterInteger(name="EmbeddingDim", default_value=DEFAULT_EMBEDDING_DIM),
+        training_profile=ParameterString(name="TrainingProfile", default_value=DEFAULT_TRAINING_PROFILE,
+                                         enum_values=sorted(PROFILES)),
+        epochs=ParameterInteger(name="Epochs", default_value=PROFILES[DEFAULT_TRAINING_PROFILE].epochs),
+    )

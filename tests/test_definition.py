@@ -1,0 +1,347 @@
+"""The SageMaker Pipelines definition: its shape, its determinism, and that building it is offline.
+
+The definition is built once per module (the SDK import and build cost seconds) with fixed
+settings and fixed code bundles, so the snapshot does not change when someone edits a job
+script: the bundles' own determinism is tested separately on the real source.
+Regenerate the snapshot with ``SENTIMENT_MLOPS_UPDATE_SNAPSHOTS=1``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pipeline.bundles import (CodeBundles, TEXT_REQUIREMENTS, build_bundles, content_addressed,
+                              deterministic_tar_gz)
+from pipeline.settings import REPO_ROOT, Settings
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "pipeline_definition.json"
+SETTINGS = Settings(region="us-east-1", bucket="test-bucket", prefix="sentiment-mlops",
+                    role_arn="arn:aws:iam::111111111111:role/TestSageMakerRole", pipeline_name="sentiment-mlops-test",
+                    model_package_group="sentiment-test-group", framework_version="2.5", py_version="py311",
+                    training_image_uri=None, processing_image_uri=None, inference_image_uri=None)
+JSON_GET = {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
+                            "Path": "binary_classification_metrics.accuracy.value"}}
+
+
+def fixed_bundles(settings: Settings) -> CodeBundles:
+    return CodeBundles(processing=content_addressed("sourcedir.tar.gz", b"processing code", settings),
+                       training=content_addressed("sourcedir.tar.gz", b"training code", settings),
+                       runner=content_addressed("runproc.sh", b"#!/bin/bash\n", settings))
+
+
+class NetworkForbidden:
+    """Replaces socket connects and name lookups with a refusal, and records every attempt."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.attempts: list[str] = []
+
+        def refuse(what):
+            def _refuse(*args, **kwargs):
+                self.attempts.append(f"{what}{args[1:] if what == 'connect' else args}")
+                raise OSError(f"network forbidden while building the definition: {what}")
+            return _refuse
+
+        monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+        monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+        monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+        monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Two builds with network forbidden: (definition text, second text, network attempts)."""
+    with pytest.MonkeyPatch.context() as monkeypatch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        guard = NetworkForbidden(monkeypatch)
+        from pipeline.definition import definition_json
+
+        first = definition_json(SETTINGS, fixed_bundles(SETTINGS))
+        second = definition_json(SETTINGS, fixed_bundles(SETTINGS))
+        # SDK telemetry, were it on, would send from a background thread: give it the chance.
+        for thread in threading.enumerate():
+            if thread.name.startswith("sagemaker-telemetry"):
+                thread.join(timeout=5)
+        time.sleep(0.1)
+    return first, second, guard.attempts
+
+
+@pytest.fixture(scope="module")
+def definition(built) -> dict:
+    return json.loads(built[0])
+
+
+def steps_by_name(definition: dict) -> dict:
+    found = {}
+    for step in definition["Steps"]:
+        found[step["Name"]] = step
+        if step["Type"] == "Condition":
+            for branch in ("IfSteps", "ElseSteps"):
+                found.update({inner["Name"]: inner for inner in step["Arguments"][branch]})
+    return found
+
+
+def test_no_network_while_building(built):
+    assert built[2] == []
+
+
+def test_same_inputs_give_byte_identical_json(built):
+    assert built[0] == built[1]
+
+
+def test_snapshot(built):
+    if os.environ.get("SENTIMENT_MLOPS_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(built[0], encoding="utf-8")
+    assert SNAPSHOT.exists(), "no snapshot yet: run with SENTIMENT_MLOPS_UPDATE_SNAPSHOTS=1"
+    assert built[0] == SNAPSHOT.read_text(encoding="utf-8"), \
+        "the definition changed: review the diff, then run with SENTIMENT_MLOPS_UPDATE_SNAPSHOTS=1"
+
+
+def test_steps_types_and_order(definition):
+    assert [(s["Name"], s["Type"]) for s in definition["Steps"]] == [
+        ("Preprocess", "Processing"), ("Train", "Training"), ("Evaluate", "Processing"), ("CheckAccuracy", "Condition")]
+    check = definition["Steps"][3]["Arguments"]
+    assert [(s["Name"], s["Type"]) for s in check["IfSteps"]] == [("Register", "RegisterModel")]
+    assert [(s["Name"], s["Type"]) for s in check["ElseSteps"]] == [("Fail", "Fail")]
+
+
+def test_no_repack_step(definition):
+    names = list(steps_by_name(definition))
+    assert names == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail"]
+    assert "Repack" not in json.dumps(definition)
+
+
+def test_dependencies_flow_through_properties(definition):
+    steps = steps_by_name(definition)
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in steps["Train"]["Arguments"]["InputDataConfig"]}
+    assert channels == {split: {"Get": f"Steps.Preprocess.ProcessingOutputConfig.Outputs['{split}'].S3Output.S3Uri"}
+                        for split in ("train", "validation")}
+    inputs = {i["InputName"]: i["S3Input"] for i in steps["Evaluate"]["Arguments"]["ProcessingInputs"]}
+    assert inputs["model"]["S3Uri"] == {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    assert inputs["model"]["LocalPath"] == "/opt/ml/processing/model"
+    assert inputs["test"]["S3Uri"] == {"Get": "Steps.Preprocess.ProcessingOutputConfig.Outputs['test'].S3Output.S3Uri"}
+    assert inputs["test"]["LocalPath"] == "/opt/ml/processing/test"
+
+
+def test_parameters(definition):
+    params = {p["Name"]: p for p in definition["Parameters"]}
+    assert params["AccuracyThreshold"] == {"Name": "AccuracyThreshold", "Type": "Float", "DefaultValue": 0.88}
+    assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
+    assert params["TrainingProfile"]["DefaultValue"] == "gpu"
+    assert params["TrainingInstanceType"]["DefaultValue"] == "ml.g5.xlarge"
+    assert params["ProcessingInstanceType"]["DefaultValue"] == "ml.m5.xlarge"
+    assert params["InputDataUri"]["DefaultValue"] == "s3://test-bucket/sentiment-mlops/data/imdb"
+    assert {"Epochs", "MaxLen", "VocabSize", "EmbeddingDim", "TrainingInstanceCount", "ProcessingInstanceCount"} <= set(params)
+
+
+def test_parameter_defaults_match_the_scripts():
+    from pipeline import parameters
+    from steps.preprocess import PreprocessOptions
+    from train.profiles import PROFILES
+
+    defaults = PreprocessOptions()
+    assert parameters.DEFAULT_MAX_LEN == defaults.text.max_len
+    assert parameters.DEFAULT_VOCAB_SIZE == defaults.vocab_size
+    assert parameters.DEFAULT_EMBEDDING_DIM == defaults.embedding_dim
+    assert parameters.DEFAULT_TRAINING_PROFILE in PROFILES
+
+
+def test_condition_reads_accuracy_from_the_property_file(definition):
+    steps = steps_by_name(definition)
+    assert steps["CheckAccuracy"]["Arguments"]["Conditions"] == [
+        {"Type": "GreaterThanOrEqualTo", "LeftValue": JSON_GET, "RightValue": {"Get": "Parameters.AccuracyThreshold"}}]
+    assert steps["Evaluate"]["PropertyFiles"] == [
+        {"PropertyFileName": "EvaluationReport", "OutputName": "evaluation", "FilePath": "evaluation.json"}]
+    outputs = steps["Evaluate"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert [(o["OutputName"], o["S3Output"]["LocalPath"]) for o in outputs] == [("evaluation", "/opt/ml/processing/evaluation")]
+
+
+def test_fail_message_states_accuracy_and_threshold(definition):
+    message = steps_by_name(definition)["Fail"]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert JSON_GET in message and {"Get": "Parameters.AccuracyThreshold"} in message
+
+
+def test_register_model_arguments(definition):
+    register = steps_by_name(definition)["Register"]["Arguments"]
+    assert register["ModelPackageGroupName"] == "sentiment-test-group"
+    assert register["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    statistics = register["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["ContentType"] == "application/json"
+    assert statistics["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        {"Get": "Steps.Evaluate.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri"}, "evaluation.json"]}}
+    spec = register["InferenceSpecification"]
+    (container,) = spec["Containers"]
+    assert container["ModelDataUrl"] == {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert container["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+    assert spec["SupportedContentTypes"] == ["application/json", "text/plain", "text/csv"]
+    assert spec["SupportedResponseMIMETypes"] == ["application/json", "text/plain"]
+
+
+def test_training_step(definition):
+    from train.train import METRIC_DEFINITIONS
+
+    args = steps_by_name(definition)["Train"]["Arguments"]
+    assert args["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert args["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.5-gpu-py311")
+    assert "ContainerEntrypoint" not in args["AlgorithmSpecification"]  # script mode, not the SDK's drivers
+    hps = args["HyperParameters"]
+    assert hps["sagemaker_program"] == "train/train.py"
+    assert hps["sagemaker_submit_directory"] == fixed_bundles(SETTINGS).training.s3_uri
+    assert hps["profile"] == {"Get": "Parameters.TrainingProfile"}
+    # Hyperparameters must be strings: literal strings or Joins (a parameter's .to_string()).
+    for name, value in hps.items():
+        assert isinstance(value, str) or "Std:Join" in value or value == {"Get": "Parameters.TrainingProfile"}, name
+    assert args["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert "Execution.PipelineExecutionId" in json.dumps(args["CheckpointConfig"]["S3Uri"])
+    assert args["EnableManagedSpotTraining"] is True
+    assert args["StoppingCondition"]["MaxWaitTimeInSeconds"] >= args["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert args["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+
+
+def test_every_s3_path_is_explicit(definition):
+    """No path came from the SDK's default bucket: all are under the configured bucket and prefix."""
+    def strings(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    uris = [s for s in strings(definition) if s.startswith("s3://")]
+    assert uris and all(u.startswith("s3://test-bucket/sentiment-mlops/") for u in uris)
+    assert "sagemaker-us-east-1" not in json.dumps(definition)
+
+
+def _substitute_defaults(args: list, definition: dict) -> list[str]:
+    """ContainerArguments with each parameter replaced by its default, as SageMaker would."""
+    defaults = {f"Parameters.{p['Name']}": str(p["DefaultValue"]) for p in definition["Parameters"]}
+
+    def value(item):
+        if isinstance(item, str):
+            return item
+        if "Get" in item:
+            return defaults[item["Get"]]
+        return item["Std:Join"]["On"].join(value(v) for v in item["Std:Join"]["Values"])
+
+    return [value(a) for a in args]
+
+
+def test_processing_steps_match_the_scripts_cli(definition):
+    from evaluation import evaluate
+    from steps import preprocess
+
+    steps = steps_by_name(definition)
+    pre = steps["Preprocess"]["Arguments"]
+    pre_args = _substitute_defaults(pre["AppSpecification"]["ContainerArguments"], definition)
+    assert pre_args[0] == "steps/preprocess.py"
+    parsed = preprocess.parse_args(pre_args[1:])
+    assert (parsed.input_dir, parsed.output_dir) == ("/opt/ml/processing/input/data", "/opt/ml/processing/output")
+    assert (parsed.max_len, parsed.vocab_size, parsed.embedding_dim) == (400, 20_000, 128)
+    outputs = {o["OutputName"]: o["S3Output"] for o in pre["ProcessingOutputConfig"]["Outputs"]}
+    assert {name: o["LocalPath"] for name, o in outputs.items()} == {
+        split: f"/opt/ml/processing/output/{split}" for split in ("train", "validation", "test")}
+    for name, output in outputs.items():
+        assert output["S3Uri"]["Std:Join"]["Values"][1:] == [{"Get": "Execution.PipelineExecutionId"}, "Preprocess", name]
+
+    ev_args = _substitute_defaults(steps["Evaluate"]["Arguments"]["AppSpecification"]["ContainerArguments"], definition)
+    assert ev_args[0] == "evaluation/evaluate.py"
+    parsed = evaluate.parse_args(ev_args[1:])
+    assert (parsed.model, parsed.test, parsed.output_dir) == (
+        "/opt/ml/processing/model", "/opt/ml/processing/test", "/opt/ml/processing/evaluation")
+
+    for name in ("Preprocess", "Evaluate"):
+        app = steps[name]["Arguments"]["AppSpecification"]
+        assert app["ContainerEntrypoint"] == ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"]
+        inputs = {i["InputName"]: i["S3Input"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
+        assert inputs["code"]["S3Uri"] == fixed_bundles(SETTINGS).processing.s3_uri
+        assert inputs["code"]["LocalPath"] == "/opt/ml/processing/input/code"
+        assert inputs["entrypoint"]["S3Uri"] == fixed_bundles(SETTINGS).runner.s3_uri
+
+
+def test_training_hyperparameters_parse_as_the_container_passes_them(definition):
+    from train.train import parse_args
+
+    hps = steps_by_name(definition)["Train"]["Arguments"]["HyperParameters"]
+    argv = []
+    for name, value in sorted(hps.items()):
+        argv += [f"--{name}", _substitute_defaults([value], definition)[0]]
+    args, hp = parse_args(argv)
+    assert args.profile == "gpu" and hp.epochs == 8
+
+
+def test_bundles_are_deterministic_and_content_addressed():
+    first, second = build_bundles(SETTINGS), build_bundles(SETTINGS)
+    for a, b in zip(first.all(), second.all()):
+        assert a.data == b.data and a.sha256 == b.sha256 and a.s3_uri == b.s3_uri
+        assert a.s3_uri == f"s3://test-bucket/sentiment-mlops/code/{a.sha256}/{a.name}"
+    assert first.processing.sha256 != first.training.sha256
+    with tarfile.open(fileobj=io.BytesIO(first.processing.data)) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        requirements = tar.extractfile("requirements.txt").read().decode()
+    assert names == sorted(names)
+    assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.mode == 0o644 for m in members)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    assert {"steps/preprocess.py", "evaluation/evaluate.py", "serve/inference.py", "requirements.txt"} <= set(names)
+    assert requirements.splitlines() == list(TEXT_REQUIREMENTS)
+    with tarfile.open(fileobj=io.BytesIO(first.training.data)) as tar:
+        assert {"train/train.py", "serve/network.py", "steps/arrays.py", "requirements.txt"} <= set(tar.getnames())
+    assert first.processing.data[4:8] == b"\0\0\0\0"  # gzip header mtime
+
+
+def test_tar_ignores_file_metadata(tmp_path):
+    one = deterministic_tar_gz({"b.py": b"b", "a.py": b"a"})
+    two = deterministic_tar_gz({"a.py": b"a", "b.py": b"b"})
+    assert one == two
+
+
+def test_runner_runs_the_script_from_the_bundle(tmp_path):
+    """The runner as a processing job runs it: unpack, install requirements, exec the script."""
+    bundles = build_bundles(SETTINGS)
+    code, work = tmp_path / "code", tmp_path / "work"
+    code.mkdir()
+    bundle = deterministic_tar_gz({"requirements.txt": b"", "pkg/__init__.py": b"",
+                                   "pkg/hello.py": b"import sys\nprint('args', sys.argv[1:])\n"})
+    (code / "sourcedir.tar.gz").write_bytes(bundle)
+    runner = tmp_path / "runproc.sh"
+    runner.write_bytes(bundles.runner.data)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = {**os.environ, "SM_CODE_INPUT": str(code), "SM_CODE_DIR": str(work),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(["bash", str(runner), "pkg/hello.py", "--x", "1"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "args ['--x', '1']" in result.stdout
+
+
+def test_definition_cli_prints_json_offline():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SENTIMENT_MLOPS_"))}
+    env["SENTIMENT_MLOPS_BUCKET"] = "cli-bucket"
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "definition"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    definition = json.loads(result.stdout)
+    assert [s["Name"] for s in definition["Steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy"]
+    assert "s3://cli-bucket/" in result.stdout
