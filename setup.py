@@ -3,14 +3,14 @@
 Each top-level package is a deployable unit (see DESIGN.md): ``pipeline`` runs on the user's
 machine, ``steps``/``train``/``evaluation`` inside SageMaker jobs, ``serve`` inside the endpoint.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="sentiment-mlops",
     version="0.1.0",
     description="IMDb sentiment LSTM on SageMaker Pipelines, runnable end to end on one machine",
     python_requires=">=3.11.4",  # tarfile extraction filters,
-    packages=["pipeline", "serve", "steps", "train", "evaluation"],
+    packages=find_packages(include=["pipeline", "pipeline.*", "serve", "steps", "train", "evaluation"]),
     install_requires=[
         # The SageMaker SDK's major version changes the workflow API: pin it.
         "sagemaker>=3.27,<4",

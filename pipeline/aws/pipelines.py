@@ -1,0 +1,312 @@
+"""The pipeline on SageMaker: create or update it, start executions, follow them.
+
+The definition sent is ``pipeline.definition.definition_json(settings)``, the very string the
+local runtime executes, so what runs on AWS is what was tested locally. Parameters are checked
+against the definition's own ``Parameters`` before anything is sent: a typo in a name or a word
+where a number belongs is refused here, with the valid names, instead of by a failed job an
+hour later.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from typing import Any, Callable, Mapping
+
+from botocore.exceptions import ClientError
+
+from pipeline.aws.clients import AwsClients
+from pipeline.aws.errors import BackendError, ExecutionTimeout, aws_errors, error_code, is_already_exists, is_not_found
+from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings
+
+log = logging.getLogger(__name__)
+
+ParameterValue = str | int | float | bool
+TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
+# Codes an endpoint gives for an operation it does not implement (moto raises NotImplementedError).
+_UNSUPPORTED = {"UnknownOperationException", "InvalidAction", "NotImplemented", "UnsupportedOperation"}
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _missing_pipeline(settings: Settings, region: str) -> str:
+    return (f"pipeline {settings.pipeline_name} does not exist in {region}: create it with upsert first "
+            f"(or check SENTIMENT_MLOPS_PIPELINE_NAME and SENTIMENT_MLOPS_REGION)")
+
+
+def _missing_execution(execution_arn: str) -> str:
+    return f"no pipeline execution {execution_arn}: list the executions and copy an ARN from there"
+
+
+# --- upsert ---------------------------------------------------------------------------------
+
+def _check_definition(definition: str) -> dict:
+    try:
+        parsed = json.loads(definition)
+    except ValueError as error:
+        raise BackendError(f"the pipeline definition is not JSON ({error}): build it with definition_json") from error
+    if not isinstance(parsed, dict) or "Steps" not in parsed:
+        raise BackendError("the pipeline definition has no Steps: build it with definition_json")
+    return parsed
+
+
+def upsert_pipeline(clients: AwsClients, settings: Settings, definition: str | None = None,
+                    description: str | None = None) -> str:
+    """Create the pipeline, or update it when the definition or role changed; return its ARN.
+
+    ``definition`` defaults to ``definition_json(settings)`` (which builds the bundles from the
+    source: upload the same bundles first). An unchanged pipeline is left alone, so a re-run
+    makes no new pipeline version.
+    """
+    if settings.role_arn == PLACEHOLDER_ROLE_ARN:
+        raise BackendError("no execution role: set SENTIMENT_MLOPS_ROLE_ARN to the ARN of a SageMaker execution role "
+                           "(the placeholder only serves to build the definition offline)")
+    if definition is None:
+        from pipeline.definition import definition_json
+        definition = definition_json(settings)
+    _check_definition(definition)
+    name = settings.pipeline_name
+    description = description or "sentiment-mlops: preprocess, train, evaluate, gate on accuracy, register"
+    fields = dict(PipelineDisplayName=name, PipelineDefinition=definition, PipelineDescription=description,
+                  RoleArn=settings.role_arn)
+    sagemaker = clients.sagemaker
+    current = None
+    with aws_errors(f"reading pipeline {name}"):
+        try:
+            current = sagemaker.describe_pipeline(PipelineName=name)
+        except ClientError as error:
+            if not is_not_found(error):
+                raise
+    if current is not None:
+        if current.get("PipelineDefinition") == definition and current.get("RoleArn") == settings.role_arn:
+            log.info("pipeline %s is unchanged", name)
+            return current["PipelineArn"]
+        return _update(clients, name, fields)
+    with aws_errors(f"creating pipeline {name}"):
+        try:
+            arn = sagemaker.create_pipeline(PipelineName=name, **fields)["PipelineArn"]
+        except ClientError as error:
+            if not is_already_exists(error):  # created meanwhile by someone else: update it
+                raise
+            return _update(clients, name, fields)
+    log.info("created pipeline %s", arn)
+    return arn
+
+
+def _update(clients: AwsClients, name: str, fields: dict) -> str:
+    with aws_errors(f"updating pipeline {name}"):
+        arn = clients.sagemaker.update_pipeline(PipelineName=name, **fields)["PipelineArn"]
+    log.info("updated pipeline %s", arn)
+    return arn
+
+
+def deployed_definition(clients: AwsClients, settings: Settings) -> str:
+    """The definition SageMaker holds for the pipeline now."""
+    with aws_errors(f"reading pipeline {settings.pipeline_name}", not_found=_missing_pipeline(settings, clients.region)):
+        return clients.sagemaker.describe_pipeline(PipelineName=settings.pipeline_name)["PipelineDefinition"]
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+def _coerce(declared: Mapping[str, Any], value: ParameterValue) -> str:
+    """The value as the string SageMaker wants, or ValueError saying what was expected."""
+    kind = declared.get("Type", "String")
+    if kind == "Integer":
+        if isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+        elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            text = str(int(value))
+        else:
+            raise ValueError("a whole number")
+    elif kind == "Float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError("a number") from None
+        else:
+            raise ValueError("a number")
+        if not math.isfinite(number):
+            raise ValueError("a finite number")
+        text = repr(number)
+    elif kind == "Boolean":
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            text = value.strip().lower()
+        else:
+            raise ValueError("true or false")
+    elif kind == "String":
+        if not isinstance(value, str):
+            raise ValueError("a string")
+        text = value
+    else:
+        raise ValueError(f"a value of type {kind}, which this backend does not know")
+    allowed = declared.get("EnumValues")
+    if allowed and text not in [str(v) for v in allowed]:
+        raise ValueError(f"one of {', '.join(map(str, allowed))}")
+    return text
+
+
+def validate_parameters(definition: str | Mapping[str, Any], values: Mapping[str, ParameterValue] | None
+                        ) -> list[dict[str, str]]:
+    """``PipelineParameters`` for StartPipelineExecution, checked against the definition.
+
+    No AWS call: unknown names and values of the wrong type (or outside ``EnumValues``) raise
+    ``BackendError``; parameters not given keep the definition's defaults. Integer, Float and
+    Boolean parameters also take their usual string spelling (``"8"``, ``"0.9"``, ``"true"``),
+    as a command line gives them.
+    """
+    parsed = json.loads(definition) if isinstance(definition, str) else definition
+    declared = {p["Name"]: p for p in parsed.get("Parameters", [])}
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise BackendError(f"unknown pipeline parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                           f"valid names are {', '.join(declared)}")
+    problems, result = [], []
+    for name, value in values.items():
+        try:
+            result.append({"Name": name, "Value": _coerce(declared[name], value)})
+        except ValueError as error:
+            problems.append(f"{name} ({declared[name].get('Type', 'String')}) needs {error}, got {value!r}")
+    if problems:
+        raise BackendError("bad pipeline parameter value: " + "; ".join(problems))
+    return result
+
+
+# --- executions -----------------------------------------------------------------------------
+
+def start_execution(clients: AwsClients, settings: Settings, parameters: Mapping[str, ParameterValue] | None = None,
+                    *, definition: str | Mapping[str, Any] | None = None, display_name: str | None = None,
+                    description: str | None = None) -> str:
+    """Start an execution of the pipeline with ``parameters``; return the execution ARN.
+
+    Parameters are checked against ``definition`` (the one just upserted, when the caller has
+    it: then nothing is sent before the check passes) or else against the definition SageMaker
+    holds, which is the one the execution will run.
+    """
+    if definition is None:
+        definition = deployed_definition(clients, settings)
+    pipeline_parameters = validate_parameters(definition, parameters)
+    request: dict[str, Any] = {"PipelineName": settings.pipeline_name, "PipelineParameters": pipeline_parameters}
+    if display_name:
+        request["PipelineExecutionDisplayName"] = display_name
+    if description:
+        request["PipelineExecutionDescription"] = description
+    with aws_errors(f"starting pipeline {settings.pipeline_name}", not_found=_missing_pipeline(settings, clients.region)):
+        arn = clients.sagemaker.start_pipeline_execution(**request)["PipelineExecutionArn"]
+    log.info("started %s", arn)
+    return arn
+
+
+def _execution(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "arn": summary["PipelineExecutionArn"],
+        "display_name": summary.get("PipelineExecutionDisplayName"),
+        "status": summary.get("PipelineExecutionStatus"),
+        "failure_reason": summary.get("FailureReason") or summary.get("PipelineExecutionFailureReason") or None,
+        "started": summary.get("StartTime") or summary.get("CreationTime"),
+    }
+
+
+def describe_execution(clients: AwsClients, execution_arn: str) -> dict[str, Any]:
+    """An execution's status and its parameters.
+
+    Keys: ``arn``, ``pipeline_arn``, ``display_name``, ``status``, ``failure_reason``,
+    ``started``, ``last_modified``, ``parameters`` (``{name: value}``, values as strings).
+    """
+    sagemaker = clients.sagemaker
+    with aws_errors(f"reading execution {execution_arn}", not_found=_missing_execution(execution_arn)):
+        found = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+        parameters: dict[str, str] = {}
+        for page in sagemaker.get_paginator("list_pipeline_parameters_for_execution").paginate(
+                PipelineExecutionArn=execution_arn):
+            parameters.update({p["Name"]: p["Value"] for p in page.get("PipelineParameters", [])})
+    return {**_execution(found), "pipeline_arn": found.get("PipelineArn"),
+            "last_modified": found.get("LastModifiedTime"), "parameters": parameters}
+
+
+def list_executions(clients: AwsClients, settings: Settings, max_results: int = 20) -> list[dict[str, Any]]:
+    """The pipeline's latest executions, newest first: ``arn``, ``display_name``, ``status``,
+    ``failure_reason``, ``started``."""
+    found: list[dict[str, Any]] = []
+    with aws_errors(f"listing executions of {settings.pipeline_name}",
+                    not_found=_missing_pipeline(settings, clients.region)):
+        pages = clients.sagemaker.get_paginator("list_pipeline_executions").paginate(
+            PipelineName=settings.pipeline_name, SortBy="CreationTime", SortOrder="Descending",
+            PaginationConfig={"MaxItems": max_results, "PageSize": min(max_results, 100)})
+        for page in pages:
+            found.extend(_execution(s) for s in page.get("PipelineExecutionSummaries", []))
+    # Sorted here too: the order is the contract, whatever the endpoint did with SortOrder.
+    found.sort(key=lambda e: e["started"].timestamp() if e["started"] else 0.0, reverse=True)
+    return found[:max_results]
+
+
+def execution_steps(clients: AwsClients, execution_arn: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """``(steps, None)`` with each step's name, status, times, failure reason and job ARN, or
+    ``(None, why)`` where the endpoint cannot list them (moto lacks ListPipelineExecutionSteps;
+    an IAM policy may not grant it): waiting still works on the execution's own status."""
+    steps: list[dict[str, Any]] = []
+    try:
+        with aws_errors(f"listing the steps of {execution_arn}", not_found=_missing_execution(execution_arn)):
+            try:
+                for page in clients.sagemaker.get_paginator("list_pipeline_execution_steps").paginate(
+                        PipelineExecutionArn=execution_arn, SortOrder="Ascending"):
+                    steps.extend(_step(s) for s in page.get("PipelineExecutionSteps", []))
+            except ClientError as error:
+                code = error_code(error)
+                if code in _UNSUPPORTED:
+                    return None, f"step statuses unavailable: this endpoint does not support ListPipelineExecutionSteps ({code})"
+                if code in ("AccessDenied", "AccessDeniedException"):
+                    return None, "step statuses unavailable: the caller may not call ListPipelineExecutionSteps"
+                raise
+    except NotImplementedError:  # moto's answer for an operation it does not implement
+        return None, "step statuses unavailable: this endpoint does not implement ListPipelineExecutionSteps"
+    return steps, None
+
+
+def _step(step: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = step.get("Metadata", {}) or {}
+    job = next((value.get("Arn") for value in metadata.values() if isinstance(value, dict) and value.get("Arn")), None)
+    return {"name": step.get("StepName"), "status": step.get("StepStatus"), "started": step.get("StartTime"),
+            "ended": step.get("EndTime"), "failure_reason": step.get("FailureReason") or None,
+            "attempts": step.get("AttemptCount"), "job_arn": job}
+
+
+def wait_for_execution(clients: AwsClients, execution_arn: str, *, timeout_s: float = 8 * 3600, poll_s: float = 30,
+                       on_progress: Callable[[dict[str, Any]], None] | None = None,
+                       sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
+                       ) -> dict[str, Any]:
+    """Poll until the execution ends; return ``describe_execution``'s dict plus ``steps`` and
+    ``steps_note`` (why ``steps`` is ``None``).
+
+    ``on_progress`` gets that dict whenever the status or a step's status changes. A Failed or
+    Stopped execution is returned, not raised: it is an answer. Running past ``timeout_s``
+    raises ``ExecutionTimeout`` (the execution goes on on AWS).
+    """
+    deadline = clock() + timeout_s
+    unsupported: str | None = None  # once the steps cannot be listed, stop asking
+    last_seen = None
+    while True:
+        found = describe_execution(clients, execution_arn)
+        steps, note = execution_steps(clients, execution_arn) if unsupported is None else (None, unsupported)
+        if steps is None and unsupported is None:
+            unsupported = note
+            log.info("%s", note)
+        found.update(steps=steps, steps_note=note)
+        seen = (found["status"], tuple((s["name"], s["status"]) for s in steps or ()))
+        if seen != last_seen:
+            last_seen = seen
+            if on_progress is not None:
+                on_progress(found)
+        if found["status"] in TERMINAL_STATUSES:
+            return found
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise ExecutionTimeout(f"execution {execution_arn} is still {found['status']} after {timeout_s:g} s: "
+                                   f"wait again, or stop it with StopPipelineExecution", found)
+        sleep(min(poll_s, remaining))

@@ -1,0 +1,139 @@
+"""The model registry on SageMaker: list the versions a pipeline registered, read their
+measured accuracy, approve or reject them.
+
+Approving a version is what deploys it: SageMaker emits a "SageMaker Model Package State
+Change" event that the deploy handler acts on. The accuracy shown is the one the Evaluate step
+wrote (``evaluation.json``, SageMaker's model-quality format) and that the Register step linked
+as the package's ``ModelMetrics.ModelQuality.Statistics``: the number that passed the gate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.aws.clients import AwsClients
+from pipeline.aws.errors import BackendError, aws_errors
+from pipeline.aws.upload import split_s3_uri
+
+log = logging.getLogger(__name__)
+
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+DECISIONS = ("Approved", "Rejected")
+ACCURACY_PATH = ("binary_classification_metrics", "accuracy", "value")
+MAX_APPROVAL_DESCRIPTION = 1024
+
+
+def _missing_group(group: str, region: str) -> str:
+    return (f"model package group {group} does not exist in {region}: check SENTIMENT_MLOPS_MODEL_PACKAGE_GROUP, "
+            f"or run the pipeline until it registers a model")
+
+
+def _check_status(status: str | None, allowed: tuple[str, ...]) -> None:
+    if status is not None and status not in allowed:
+        raise BackendError(f"unknown approval status {status!r}: use one of {', '.join(allowed)}")
+
+
+def _summaries(clients: AwsClients, group: str, status: str | None = None) -> list[dict[str, Any]]:
+    """The group's package summaries (highest version first); a missing group is an error."""
+    request: dict[str, Any] = {"ModelPackageGroupName": group, "SortBy": "CreationTime", "SortOrder": "Descending"}
+    if status:
+        request["ModelApprovalStatus"] = status
+    summaries: list[dict[str, Any]] = []
+    with aws_errors(f"listing model packages of {group}", not_found=_missing_group(group, clients.region)):
+        for page in clients.sagemaker.get_paginator("list_model_packages").paginate(**request):
+            summaries.extend(page.get("ModelPackageSummaryList", []))
+        if not summaries:  # an empty group, or no group at all: only the second is an error
+            clients.sagemaker.describe_model_package_group(ModelPackageGroupName=group)
+    summaries.sort(key=lambda s: s.get("ModelPackageVersion") or 0, reverse=True)
+    return summaries
+
+
+def read_accuracy(clients: AwsClients, metrics_uri: str | None) -> float | None:
+    """``binary_classification_metrics.accuracy.value`` from the evaluation report at
+    ``metrics_uri``; ``None`` when there is no report or it cannot be read (a listing should
+    not fail because one old report was deleted)."""
+    if not metrics_uri:
+        return None
+    try:
+        bucket, key = split_s3_uri(metrics_uri)
+        report: Any = json.loads(clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (BackendError, ClientError, BotoCoreError, ValueError) as error:
+        log.warning("cannot read the evaluation report %s: %s", metrics_uri, error)
+        return None
+    for part in ACCURACY_PATH:
+        report = report.get(part) if isinstance(report, dict) else None
+    return float(report) if isinstance(report, (int, float)) and not isinstance(report, bool) else None
+
+
+def _package(clients: AwsClients, found: Mapping[str, Any], with_accuracy: bool) -> dict[str, Any]:
+    containers = (found.get("InferenceSpecification") or {}).get("Containers") or [{}]
+    statistics = ((found.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}
+    metrics_uri = statistics.get("S3Uri")
+    return {
+        "group": found.get("ModelPackageGroupName"),
+        "version": found.get("ModelPackageVersion"),
+        "arn": found["ModelPackageArn"],
+        "status": found.get("ModelApprovalStatus"),
+        "package_status": found.get("ModelPackageStatus"),
+        "created": found.get("CreationTime"),
+        "approval_description": found.get("ApprovalDescription"),
+        "model_data_url": containers[0].get("ModelDataUrl"),
+        "image": containers[0].get("Image"),
+        "metrics_uri": metrics_uri,
+        "accuracy": read_accuracy(clients, metrics_uri) if with_accuracy else None,
+    }
+
+
+def _describe_arn(clients: AwsClients, arn: str, with_accuracy: bool = True) -> dict[str, Any]:
+    with aws_errors(f"reading model package {arn}", not_found=f"no model package {arn}"):
+        found = clients.sagemaker.describe_model_package(ModelPackageName=arn)
+    return _package(clients, found, with_accuracy)
+
+
+def list_model_packages(clients: AwsClients, group: str, status: str | None = None,
+                        with_accuracy: bool = True) -> list[dict[str, Any]]:
+    """The group's versions, newest first, optionally only those with approval ``status``.
+
+    Each is a dict: ``group``, ``version``, ``arn``, ``status`` (ModelApprovalStatus),
+    ``package_status``, ``created``, ``approval_description``, ``model_data_url``, ``image``,
+    ``metrics_uri`` and ``accuracy`` (``None`` when the package has no readable report). The
+    metrics need one DescribeModelPackage and one S3 read per version.
+    """
+    _check_status(status, APPROVAL_STATUSES)
+    return [_describe_arn(clients, s["ModelPackageArn"], with_accuracy) for s in _summaries(clients, group, status)]
+
+
+def _version_arn(clients: AwsClients, group: str, version: int) -> str:
+    summaries = _summaries(clients, group)
+    for summary in summaries:
+        if summary.get("ModelPackageVersion") == version:
+            return summary["ModelPackageArn"]
+    known = ", ".join(str(s.get("ModelPackageVersion")) for s in reversed(summaries)) or "none yet"
+    raise BackendError(f"model package group {group} has no version {version}: its versions are {known}")
+
+
+def describe_model_package(clients: AwsClients, group: str, version: int) -> dict[str, Any]:
+    """One version of the group, as in ``list_model_packages``."""
+    return _describe_arn(clients, _version_arn(clients, group, int(version)))
+
+
+def set_approval(clients: AwsClients, group: str, version: int, status: str, comment: str = "") -> dict[str, Any]:
+    """Approve or reject one version (``Approved`` deploys it through the approval event);
+    ``comment`` becomes the ApprovalDescription. Returns the version as read back."""
+    _check_status(status, DECISIONS)
+    if status is None:
+        raise BackendError(f"no approval status: use one of {', '.join(DECISIONS)}")
+    if len(comment) > MAX_APPROVAL_DESCRIPTION:
+        raise BackendError(f"the approval comment has {len(comment)} characters: SageMaker keeps at most "
+                           f"{MAX_APPROVAL_DESCRIPTION}")
+    arn = _version_arn(clients, group, int(version))
+    request: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
+    if comment:
+        request["ApprovalDescription"] = comment
+    with aws_errors(f"setting {group} version {version} to {status}", not_found=f"no model package {arn}"):
+        clients.sagemaker.update_model_package(**request)
+    log.info("%s version %s is now %s", group, version, status)
+    return _describe_arn(clients, arn)

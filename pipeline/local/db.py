@@ -1,0 +1,207 @@
+"""One SQLite file holds the local runtime's state: executions, their steps, the model registry.
+
+Why SQLite and these settings: two executions (two processes) may run at once and both write.
+WAL lets readers go on while one writer writes; ``busy_timeout`` makes a second writer wait
+instead of failing; every write begins with ``BEGIN IMMEDIATE`` so that the write lock is taken
+before anything is read (a read-then-write that upgrades its lock later can fail with
+SQLITE_BUSY without waiting, and two of them can allocate the same version number).
+
+Connections are per thread: open one with :func:`connect` in each thread or process.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+STATE_FILE = "state.db"
+BUSY_TIMEOUT_S = 30.0
+ACCOUNT = "000000000000"
+LOCAL_REGION = "local"
+
+Clock = Callable[[], datetime]
+
+
+class StateError(Exception):
+    """A problem with the local state; the message is one line that says what to do."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """Fixed-width UTC ISO 8601 with milliseconds, so that text order is time order in SQL."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def to_json(value: Any) -> str:
+    """Canonical JSON (sorted keys, no NaN): equal values give equal text, and a value that is
+    not plain JSON fails here, inside the transaction, so nothing half-written remains."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def state_path(home: Path | str) -> Path:
+    """Where the state lives under the local home (``Settings.home``, default ``.mlops/``)."""
+    return Path(home) / STATE_FILE
+
+
+# Each migration is a list of statements, applied in order and recorded in schema_version.
+# Statements, not executescript(): executescript commits first, which would break atomicity.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE executions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            execution_id TEXT NOT NULL UNIQUE CHECK (length(execution_id) = 12),
+            arn TEXT NOT NULL UNIQUE,
+            pipeline_name TEXT NOT NULL,
+            definition_sha256 TEXT NOT NULL,
+            parameters TEXT NOT NULL,
+            display_name TEXT,
+            status TEXT NOT NULL CHECK (status IN ('Executing','Stopping','Stopped','Failed','Succeeded')),
+            start_time TEXT NOT NULL,
+            end_time TEXT,
+            last_modified_time TEXT NOT NULL,
+            failure_reason TEXT)""",
+        "CREATE INDEX executions_newest ON executions (pipeline_name, start_time, seq)",
+        """CREATE TABLE steps (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            execution_id TEXT NOT NULL REFERENCES executions (execution_id) ON DELETE CASCADE,
+            step_name TEXT NOT NULL,
+            step_type TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('Starting','Executing','Stopping','Stopped','Failed','Succeeded','Skipped')),
+            start_time TEXT,
+            end_time TEXT,
+            seconds REAL,
+            failure_reason TEXT,
+            log_path TEXT,
+            properties TEXT NOT NULL DEFAULT '{}',
+            cache_key TEXT,
+            cache_source_execution_id TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (execution_id, step_name))""",
+        "CREATE INDEX steps_cache ON steps (step_name, cache_key, status, end_time)",
+        """CREATE TABLE model_package_groups (
+            name TEXT PRIMARY KEY,
+            arn TEXT NOT NULL UNIQUE,
+            creation_time TEXT NOT NULL)""",
+        """CREATE TABLE model_packages (
+            group_name TEXT NOT NULL REFERENCES model_package_groups (name),
+            version INTEGER NOT NULL CHECK (version >= 1),
+            arn TEXT NOT NULL UNIQUE,
+            artifact_uri TEXT NOT NULL,
+            artifact_sha256 TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            metrics_uri TEXT,
+            inference_specification TEXT NOT NULL,
+            approval_status TEXT NOT NULL CHECK (approval_status IN ('PendingManualApproval','Approved','Rejected')),
+            approval_description TEXT,
+            execution_id TEXT REFERENCES executions (execution_id),
+            description TEXT,
+            creation_time TEXT NOT NULL,
+            last_modified_time TEXT NOT NULL,
+            PRIMARY KEY (group_name, version))""",
+        """CREATE TABLE approval_history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            group_name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            changed_at TEXT NOT NULL,
+            approver TEXT NOT NULL,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            comment TEXT,
+            FOREIGN KEY (group_name, version) REFERENCES model_packages (group_name, version))""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path | str, *, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the state database.
+
+    Autocommit mode (``isolation_level=None``): transactions are explicit, see
+    :func:`write_transaction`, so that no statement starts one behind our back.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL; one fsync per checkpoint
+    try:
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction that holds the write lock from its first statement.
+
+    Commits on success, rolls back on any exception: nothing half-written survives.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # commit on success, rollback on exception
+        yield conn
+
+
+@contextlib.contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A consistent snapshot across several SELECTs (an execution and its steps, say)."""
+    conn.execute("BEGIN")
+    with conn:
+        yield conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The applied schema version; 0 for a new, empty file."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone() is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def _check_not_newer(current: int) -> None:
+    if current > SCHEMA_VERSION:
+        raise StateError(f"the state database has schema version {current}, newer than this "
+                         f"sentiment-mlops knows ({SCHEMA_VERSION}); upgrade sentiment-mlops")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to :data:`SCHEMA_VERSION`.
+
+    An up-to-date file is only read, so opening it never waits for a running writer. Otherwise
+    the version is read again under the write lock: when two processes open a new file at once,
+    the second waits, then finds nothing left to do.
+    """
+    current = schema_version(conn)
+    _check_not_newer(current)
+    if current == SCHEMA_VERSION:
+        return current
+    with write_transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                     "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        current = schema_version(conn)
+        _check_not_newer(current)
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, iso(utc_now())))
+    return SCHEMA_VERSION
+
+
+def open_state(home: Path | str) -> sqlite3.Connection:
+    """The state database under the local home: ``open_state(Settings().home)``."""
+    return connect(state_path(home))

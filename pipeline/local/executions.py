@@ -1,0 +1,276 @@
+"""Pipeline executions and their steps, as SageMaker's DescribePipelineExecution and
+ListPipelineExecutionSteps report them, kept in the local state database.
+
+The executor writes here as it goes (so a second process can watch an execution live), later
+steps read earlier steps' ``properties`` (what ``Get: Steps.X.…`` resolves against), and the
+cache lookup finds a previous successful run of a step with the same resolved arguments.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import sqlite3
+import string
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Mapping
+
+from pipeline.local.db import (ACCOUNT, LOCAL_REGION, Clock, StateError, iso, parse_iso, read_transaction,
+                               to_json, utc_now, write_transaction)
+
+EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
+EXECUTION_TERMINAL = ("Stopped", "Failed", "Succeeded")
+# SageMaker's StepStatus, plus Skipped for a step on a condition's branch not taken (SageMaker
+# does not list those at all; the executor may record them or not).
+STEP_STATUSES = ("Starting", "Executing", "Stopping", "Stopped", "Failed", "Succeeded", "Skipped")
+STEP_TERMINAL = ("Stopped", "Failed", "Succeeded", "Skipped")
+ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_LENGTH = 12
+
+
+class ExecutionError(StateError):
+    """An unknown execution or step, or a status change that cannot happen."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    execution_id: str
+    arn: str
+    pipeline_name: str
+    definition_sha256: str
+    parameters: dict[str, Any]
+    status: str
+    start_time: str
+    end_time: str | None
+    last_modified_time: str
+    failure_reason: str | None
+    display_name: str | None
+
+
+@dataclass(frozen=True)
+class Step:
+    execution_id: str
+    step_name: str
+    step_type: str
+    status: str
+    start_time: str | None
+    end_time: str | None
+    seconds: float | None
+    failure_reason: str | None
+    log_path: str | None
+    properties: dict[str, Any]
+    cache_key: str | None
+    cache_source_execution_id: str | None
+    attempts: int
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.cache_source_execution_id is not None
+
+
+def new_execution_id() -> str:
+    """12 lowercase alphanumerics, like SageMaker's pipeline execution ids."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def execution_arn(pipeline_name: str, execution_id: str, region: str = LOCAL_REGION) -> str:
+    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:pipeline/{pipeline_name}/execution/{execution_id}"
+
+
+def sha256_text(text: str) -> str:
+    """The definition's fingerprint: the sha256 of its canonical JSON text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def step_cache_key(step_name: str, arguments: Any, inputs: Mapping[str, str] | None = None) -> str:
+    """sha256 of the step name, its resolved arguments and its inputs' content hashes.
+
+    Like SageMaker, a step is reused only when what it would run is identical; adding the input
+    hashes also catches changed data behind an unchanged URI.
+    """
+    return sha256_text(to_json({"step": step_name, "arguments": arguments, "inputs": dict(inputs or {})}))
+
+
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+
+def parse_expire_after(text: str) -> timedelta:
+    """An ISO 8601 duration as CacheConfig's ``ExpireAfter`` takes it (``P30D``, ``PT1H``).
+    Years count 365 days and months 30, which is all a cache expiry needs."""
+    match = _DURATION.match(text)
+    if not match or text in ("P", "PT") or text.endswith("T"):
+        raise ExecutionError(f"cannot read the cache expiry {text!r}; write an ISO 8601 duration such as P30D or PT12H")
+    years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(days=365 * years + 30 * months + 7 * weeks + days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _execution(row: sqlite3.Row) -> Execution:
+    return Execution(row["execution_id"], row["arn"], row["pipeline_name"], row["definition_sha256"],
+                     json.loads(row["parameters"]), row["status"], row["start_time"], row["end_time"],
+                     row["last_modified_time"], row["failure_reason"], row["display_name"])
+
+
+def _step(row: sqlite3.Row) -> Step:
+    return Step(row["execution_id"], row["step_name"], row["step_type"], row["status"], row["start_time"],
+                row["end_time"], row["seconds"], row["failure_reason"], row["log_path"], json.loads(row["properties"]),
+                row["cache_key"], row["cache_source_execution_id"], row["attempts"])
+
+
+class ExecutionStore:
+    """Executions and steps in one connection's database (one store per thread or process)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = utc_now, region: str = LOCAL_REGION) -> None:
+        self.conn, self.clock, self.region = conn, clock, region
+
+    # --- executions -----------------------------------------------------------------------
+    def create(self, pipeline_name: str, definition_sha256: str, parameters: Mapping[str, Any],
+               *, display_name: str | None = None) -> Execution:
+        """A new execution, status Executing. The id is drawn again on the (unlikely) clash."""
+        now = iso(self.clock())
+        for _ in range(5):
+            execution_id = new_execution_id()
+            try:
+                with write_transaction(self.conn):
+                    self.conn.execute(
+                        "INSERT INTO executions (execution_id, arn, pipeline_name, definition_sha256, parameters, "
+                        "display_name, status, start_time, last_modified_time) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (execution_id, execution_arn(pipeline_name, execution_id, self.region), pipeline_name,
+                         definition_sha256, to_json(dict(parameters)), display_name, "Executing", now, now))
+            except sqlite3.IntegrityError:
+                continue
+            return self.get(execution_id)
+        raise ExecutionError("could not draw a free execution id; check the state database for damage")
+
+    def get(self, execution: str) -> Execution:
+        """One execution, by id or ARN."""
+        row = self.conn.execute("SELECT * FROM executions WHERE execution_id = ? OR arn = ?",
+                                (execution, execution)).fetchone()
+        if row is None:
+            raise ExecutionError(f"no execution {execution!r}; list the executions to see their ids")
+        return _execution(row)
+
+    def list_executions(self, pipeline_name: str | None = None, limit: int | None = None) -> list[Execution]:
+        """Newest first, like ListPipelineExecutions' default order."""
+        sql = "SELECT * FROM executions" + (" WHERE pipeline_name = ?" if pipeline_name else "")
+        sql += " ORDER BY start_time DESC, seq DESC" + (" LIMIT ?" if limit else "")
+        args = [a for a in (pipeline_name, limit) if a]
+        return [_execution(r) for r in self.conn.execute(sql, args)]
+
+    def describe(self, execution: str) -> tuple[Execution, list[Step]]:
+        """An execution and its steps, read from one snapshot."""
+        with read_transaction(self.conn):
+            found = self.get(execution)
+            return found, self.steps(found.execution_id)
+
+    def set_status(self, execution_id: str, status: str, *, failure_reason: str | None = None) -> Execution:
+        """Move an execution on; a terminal status also sets the end time. A finished execution
+        stays finished (Stopping may still become Stopped/Failed/Succeeded)."""
+        _check(status, EXECUTION_STATUSES, "execution status")
+        now = iso(self.clock())
+        with write_transaction(self.conn):
+            current = self.get(execution_id)
+            if current.status in EXECUTION_TERMINAL:
+                raise ExecutionError(f"execution {execution_id} already ended as {current.status}; start a new one")
+            end = now if status in EXECUTION_TERMINAL else None
+            self.conn.execute("UPDATE executions SET status = ?, end_time = ?, last_modified_time = ?, "
+                              "failure_reason = coalesce(?, failure_reason) WHERE execution_id = ?",
+                              (status, end, now, failure_reason, current.execution_id))
+        return self.get(execution_id)
+
+    # --- steps ----------------------------------------------------------------------------
+    def steps(self, execution_id: str) -> list[Step]:
+        """The steps in the order they started (ListPipelineExecutionSteps lists newest first;
+        the CLI can reverse)."""
+        rows = self.conn.execute("SELECT * FROM steps WHERE execution_id = ? ORDER BY seq", (execution_id,))
+        return [_step(r) for r in rows]
+
+    def step(self, execution_id: str, step_name: str) -> Step:
+        row = self.conn.execute("SELECT * FROM steps WHERE execution_id = ? AND step_name = ?",
+                                (execution_id, step_name)).fetchone()
+        if row is None:
+            raise ExecutionError(f"execution {execution_id} has no step {step_name!r}; show the execution to see its steps")
+        return _step(row)
+
+    def start_step(self, execution_id: str, step_name: str, step_type: str, *, status: str = "Executing",
+                   cache_key: str | None = None, log_path: str | None = None) -> Step:
+        """Record a step starting (or starting again: a retry after Failed counts one more attempt)."""
+        _check(status, ("Starting", "Executing"), "starting status")
+        now = iso(self.clock())
+        with write_transaction(self.conn):
+            self.get(execution_id)
+            row = self.conn.execute("SELECT status FROM steps WHERE execution_id = ? AND step_name = ?",
+                                    (execution_id, step_name)).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO steps (execution_id, step_name, step_type, status, start_time, cache_key, log_path, "
+                    "attempts) VALUES (?,?,?,?,?,?,?,1)", (execution_id, step_name, step_type, status, now, cache_key, log_path))
+            elif row["status"] in ("Failed", "Starting"):
+                self.conn.execute(
+                    "UPDATE steps SET status = ?, start_time = ?, end_time = NULL, seconds = NULL, failure_reason = NULL, "
+                    "cache_key = coalesce(?, cache_key), log_path = coalesce(?, log_path), "
+                    "attempts = attempts + (status = 'Failed') WHERE execution_id = ? AND step_name = ?",
+                    (status, now, cache_key, log_path, execution_id, step_name))
+            else:
+                raise ExecutionError(f"step {step_name!r} of {execution_id} is {row['status']}; it cannot start again")
+        return self.step(execution_id, step_name)
+
+    def mark_step(self, execution_id: str, step_name: str, status: str, *, properties: Mapping[str, Any] | None = None,
+                  failure_reason: str | None = None, log_path: str | None = None) -> Step:
+        """Set a started step's status; a terminal status sets end time and seconds, and
+        Succeeded stores the properties later steps read."""
+        _check(status, STEP_STATUSES, "step status")
+        now = self.clock()
+        with write_transaction(self.conn):
+            current = self.step(execution_id, step_name)
+            if current.status in STEP_TERMINAL:
+                raise ExecutionError(f"step {step_name!r} of {execution_id} already ended as {current.status}")
+            end = iso(now) if status in STEP_TERMINAL else None
+            seconds = (now - parse_iso(current.start_time)).total_seconds() if end and current.start_time else None
+            self.conn.execute(
+                "UPDATE steps SET status = ?, end_time = ?, seconds = ?, failure_reason = coalesce(?, failure_reason), "
+                "properties = coalesce(?, properties), log_path = coalesce(?, log_path) "
+                "WHERE execution_id = ? AND step_name = ?",
+                (status, end, seconds, failure_reason, to_json(dict(properties)) if properties is not None else None,
+                 log_path, execution_id, step_name))
+        return self.step(execution_id, step_name)
+
+    def record_skipped(self, execution_id: str, step_name: str, step_type: str) -> Step:
+        """A step on a condition's branch not taken: never started, recorded for the record."""
+        with write_transaction(self.conn):
+            self.get(execution_id)
+            self.conn.execute("INSERT INTO steps (execution_id, step_name, step_type, status, attempts) "
+                              "VALUES (?,?,?,'Skipped',0)", (execution_id, step_name, step_type))
+        return self.step(execution_id, step_name)
+
+    def record_cache_hit(self, execution_id: str, source: Step) -> Step:
+        """A step satisfied from the cache: Succeeded at once, with the source's properties and
+        the execution that really ran it (the original, even if the source was itself a hit)."""
+        now = iso(self.clock())
+        origin = source.cache_source_execution_id or source.execution_id
+        with write_transaction(self.conn):
+            self.get(execution_id)
+            self.conn.execute(
+                "INSERT INTO steps (execution_id, step_name, step_type, status, start_time, end_time, seconds, "
+                "log_path, properties, cache_key, cache_source_execution_id, attempts) "
+                "VALUES (?,?,?,'Succeeded',?,?,0,?,?,?,?,0)",
+                (execution_id, source.step_name, source.step_type, now, now, source.log_path,
+                 to_json(source.properties), source.cache_key, origin))
+        return self.step(execution_id, source.step_name)
+
+    def find_cached(self, pipeline_name: str, step_name: str, cache_key: str, expire_after: timedelta | str) -> Step | None:
+        """The newest Succeeded run of this step, in this pipeline, with this cache key, that
+        ended within ``expire_after`` of now; None if there is none."""
+        ttl = parse_expire_after(expire_after) if isinstance(expire_after, str) else expire_after
+        cutoff = iso(self.clock() - ttl)
+        row = self.conn.execute(
+            "SELECT s.* FROM steps s JOIN executions e USING (execution_id) WHERE e.pipeline_name = ? "
+            "AND s.step_name = ? AND s.cache_key = ? AND s.status = 'Succeeded' AND s.end_time >= ? "
+            "ORDER BY s.end_time DESC, s.seq DESC LIMIT 1", (pipeline_name, step_name, cache_key, cutoff)).fetchone()
+        return _step(row) if row else None
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ExecutionError(f"{value!r} is not a valid {what}; use one of {', '.join(allowed)}")
