@@ -14,7 +14,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline import registry_commands
+from pipeline.aws.errors import BackendError
 from pipeline.download import DownloadError, download, download_dataset
+from pipeline.local.db import StateError
 from pipeline.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("sentiment-mlops")
@@ -144,7 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--json", action="store_true")
     definition = commands.add_parser("definition", help="print the SageMaker Pipelines definition JSON (offline: no AWS call)")
     definition.add_argument("--output", "-o", help="write the JSON to this file instead of printing it")
+    _add_registry_parser(commands)
     return parser
+
+
+def _add_registry_parser(commands) -> None:
+    registry = commands.add_parser("registry", help="list, show, approve or reject registered model versions")
+    registry.add_argument("--backend", choices=("local", "sagemaker"), default="local",
+                          help="the local SQLite registry (default) or SageMaker's model registry")
+    actions = registry.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="model versions, newest first")
+    listing.add_argument("--status", choices=("PendingManualApproval", "Approved", "Rejected"))
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one version: metrics, artifact, approval history")
+    show.add_argument("version", type=int)
+    show.add_argument("--json", action="store_true")
+    for verb in registry_commands.APPROVAL_VERBS:
+        action = actions.add_parser(verb, help=f"{verb} a version (locally, the approval event goes to the deploy handler)")
+        action.add_argument("version", type=int)
+        action.add_argument("--comment", help="why: kept in the approval history")
+        action.add_argument("--json", action="store_true")
+
+
+def command_registry(args: argparse.Namespace, settings: Settings):
+    if args.action == "list":
+        return registry_commands.list_versions(settings, args.backend, args.status)
+    if args.action == "show":
+        return registry_commands.show_version(settings, args.backend, args.version)
+    return registry_commands.set_status(settings, args.backend, args.version, args.action, args.comment)
 
 
 def _print_summary(command: str, result: dict) -> None:
@@ -153,6 +183,13 @@ def _print_summary(command: str, result: dict) -> None:
         for name, step in result["steps"].items():
             print(f"  {name:<10} {step['seconds']:>7.1f}s")
         print(f"  test accuracy {result['accuracy']:.4f}")
+    elif command == "registry":
+        rows = result if isinstance(result, list) else [result]
+        if not rows:
+            print("no model versions registered")
+        for row in rows:
+            accuracy = "—" if row.get("accuracy") is None else f"{row['accuracy']:.4f}"
+            print(f"  version {row['version']:<4} {row['status']:<22} accuracy {accuracy}  {row.get('created', '')}")
     elif command == "definition":
         if "definition" in result:
             sys.stdout.write(result["definition"])
@@ -166,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(home=Path(args.home)) if args.home else Settings()
-    handlers = {"run": command_run, "download": command_download, "definition": command_definition}
+    handlers = {"run": command_run, "download": command_download, "definition": command_definition,
+                "registry": command_registry}
     try:
         result = handlers[args.command](args, settings)
-    except (CommandError, DownloadError) as exc:
+    except (CommandError, DownloadError, StateError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,83 @@
+"""``sentiment-mlops registry ...``: list, show, approve and reject model versions.
+
+The same commands work on the local registry (SQLite under the home folder, the default) and
+on SageMaker's model registry (``--backend sagemaker``), and print the same fields, so a script
+written against one works against the other.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+APPROVAL_VERBS = {"approve": "Approved", "reject": "Rejected"}
+EVENTS_DIR = "events"
+
+
+def _accuracy(metrics: dict | None) -> float | None:
+    try:
+        return float(metrics["binary_classification_metrics"]["accuracy"]["value"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _local_summary(package) -> dict[str, Any]:
+    return {"version": package.version, "status": package.approval_status, "accuracy": _accuracy(package.metrics),
+            "arn": package.arn, "created": package.creation_time, "artifact": package.artifact_uri,
+            "execution_id": package.execution_id, "approval_description": package.approval_description}
+
+
+def _local_registry(settings: Settings):
+    from pipeline.local.db import open_state
+    from pipeline.local.registry import ModelRegistry
+
+    return ModelRegistry(open_state(settings.home))
+
+
+def record_event(settings: Settings, event: dict) -> Path:
+    """Keep each approval event where the local deploy handler will pick it up (the local
+    stand-in for EventBridge): one JSON file per event, named so they sort by time."""
+    folder = Path(settings.home) / EVENTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{event['time'].replace(':', '')}-{event['id']}.json"
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(event, indent=2), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def list_versions(settings: Settings, backend: str, status: str | None) -> list[dict[str, Any]]:
+    if backend == "sagemaker":
+        from pipeline.aws import list_model_packages, make_clients
+
+        return list_model_packages(make_clients(settings), settings.model_package_group, status)
+    registry = _local_registry(settings)
+    return [_local_summary(p) for p in registry.list_packages(settings.model_package_group, status)]
+
+
+def show_version(settings: Settings, backend: str, version: int) -> dict[str, Any]:
+    if backend == "sagemaker":
+        from pipeline.aws import describe_model_package, make_clients
+
+        return describe_model_package(make_clients(settings), settings.model_package_group, version)
+    registry = _local_registry(settings)
+    package = registry.get(settings.model_package_group, version)
+    history = [{"when": h.changed_at, "who": h.approver, "from": h.from_status, "to": h.to_status, "comment": h.comment}
+               for h in registry.history(settings.model_package_group, version)]
+    return {**_local_summary(package), "metrics": package.metrics, "inference_specification": package.inference_specification,
+            "history": history}
+
+
+def set_status(settings: Settings, backend: str, version: int, verb: str, comment: str | None) -> dict[str, Any]:
+    """Approve or reject; locally the state-change event is recorded for the deploy handler."""
+    status = APPROVAL_VERBS[verb]
+    if backend == "sagemaker":
+        from pipeline.aws import make_clients, set_approval
+
+        return set_approval(make_clients(settings), settings.model_package_group, version, status, comment or "")
+    change = _local_registry(settings).update_approval(settings.model_package_group, version, status, comment=comment)
+    result = _local_summary(change.package)
+    result["event"] = str(record_event(settings, change.event)) if change.event else None
+    return result

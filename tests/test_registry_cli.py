@@ -1,0 +1,71 @@
+"""`sentiment-mlops registry` on the local registry: list, show, approve, reject, and the approval event."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.local.db import open_state
+from pipeline.local.registry import ModelRegistry
+from pipeline.settings import Settings
+
+
+def _report(accuracy: float) -> dict:
+    return {"binary_classification_metrics": {"accuracy": {"value": accuracy, "standard_deviation": 0.002}}}
+
+
+@pytest.fixture
+def home(tmp_path):
+    registry = ModelRegistry(open_state(tmp_path))
+    group = Settings().model_package_group
+    for accuracy in (0.89, 0.91):
+        registry.register(group, "s3://bucket/model.tar.gz", "0" * 64, _report(accuracy),
+                          inference_specification={"Containers": []})
+    return tmp_path
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_list_shows_versions_newest_first_with_accuracy(home, capsys):
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "list", "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [(r["version"], r["status"], r["accuracy"]) for r in rows] == [
+        (2, "PendingManualApproval", 0.91), (1, "PendingManualApproval", 0.89)]
+
+
+def test_approve_records_history_and_writes_the_state_change_event(home, capsys):
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "2", "--comment", "beats v1", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "Approved"
+    event = json.loads(open(result["event"]).read())
+    assert event["detail-type"] == "SageMaker Model Package State Change"
+    assert event["detail"]["ModelApprovalStatus"] == "Approved" and event["detail"]["ModelPackageVersion"] == 2
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "show", "2", "--json")
+    history = json.loads(out)["history"]
+    assert [(h["from"], h["to"], h["comment"]) for h in history][-1] == ("PendingManualApproval", "Approved", "beats v1")
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "list", "--status", "Approved", "--json")
+    assert [r["version"] for r in json.loads(out)] == [2]
+
+
+def test_approving_twice_sends_no_second_event(home, capsys):
+    _run(capsys, "--home", str(home), "registry", "approve", "1", "--json")
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "1", "--json")
+    assert code == 0 and json.loads(out)["event"] is None
+    assert len(list((home / "events").iterdir())) == 1
+
+
+def test_reject_and_plain_output(home, capsys):
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "reject", "1")
+    assert code == 0 and "Rejected" in out and "0.8900" in out
+
+
+def test_unknown_version_is_one_line_and_exit_2(home, capsys):
+    code, out, err = _run(capsys, "--home", str(home), "registry", "approve", "9")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
