@@ -1,0 +1,121 @@
+"""The local executor runs the real definition JSON end to end, and its parts hold their contracts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.bundles import build_bundles
+from pipeline.definition import ACCURACY_PATH, definition_json
+from pipeline.local.db import open_state
+from pipeline.local.executions import ExecutionStore
+from pipeline.local.jobs import JobFailed, parse_metrics, rewrite_opt_ml, run_processing_job
+from pipeline.local.executor import run_pipeline
+from pipeline.local.registry import ModelRegistry
+from pipeline.local.store import ArtifactStore, StoreError
+from pipeline.settings import Settings
+from tests.synthetic import make_reviews, write_jsonl
+
+SMALL = {"Epochs": 2, "TrainingProfile": "cpu", "MaxLen": 40, "VocabSize": 200, "EmbeddingDim": 16}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[str, object, Path]:
+    """The real definition and bundles (built once: the SDK takes seconds), and synthetic data.
+
+    400 reviews, not fewer: train.py's OneCycleLR divides by zero when epochs x batches <= 10."""
+    settings = Settings(home=tmp_path_factory.mktemp("unused"))
+    data = write_jsonl(tmp_path_factory.mktemp("raw"), make_reviews(400, seed=1), make_reviews(100, seed=2))
+    return definition_json(settings), build_bundles(settings), data
+
+
+def _execute(built, home: Path, threshold: float):
+    definition, bundles, data = built
+    settings = Settings(home=home)
+    uri = settings.s3_uri("data", "synthetic")
+    ArtifactStore(home).upload_dir(data, uri)
+    execution = run_pipeline(definition, settings, {"InputDataUri": uri, "AccuracyThreshold": threshold, **SMALL}, bundles)
+    conn = open_state(home)
+    return execution, ExecutionStore(conn).steps(execution.execution_id), ModelRegistry(conn), settings
+
+
+def _accuracy(metrics: dict) -> float:
+    for key in ACCURACY_PATH.split("."):
+        metrics = metrics[key]
+    return metrics
+
+
+def test_pass_branch_registers_one_pending_version(built, tmp_path):
+    execution, steps, registry, settings = _execute(built, tmp_path, 0.5)
+    assert execution.status == "Succeeded", execution.failure_reason
+    status = {s.step_name: s.status for s in steps}
+    assert status == {"Preprocess": "Succeeded", "Train": "Succeeded", "Evaluate": "Succeeded",
+                      "CheckAccuracy": "Succeeded", "Register": "Succeeded", "Fail": "Skipped"}
+    train = next(s for s in steps if s.step_name == "Train")
+    assert train.properties["ModelArtifacts"]["S3ModelArtifacts"].endswith(f"/{train.properties['TrainingJobName']}/output/model.tar.gz")
+    assert {m["MetricName"] for m in train.properties["FinalMetricDataList"]} >= {"val_accuracy", "train_loss"}
+    assert Path(train.log_path).is_file()
+    (package,) = registry.list(settings.model_package_group)
+    assert package.approval_status == "PendingManualApproval"
+    assert package.execution_id == execution.execution_id
+    assert 0.5 <= _accuracy(package.metrics) <= 1.0
+    assert ArtifactStore(tmp_path).path(package.artifact_uri).is_file()
+
+
+def test_fail_branch_fails_with_the_message_and_registers_nothing(built, tmp_path):
+    execution, steps, registry, settings = _execute(built, tmp_path, 1.0)
+    assert execution.status == "Failed"
+    assert execution.failure_reason.startswith("Test accuracy ")
+    assert "is below the threshold 1.0 - the model was not registered." in execution.failure_reason
+    status = {s.step_name: s.status for s in steps}
+    assert status["Fail"] == "Failed" and status["Register"] == "Skipped"
+    assert registry.list(settings.model_package_group) == []
+
+
+# --- units -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri", ["s3://b/a/../../etc/passwd", "s3://../x", "s3://b/./k", "s3://b/a//k",
+                                 "s3://b/a\\..\\k", "/etc/passwd", "file:///etc/passwd", "s3://"])
+def test_store_refuses_unsafe_uris(tmp_path, uri):
+    with pytest.raises(StoreError):
+        ArtifactStore(tmp_path).path(uri)
+
+
+def test_store_round_trips_files_and_prefixes_atomically(tmp_path):
+    store = ArtifactStore(tmp_path / "home")
+    assert store.path("s3://bucket/a/b.json") == (tmp_path / "home" / "s3" / "bucket" / "a" / "b.json").resolve()
+    store.put_bytes("s3://bucket/a/b.json", b'{"x": 1}')
+    assert store.read_json("s3://bucket/a/b.json") == {"x": 1}
+    assert not list(store.path("s3://bucket/a").glob("*.partial"))
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "f.txt").write_text("hello")
+    store.upload_dir(source, "s3://bucket/prefix/")
+    assert (store.download("s3://bucket/prefix", tmp_path / "out") / "sub" / "f.txt").read_text() == "hello"
+    assert (store.download("s3://bucket/a/b.json", tmp_path / "one") / "b.json").is_file()
+    with pytest.raises(StoreError, match="nothing at"):
+        store.download("s3://bucket/missing", tmp_path / "none")
+
+
+def test_opt_ml_paths_are_rewritten_under_the_job_dir(tmp_path):
+    arguments = ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh", "--output-dir=/opt/ml/processing/output",
+                 "/opt/ml", "/opt/mlx/keep", "/data/opt/ml/keep", {"k": ["/opt/ml/model"]}, 3]
+    assert rewrite_opt_ml(arguments, tmp_path) == [
+        "/bin/bash", f"{tmp_path}/processing/input/entrypoint/runproc.sh", f"--output-dir={tmp_path}/processing/output",
+        str(tmp_path), "/opt/mlx/keep", "/data/opt/ml/keep", {"k": [f"{tmp_path}/model"]}, 3]
+
+
+def test_final_metrics_take_each_metrics_last_value():
+    log = "epoch=1 val_accuracy=0.5 train_loss=0.7\nepoch=2 val_accuracy=0.75 train_loss=0.6\n"
+    definitions = [{"Name": "val_accuracy", "Regex": "val_accuracy=([0-9.]+)"}, {"Name": "absent", "Regex": "nope=([0-9.]+)"}]
+    (metric,) = parse_metrics(log, definitions)
+    assert (metric["MetricName"], metric["Value"]) == ("val_accuracy", 0.75)
+
+
+def test_a_failing_job_raises_with_exit_code_and_log(tmp_path):
+    arguments = {"AppSpecification": {"ContainerEntrypoint": ["/bin/bash", "-c", "echo boom from $0; exit 3", "/opt/ml/x"]}}
+    log = tmp_path / "job.log"
+    with pytest.raises(JobFailed) as failed:
+        run_processing_job(arguments, job_name="j", job_dir=tmp_path / "job", store=ArtifactStore(tmp_path), log_path=log)
+    assert failed.value.exit_code == 3 and failed.value.log_path == log
+    assert f"boom from {tmp_path / 'job'}/x" in log.read_text()
