@@ -135,3 +135,17 @@ def test_missing_training_data_is_a_clear_error(tmp_path, caplog):
     assert main(args) == 2
     assert any("preprocessing step" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("reviews", [24, 60])
+def test_a_tiny_dataset_trains_without_a_schedule_error(tmp_path, reviews):
+    """One or a few batches per epoch must still give the one-cycle schedule a step per phase."""
+    from steps.preprocess import PreprocessOptions, run as preprocess
+    from serve.text import TextConfig
+    from tests.synthetic import make_reviews, write_jsonl
+
+    data = write_jsonl(tmp_path / "data", make_reviews(reviews, seed=3), make_reviews(10, seed=4))
+    preprocess(data, tmp_path / "prepared", PreprocessOptions(vocab_size=50, min_count=1, workers=1, embedding_dim=0,
+                                                              validation_fraction=0.2, text=TextConfig(max_len=20)))
+    assert main(train_args(tmp_path / "prepared", tmp_path / "job", "--epochs", "2")) == 0
+    assert (tmp_path / "job" / "model" / "model.pt").is_file()

@@ -154,8 +154,10 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     optimizer = torch.optim.AdamW(network.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     batches = Batches(train_data[1], hp.batch_size, hp.seed)
     steps_per_epoch = len(batches.epoch(0))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=steps_per_epoch * hp.epochs,
-                                                   pct_start=0.1, anneal_strategy="linear")
+    # OneCycleLR divides by the length of each phase: tiny datasets need at least a step in each.
+    total_steps = max(steps_per_epoch * hp.epochs, 3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=total_steps,
+                                                   pct_start=max(0.1, 2 / total_steps), anneal_strategy="linear")
     store = CheckpointStore(Path(args.checkpoint_dir), signature={"hyperparameters": hp.to_dict(), "data": prep_stats.get("data_sha256")})
     state = store.resume(network, optimizer, schedule)
     log.info("training on %s: %d train / %d validation reviews, %d parameters, starting at epoch %d",
