@@ -1,4 +1,4 @@
-"""The main job through the installed command: preprocess → train → evaluate, each its own process."""
+"""The main job through the installed command: the pipeline definition executed by the local runtime."""
 from __future__ import annotations
 
 import json
@@ -6,50 +6,75 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.synthetic import make_reviews, write_archive
 
 COMMAND = shutil.which("sentiment-mlops") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sentiment-mlops")
-TINY = ["-H", "epochs=4", "-H", "embedding_dim=16", "-H", "hidden_dim=16", "-H", "batch_size=32", "-H", "learning_rate=0.01",
-        "-P", "max_len=40", "-P", "min_count=1", "-P", "workers=1"]
+SMALL = ["--param", "Epochs=3", "--param", "MaxLen=40", "--param", "VocabSize=200", "--param", "EmbeddingDim=16"]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=300)
+def _run(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([COMMAND, "--home", str(home), *args], capture_output=True, text=True, timeout=600)
 
 
-def test_the_main_job_runs_end_to_end_on_the_official_archive_layout(tmp_path):
-    archive = write_archive(tmp_path / "data" / "aclImdb_v1.tar.gz", make_reviews(600, seed=5), make_reviews(200, seed=6))
-    result = _run("run", "--data", str(archive), "--work-dir", str(tmp_path / "run"), "--json", *TINY)
-    assert result.returncode == 0, result.stderr[-2000:]
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    return write_archive(folder / "aclImdb_v1.tar.gz", make_reviews(500, seed=5), make_reviews(200, seed=6),
+                         unlabeled=make_reviews(100, seed=7))
+
+
+def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, tmp_path):
+    result = _run(tmp_path, "run", "--data", str(archive), "--json", *SMALL, "--param", "AccuracyThreshold=0.6")
+    assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary["steps"]) == {"Preprocess", "Train", "Evaluate"}
-    assert summary["accuracy"] > 0.9
-    work = Path(summary["work_dir"])
-    report = json.loads((work / "evaluation" / "evaluation.json").read_text())
-    assert report["binary_classification_metrics"]["accuracy"]["value"] == summary["accuracy"]
-    for log in ("preprocess.log", "train.log", "evaluate.log"):
-        assert (work / "logs" / log).stat().st_size > 0
-    assert "epoch=4" in (work / "logs" / "train.log").read_text()
+    assert summary["status"] == "Succeeded"
+    assert [s for s in summary["steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail"]
+    assert summary["steps"]["Register"]["status"] == "Succeeded" and summary["steps"]["Fail"]["status"] == "Skipped"
+    assert summary["accuracy"] > 0.6 and summary["threshold"] == 0.6
+    assert summary["model_package_version"] == 1
+    assert summary["parameters"]["TrainingProfile"] == "cpu"  # the local default
+    for name in ("Preprocess", "Train", "Evaluate"):
+        assert summary["steps"][name]["seconds"] > 0 and Path(summary["steps"][name]["log"]).stat().st_size > 0
+    listed = _run(tmp_path, "registry", "list", "--json")
+    assert [(r["version"], r["status"]) for r in json.loads(listed.stdout)] == [(1, "PendingManualApproval")]
+    assert json.loads(listed.stdout)[0]["accuracy"] == pytest.approx(summary["accuracy"])
+    shown = json.loads(_run(tmp_path, "executions", "show", summary["execution_id"], "--json").stdout)
+    assert shown["status"] == "Succeeded" and shown["model_package_version"] == 1
 
 
-def test_a_missing_data_path_is_one_line_and_a_nonzero_exit(tmp_path):
-    result = _run("run", "--data", str(tmp_path / "nowhere"), "--work-dir", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
+def test_an_unreachable_threshold_fails_the_run_and_registers_nothing(archive, tmp_path):
+    result = _run(tmp_path, "run", "--data", str(archive), "--json", "--sample", "150", *SMALL,
+                  "--param", "AccuracyThreshold=1.0")
+    assert result.returncode == 1, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "Failed" and summary["model_package_version"] is None
+    assert "below the threshold 1.0" in summary["failure_reason"]
+    assert summary["steps"]["Register"]["status"] == "Skipped"
+    assert json.loads(_run(tmp_path, "registry", "list", "--json").stdout) == []
 
 
-def test_a_malformed_hyperparameter_is_one_line_and_a_nonzero_exit(tmp_path):
-    (tmp_path / "data").mkdir()
-    result = _run("run", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "run"), "-H", "epochs")
-    assert result.returncode == 2 and "NAME=VALUE" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize("args, expected", [
+    (["--data", "{missing}"], "no such file or folder"),
+    (["--data", "{data}", "--param", "Epochz=2"], "Epochz"),
+    (["--data", "{data}", "--param", "Epochs=many"], "Epochs"),
+    (["--data", "{data}", "--param", "Epochs"], "Name=Value"),
+])
+def test_bad_run_arguments_are_one_line_and_exit_2(tmp_path, archive, args, expected):
+    args = [a.format(missing=tmp_path / "nowhere", data=archive) for a in args]
+    result = _run(tmp_path, "run", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: ") and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_a_failing_step_names_its_log(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("not reviews")
-    result = _run("run", "--data", str(tmp_path / "data"), "--work-dir", str(tmp_path / "run"))
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: step Preprocess failed") and "preprocess.log" in last
-    assert "Accepted layouts" in (tmp_path / "run" / "logs" / "preprocess.log").read_text()
+    result = _run(tmp_path / "home", "run", "--data", str(tmp_path / "data"), "--json")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "Failed" and summary["steps"]["Preprocess"]["status"] == "Failed"
+    assert "Preprocess" in summary["failure_reason"] and ".log" in summary["failure_reason"]
+    assert "Accepted layouts" in Path(summary["steps"]["Preprocess"]["log"]).read_text()

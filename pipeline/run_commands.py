@@ -1,0 +1,158 @@
+"""``sentiment-mlops run`` and ``executions``: the main job on the local runtime, and its records.
+
+``run`` builds the very definition JSON that ``upsert`` would send to SageMaker, puts the data
+and the code bundles into the local artifact store, and executes it step by step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_DEFAULTS = {"TrainingProfile": "cpu"}  # the definition's default is the GPU profile SageMaker runs
+
+
+class RunError(RuntimeError):
+    """A run that cannot start; one line that says what to do."""
+
+
+def quiet_definition_json(settings: Settings) -> str:
+    """The definition JSON, without the SDK's own log lines and warnings about its choices."""
+    from pipeline.definition import definition_json
+
+    for name in ("sagemaker", "sagemaker.config"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return definition_json(settings)
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    params = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise RunError(f"--param {pair!r}: write parameters as Name=Value, for example --param Epochs=4")
+        params[name] = value
+    return params
+
+
+def _fingerprint(path: Path) -> str:
+    """Names, sizes and modification times: enough to reuse an upload of unchanged data."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path.parent)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _sampled_copy(data: Path, count: int, scratch: Path) -> Path:
+    """A stratified ``count`` reviews per split as JSON Lines, read with the preprocessing step's own readers."""
+    from steps.sources import DataError, load_reviews
+
+    try:
+        reviews = load_reviews(data)
+    except DataError as exc:
+        raise RunError(str(exc).splitlines()[0]) from exc
+    reviews.sample(count, seed=42)
+    for name, split in (("train", reviews.train), ("test", reviews.test)):
+        with open(scratch / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for text, label in zip(split.texts, split.labels):
+                handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    if reviews.unlabeled:
+        with open(scratch / "unsup.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in reviews.unlabeled)
+    return scratch
+
+
+def stage_data(settings: Settings, data: Path, sample: int | None) -> str:
+    """Put the reviews into the local store; returns the ``InputDataUri`` the pipeline reads."""
+    from pipeline.local.store import ArtifactStore
+
+    store = ArtifactStore(settings.home)
+    with tempfile.TemporaryDirectory(prefix="sentiment-sample-") as scratch:
+        source = _sampled_copy(data, sample, Path(scratch)) if sample else data
+        uri = settings.s3_uri("data", f"{_fingerprint(source)}-{sample or 'all'}")
+        if not store.exists(uri):
+            if source.is_dir():
+                store.upload_dir(source, uri)
+            else:
+                store.upload_file(source, f"{uri}/{source.name}")
+    return uri
+
+
+def run_local(settings: Settings, data: Path, params: dict[str, str], sample: int | None) -> dict[str, Any]:
+    from pipeline.bundles import build_bundles
+    from pipeline.local.executor import run_pipeline
+    from pipeline.local.expressions import ExpressionError, parameter_values
+
+    started = time.perf_counter()
+    definition = quiet_definition_json(settings)
+    values = {**LOCAL_DEFAULTS, **params}
+    try:
+        parameter_values(json.loads(definition), values)  # refuse unknown names and bad values before any work
+    except ExpressionError as exc:
+        raise RunError(str(exc)) from exc
+    values["InputDataUri"] = params.get("InputDataUri") or stage_data(settings, data, sample)
+    execution = run_pipeline(definition, settings, values, build_bundles(settings))
+    summary = summarize(settings, execution.execution_id)
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
+    """What a person or a script wants to know about an execution, from the state database."""
+    from pipeline.local.db import open_state
+    from pipeline.local.executions import ExecutionStore
+    from pipeline.local.registry import ModelRegistry
+
+    conn = open_state(settings.home)
+    execution, steps = ExecutionStore(conn).describe(execution_id)
+    versions = [p.version for p in ModelRegistry(conn).list_packages(settings.model_package_group)
+                if p.execution_id == execution.execution_id] if any(s.step_name == "Register" and s.status == "Succeeded"
+                                                                    for s in steps) else []
+    return {
+        "execution_id": execution.execution_id,
+        "status": execution.status,
+        "failure_reason": execution.failure_reason,
+        "steps": {s.step_name: {"status": s.status, "seconds": s.seconds, "log": s.log_path} for s in steps},
+        "accuracy": _accuracy(settings, steps),
+        "threshold": execution.parameters.get("AccuracyThreshold"),
+        "model_package_version": versions[0] if versions else None,
+        "parameters": execution.parameters,
+        "started": execution.start_time,
+    }
+
+
+def _accuracy(settings: Settings, steps: list) -> float | None:
+    """The accuracy the gate saw: the Evaluate step's evaluation.json, read from the store."""
+    from pipeline.definition import ACCURACY_PATH, EVALUATE, EVALUATION_OUTPUT
+    from pipeline.local.store import ArtifactStore
+
+    evaluate = next((s for s in steps if s.step_name == EVALUATE and s.status == "Succeeded"), None)
+    if evaluate is None:
+        return None
+    outputs = evaluate.properties["ProcessingOutputConfig"]["Outputs"]
+    uri = next(o["S3Output"]["S3Uri"] for o in outputs if o["OutputName"] == EVALUATION_OUTPUT)
+    report = ArtifactStore(settings.home).read_json(f"{uri.rstrip('/')}/evaluation.json")
+    for key in ACCURACY_PATH.split("."):
+        report = report[key]
+    return float(report)
+
+
+def list_executions(settings: Settings) -> list[dict[str, Any]]:
+    from pipeline.local.db import open_state
+    from pipeline.local.executions import ExecutionStore
+
+    return [{"execution_id": e.execution_id, "status": e.status, "started": e.start_time, "ended": e.end_time,
+             "failure_reason": e.failure_reason} for e in ExecutionStore(open_state(settings.home)).list_executions()]
