@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -37,6 +39,7 @@ from pipeline.local.store import ArtifactStore
 from pipeline.settings import Settings
 
 JOBS_DIR = "jobs"
+log = logging.getLogger(__name__)
 
 
 class StepFailed(RuntimeError):
@@ -144,6 +147,8 @@ def _run_step(run: _Run, node: StepNode) -> None:
     log_path = run.jobs_dir / f"{node.name}.log"
     is_job = node.type in ("Processing", "Training")
     run.executions.start_step(run.execution_id, node.name, node.type, log_path=str(log_path) if is_job else None)
+    started = time.perf_counter()
+    log.info("step %s (%s) started%s", node.name, node.type, f"; follow it with: tail -f {log_path}" if is_job else "")
     try:
         handler = _HANDLERS.get(node.type)
         if handler is None:
@@ -159,6 +164,7 @@ def _run_step(run: _Run, node: StepNode) -> None:
     except Exception as error:  # a resolution, store or registry problem: the step failed, say why
         _record_failure(run, node, StepFailed(f"{type(error).__name__}: {error}", log_path if is_job else None))
     run.executions.mark_step(run.execution_id, node.name, "Succeeded", properties=properties)
+    log.info("step %s succeeded in %.1fs", node.name, time.perf_counter() - started)
     run.context = run.context.with_step_properties(node.name, properties)
     run.done.add(node.name)
 
@@ -168,6 +174,7 @@ def _record_failure(run: _Run, node: StepNode, error: StepFailed) -> None:
     it is, any other failure prefixed with the step's name."""
     run.executions.mark_step(run.execution_id, node.name, "Failed", failure_reason=error.reason,
                              log_path=str(error.log_path) if error.log_path else None)
+    log.warning("step %s failed: %s", node.name, error.reason)
     if node.type == "Fail":
         raise error
     raise StepFailed(f"Step {node.name} failed: {error.reason}", error.log_path) from error
