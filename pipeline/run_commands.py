@@ -18,7 +18,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOCAL_DEFAULTS = {"TrainingProfile": "cpu"}  # the definition's default is the GPU profile SageMaker runs
+LOCAL_PROFILE = "cpu"  # the definition's default is the GPU profile SageMaker runs
 
 
 class RunError(RuntimeError):
@@ -34,6 +34,17 @@ def quiet_definition_json(settings: Settings) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return definition_json(settings)
+
+
+def local_defaults(profile: str) -> dict[str, str]:
+    """The cpu profile on this machine, and that profile's own epochs unless Epochs is given:
+    the definition's Epochs default belongs to the gpu profile."""
+    from train.profiles import PROFILES
+
+    defaults = {"TrainingProfile": profile}
+    if profile in PROFILES:
+        defaults["Epochs"] = str(PROFILES[profile].epochs)
+    return defaults
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, str]:
@@ -98,7 +109,7 @@ def run_local(settings: Settings, data: Path, params: dict[str, str], sample: in
 
     started = time.perf_counter()
     definition = quiet_definition_json(settings)
-    values = {**LOCAL_DEFAULTS, **params}
+    values = {**local_defaults(params.get("TrainingProfile", LOCAL_PROFILE)), **params}
     try:
         parameter_values(json.loads(definition), values)  # refuse unknown names and bad values before any work
     except ExpressionError as exc:

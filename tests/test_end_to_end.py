@@ -35,6 +35,7 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert summary["accuracy"] > 0.6 and summary["threshold"] == 0.6
     assert summary["model_package_version"] == 1
     assert summary["parameters"]["TrainingProfile"] == "cpu"  # the local default
+    assert summary["parameters"]["Epochs"] == 3  # given; without it, the cpu profile's own epochs
     for name in ("Preprocess", "Train", "Evaluate"):
         assert summary["steps"][name]["seconds"] > 0 and Path(summary["steps"][name]["log"]).stat().st_size > 0
     listed = _run(tmp_path, "registry", "list", "--json")
@@ -78,3 +79,11 @@ def test_a_failing_step_names_its_log(tmp_path):
     assert summary["status"] == "Failed" and summary["steps"]["Preprocess"]["status"] == "Failed"
     assert "Preprocess" in summary["failure_reason"] and ".log" in summary["failure_reason"]
     assert "Accepted layouts" in Path(summary["steps"]["Preprocess"]["log"]).read_text()
+
+
+def test_local_defaults_follow_the_chosen_profile():
+    from pipeline.run_commands import local_defaults
+    from train.profiles import PROFILES
+
+    assert local_defaults("cpu") == {"TrainingProfile": "cpu", "Epochs": str(PROFILES["cpu"].epochs)}
+    assert local_defaults("gpu")["Epochs"] == str(PROFILES["gpu"].epochs)
