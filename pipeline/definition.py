@@ -40,6 +40,14 @@ EVALUATION_REPORT = "EvaluationReport"
 EVALUATION_OUTPUT = "evaluation"
 ACCURACY_PATH = "binary_classification_metrics.accuracy.value"
 
+
+def report_accuracy(report: object) -> float | None:
+    """The number the CheckAccuracy gate reads (``ACCURACY_PATH``) from an evaluation.json report;
+    None when the report has none (SageMaker's reports write undefined values as "NaN")."""
+    for key in ACCURACY_PATH.split("."):
+        report = report.get(key) if isinstance(report, dict) else None
+    return float(report) if isinstance(report, (int, float)) and not isinstance(report, bool) else None
+
 # Container paths: the contracts the job scripts honour (see README "Running on AWS").
 PROCESSING = "/opt/ml/processing"
 CODE_INPUT_DIR = f"{PROCESSING}/input/code"

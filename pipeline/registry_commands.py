@@ -10,21 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.definition import report_accuracy
 from pipeline.settings import Settings
 
 APPROVAL_VERBS = {"approve": "Approved", "reject": "Rejected"}
 EVENTS_DIR = "events"
 
 
-def _accuracy(metrics: dict | None) -> float | None:
-    try:
-        return float(metrics["binary_classification_metrics"]["accuracy"]["value"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _local_summary(package) -> dict[str, Any]:
-    return {"version": package.version, "status": package.approval_status, "accuracy": _accuracy(package.metrics),
+    return {"version": package.version, "status": package.approval_status, "accuracy": report_accuracy(package.metrics),
             "arn": package.arn, "created": package.creation_time, "artifact": package.artifact_uri,
             "execution_id": package.execution_id, "approval_description": package.approval_description}
 

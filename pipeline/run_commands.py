@@ -147,7 +147,7 @@ def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
 
 def _accuracy(settings: Settings, steps: list) -> float | None:
     """The accuracy the gate saw: the Evaluate step's evaluation.json, read from the store."""
-    from pipeline.definition import ACCURACY_PATH, EVALUATE, EVALUATION_OUTPUT
+    from pipeline.definition import EVALUATE, EVALUATION_OUTPUT, report_accuracy
     from pipeline.local.store import ArtifactStore
 
     evaluate = next((s for s in steps if s.step_name == EVALUATE and s.status == "Succeeded"), None)
@@ -155,10 +155,7 @@ def _accuracy(settings: Settings, steps: list) -> float | None:
         return None
     outputs = evaluate.properties["ProcessingOutputConfig"]["Outputs"]
     uri = next(o["S3Output"]["S3Uri"] for o in outputs if o["OutputName"] == EVALUATION_OUTPUT)
-    report = ArtifactStore(settings.home).read_json(f"{uri.rstrip('/')}/evaluation.json")
-    for key in ACCURACY_PATH.split("."):
-        report = report[key]
-    return float(report)
+    return report_accuracy(ArtifactStore(settings.home).read_json(f"{uri.rstrip('/')}/evaluation.json"))
 
 
 def list_executions(settings: Settings) -> list[dict[str, Any]]:

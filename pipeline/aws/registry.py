@@ -17,12 +17,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
 from pipeline.aws.upload import split_s3_uri
+from pipeline.definition import report_accuracy
 
 log = logging.getLogger(__name__)
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 DECISIONS = ("Approved", "Rejected")
-ACCURACY_PATH = ("binary_classification_metrics", "accuracy", "value")
 MAX_APPROVAL_DESCRIPTION = 1024
 
 
@@ -63,9 +63,7 @@ def read_accuracy(clients: AwsClients, metrics_uri: str | None) -> float | None:
     except (BackendError, ClientError, BotoCoreError, ValueError) as error:
         log.warning("cannot read the evaluation report %s: %s", metrics_uri, error)
         return None
-    for part in ACCURACY_PATH:
-        report = report.get(part) if isinstance(report, dict) else None
-    return float(report) if isinstance(report, (int, float)) and not isinstance(report, bool) else None
+    return report_accuracy(report)
 
 
 def _package(clients: AwsClients, found: Mapping[str, Any], with_accuracy: bool) -> dict[str, Any]:

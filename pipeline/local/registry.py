@@ -16,13 +16,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from pipeline.definition import report_accuracy
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's ModelPackageGroupName pattern
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
-ACCURACY_PATH = ("binary_classification_metrics", "accuracy", "value")
 
 
 class RegistryError(StateError):
@@ -233,9 +233,7 @@ def _customer_metadata(package: ModelPackage) -> dict[str, str]:
     """String-to-string properties (SageMaker's CustomerMetadataProperties): what a deploy
     handler checks without fetching evaluation.json."""
     properties = {"ArtifactSha256": package.artifact_sha256}
-    accuracy: Any = package.metrics
-    for key in ACCURACY_PATH:
-        accuracy = accuracy.get(key) if isinstance(accuracy, dict) else None
+    accuracy = report_accuracy(package.metrics)
     if accuracy is not None:
         properties["Accuracy"] = str(accuracy)
     if package.execution_id:
