@@ -8,7 +8,8 @@ Building makes no AWS call, and the same settings and source give the same JSON 
 - every piece of step code is an ``s3://`` URI of a content-addressed bundle
   (``pipeline.bundles``), so the SDK never uploads anything;
 - every S3 path is given explicitly (outputs are a ``Join`` of the prefix, the execution id,
-  the step and the output name), so the SDK never calls ``default_bucket()``;
+  the step and the output name; checkpoints, see :func:`checkpoint_uri`, are per profile), so
+  the SDK never calls ``default_bucket()``;
 - the session carries its own SDK config (telemetry off, no config files read), the role is not
   validated, and the region is set before the SDK's import-time boto3 clients are made;
 - training uses script mode through the ``sagemaker_program`` / ``sagemaker_submit_directory``
@@ -24,14 +25,16 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from pipeline.bundles import CodeBundles, build_bundles
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # the SDK is imported lazily, after the environment below is set
+    from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.pipeline import Pipeline
+
+    from pipeline.parameters import PipelineParameters
 
 # Step names: the definition's public interface (the local runtime, tests and docs use them).
 PREPROCESS, TRAIN, EVALUATE, CHECK_ACCURACY, REGISTER, FAIL = (
@@ -75,6 +78,22 @@ TRAINING_MAX_RUNTIME_S = 4 * 3600
 TRAINING_MAX_WAIT_S = 8 * 3600
 PROCESSING_MAX_RUNTIME_S = 2 * 3600
 CACHE_EXPIRE_AFTER = "P30D"
+
+
+def checkpoint_uri(settings: Settings, params: PipelineParameters) -> Join:
+    """Where Train's checkpoints live: per training profile and epochs, not per execution.
+
+    CheckpointConfig is part of a Training step's cache key; a URI with the execution id would
+    make every execution's key differ, so Train would never be reused from the cache. Sharing the
+    folder is safe because a checkpoint carries the signature of its hyperparameters and data
+    (one written for other data or settings is ignored) and a finished job marks its checkpoint
+    finished (it is not resumed by the next job). Two executions training the same profile at
+    once may overwrite each other's checkpoints: a spot restart then starts that job over.
+    """
+    from sagemaker.core.workflow.functions import Join
+
+    return Join(on="/", values=[settings.s3_uri("checkpoints"), params.training_profile,
+                                Join(on="", values=["epochs-", params.epochs])])
 
 
 def _prepare_sdk_environment(settings: Settings) -> None:
@@ -196,7 +215,10 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
     from sagemaker.mlops.workflow.condition_step import ConditionStep
     from sagemaker.mlops.workflow.fail_step import FailStep
     from sagemaker.mlops.workflow.model_step import ModelStep
+    from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.pipeline import Pipeline
+
+    from pipeline.parameters import PipelineParameters
     from sagemaker.mlops.workflow.retry import (SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
                                                 StepExceptionTypeEnum, StepRetryPolicy)
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
@@ -279,7 +301,7 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
         stopping_condition=StoppingCondition(max_runtime_in_seconds=TRAINING_MAX_RUNTIME_S,
                                              max_wait_time_in_seconds=TRAINING_MAX_WAIT_S),
         output_data_config=OutputDataConfig(s3_output_path=settings.s3_uri("models")),
-        checkpoint_config=CheckpointConfig(s3_uri=output_uri(TRAIN, "checkpoints"), local_path=CHECKPOINT_DIR),
+        checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri(settings, params), local_path=CHECKPOINT_DIR),
         hyperparameters=hyperparameters,
         environment={"PYTHONUNBUFFERED": "1"},
     ).with_metric_definitions([MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])

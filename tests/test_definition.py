@@ -209,10 +209,22 @@ def test_training_step(definition):
     for name, value in hps.items():
         assert isinstance(value, str) or "Std:Join" in value or value == {"Get": "Parameters.TrainingProfile"}, name
     assert args["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
-    assert "Execution.PipelineExecutionId" in json.dumps(args["CheckpointConfig"]["S3Uri"])
+    checkpoints = json.dumps(args["CheckpointConfig"]["S3Uri"])
+    assert "Parameters.TrainingProfile" in checkpoints and "Parameters.Epochs" in checkpoints
     assert args["EnableManagedSpotTraining"] is True
     assert args["StoppingCondition"]["MaxWaitTimeInSeconds"] >= args["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert args["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+
+
+def test_no_cache_key_depends_on_the_execution(definition):
+    """SageMaker reuses a step when the attributes of its cache key are unchanged: one that
+    depended on the execution id (a per-execution checkpoint folder, say) would never be reused."""
+    from pipeline.local.cache import CACHE_KEY_ATTRIBUTES
+
+    for step in definition["Steps"]:
+        if (step.get("CacheConfig") or {}).get("Enabled"):
+            keyed = {name: step["Arguments"].get(name) for name in CACHE_KEY_ATTRIBUTES[step["Type"]]}
+            assert '"Execution.' not in json.dumps(keyed), step["Name"]
 
 
 def test_every_s3_path_is_explicit(definition):

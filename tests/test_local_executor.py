@@ -39,37 +39,49 @@ def _execute(built, home: Path, threshold: float):
     return execution, ExecutionStore(conn).steps(execution.execution_id), ModelRegistry(conn), settings
 
 
+@pytest.fixture(scope="module")
+def passed(built, tmp_path_factory):
+    """One run through the pass branch; the fail-branch test runs in the same home after it."""
+    return _execute(built, tmp_path_factory.mktemp("home"), 0.5)
+
+
 def _accuracy(metrics: dict) -> float:
     for key in ACCURACY_PATH.split("."):
         metrics = metrics[key]
     return metrics
 
 
-def test_pass_branch_registers_one_pending_version(built, tmp_path):
-    execution, steps, registry, settings = _execute(built, tmp_path, 0.5)
+def test_pass_branch_registers_one_pending_version(passed):
+    execution, steps, registry, settings = passed
     assert execution.status == "Succeeded", execution.failure_reason
     status = {s.step_name: s.status for s in steps}
     assert status == {"Preprocess": "Succeeded", "Train": "Succeeded", "Evaluate": "Succeeded",
                       "CheckAccuracy": "Succeeded", "Register": "Succeeded", "Fail": "Skipped"}
+    assert not any(s.cache_hit for s in steps)
     train = next(s for s in steps if s.step_name == "Train")
     assert train.properties["ModelArtifacts"]["S3ModelArtifacts"].endswith(f"/{train.properties['TrainingJobName']}/output/model.tar.gz")
     assert {m["MetricName"] for m in train.properties["FinalMetricDataList"]} >= {"val_accuracy", "train_loss"}
     assert Path(train.log_path).is_file()
-    (package,) = registry.list(settings.model_package_group)
+    (package,) = [p for p in registry.list(settings.model_package_group) if p.execution_id == execution.execution_id]
     assert package.approval_status == "PendingManualApproval"
-    assert package.execution_id == execution.execution_id
     assert 0.5 <= _accuracy(package.metrics) <= 1.0
-    assert ArtifactStore(tmp_path).path(package.artifact_uri).is_file()
+    assert ArtifactStore(settings.home).path(package.artifact_uri).is_file()
 
 
-def test_fail_branch_fails_with_the_message_and_registers_nothing(built, tmp_path):
-    execution, steps, registry, settings = _execute(built, tmp_path, 1.0)
+def test_fail_branch_reuses_the_cached_jobs_fails_and_registers_nothing(built, passed):
+    """Same data and hyperparameters, another threshold: the threshold is in no job's cache key,
+    so Preprocess, Train and Evaluate come from the first run (the real definition's keys hold
+    nothing execution-specific), and only the gate runs again, this time to Fail."""
+    first, _, _, settings = passed
+    execution, steps, registry, _ = _execute(built, settings.home, 1.0)
     assert execution.status == "Failed"
     assert execution.failure_reason.startswith("Test accuracy ")
     assert "is below the threshold 1.0 - the model was not registered." in execution.failure_reason
-    status = {s.step_name: s.status for s in steps}
-    assert status["Fail"] == "Failed" and status["Register"] == "Skipped"
-    assert registry.list(settings.model_package_group) == []
+    by_name = {s.step_name: s for s in steps}
+    assert {n: s.status for n, s in by_name.items()}["Fail"] == "Failed" and by_name["Register"].status == "Skipped"
+    assert [n for n, s in by_name.items() if s.cache_hit] == ["Preprocess", "Train", "Evaluate"]
+    assert {by_name[n].cache_source_execution_id for n in ("Preprocess", "Train", "Evaluate")} == {first.execution_id}
+    assert not [p for p in registry.list(settings.model_package_group) if p.execution_id == execution.execution_id]
 
 
 # --- units -----------------------------------------------------------------------------------

@@ -206,12 +206,15 @@ def test_a_cache_hit_points_at_the_execution_that_ran_the_step(store: ExecutionS
 
 
 @pytest.mark.parametrize("text, expected", [("P30D", timedelta(days=30)), ("PT1H30M", timedelta(hours=1, minutes=30)),
-                                            ("P1W", timedelta(days=7)), ("P1YT5S", timedelta(days=365, seconds=5))])
+                                            ("P1W", timedelta(days=7)), ("P1YT5S", timedelta(days=365, seconds=5)),
+                                            # the short forms in SageMaker's caching guide
+                                            ("30d", timedelta(days=30)), ("T16m", timedelta(minutes=16)),
+                                            ("30dT5h", timedelta(days=30, hours=5))])
 def test_expire_after_durations(text: str, expected: timedelta) -> None:
     assert parse_expire_after(text) == expected
 
 
-@pytest.mark.parametrize("text", ["30D", "P", "PT", "P1DT", "1 day"])
+@pytest.mark.parametrize("text", ["P", "PT", "P1DT", "1 day", "P-1D", "", "T"])
 def test_bad_expire_after_is_refused(text: str) -> None:
     with pytest.raises(ExecutionError, match="ISO 8601 duration"):
         parse_expire_after(text)

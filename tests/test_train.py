@@ -91,6 +91,19 @@ def test_a_checkpoint_from_other_hyperparameters_is_ignored(prepared, tmp_path, 
     assert any("other hyperparameters or data" in r.getMessage() for r in caplog.records)
 
 
+def test_a_finished_jobs_checkpoint_is_not_resumed(prepared, tmp_path, caplog):
+    """The checkpoint folder is shared by executions of one profile: a new job trains anew."""
+    assert main(train_args(prepared, tmp_path, "--epochs", "1")) == 0
+    first = _weights(tmp_path / "model")
+    caplog.set_level("INFO")
+    assert main(train_args(prepared, tmp_path, "--epochs", "1")) == 0
+    assert any("not resuming" in r.getMessage() for r in caplog.records)
+    assert not any("resuming after epoch" in r.getMessage() for r in caplog.records)
+    assert json.loads((tmp_path / "output" / "metrics.json").read_text())["epochs_run"] == 1
+    second = _weights(tmp_path / "model")
+    assert all(torch.equal(first[k], second[k]) for k in first)  # trained again, deterministically
+
+
 def test_a_corrupt_checkpoint_is_ignored(prepared, tmp_path, caplog):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")

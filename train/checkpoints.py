@@ -1,7 +1,10 @@
 """Per-epoch checkpoints so that a managed-spot job that is interrupted resumes where it stopped.
 
 SageMaker syncs ``/opt/ml/checkpoints`` to S3 and restores it into a restarted job.  A
-checkpoint written by a job with other hyperparameters or other data is ignored, not resumed.
+checkpoint written by a job with other hyperparameters or other data is ignored, not resumed,
+and so is one marked finished: the checkpoint folder is shared by the executions that train
+the same profile (see ``pipeline.definition.checkpoint_uri``), and a new job must train anew,
+not pick up where a completed one ended.
 """
 from __future__ import annotations
 
@@ -47,12 +50,14 @@ class CheckpointStore:
         self.path = Path(directory) / CHECKPOINT_FILE
         self.signature = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()
 
-    def save(self, state: TrainingState, network: nn.Module, optimizer, schedule) -> None:
-        """Write atomically: an interruption mid-write leaves the previous checkpoint intact."""
+    def save(self, state: TrainingState, network: nn.Module, optimizer, schedule, *, finished: bool = False) -> None:
+        """Write atomically: an interruption mid-write leaves the previous checkpoint intact.
+        ``finished`` marks the job's last write, after which the checkpoint is not resumed."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             payload = {
                 "signature": self.signature,
+                "finished": finished,
                 "epoch": state.epoch,
                 "best_epoch": state.best_epoch,
                 "best_accuracy": state.best_accuracy,
@@ -79,6 +84,9 @@ class CheckpointStore:
             return TrainingState()
         if payload.get("signature") != self.signature:
             log.warning("ignoring checkpoint %s: it was written with other hyperparameters or data", self.path)
+            return TrainingState()
+        if payload.get("finished"):
+            log.info("not resuming %s: the job that wrote it finished; training from the start", self.path)
             return TrainingState()
         network.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])

@@ -192,6 +192,7 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
             log.info("early stop: validation accuracy has not improved for %d epochs (best %.4f at epoch %d)",
                      hp.patience, state.best_accuracy, state.best_epoch)
             break
+    store.save(state, network, optimizer, schedule, finished=True)
 
     network.load_state_dict(state.best_state)
     summary = {

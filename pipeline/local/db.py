@@ -120,6 +120,14 @@ MIGRATIONS: list[list[str]] = [
             comment TEXT,
             FOREIGN KEY (group_name, version) REFERENCES model_packages (group_name, version))""",
     ],
+    [
+        # The definition each execution ran, so that a retry runs the same one (as
+        # RetryPipelineExecution does), whatever the code has become since.
+        """CREATE TABLE pipeline_definitions (
+            sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+            definition TEXT NOT NULL,
+            creation_time TEXT NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -97,10 +97,13 @@ _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\
 
 
 def parse_expire_after(text: str) -> timedelta:
-    """An ISO 8601 duration as CacheConfig's ``ExpireAfter`` takes it (``P30D``, ``PT1H``).
-    Years count 365 days and months 30, which is all a cache expiry needs."""
-    match = _DURATION.match(text)
-    if not match or text in ("P", "PT") or text.endswith("T"):
+    """An ISO 8601 duration as CacheConfig's ``ExpireAfter`` takes it (``P30D``, ``PT1H``, and
+    the short forms SageMaker's guide shows: ``30d``, ``T16m``). Years count 365 days and
+    months 30, which is all a cache expiry needs."""
+    normal = text.strip().upper()
+    normal = normal if normal.startswith("P") else "P" + normal
+    match = _DURATION.match(normal)
+    if not match or normal in ("P", "PT") or normal.endswith("T"):
         raise ExecutionError(f"cannot read the cache expiry {text!r}; write an ISO 8601 duration such as P30D or PT12H")
     years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
     return timedelta(days=365 * years + 30 * months + 7 * weeks + days, hours=hours, minutes=minutes, seconds=seconds)
@@ -126,13 +129,19 @@ class ExecutionStore:
 
     # --- executions -----------------------------------------------------------------------
     def create(self, pipeline_name: str, definition_sha256: str, parameters: Mapping[str, Any],
-               *, display_name: str | None = None) -> Execution:
-        """A new execution, status Executing. The id is drawn again on the (unlikely) clash."""
+               *, display_name: str | None = None, definition_json: str | None = None) -> Execution:
+        """A new execution, status Executing. The id is drawn again on the (unlikely) clash.
+        ``definition_json`` (whose sha256 must be ``definition_sha256``) is kept for retries."""
+        if definition_json is not None and sha256_text(definition_json) != definition_sha256:
+            raise ExecutionError("the definition does not match its sha256; build it again")
         now = iso(self.clock())
         for _ in range(5):
             execution_id = new_execution_id()
             try:
                 with write_transaction(self.conn):
+                    if definition_json is not None:
+                        self.conn.execute("INSERT OR IGNORE INTO pipeline_definitions VALUES (?,?,?)",
+                                          (definition_sha256, definition_json, now))
                     self.conn.execute(
                         "INSERT INTO executions (execution_id, arn, pipeline_name, definition_sha256, parameters, "
                         "display_name, status, start_time, last_modified_time) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -179,6 +188,31 @@ class ExecutionStore:
                               (status, end, now, failure_reason, current.execution_id))
         return self.get(execution_id)
 
+    def definition(self, execution: str) -> str:
+        """The definition JSON an execution ran (what a retry runs again)."""
+        found = self.get(execution)
+        row = self.conn.execute("SELECT definition FROM pipeline_definitions WHERE sha256 = ?",
+                                (found.definition_sha256,)).fetchone()
+        if row is None:
+            raise ExecutionError(f"execution {found.execution_id} was started without keeping its definition; "
+                                 "start a new execution instead of retrying this one")
+        return row["definition"]
+
+    def reopen(self, execution: str) -> Execution:
+        """RetryPipelineExecution: a Failed or Stopped execution runs again under its own id.
+        Its Succeeded steps stay; its Skipped steps are forgotten (the conditions decide again);
+        its Failed and Stopped steps start again when their turn comes."""
+        now = iso(self.clock())
+        with write_transaction(self.conn):
+            current = self.get(execution)
+            if current.status not in ("Failed", "Stopped"):
+                raise ExecutionError(f"execution {current.execution_id} is {current.status}; only a Failed or "
+                                     "Stopped execution can be retried")
+            self.conn.execute("DELETE FROM steps WHERE execution_id = ? AND status = 'Skipped'", (current.execution_id,))
+            self.conn.execute("UPDATE executions SET status = 'Executing', end_time = NULL, failure_reason = NULL, "
+                              "last_modified_time = ? WHERE execution_id = ?", (now, current.execution_id))
+        return self.get(current.execution_id)
+
     # --- steps ----------------------------------------------------------------------------
     def steps(self, execution_id: str) -> list[Step]:
         """The steps in the order they started (ListPipelineExecutionSteps lists newest first;
@@ -195,7 +229,8 @@ class ExecutionStore:
 
     def start_step(self, execution_id: str, step_name: str, step_type: str, *, status: str = "Executing",
                    cache_key: str | None = None, log_path: str | None = None) -> Step:
-        """Record a step starting (or starting again: a retry after Failed counts one more attempt)."""
+        """Record a step starting (or starting again: a retry after Failed or Stopped counts one
+        more attempt)."""
         _check(status, ("Starting", "Executing"), "starting status")
         now = iso(self.clock())
         with write_transaction(self.conn):
@@ -206,11 +241,11 @@ class ExecutionStore:
                 self.conn.execute(
                     "INSERT INTO steps (execution_id, step_name, step_type, status, start_time, cache_key, log_path, "
                     "attempts) VALUES (?,?,?,?,?,?,?,1)", (execution_id, step_name, step_type, status, now, cache_key, log_path))
-            elif row["status"] in ("Failed", "Starting"):
+            elif row["status"] in ("Failed", "Stopped", "Starting"):
                 self.conn.execute(
                     "UPDATE steps SET status = ?, start_time = ?, end_time = NULL, seconds = NULL, failure_reason = NULL, "
                     "cache_key = coalesce(?, cache_key), log_path = coalesce(?, log_path), "
-                    "attempts = attempts + (status = 'Failed') WHERE execution_id = ? AND step_name = ?",
+                    "attempts = attempts + (status IN ('Failed', 'Stopped')) WHERE execution_id = ? AND step_name = ?",
                     (status, now, cache_key, log_path, execution_id, step_name))
             else:
                 raise ExecutionError(f"step {step_name!r} of {execution_id} is {row['status']}; it cannot start again")
@@ -236,6 +271,16 @@ class ExecutionStore:
                  log_path, execution_id, step_name))
         return self.step(execution_id, step_name)
 
+    def count_attempt(self, execution_id: str, step_name: str) -> Step:
+        """A RetryPolicy runs an Executing step again: one more attempt, same record."""
+        with write_transaction(self.conn):
+            current = self.step(execution_id, step_name)
+            if current.status != "Executing":
+                raise ExecutionError(f"step {step_name!r} of {execution_id} is {current.status}, not Executing")
+            self.conn.execute("UPDATE steps SET attempts = attempts + 1 WHERE execution_id = ? AND step_name = ?",
+                              (execution_id, step_name))
+        return self.step(execution_id, step_name)
+
     def record_skipped(self, execution_id: str, step_name: str, step_type: str) -> Step:
         """A step on a condition's branch not taken: never started, recorded for the record."""
         with write_transaction(self.conn):
@@ -246,15 +291,24 @@ class ExecutionStore:
 
     def record_cache_hit(self, execution_id: str, source: Step) -> Step:
         """A step satisfied from the cache: Succeeded at once, with the source's properties and
-        the execution that really ran it (the original, even if the source was itself a hit)."""
+        the execution that really ran it (the original, even if the source was itself a hit).
+        In a retried execution it replaces the step's Failed or Stopped record."""
         now = iso(self.clock())
         origin = source.cache_source_execution_id or source.execution_id
         with write_transaction(self.conn):
             self.get(execution_id)
+            row = self.conn.execute("SELECT status FROM steps WHERE execution_id = ? AND step_name = ?",
+                                    (execution_id, source.step_name)).fetchone()
+            if row is not None and row["status"] not in ("Failed", "Stopped"):
+                raise ExecutionError(f"step {source.step_name!r} of {execution_id} is {row['status']}; "
+                                     "it cannot be taken from the cache")
             self.conn.execute(
                 "INSERT INTO steps (execution_id, step_name, step_type, status, start_time, end_time, seconds, "
                 "log_path, properties, cache_key, cache_source_execution_id, attempts) "
-                "VALUES (?,?,?,'Succeeded',?,?,0,?,?,?,?,0)",
+                "VALUES (?,?,?,'Succeeded',?,?,0,?,?,?,?,0) ON CONFLICT (execution_id, step_name) DO UPDATE SET "
+                "status = 'Succeeded', start_time = excluded.start_time, end_time = excluded.end_time, seconds = 0, "
+                "failure_reason = NULL, log_path = excluded.log_path, properties = excluded.properties, "
+                "cache_key = excluded.cache_key, cache_source_execution_id = excluded.cache_source_execution_id",
                 (execution_id, source.step_name, source.step_type, now, now, source.log_path,
                  to_json(source.properties), source.cache_key, origin))
         return self.step(execution_id, source.step_name)

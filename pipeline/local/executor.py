@@ -13,32 +13,43 @@ the execution variables and the properties of the steps that already ran, and th
 
 Everything is recorded in the state database as it happens, so another process can watch.
 Steps run one at a time, in definition order among the ready ones, so every local run
-schedules identically. Not yet done here: step caching (CacheConfig) and RetryPolicies.
+schedules identically.
+
+A step with CacheConfig enabled first looks for an earlier run with the same cache key
+(``cache``) and, when one is found, takes its result and says so. A step's RetryPolicies
+(``retry``) run it again after a transient fault. :func:`retry_execution` runs a Failed or
+Stopped execution again from the step that failed, with its own definition and parameters,
+like SageMaker's RetryPipelineExecution.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from pipeline.bundles import CodeBundles
+from pipeline.local.cache import cache_key, cache_policy, missing_outputs
 from pipeline.local.conditions import condition_step_outcome
 from pipeline.local.db import iso, open_state, parse_iso, utc_now
-from pipeline.local.executions import Execution, ExecutionStore, sha256_text
+from pipeline.local.executions import Execution, ExecutionStore, Step, sha256_text
 from pipeline.local.expressions import (ExecutionContext, ExpressionError, execution_variables, parameter_values,
                                         read_path, resolve)
 from pipeline.local.graph import Plan, StepNode, build_plan
 from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job
 from pipeline.local.registry import ModelRegistry
+from pipeline.local.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.store import ArtifactStore
 from pipeline.settings import Settings
 
 JOBS_DIR = "jobs"
+JOB_NAME_VARIABLES = {"Processing": "ProcessingJobName", "Training": "TrainingJobName"}
 log = logging.getLogger(__name__)
 
 
@@ -61,9 +72,15 @@ class _Run:
     executions: ExecutionStore
     registry: ModelRegistry
     jobs_dir: Path
+    use_cache: bool = True
+    sleep: Callable[[float], None] = time.sleep  # the wait between a RetryPolicy's attempts
     context: ExecutionContext = field(init=False)
     done: set[str] = field(default_factory=set)
     outcomes: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.execution.pipeline_name
 
     @property
     def execution_id(self) -> str:
@@ -87,36 +104,39 @@ class _Run:
         return self.store.read_json(f"{uri.rstrip('/')}/{declared[0]['FilePath'].lstrip('/')}")
 
 
-def _context(run: _Run, parameters: Mapping[str, Any], pipeline_name: str) -> ExecutionContext:
-    variables = execution_variables(pipeline_name, run.execution_id, parse_iso(run.execution.start_time))
+def _context(run: _Run) -> ExecutionContext:
+    variables = execution_variables(run.pipeline_name, run.execution_id, parse_iso(run.execution.start_time))
     variables["PipelineExecutionArn"] = run.execution.arn  # the ARN the state database reports
-    return ExecutionContext(parameters, variables, read_property_file=run.read_property_file,
+    return ExecutionContext(run.execution.parameters, variables, read_property_file=run.read_property_file,
                             read_s3_json=run.store.read_json, now=lambda: iso(utc_now()))
 
 
 # --- step handlers: each returns the step's properties, or raises StepFailed ---------------------
+# Job handlers get their request resolved already (the cache key is computed from it).
 
-def _processing(run: _Run, node: StepNode, log_path: Path) -> dict[str, Any]:
-    name = run.job_name(node.name)
-    arguments = resolve(node.arguments(), run.context.with_execution(ProcessingJobName=name))
-    return run_processing_job(arguments, job_name=name, job_dir=run.jobs_dir / node.name, store=run.store,
-                              log_path=log_path)
-
-
-def _training(run: _Run, node: StepNode, log_path: Path) -> dict[str, Any]:
-    name = run.job_name(node.name)
-    arguments = resolve(node.arguments(), run.context.with_execution(TrainingJobName=name))
-    return run_training_job(arguments, job_name=name, job_dir=run.jobs_dir / node.name, store=run.store,
-                            log_path=log_path)
+def _job_arguments(run: _Run, node: StepNode) -> dict[str, Any]:
+    """A Processing or Training step's request, resolved, with its job name as SageMaker sets it."""
+    variable = JOB_NAME_VARIABLES[node.type]
+    return resolve(node.arguments(), run.context.with_execution(**{variable: run.job_name(node.name)}))
 
 
-def _condition(run: _Run, node: StepNode, log_path: Path) -> dict[str, Any]:
+def _processing(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
+    return run_processing_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
+                              store=run.store, log_path=log_path)
+
+
+def _training(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
+    return run_training_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
+                            store=run.store, log_path=log_path)
+
+
+def _condition(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     outcome = condition_step_outcome(node.definition, run.context)
     run.outcomes[node.name] = outcome
     return {"Outcome": outcome}
 
 
-def _register(run: _Run, node: StepNode, log_path: Path) -> dict[str, Any]:
+def _register(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     """RegisterModel: the artifact is hashed and the metrics read now, so that the registry holds
     what was evaluated even if the store changes later."""
     arguments = resolve(node.arguments(), run.context)
@@ -132,28 +152,40 @@ def _register(run: _Run, node: StepNode, log_path: Path) -> dict[str, Any]:
             "ModelPackageVersion": package.version, "ModelApprovalStatus": package.approval_status}
 
 
-def _fail(run: _Run, node: StepNode, log_path: Path) -> dict[str, Any]:
+def _fail(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     message = resolve(node.arguments().get("ErrorMessage", ""), run.context)
     raise StepFailed(str(message) or f"step {node.name} (Fail) was reached")
 
 
-_HANDLERS: dict[str, Callable[[_Run, StepNode, Path], dict[str, Any]]] = {
+_HANDLERS: dict[str, Callable[[_Run, StepNode, Any, Path], dict[str, Any]]] = {
     "Processing": _processing, "Training": _training, "Condition": _condition,
     "RegisterModel": _register, "Fail": _fail}
 
 
 def _run_step(run: _Run, node: StepNode) -> None:
-    """Run one step and record it; raises StepFailed (recorded) or KeyboardInterrupt (recorded)."""
+    """Run one step (or take it from the cache) and record it; raises StepFailed (recorded) or
+    KeyboardInterrupt (recorded)."""
     log_path = run.jobs_dir / f"{node.name}.log"
-    is_job = node.type in ("Processing", "Training")
-    run.executions.start_step(run.execution_id, node.name, node.type, log_path=str(log_path) if is_job else None)
+    is_job = node.type in JOB_NAME_VARIABLES
+    arguments, key, preparation_error = None, None, None
+    try:
+        arguments = _job_arguments(run, node) if is_job else None
+        key = _cache_key(run, node, arguments)
+    except Exception as error:  # recorded as the step's failure, once the step is started below
+        preparation_error = error
+    if key is not None and _take_from_cache(run, node, key):
+        return
+    run.executions.start_step(run.execution_id, node.name, node.type, cache_key=key,
+                              log_path=str(log_path) if is_job else None)
     started = time.perf_counter()
     log.info("step %s (%s) started%s", node.name, node.type, f"; follow it with: tail -f {log_path}" if is_job else "")
     try:
+        if preparation_error is not None:
+            raise preparation_error
         handler = _HANDLERS.get(node.type)
         if handler is None:
             raise StepFailed(f"step type {node.type!r} is not supported by the local runtime")
-        properties = handler(run, node, log_path)
+        properties = _attempts(run, node, handler, arguments, log_path)
     except KeyboardInterrupt:
         run.executions.mark_step(run.execution_id, node.name, "Stopped", failure_reason="interrupted")
         raise
@@ -165,8 +197,63 @@ def _run_step(run: _Run, node: StepNode) -> None:
         _record_failure(run, node, StepFailed(f"{type(error).__name__}: {error}", log_path if is_job else None))
     run.executions.mark_step(run.execution_id, node.name, "Succeeded", properties=properties)
     log.info("step %s succeeded in %.1fs", node.name, time.perf_counter() - started)
-    run.context = run.context.with_step_properties(node.name, properties)
-    run.done.add(node.name)
+    _done(run, node.name, properties)
+
+
+def _done(run: _Run, step: str, properties: Mapping[str, Any]) -> None:
+    run.context = run.context.with_step_properties(step, properties)
+    run.done.add(step)
+
+
+def _cache_key(run: _Run, node: StepNode, arguments: Any) -> str | None:
+    """The step's cache key when caching is on for it and for this run, else None."""
+    if not run.use_cache or cache_policy(node.definition) is None:
+        return None
+    return cache_key(node.name, node.type, arguments)
+
+
+def _take_from_cache(run: _Run, node: StepNode, key: str) -> bool:
+    """Reuse an earlier run of the step with the same key, if one is young enough and its
+    outputs are still in the store; says which execution it came from."""
+    policy = cache_policy(node.definition)
+    hit = run.executions.find_cached(run.pipeline_name, node.name, key, policy.expire_after) if policy else None
+    if hit is None:
+        return False
+    missing = missing_outputs(node.type, hit.properties, run.store)
+    if missing:
+        log.info("step %s: the cached result of execution %s is gone from the store (%s); running the step",
+                 node.name, hit.execution_id, missing[0])
+        return False
+    step: Step = run.executions.record_cache_hit(run.execution_id, hit)
+    log.info("step %s: cache hit, reusing the result of execution %s (ended %s)",
+             node.name, step.cache_source_execution_id, hit.end_time)
+    _done(run, node.name, step.properties)
+    return True
+
+
+def _attempts(run: _Run, node: StepNode, handler: Callable[[_Run, StepNode, Any, Path], dict[str, Any]],
+              arguments: Any, log_path: Path) -> dict[str, Any]:
+    """Run the handler; after a fault that one of the step's RetryPolicies names, wait and run
+    it again (each attempt in a fresh job folder; the log keeps every attempt)."""
+    policies = retry_policies(node.definition)
+    started, retry = time.monotonic(), 0
+    while True:
+        if node.type in JOB_NAME_VARIABLES:
+            shutil.rmtree(run.jobs_dir / node.name, ignore_errors=True)
+        try:
+            return handler(run, node, arguments, log_path)
+        except (StepFailed, JobFailed):
+            raise
+        except Exception as error:
+            kind = exception_type(error)
+            policy = matching_policy(policies, kind)
+            retry += 1
+            if policy is None or not policy.allows(retry, (time.monotonic() - started) / 60):
+                raise
+            delay = policy.delay(retry)
+            log.warning("step %s: %s (%s); retry %d in %.0f s", node.name, error, kind, retry, delay)
+            run.executions.count_attempt(run.execution_id, node.name)
+            run.sleep(delay)
 
 
 def _record_failure(run: _Run, node: StepNode, error: StepFailed) -> None:
@@ -208,38 +295,88 @@ def put_bundles(store: ArtifactStore, bundles: CodeBundles) -> None:
             store.put_bytes(bundle.s3_uri, bundle.data)
 
 
-def run_pipeline(definition_json: str, settings: Settings, parameters: Mapping[str, Any], bundles: CodeBundles,
-                 *, conn: sqlite3.Connection | None = None, display_name: str | None = None) -> Execution:
+def _checked_plan(definition: Mapping[str, Any]) -> Plan:
+    """The plan, with every step's CacheConfig and RetryPolicies read: a malformed one is
+    refused before anything runs."""
+    plan = build_plan(definition)
+    for name in plan.order:
+        cache_policy(plan.step(name).definition)
+        retry_policies(plan.step(name).definition)
+    return plan
+
+
+def run_pipeline(definition_json: str, settings: Settings, parameters: Mapping[str, Any],
+                 bundles: CodeBundles | None, *, conn: sqlite3.Connection | None = None,
+                 display_name: str | None = None, use_cache: bool = True,
+                 sleep: Callable[[float], None] = time.sleep) -> Execution:
     """Execute the definition; returns the finished execution record (Succeeded or Failed).
-    Ctrl-C marks the running step and the execution Stopped, then goes on as KeyboardInterrupt."""
+    Ctrl-C marks the running step and the execution Stopped, then goes on as KeyboardInterrupt.
+    ``bundles`` go into the store first (None: the definition's code is there already);
+    ``use_cache=False`` runs every step even where its CacheConfig would reuse a result;
+    ``sleep`` waits between a RetryPolicy's attempts."""
     definition = json.loads(definition_json)
     values = parameter_values(definition, parameters)
-    plan = build_plan(definition)
+    plan = _checked_plan(definition)
     store = ArtifactStore(settings.home)
-    put_bundles(store, bundles)
-    own_conn = conn is None
-    conn = conn or open_state(settings.home)
+    if bundles is not None:
+        put_bundles(store, bundles)
+    with _state(settings, conn) as state:
+        executions = ExecutionStore(state)
+        execution = executions.create(settings.pipeline_name, sha256_text(definition_json), values,
+                                      display_name=display_name, definition_json=definition_json)
+        run = _Run(definition, plan, execution, store, executions, ModelRegistry(state),
+                   _jobs_dir(settings, execution), use_cache=use_cache, sleep=sleep)
+        run.context = _context(run)
+        return _drive(run)
+
+
+def retry_execution(execution_id: str, settings: Settings, *, conn: sqlite3.Connection | None = None,
+                    use_cache: bool = True, sleep: Callable[[float], None] = time.sleep) -> Execution:
+    """Run a Failed or Stopped execution again from where it stopped, as RetryPipelineExecution
+    does: the same id, definition and parameters; its Succeeded steps are kept, the rest run."""
+    with _state(settings, conn) as state:
+        executions = ExecutionStore(state)
+        definition_json = executions.definition(execution_id)
+        definition = json.loads(definition_json)
+        plan = _checked_plan(definition)
+        execution = executions.reopen(execution_id)
+        run = _Run(definition, plan, execution, ArtifactStore(settings.home), executions, ModelRegistry(state),
+                   _jobs_dir(settings, execution), use_cache=use_cache, sleep=sleep)
+        run.context = _context(run)
+        kept = [s for s in executions.steps(execution.execution_id) if s.status == "Succeeded"]
+        for step in kept:
+            if step.step_type == "Condition":
+                run.outcomes[step.step_name] = bool(step.properties.get("Outcome"))
+            _done(run, step.step_name, step.properties)
+        log.info("retrying execution %s; keeping %s", execution.execution_id,
+                 ", ".join(s.step_name for s in kept) or "no step")
+        return _drive(run)
+
+
+def _jobs_dir(settings: Settings, execution: Execution) -> Path:
+    return Path(settings.home).resolve() / JOBS_DIR / execution.execution_id
+
+
+@contextlib.contextmanager
+def _state(settings: Settings, conn: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+    """The given connection, or one opened (and closed) here."""
+    if conn is not None:
+        yield conn
+        return
+    conn = open_state(settings.home)
     try:
-        return _execute(definition, definition_json, plan, store, conn, values, settings, display_name)
+        yield conn
     finally:
-        if own_conn:
-            conn.close()
+        conn.close()
 
 
-def _execute(definition: Mapping[str, Any], definition_json: str, plan: Plan, store: ArtifactStore,
-             conn: sqlite3.Connection, values: Mapping[str, Any], settings: Settings,
-             display_name: str | None) -> Execution:
-    executions = ExecutionStore(conn)
-    execution = executions.create(settings.pipeline_name, sha256_text(definition_json), values,
-                                  display_name=display_name)
-    run = _Run(definition, plan, execution, store, executions, ModelRegistry(conn),
-               Path(settings.home).resolve() / JOBS_DIR / execution.execution_id)
-    run.context = _context(run, values, settings.pipeline_name)
+def _drive(run: _Run) -> Execution:
+    """Run the plan to its end and record how the execution ended."""
     try:
         _loop(run)
     except KeyboardInterrupt:
-        executions.set_status(execution.execution_id, "Stopped", failure_reason="interrupted (Ctrl-C)")
+        run.executions.set_status(run.execution_id, "Stopped", failure_reason="interrupted (Ctrl-C)")
         raise
     except StepFailed as error:
-        return executions.set_status(execution.execution_id, "Failed", failure_reason=error.reason)
-    return executions.set_status(execution.execution_id, "Succeeded")
+        return run.executions.set_status(run.execution_id, "Failed", failure_reason=error.reason)
+    return run.executions.set_status(run.execution_id, "Succeeded")
