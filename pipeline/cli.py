@@ -5,9 +5,10 @@ import argparse
 import json
 import logging
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
-from pipeline import registry_commands, run_commands
+from pipeline import aws_commands, registry_commands, run_commands
 from pipeline.aws.errors import BackendError
 from pipeline.download import DownloadError, download, download_dataset
 from pipeline.local.db import StateError
@@ -33,13 +34,27 @@ def resolve_data(data: str | None, settings: Settings) -> Path:
 def command_run(args: argparse.Namespace, settings: Settings) -> dict:
     params = run_commands.parse_params(args.param)
     data = resolve_data(args.data, settings) if "InputDataUri" not in params else Path(".")
-    return run_commands.run_local(settings, data, params, args.sample)
+    return run_commands.run_local(settings, data, params, args.sample, use_cache=not args.no_cache)
 
 
 def command_executions(args: argparse.Namespace, settings: Settings):
     if args.action == "list":
         return run_commands.list_executions(settings)
+    if args.action == "retry":
+        return run_commands.retry_local(settings, args.execution_id, use_cache=not args.no_cache)
     return run_commands.summarize(settings, args.execution_id)
+
+
+def command_aws(args: argparse.Namespace, settings: Settings):
+    if args.action == "upsert":
+        return aws_commands.upsert(settings)
+    if args.action == "start":
+        return aws_commands.start(settings, args.param, args.display_name, args.wait, args.timeout, args.poll)
+    if args.action == "list":
+        return aws_commands.list_executions(settings, args.limit)
+    if args.action == "show":
+        return aws_commands.show(settings, args.execution_arn)
+    return aws_commands.follow(settings, args.execution_arn, args.timeout, args.poll)
 
 
 def command_download(args: argparse.Namespace, settings: Settings) -> dict:
@@ -65,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", metavar="NAME=VALUE",
                      help="set a pipeline parameter, e.g. --param Epochs=4 --param AccuracyThreshold=0.9 (see `definition`)")
     run.add_argument("--sample", type=int, help="use only N reviews per split (a quick look, not a real run)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="run every step, even where an earlier run with the same inputs could be reused")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     executions = commands.add_parser("executions", help="local pipeline executions")
     execution_actions = executions.add_subparsers(dest="action", required=True)
@@ -73,12 +90,44 @@ def build_parser() -> argparse.ArgumentParser:
     show = execution_actions.add_parser("show", help="one execution: steps, times, accuracy, registered version")
     show.add_argument("execution_id")
     show.add_argument("--json", action="store_true")
+    retry = execution_actions.add_parser(
+        "retry", help="run a Failed or Stopped execution again from the step that failed (its steps that "
+                      "succeeded are kept; same id, definition and parameters)")
+    retry.add_argument("execution_id")
+    retry.add_argument("--no-cache", action="store_true", help="do not reuse cached results for the steps that run")
+    retry.add_argument("--json", action="store_true")
     download = commands.add_parser("download", help="download and checksum the official IMDb archive into the cache")
     download.add_argument("--json", action="store_true")
     definition = commands.add_parser("definition", help="print the SageMaker Pipelines definition JSON (offline: no AWS call)")
     definition.add_argument("--output", "-o", help="write the JSON to this file instead of printing it")
     _add_registry_parser(commands)
+    _add_aws_parser(commands)
     return parser
+
+
+def _add_aws_parser(commands) -> None:
+    aws = commands.add_parser("aws", help="the pipeline on SageMaker: upsert it, start and follow executions "
+                                          "(needs AWS credentials and SENTIMENT_MLOPS_ROLE_ARN)")
+    actions = aws.add_subparsers(dest="action", required=True)
+    upsert = actions.add_parser("upsert", help="upload the code bundles and create or update the pipeline")
+    upsert.add_argument("--json", action="store_true")
+    start = actions.add_parser("start", help="start an execution on SageMaker")
+    start.add_argument("--param", action="append", metavar="NAME=VALUE",
+                       help="set a pipeline parameter (checked against the deployed definition before starting)")
+    start.add_argument("--display-name", help="a name for the execution, shown in Studio")
+    start.add_argument("--wait", action="store_true", help="follow the execution until it ends")
+    listing = actions.add_parser("list", help="the pipeline's executions on SageMaker, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one execution: status, parameters, steps")
+    show.add_argument("execution_arn")
+    show.add_argument("--json", action="store_true")
+    wait = actions.add_parser("wait", help="follow an execution until it ends")
+    wait.add_argument("execution_arn")
+    for waiting in (start, wait):
+        waiting.add_argument("--timeout", type=float, default=aws_commands.DEFAULT_TIMEOUT_S, help="seconds to wait at most")
+        waiting.add_argument("--poll", type=float, default=aws_commands.DEFAULT_POLL_S, help="seconds between status checks")
+        waiting.add_argument("--json", action="store_true")
 
 
 def _add_registry_parser(commands) -> None:
@@ -108,7 +157,9 @@ def command_registry(args: argparse.Namespace, settings: Settings):
 
 
 def _print_summary(command: str, result: dict) -> None:
-    if command == "run" or (command == "executions" and isinstance(result, dict)):
+    if command == "aws":
+        _print_aws(result)
+    elif command == "run" or (command == "executions" and isinstance(result, dict)):
         _print_execution(result)
     elif command == "executions":
         for row in result:
@@ -133,7 +184,10 @@ def _print_execution(result: dict) -> None:
     print(f"execution {result['execution_id']}: {result['status']}")
     for name, step in result["steps"].items():
         seconds = "" if step["seconds"] is None else f"{step['seconds']:>7.1f}s"
-        print(f"  {name:<14} {step['status']:<10} {seconds}")
+        note = f"  (cached: the result of execution {step['cached_from']})" if step.get("cached_from") else ""
+        if step.get("attempts", 0) > 1:
+            note += f"  ({step['attempts']} attempts)"
+        print(f"  {name:<14} {step['status']:<10} {seconds}{note}")
     if result["accuracy"] is not None:
         print(f"  test accuracy {result['accuracy']:.4f} (threshold {result['threshold']})")
     if result["model_package_version"] is not None:
@@ -143,12 +197,43 @@ def _print_execution(result: dict) -> None:
         print(f"  {result['failure_reason']}")
 
 
+def _print_aws(result) -> None:
+    if isinstance(result, list):
+        for row in result:
+            print(f"  {row['arn']}  {row['status']:<10} {_text(row['started'])}  {row['failure_reason'] or ''}")
+        if not result:
+            print("no executions")
+    elif "pipeline_arn" in result and "uploaded" in result:
+        print(f"pipeline {result['pipeline_arn']} (bundles uploaded: {len(result['uploaded'])}, "
+              f"already there: {len(result['already_uploaded'])})")
+    else:
+        print(f"execution {result['arn']}: {result['status']}")
+        for step in result.get("steps") or []:
+            print(f"  {step['name']:<14} {step['status']:<10} {step['failure_reason'] or ''}")
+        if result.get("steps_note"):
+            print(f"  ({result['steps_note']})")
+        if result.get("failure_reason"):
+            print(f"  {result['failure_reason']}")
+
+
+def _text(value) -> str:
+    """Times from boto3 are datetimes: ISO 8601 in the output, JSON included."""
+    return value.isoformat() if isinstance(value, (datetime, date)) else str(value)
+
+
+def _exit_status(args: argparse.Namespace, result) -> int:
+    """A run, a retry or a wait whose pipeline ended other than Succeeded is a failure for scripts too."""
+    follows = (args.command == "run" or (args.command == "executions" and args.action == "retry")
+               or (args.command == "aws" and (args.action == "wait" or (args.action == "start" and args.wait))))
+    return 1 if follows and result["status"] != "Succeeded" else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(home=Path(args.home)) if args.home else Settings()
     handlers = {"run": command_run, "download": command_download, "definition": command_definition,
-                "registry": command_registry, "executions": command_executions}
+                "registry": command_registry, "executions": command_executions, "aws": command_aws}
     try:
         result = handlers[args.command](args, settings)
     except (CommandError, DownloadError, StateError, BackendError, run_commands.RunError) as exc:
@@ -158,11 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     if getattr(args, "json", False):
-        print(json.dumps(result))
+        print(json.dumps(result, default=_text))
     else:
         _print_summary(args.command, result)
-    # A run whose pipeline failed (the gate, or a step) is a failure for scripts too.
-    return 1 if args.command == "run" and result["status"] != "Succeeded" else 0
+    return _exit_status(args, result)
 
 
 if __name__ == "__main__":

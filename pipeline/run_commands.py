@@ -12,9 +12,12 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.bundles import CodeBundles
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ class RunError(RuntimeError):
     """A run that cannot start; one line that says what to do."""
 
 
-def quiet_definition_json(settings: Settings) -> str:
+def quiet_definition_json(settings: Settings, bundles: CodeBundles | None = None) -> str:
     """The definition JSON, without the SDK's own log lines and warnings about its choices."""
     from pipeline.definition import definition_json
 
@@ -33,7 +36,7 @@ def quiet_definition_json(settings: Settings) -> str:
         logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return definition_json(settings)
+        return definition_json(settings, bundles)
 
 
 def local_defaults(profile: str) -> dict[str, str]:
@@ -102,7 +105,8 @@ def stage_data(settings: Settings, data: Path, sample: int | None) -> str:
     return uri
 
 
-def run_local(settings: Settings, data: Path, params: dict[str, str], sample: int | None) -> dict[str, Any]:
+def run_local(settings: Settings, data: Path, params: dict[str, str], sample: int | None,
+              use_cache: bool = True) -> dict[str, Any]:
     from pipeline.bundles import build_bundles
     from pipeline.local.executor import run_pipeline
     from pipeline.local.expressions import ExpressionError, parameter_values
@@ -115,7 +119,18 @@ def run_local(settings: Settings, data: Path, params: dict[str, str], sample: in
     except ExpressionError as exc:
         raise RunError(str(exc)) from exc
     values["InputDataUri"] = params.get("InputDataUri") or stage_data(settings, data, sample)
-    execution = run_pipeline(definition, settings, values, build_bundles(settings))
+    execution = run_pipeline(definition, settings, values, build_bundles(settings), use_cache=use_cache)
+    summary = summarize(settings, execution.execution_id)
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def retry_local(settings: Settings, execution_id: str, use_cache: bool = True) -> dict[str, Any]:
+    """Run a Failed or Stopped execution again from its failed step (same id, definition, parameters)."""
+    from pipeline.local.executor import retry_execution
+
+    started = time.perf_counter()
+    execution = retry_execution(execution_id, settings, use_cache=use_cache)
     summary = summarize(settings, execution.execution_id)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     return summary
@@ -136,7 +151,8 @@ def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
         "execution_id": execution.execution_id,
         "status": execution.status,
         "failure_reason": execution.failure_reason,
-        "steps": {s.step_name: {"status": s.status, "seconds": s.seconds, "log": s.log_path} for s in steps},
+        "steps": {s.step_name: {"status": s.status, "seconds": s.seconds, "log": s.log_path, "attempts": s.attempts,
+                                "cached_from": s.cache_source_execution_id} for s in steps},
         "accuracy": _accuracy(settings, steps),
         "threshold": execution.parameters.get("AccuracyThreshold"),
         "model_package_version": versions[0] if versions else None,

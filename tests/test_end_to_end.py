@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,94 @@ def test_local_defaults_follow_the_chosen_profile():
 
     assert local_defaults("cpu") == {"TrainingProfile": "cpu", "Epochs": str(PROFILES["cpu"].epochs)}
     assert local_defaults("gpu")["Epochs"] == str(PROFILES["gpu"].epochs)
+
+
+# --- Ctrl-C, retry, and two executions at once ---------------------------------------------------
+
+def _start(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([COMMAND, "--home", str(home), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_step(home: Path, step: str, status: str, process: subprocess.Popen, timeout_s: float = 300):
+    """The (execution, step) once the newest execution's ``step`` is ``status``, read from the
+    state database as another process would watch it."""
+    from pipeline.local.db import open_state
+    from pipeline.local.executions import ExecutionError, ExecutionStore
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        if (home / "state.db").exists():
+            conn = open_state(home)
+            try:
+                executions = ExecutionStore(conn).list_executions()
+                if executions:
+                    try:
+                        found = ExecutionStore(conn).step(executions[0].execution_id, step)
+                    except ExecutionError:
+                        found = None
+                    if found is not None and found.status == status:
+                        return executions[0], found
+            finally:
+                conn.close()
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} never became {status}")
+
+
+def _processes_working_in(folder: Path) -> list[int]:
+    """Processes whose working directory is inside ``folder`` (a job's processes run in its job folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = (proc / "cwd").resolve()
+        except (OSError, RuntimeError):
+            continue
+        if proc.name.isdigit() and str(cwd).startswith(str(folder.resolve())):
+            found.append(int(proc.name))
+    return found
+
+
+def test_ctrl_c_stops_the_execution_and_retry_finishes_it(archive, tmp_path):
+    home = tmp_path / "home"
+    process = _start(home, "run", "--data", str(archive), "--json", *SMALL, "--param", "AccuracyThreshold=0.6")
+    execution, _ = _wait_for_step(home, "Train", "Executing", process)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the command
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
+
+    shown = json.loads(_run(home, "executions", "show", execution.execution_id, "--json").stdout)
+    assert shown["status"] == "Stopped" and shown["failure_reason"] == "interrupted (Ctrl-C)"
+    assert shown["steps"]["Preprocess"]["status"] == "Succeeded" and shown["steps"]["Train"]["status"] == "Stopped"
+    assert "Evaluate" not in shown["steps"] and shown["model_package_version"] is None
+    assert _processes_working_in(home / "jobs") == []  # the training process was stopped with it
+
+    retried = _run(home, "executions", "retry", execution.execution_id, "--json")
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    summary = json.loads(retried.stdout.strip().splitlines()[-1])
+    assert summary["execution_id"] == execution.execution_id and summary["status"] == "Succeeded"
+    assert summary["steps"]["Preprocess"] == shown["steps"]["Preprocess"]  # kept, not run again
+    assert summary["steps"]["Train"]["attempts"] == 2 and summary["model_package_version"] == 1
+    again = _run(home, "executions", "retry", execution.execution_id)
+    assert again.returncode == 2 and "only a Failed or Stopped execution can be retried" in again.stderr
+
+
+def test_two_executions_at_once_do_not_clobber_each_other(archive, tmp_path):
+    home = tmp_path / "home"
+    runs = [_start(home, "run", "--data", str(archive), "--json", "--no-cache", *SMALL,
+                   "--param", f"AccuracyThreshold={threshold}") for threshold in ("0.6", "0.65")]
+    results = [(p, *p.communicate(timeout=600)) for p in runs]
+    summaries = []
+    for process, out, err in results:
+        assert process.returncode == 0, err[-3000:]
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    assert len({s["execution_id"] for s in summaries}) == 2
+    assert sorted(s["model_package_version"] for s in summaries) == [1, 2]
+    assert [s["threshold"] for s in summaries] == [0.6, 0.65]
+    assert not any(step["cached_from"] for s in summaries for step in s["steps"].values())
+    logs = {s["steps"]["Train"]["log"] for s in summaries}
+    assert len(logs) == 2 and all(Path(log).is_file() for log in logs)
+    listed = json.loads(_run(home, "registry", "list", "--json").stdout)
+    assert sorted((r["version"], r["execution_id"]) for r in listed) == sorted(
+        (s["model_package_version"], s["execution_id"]) for s in summaries)
+    assert len({r["artifact"] for r in listed}) == 2

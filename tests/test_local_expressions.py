@@ -391,7 +391,7 @@ def test_real_train_arguments_resolve_to_concrete_uris_and_string_hyperparameter
     assert all(isinstance(v, str) for v in hyperparameters.values())
     assert hyperparameters["epochs"] == "2" and hyperparameters["profile"] == "gpu"
     assert train["ResourceConfig"]["InstanceCount"] == 1
-    assert train["CheckpointConfig"]["S3Uri"].endswith("/exec0001/Train/checkpoints")
+    assert train["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/gpu/epochs-2")  # per profile, not per execution
 
 
 def test_real_fail_message_names_the_accuracy_and_the_threshold(definition):

@@ -51,6 +51,13 @@ def _check_definition(definition: str) -> dict:
     return parsed
 
 
+def require_role(settings: Settings) -> None:
+    """Refuse the placeholder role before anything is uploaded or sent."""
+    if settings.role_arn == PLACEHOLDER_ROLE_ARN:
+        raise BackendError("no execution role: set SENTIMENT_MLOPS_ROLE_ARN to the ARN of a SageMaker execution role "
+                           "(the placeholder only serves to build the definition offline)")
+
+
 def upsert_pipeline(clients: AwsClients, settings: Settings, definition: str | None = None,
                     description: str | None = None) -> str:
     """Create the pipeline, or update it when the definition or role changed; return its ARN.
@@ -59,9 +66,7 @@ def upsert_pipeline(clients: AwsClients, settings: Settings, definition: str | N
     source: upload the same bundles first). An unchanged pipeline is left alone, so a re-run
     makes no new pipeline version.
     """
-    if settings.role_arn == PLACEHOLDER_ROLE_ARN:
-        raise BackendError("no execution role: set SENTIMENT_MLOPS_ROLE_ARN to the ARN of a SageMaker execution role "
-                           "(the placeholder only serves to build the definition offline)")
+    require_role(settings)
     if definition is None:
         from pipeline.definition import definition_json
         definition = definition_json(settings)

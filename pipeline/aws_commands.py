@@ -1,0 +1,76 @@
+"""``sentiment-mlops aws ...``: the same pipeline on SageMaker.
+
+``upsert`` uploads the code bundles and creates or updates the pipeline with the definition the
+local runtime executes; ``start`` starts an execution with ``--param Name=Value`` pairs checked
+against the deployed definition (and with ``--wait`` follows it to its end); ``executions``
+lists, shows and waits for executions. Approvals go through ``registry --backend sagemaker``,
+or through SageMaker Studio.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.run_commands import parse_params, quiet_definition_json
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_S = 30.0
+DEFAULT_TIMEOUT_S = 8 * 3600.0
+
+
+def upsert(settings: Settings) -> dict[str, Any]:
+    """Upload the bundles the definition refers to, then create or update the pipeline."""
+    from pipeline.aws import make_clients, require_role, upload_bundles, upsert_pipeline
+    from pipeline.bundles import build_bundles
+
+    require_role(settings)  # before anything is built or uploaded
+    clients = make_clients(settings)
+    bundles = build_bundles(settings)
+    definition = quiet_definition_json(settings, bundles)
+    report = upload_bundles(clients, settings, bundles)
+    arn = upsert_pipeline(clients, settings, definition)
+    return {"pipeline_arn": arn, "uploaded": report.uploaded, "already_uploaded": report.skipped}
+
+
+def start(settings: Settings, params: list[str] | None, display_name: str | None, wait: bool,
+          timeout_s: float = DEFAULT_TIMEOUT_S, poll_s: float = DEFAULT_POLL_S) -> dict[str, Any]:
+    """Start an execution; with ``wait``, follow it until it ends."""
+    from pipeline.aws import describe_execution, make_clients, start_execution
+
+    clients = make_clients(settings)
+    arn = start_execution(clients, settings, parse_params(params), display_name=display_name)
+    if wait:
+        return follow(settings, arn, timeout_s, poll_s, clients=clients)
+    return describe_execution(clients, arn)
+
+
+def follow(settings: Settings, execution_arn: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+           poll_s: float = DEFAULT_POLL_S, *, clients=None) -> dict[str, Any]:
+    """Wait for an execution to end, logging each change of its status or its steps' statuses."""
+    from pipeline.aws import make_clients, wait_for_execution
+
+    return wait_for_execution(clients or make_clients(settings), execution_arn, timeout_s=timeout_s, poll_s=poll_s,
+                              on_progress=_log_progress)
+
+
+def _log_progress(found: dict[str, Any]) -> None:
+    steps = ", ".join(f"{s['name']} {s['status']}" for s in found.get("steps") or [])
+    log.info("%s: %s%s", found["arn"].rsplit("/", 1)[-1], found["status"], f" ({steps})" if steps else "")
+
+
+def list_executions(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    from pipeline.aws import list_executions as list_remote, make_clients
+
+    return list_remote(make_clients(settings), settings, max_results=limit)
+
+
+def show(settings: Settings, execution_arn: str) -> dict[str, Any]:
+    """An execution with its parameters and (where the endpoint lists them) its steps."""
+    from pipeline.aws import describe_execution, execution_steps, make_clients
+
+    clients = make_clients(settings)
+    found = describe_execution(clients, execution_arn)
+    steps, note = execution_steps(clients, execution_arn)
+    return {**found, "steps": steps, "steps_note": note}
