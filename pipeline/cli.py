@@ -70,6 +70,21 @@ def command_definition(args: argparse.Namespace, settings: Settings) -> dict:
     return {"definition": text}
 
 
+def command_serve(args: argparse.Namespace, settings: Settings) -> dict:
+    """Serve a model over HTTP as a SageMaker endpoint does, until Ctrl-C."""
+    from serve.artifact import ArtifactError
+    from serve.server import load_server, serve_until_interrupted
+
+    path = Path(args.model) if args.model else registry_commands.artifact_path(settings, args.version)
+    try:
+        server = load_server(path, args.host, args.port)
+    except (ArtifactError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"serving {path} on {server.url} (GET /ping, POST /invocations); Ctrl-C stops it", flush=True)
+    serve_until_interrupted(server)
+    return {"path": str(path), "url": server.url}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentiment-mlops", allow_abbrev=False, description="Train, evaluate and serve an IMDb sentiment LSTM.")
     parser.add_argument("--home", help="folder for local runs, artifacts and the registry (default ./.mlops or $SENTIMENT_MLOPS_HOME)")
@@ -102,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     definition.add_argument("--output", "-o", help="write the JSON to this file instead of printing it")
     _add_registry_parser(commands)
     _add_aws_parser(commands)
+    serve = commands.add_parser("serve", help="serve a model on /ping and /invocations, as a SageMaker endpoint does")
+    which = serve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", type=int, help="a version from the local model registry")
+    which.add_argument("--model", help="a model.tar.gz or the folder it unpacks to")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8080)
     return parser
 
 
@@ -171,6 +192,8 @@ def _print_summary(command: str, result: dict) -> None:
         for row in rows:
             accuracy = "—" if row.get("accuracy") is None else f"{row['accuracy']:.4f}"
             print(f"  version {row['version']:<4} {row['status']:<22} accuracy {accuracy}  {row.get('created', '')}")
+    elif command == "serve":
+        print(f"stopped serving {result['path']}")
     elif command == "definition":
         if "definition" in result:
             sys.stdout.write(result["definition"])
@@ -233,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(home=Path(args.home)) if args.home else Settings()
     handlers = {"run": command_run, "download": command_download, "definition": command_definition,
-                "registry": command_registry, "executions": command_executions, "aws": command_aws}
+                "registry": command_registry, "executions": command_executions, "aws": command_aws,
+                "serve": command_serve}
     try:
         result = handlers[args.command](args, settings)
     except (CommandError, DownloadError, StateError, BackendError, run_commands.RunError) as exc:

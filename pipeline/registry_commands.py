@@ -75,3 +75,11 @@ def set_status(settings: Settings, backend: str, version: int, verb: str, commen
     result = _local_summary(change.package)
     result["event"] = str(record_event(settings, change.event)) if change.event else None
     return result
+
+
+def artifact_path(settings: Settings, version: int) -> Path:
+    """Where a locally registered version's ``model.tar.gz`` lies in the local artifact store."""
+    from pipeline.local.store import ArtifactStore
+
+    package = _local_registry(settings).get(settings.model_package_group, version)
+    return ArtifactStore(settings.home).path(package.artifact_uri)

@@ -1,9 +1,11 @@
 """The main job through the installed command: the pipeline definition executed by the local runtime."""
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -45,6 +47,34 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert json.loads(listed.stdout)[0]["accuracy"] == pytest.approx(summary["accuracy"])
     shown = json.loads(_run(tmp_path, "executions", "show", summary["execution_id"], "--json").stdout)
     assert shown["status"] == "Succeeded" and shown["model_package_version"] == 1
+    _serve_and_invoke(tmp_path, "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve_and_invoke(home: Path, version: str) -> None:
+    """`serve --version N` answers /ping and /invocations like an endpoint; Ctrl-C stops it."""
+    port = _free_port()
+    server = _start(home, "serve", "--version", version, "--port", str(port))
+    try:
+        assert "serving" in server.stdout.readline()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/invocations", body=b'{"reviews": ["a fine film", "a dull film"]}',
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        assert [p["label"] in ("positive", "negative") for p in json.loads(response.read())["predictions"]] == [True, True]
+        connection.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+    missing = _run(home, "serve", "--version", "99")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
 
 
 def test_an_unreachable_threshold_fails_the_run_and_registers_nothing(archive, tmp_path):

@@ -1,0 +1,137 @@
+"""The SageMaker-compatible model server, over a real socket on localhost."""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from serve import server as server_module
+from serve.artifact import pack_model_dir
+from serve.handlers import MAX_BATCH_REVIEWS, MAX_BODY_BYTES, model_fn, predict_fn
+from serve.server import load_server, main
+from tests.synthetic import make_reviews
+
+REVIEWS = [r["text"] for r in make_reviews(6, seed=11)]
+
+
+@contextlib.contextmanager
+def _serving(model_path: Path):
+    server = load_server(model_path, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    with _serving(trained / "model") as server:
+        yield server
+
+
+def _request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+def _invoke(server, body: bytes, content_type: str = "application/json", accept: str | None = None):
+    headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+    return _request(server, "POST", "/invocations", body, headers)
+
+
+def test_ping_answers_200(served):
+    assert _request(served, "GET", "/ping")[0] == 200
+
+
+def test_invocations_answer_what_the_handlers_answer(served, trained):
+    status, content_type, body = _invoke(served, json.dumps({"reviews": REVIEWS}).encode())
+    assert (status, content_type) == (200, "application/json")
+    predictions = json.loads(body)["predictions"]
+    expected = predict_fn(REVIEWS, model_fn(str(trained / "model")))
+    assert [p["positive_probability"] for p in predictions] == [round(e.positive_probability, 6) for e in expected]
+    assert [p["label"] for p in predictions] == [e.label for e in expected]
+
+
+def test_text_in_and_text_out(served):
+    status, content_type, body = _invoke(served, REVIEWS[0].encode(), "text/plain; charset=utf-8", accept="text/plain")
+    assert (status, content_type) == (200, "text/plain") and body in (b"0", b"1")
+
+
+@pytest.mark.parametrize("body, content_type, accept, status, message", [
+    (b'{"review": "   "}', "application/json", None, 400, "empty"),
+    (b"\xff\xfe bad bytes", "text/plain", None, 400, "UTF-8"),
+    (b"{not json", "application/json", None, 400, "malformed JSON"),
+    (b"a review", "image/png", None, 415, "content type"),
+    (b"a review", "text/plain", "image/png", 406, "cannot answer"),
+    (json.dumps({"reviews": ["good"] * (MAX_BATCH_REVIEWS + 1)}).encode(), "application/json", None, 413, "split the batch"),
+])
+def test_bad_requests_get_a_status_and_a_json_message(served, body, content_type, accept, status, message):
+    got, got_type, answer = _invoke(served, body, content_type, accept)
+    assert (got, got_type) == (status, "application/json")
+    assert message in json.loads(answer)["error"]
+
+
+def test_an_oversize_body_is_refused_before_it_is_sent(served):
+    host, port = served.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:  # only the headers go out: the server must answer without waiting for 6 MB
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "text/plain")
+        connection.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and "limit" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
+
+
+def test_a_body_without_length_or_a_wrong_path_is_refused(served):
+    host, port = served.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "text/plain")
+        connection.endheaders()
+        assert connection.getresponse().status == 411
+    finally:
+        connection.close()
+    assert _request(served, "GET", "/nowhere")[0] == 404
+    assert _request(served, "POST", "/nowhere", b"x", {"Content-Type": "text/plain"})[0] == 404
+
+
+def test_an_unexpected_failure_is_a_500_that_reveals_nothing(served, monkeypatch, caplog):
+    def broken(reviews, model):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(server_module, "predict_fn", broken)
+    status, _, body = _invoke(served, b'{"review": "fine film"}')
+    assert status == 500 and b"secret" not in body and b"Traceback" not in body
+    assert "secret internal detail" in caplog.text  # kept for the operator, in the server's log
+
+
+def test_a_model_tar_gz_is_served_too(served, trained, tmp_path):
+    archive = tmp_path / "model.tar.gz"
+    pack_model_dir(trained / "model", archive)
+    body = json.dumps({"reviews": REVIEWS}).encode()
+    with _serving(archive) as from_archive:
+        assert _request(from_archive, "GET", "/ping")[0] == 200
+        assert _invoke(from_archive, body)[2] == _invoke(served, body)[2]
+
+
+def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--model-dir", str(tmp_path / "nothing"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model not found") and len(err.strip().splitlines()) == 1
