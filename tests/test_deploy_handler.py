@@ -1,0 +1,175 @@
+"""The deploy handler (``lambda/deploy.py``): the code that runs in AWS Lambda, against moto for
+what moto implements and botocore's Stubber (the real client, checked against the service
+model) for UpdateEndpoint and endpoint states moto cannot produce."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
+
+# lambda/ is Lambda's code root, not a package ("lambda" is a keyword): load the file as Lambda does.
+_SPEC = importlib.util.spec_from_file_location("lambda_deploy", Path(__file__).parents[1] / "lambda" / "deploy.py")
+deploy = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = deploy
+_SPEC.loader.exec_module(deploy)
+
+GROUP = "sentiment-deploy-test"
+ROLE = "arn:aws:iam::123456789012:role/TestSageMakerRole"
+CONFIG = deploy.DeployConfig("sentiment-test", GROUP, ROLE, "ml.m5.large", 1)
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+
+
+def _event(arn: str, status: str = "Approved", group: str = GROUP) -> dict:
+    """The shape of SageMaker's documented "Model Package State Change" example."""
+    return {"version": "0", "id": "b1f4c6d2-0000-4000-8000-000000000000", "source": "aws.sagemaker",
+            "detail-type": "SageMaker Model Package State Change", "account": "123456789012",
+            "time": "2026-11-22T06:00:00Z", "region": REGION, "resources": [arn],
+            "detail": {"ModelPackageGroupName": group, "ModelPackageArn": arn, "ModelApprovalStatus": status,
+                       "ModelPackageVersion": int(arn.rsplit("/", 1)[1]), "ModelPackageStatus": "Completed"}}
+
+
+@pytest.fixture
+def sagemaker(aws_env):  # noqa: F811
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name=REGION)
+        client.create_model_package_group(ModelPackageGroupName=GROUP)
+        yield client
+
+
+def _register(client) -> str:
+    arn = client.create_model_package(
+        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://b/model.tar.gz"}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+    client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    return arn
+
+
+def test_an_approval_creates_the_endpoint_from_the_package(sagemaker):
+    arn = _register(sagemaker)
+    result = deploy.handle(_event(arn), CONFIG, sagemaker)
+    assert result["status"] == "created" and result["version"] == 1
+    model = sagemaker.describe_model(ModelName="sentiment-test-v1")
+    assert model["PrimaryContainer"]["ModelPackageName"] == arn and model["ExecutionRoleArn"] == ROLE
+    variant = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config"])["ProductionVariants"][0]
+    assert (variant["ModelName"], variant["InstanceType"], variant["InitialInstanceCount"]) == (
+        "sentiment-test-v1", "ml.m5.large", 1)
+    endpoint = sagemaker.describe_endpoint(EndpointName="sentiment-test")
+    assert endpoint["EndpointConfigName"] == result["endpoint_config"]
+
+
+def test_a_repeated_delivery_changes_nothing(sagemaker):
+    arn = _register(sagemaker)
+    deploy.handle(_event(arn), CONFIG, sagemaker)
+    again = deploy.handle(_event(arn), CONFIG, sagemaker)
+    assert again["status"] == "unchanged" and not again["created_model"] and not again["created_endpoint_config"]
+    assert len(sagemaker.list_models()["Models"]) == 1
+    assert len(sagemaker.list_endpoint_configs()["EndpointConfigs"]) == 1
+
+
+@pytest.mark.parametrize("event, reason", [
+    ("not an object", "not a JSON object"),
+    ({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}, "not a 'SageMaker Model Package State Change'"),
+    ({"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change"}, "no detail"),
+    (_event("arn:aws:sagemaker:us-east-1:123456789012:model-package/g/1") | {"detail": {"ModelPackageArn": "nope"}},
+     "not a model package version ARN"),
+])
+def test_a_malformed_event_is_ignored_with_the_reason_and_no_call(event, reason):
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client):  # no responses queued: any AWS call would fail the test
+        result = deploy.handle(event, CONFIG, client)
+    assert result["status"] == "ignored" and reason in result["reason"]
+
+
+@pytest.mark.parametrize("status, group, reason", [("Rejected", GROUP, "Rejected, not Approved"),
+                                                   ("Approved", "another-group", "is not")])
+def test_other_decisions_and_groups_are_ignored(status, group, reason):
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{group}/3"
+    with Stubber(client):
+        result = deploy.handle(_event(arn, status, group), CONFIG, client)
+    assert result["status"] == "ignored" and reason in result["reason"]
+
+
+# --- states moto cannot produce: the real client with botocore's Stubber ------------------------
+
+def _stubbed(endpoint_status: str, current_config: str) -> tuple:
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(client)
+    stub.add_client_error("describe_model", "ValidationException", "Could not find model \"sentiment-test-v2\".")
+    stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-test-v2"})
+    stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:123456789012:"
+                                                                      "endpoint-config/x"})
+    stub.add_response("describe_endpoint", {
+        "EndpointName": "sentiment-test", "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test",
+        "EndpointConfigName": current_config, "EndpointStatus": endpoint_status,
+        "CreationTime": "2026-11-22T06:00:00Z", "LastModifiedTime": "2026-11-22T06:00:00Z"})
+    return client, stub
+
+
+def test_a_newer_approval_updates_the_running_endpoint():
+    client, stub = _stubbed("InService", "sentiment-test-v1-aaaaaaaa")
+    expected_config = f"sentiment-test-v2-{CONFIG.variant_hash()}"
+    stub.add_response("update_endpoint", {"EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test"},
+                      {"EndpointName": "sentiment-test", "EndpointConfigName": expected_config})
+    with stub:
+        result = deploy.handle(_event(f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"), CONFIG, client)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "updated" and result["previous_endpoint_config"] == "sentiment-test-v1-aaaaaaaa"
+
+
+def test_a_busy_endpoint_raises_so_that_lambda_retries():
+    client, stub = _stubbed("Updating", "sentiment-test-v1-aaaaaaaa")
+    with stub, pytest.raises(deploy.EndpointBusy, match="is Updating"):
+        deploy.handle(_event(f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"), CONFIG, client)
+
+
+def test_a_failed_endpoint_says_what_to_do():
+    client, stub = _stubbed("Failed", "sentiment-test-v1-aaaaaaaa")
+    with stub, pytest.raises(deploy.DeployError, match="delete it, then approve the version again"):
+        deploy.handle(_event(f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"), CONFIG, client)
+
+
+# --- settings and the local registry's events ---------------------------------------------------
+
+@pytest.mark.parametrize("environ, message", [
+    ({}, "ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN"),
+    ({"ENDPOINT_NAME": "e", "MODEL_PACKAGE_GROUP": "g", "EXECUTION_ROLE_ARN": ROLE, "INSTANCE_COUNT": "two"}, "whole number"),
+    ({"ENDPOINT_NAME": "bad_name!", "MODEL_PACKAGE_GROUP": "g", "EXECUTION_ROLE_ARN": ROLE}, "letters, digits"),
+])
+def test_bad_settings_are_refused(environ, message):
+    with pytest.raises(deploy.DeployError, match=message):
+        deploy.DeployConfig.from_env(environ)
+
+
+def test_the_local_registrys_approval_event_is_understood(tmp_path):
+    """The local runtime hands its events to this same handler: they must parse the same."""
+    from pipeline.local.db import connect
+    from pipeline.local.registry import ModelRegistry
+
+    registry = ModelRegistry(connect(tmp_path / "state.db"))
+    registry.register(GROUP, "s3://b/model.tar.gz", "0" * 64, {}, inference_specification={"Containers": []})
+    change = registry.update_approval(GROUP, 1, "Approved", comment="looks good")
+    approval = deploy.parse_event(change.event)
+    assert (approval.group, approval.version, approval.status) == (GROUP, 1, "Approved")
+
+
+def test_the_lambda_entry_point_reads_its_settings_from_the_environment(sagemaker, monkeypatch, caplog):
+    for name, value in {"ENDPOINT_NAME": "sentiment-env", "MODEL_PACKAGE_GROUP": GROUP, "EXECUTION_ROLE_ARN": ROLE,
+                        "INSTANCE_TYPE": "ml.m5.xlarge", "INSTANCE_COUNT": "2"}.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level("INFO", logger="deploy")
+    result = deploy.handler(_event(_register(sagemaker)), None)
+    assert result["status"] == "created" and result["endpoint"] == "sentiment-env"
+    variant = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config"])["ProductionVariants"][0]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.xlarge", 2)
+    assert '"status": "created"' in caplog.text  # one JSON line per decision in CloudWatch
