@@ -24,7 +24,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, evaluation/) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.artifact_code import load_artifact_handlers
+from serve.artifact_code import load_artifact_handlers
 from evaluation.metrics import binary_classification_report
 from evaluation.plots import plot_confusion_matrix, plot_roc_and_pr
 from serve.artifact import ArtifactError, resolve_model_dir

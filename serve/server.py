@@ -1,10 +1,11 @@
 """A SageMaker-compatible model server: ``GET /ping`` and ``POST /invocations`` on port 8080.
 
-It is what the local runtime runs as an endpoint, and it answers exactly as the SageMaker
-PyTorch inference container does with the same artifact, because both call the same handlers
-(``serve/handlers.py``): same content types, same limits, same statuses. The standard library's
-threading HTTP server is enough for one model on one machine; scoring is serialized by a lock
-(PyTorch already uses every core for one batch).
+It plays the part of the SageMaker PyTorch inference container: like the container, it imports
+the handlers (``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``) from the artifact's own
+``code/inference.py`` (``serve/artifact_code.py`` keeps them apart from this process's copy), so
+a model answers here exactly as on its endpoint: same content types, limits and statuses. The
+standard library's threading HTTP server is enough for one model on one machine; scoring is
+serialized by a lock (PyTorch already uses every core for one batch).
 
 Bad requests never reach the handlers unchecked: a body without ``Content-Length`` gets 411, one
 over the limit gets 413 before it is read, a slow client is dropped after ``REQUEST_TIMEOUT_S``.
@@ -27,9 +28,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from types import ModuleType
+
 from serve.artifact import ArtifactError, resolve_model_dir
-from serve.errors import InferenceError, PayloadTooLarge
-from serve.handlers import MAX_BODY_BYTES, SentimentModel, input_fn, model_fn, output_fn, predict_fn
+from serve.artifact_code import load_artifact_handlers
+from serve.errors import PayloadTooLarge
+from serve.handlers import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +62,18 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        handlers = self.server.handlers
         try:
-            reviews = input_fn(body, self.headers.get("Content-Type", ""))
+            reviews = handlers.input_fn(body, self.headers.get("Content-Type", ""))
             with self.server.lock:
-                predictions = predict_fn(reviews, self.server.model)
-            text, content_type = output_fn(predictions, self.headers.get("Accept"))
-        except InferenceError as error:
-            self._error(error.status, str(error))
-            return
-        except Exception:  # a bug, not the client's fault: keep the details in the server's log
-            log.exception("invocation failed")
+                predictions = handlers.predict_fn(reviews, self.server.model)
+            text, content_type = handlers.output_fn(predictions, self.headers.get("Accept"))
+        except Exception as error:
+            status = getattr(error, "status", None)  # the artifact's InferenceError (its own class)
+            if isinstance(status, int) and 400 <= status < 500:
+                self._error(status, str(error))
+                return
+            log.exception("invocation failed")  # a bug, not the client's fault: details stay in the log
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "the model could not score this request; see the server log")
             return
         self._send(HTTPStatus.OK, text.encode("utf-8"), content_type)
@@ -106,14 +112,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ModelServer(ThreadingHTTPServer):
-    """One loaded model behind ``/ping`` and ``/invocations``."""
+    """One loaded model behind ``/ping`` and ``/invocations``, scored by the artifact's handlers."""
 
     daemon_threads = True
 
-    def __init__(self, model: SentimentModel, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-        super().__init__((host, port), _Handler)
-        self.model = model
+    def __init__(self, handlers: ModuleType, model_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self.handlers = handlers
+        self.model = handlers.model_fn(str(model_dir))  # loaded before the port opens: /ping means ready
         self.lock = threading.Lock()
+        super().__init__((host, port), _Handler)
 
     @property
     def url(self) -> str:
@@ -123,7 +130,8 @@ class ModelServer(ThreadingHTTPServer):
 
 def load_server(model_path: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> ModelServer:
     """A server for the model at ``model_path`` (a model dir or a ``model.tar.gz``); port 0 picks a free one."""
-    return ModelServer(model_fn(str(resolve_model_dir(Path(model_path)))), host, port)
+    model_dir = resolve_model_dir(Path(model_path))
+    return ModelServer(load_artifact_handlers(model_dir), model_dir, host, port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from serve import server as server_module
 from serve.artifact import pack_model_dir
 from serve.handlers import MAX_BATCH_REVIEWS, MAX_BODY_BYTES, model_fn, predict_fn
 from serve.server import load_server, main
@@ -112,11 +111,18 @@ def test_a_body_without_length_or_a_wrong_path_is_refused(served):
     assert _request(served, "POST", "/nowhere", b"x", {"Content-Type": "text/plain"})[0] == 404
 
 
+def test_the_artifacts_own_handlers_answer(served, trained):
+    """As in the container, the handlers are the artifact's code/inference.py, not this process's."""
+    code_dir = (trained / "model" / "code").resolve()
+    assert Path(served.handlers.__file__).resolve() == code_dir / "inference.py"
+    assert Path(served.handlers.predict_fn.__code__.co_filename).resolve().is_relative_to(code_dir)
+
+
 def test_an_unexpected_failure_is_a_500_that_reveals_nothing(served, monkeypatch, caplog):
     def broken(reviews, model):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(server_module, "predict_fn", broken)
+    monkeypatch.setattr(served.handlers, "predict_fn", broken)
     status, _, body = _invoke(served, b'{"review": "fine film"}')
     assert status == 500 and b"secret" not in body and b"Traceback" not in body
     assert "secret internal detail" in caplog.text  # kept for the operator, in the server's log
