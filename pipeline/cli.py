@@ -8,6 +8,8 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from pipeline import aws_commands, registry_commands, run_commands
 from pipeline.aws.errors import BackendError
 from pipeline.download import DownloadError, download, download_dataset
@@ -117,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     definition.add_argument("--output", "-o", help="write the JSON to this file instead of printing it")
     _add_registry_parser(commands)
     _add_aws_parser(commands)
+    events = commands.add_parser("events", help="local approval events and their delivery to the deploy handler")
+    event_actions = events.add_subparsers(dest="action", required=True)
+    deliver = event_actions.add_parser("deliver", help="deliver pending approval events, oldest first")
+    deliver.add_argument("--json", action="store_true")
+    endpoints = commands.add_parser("endpoints", help="local endpoints: model servers the deploy handler started")
+    endpoint_actions = endpoints.add_subparsers(dest="action", required=True)
+    endpoint_list = endpoint_actions.add_parser("list", help="endpoints with their status, version and URL")
+    endpoint_list.add_argument("--json", action="store_true")
+    for verb, text in (("show", "one endpoint"), ("delete", "stop an endpoint's server and forget it")):
+        action = endpoint_actions.add_parser(verb, help=text)
+        action.add_argument("name")
+        action.add_argument("--json", action="store_true")
     serve = commands.add_parser("serve", help="serve a model on /ping and /invocations, as a SageMaker endpoint does")
     which = serve.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", type=int, help="a version from the local model registry")
@@ -166,6 +180,9 @@ def _add_registry_parser(commands) -> None:
         action = actions.add_parser(verb, help=f"{verb} a version (locally, the approval event goes to the deploy handler)")
         action.add_argument("version", type=int)
         action.add_argument("--comment", help="why: kept in the approval history")
+        action.add_argument("--no-deploy", action="store_true",
+                            help="locally: keep the approval event pending instead of deploying at once "
+                                 "(`events deliver` delivers it later)")
         action.add_argument("--json", action="store_true")
 
 
@@ -174,7 +191,33 @@ def command_registry(args: argparse.Namespace, settings: Settings):
         return registry_commands.list_versions(settings, args.backend, args.status)
     if args.action == "show":
         return registry_commands.show_version(settings, args.backend, args.version)
-    return registry_commands.set_status(settings, args.backend, args.version, args.action, args.comment)
+    return registry_commands.set_status(settings, args.backend, args.version, args.action, args.comment,
+                                        deliver=not args.no_deploy)
+
+
+def command_events(args: argparse.Namespace, settings: Settings) -> list:
+    from pipeline.local.events import deliver_pending
+
+    try:
+        return deliver_pending(settings)
+    except Exception as exc:  # the deploy handler's own message; the event stays pending
+        raise CommandError(f"{type(exc).__name__}: {exc}".splitlines()[0] + "; the event stays pending") from exc
+
+
+def command_endpoints(args: argparse.Namespace, settings: Settings):
+    from pipeline.local.db import open_state
+    from pipeline.local.hosting import LocalHosting
+
+    hosting = LocalHosting(settings.home, open_state(settings.home))
+    try:
+        if args.action == "list":
+            return hosting.list_endpoints()
+        if args.action == "show":
+            return hosting.describe_endpoint(args.name)
+        hosting.delete_endpoint(args.name)
+        return {"deleted": args.name}
+    except ClientError as exc:
+        raise CommandError(exc.response["Error"]["Message"] + "; list the endpoints to see their names") from exc
 
 
 def _print_summary(command: str, result: dict) -> None:
@@ -192,6 +235,23 @@ def _print_summary(command: str, result: dict) -> None:
         for row in rows:
             accuracy = "—" if row.get("accuracy") is None else f"{row['accuracy']:.4f}"
             print(f"  version {row['version']:<4} {row['status']:<22} accuracy {accuracy}  {row.get('created', '')}")
+            for deployment in row.get("deployment") or []:
+                print(f"  {deployment.get('reason') or _deployment_line(deployment)}")
+            if row.get("deployment_error"):
+                print(f"  deployment failed: {row['deployment_error']} (retry with: sentiment-mlops events deliver)")
+    elif command == "events":
+        for row in result or [{"event": "no pending events", "status": ""}]:
+            print(f"  {row['event']}: {row.get('reason') or _deployment_line(row)}")
+    elif command == "endpoints":
+        rows = result if isinstance(result, list) else [result]
+        for row in rows:
+            if "deleted" in row:
+                print(f"deleted endpoint {row['deleted']}")
+                continue
+            print(f"  {row['EndpointName']:<20} {row['EndpointStatus']:<10} {row['EndpointConfigName']:<36} "
+                  f"{row.get('Url') or ''}  {row.get('FailureReason') or ''}")
+        if not rows:
+            print("no endpoints")
     elif command == "serve":
         print(f"stopped serving {result['path']}")
     elif command == "definition":
@@ -218,6 +278,11 @@ def _print_execution(result: dict) -> None:
               f"{result['model_package_version']})")
     if result["failure_reason"]:
         print(f"  {result['failure_reason']}")
+
+
+def _deployment_line(result: dict) -> str:
+    return (f"endpoint {result['endpoint']} {result['status']}: version {result['version']} "
+            f"({result['endpoint_config']})")
 
 
 def _print_aws(result) -> None:
@@ -248,6 +313,8 @@ def _exit_status(args: argparse.Namespace, result) -> int:
     """A run, a retry or a wait whose pipeline ended other than Succeeded is a failure for scripts too."""
     follows = (args.command == "run" or (args.command == "executions" and args.action == "retry")
                or (args.command == "aws" and (args.action == "wait" or (args.action == "start" and args.wait))))
+    if args.command == "registry" and isinstance(result, dict) and result.get("deployment_error"):
+        return 1  # the approval is recorded; its deployment is not done
     return 1 if follows and result["status"] != "Succeeded" else 0
 
 
@@ -257,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(home=Path(args.home)) if args.home else Settings()
     handlers = {"run": command_run, "download": command_download, "definition": command_definition,
                 "registry": command_registry, "executions": command_executions, "aws": command_aws,
-                "serve": command_serve}
+                "serve": command_serve, "events": command_events, "endpoints": command_endpoints}
     try:
         result = handlers[args.command](args, settings)
     except (CommandError, DownloadError, StateError, BackendError, run_commands.RunError) as exc:

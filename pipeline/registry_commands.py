@@ -6,7 +6,6 @@ written against one works against the other.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from pipeline.definition import report_accuracy
 from pipeline.settings import Settings
 
 APPROVAL_VERBS = {"approve": "Approved", "reject": "Rejected"}
-EVENTS_DIR = "events"
 
 
 def _local_summary(package) -> dict[str, Any]:
@@ -28,18 +26,6 @@ def _local_registry(settings: Settings):
     from pipeline.local.registry import ModelRegistry
 
     return ModelRegistry(open_state(settings.home))
-
-
-def record_event(settings: Settings, event: dict) -> Path:
-    """Keep each approval event where the local deploy handler will pick it up (the local
-    stand-in for EventBridge): one JSON file per event, named so they sort by time."""
-    folder = Path(settings.home) / EVENTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{event['time'].replace(':', '')}-{event['id']}.json"
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(event, indent=2), encoding="utf-8")
-    partial.replace(path)
-    return path
 
 
 def list_versions(settings: Settings, backend: str, status: str | None) -> list[dict[str, Any]]:
@@ -64,8 +50,13 @@ def show_version(settings: Settings, backend: str, version: int) -> dict[str, An
             "history": history}
 
 
-def set_status(settings: Settings, backend: str, version: int, verb: str, comment: str | None) -> dict[str, Any]:
-    """Approve or reject; locally the state-change event is recorded for the deploy handler."""
+def set_status(settings: Settings, backend: str, version: int, verb: str, comment: str | None,
+               deliver: bool = True) -> dict[str, Any]:
+    """Approve or reject. On SageMaker, EventBridge takes the event from there. Locally the
+    event is recorded and (unless ``deliver`` is False) handed to the deploy handler at once;
+    a deployment that fails leaves the approval in place and says why in ``deployment_error``."""
+    from pipeline.local.events import deliver_pending, record_event
+
     status = APPROVAL_VERBS[verb]
     if backend == "sagemaker":
         from pipeline.aws import make_clients, set_approval
@@ -74,6 +65,12 @@ def set_status(settings: Settings, backend: str, version: int, verb: str, commen
     change = _local_registry(settings).update_approval(settings.model_package_group, version, status, comment=comment)
     result = _local_summary(change.package)
     result["event"] = str(record_event(settings, change.event)) if change.event else None
+    result["deployment"], result["deployment_error"] = [], None
+    if deliver:
+        try:
+            result["deployment"] = deliver_pending(settings)
+        except Exception as error:  # the deploy handler's or the hosting's own message, kept to one line
+            result["deployment_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
     return result
 
 

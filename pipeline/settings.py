@@ -22,6 +22,8 @@ DEFAULT_PREFIX = "sentiment-mlops"
 PLACEHOLDER_ROLE_ARN = "arn:aws:iam::000000000000:role/SentimentMlopsSageMakerExecutionRole"
 DEFAULT_PIPELINE_NAME = "sentiment-mlops"
 DEFAULT_MODEL_PACKAGE_GROUP = "sentiment-mlops-imdb-lstm"
+DEFAULT_ENDPOINT_NAME = "sentiment-mlops"
+DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.m5.large"
 # PyTorch 2.5 DLCs exist for training and inference on CPU and GPU with Python 3.11.
 DEFAULT_FRAMEWORK_VERSION = "2.5"
 DEFAULT_PY_VERSION = "py311"
@@ -49,6 +51,10 @@ class Settings:
     role_arn: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ROLE_ARN", PLACEHOLDER_ROLE_ARN))
     pipeline_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PIPELINE_NAME", DEFAULT_PIPELINE_NAME))
     model_package_group: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_MODEL_PACKAGE_GROUP", DEFAULT_MODEL_PACKAGE_GROUP))
+    # The endpoint an approved version is deployed to (by lambda/deploy.py, in AWS or locally).
+    endpoint_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ENDPOINT_NAME", DEFAULT_ENDPOINT_NAME))
+    endpoint_instance_type: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ENDPOINT_INSTANCE_TYPE",
+                                                                     DEFAULT_ENDPOINT_INSTANCE_TYPE))
     # The PyTorch Deep Learning Containers the jobs and the endpoint run in. The URIs are
     # resolved offline from the SDK's bundled image table; set these to pin an explicit image.
     framework_version: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_FRAMEWORK_VERSION", DEFAULT_FRAMEWORK_VERSION))

@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/model"),
                         help="the model directory or model.tar.gz (default $SM_MODEL_DIR or /opt/ml/model)")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)),
+                        help="0 picks a free port")
+    parser.add_argument("--ready-file", type=Path,
+                        help="once listening, write the server's URL here (how a supervisor learns the port)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -148,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     log.info("serving %s on %s", args.model_dir, server.url)
+    if args.ready_file:
+        partial = args.ready_file.with_name(args.ready_file.name + ".partial")
+        partial.write_text(server.url, encoding="utf-8")
+        partial.replace(args.ready_file)
     serve_until_interrupted(server)
     return 0
 

@@ -3,22 +3,15 @@ what moto implements and botocore's Stubber (the real client, checked against th
 model) for UpdateEndpoint and endpoint states moto cannot produce."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import boto3
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from pipeline.local.events import deploy_module
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
-# lambda/ is Lambda's code root, not a package ("lambda" is a keyword): load the file as Lambda does.
-_SPEC = importlib.util.spec_from_file_location("lambda_deploy", Path(__file__).parents[1] / "lambda" / "deploy.py")
-deploy = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = deploy
-_SPEC.loader.exec_module(deploy)
+deploy = deploy_module()  # lambda/deploy.py, loaded as Lambda loads it
 
 GROUP = "sentiment-deploy-test"
 ROLE = "arn:aws:iam::123456789012:role/TestSageMakerRole"

@@ -48,6 +48,27 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     shown = json.loads(_run(tmp_path, "executions", "show", summary["execution_id"], "--json").stdout)
     assert shown["status"] == "Succeeded" and shown["model_package_version"] == 1
     _serve_and_invoke(tmp_path, "1")
+    _approve_and_invoke(tmp_path, "1")
+
+
+def _approve_and_invoke(home: Path, version: str) -> None:
+    """The whole loop: approving deploys the version to a local endpoint that answers."""
+    approved = _run(home, "registry", "approve", version, "--comment", "e2e", "--json")
+    assert approved.returncode == 0, approved.stderr[-3000:]
+    (deployment,) = json.loads(approved.stdout)["deployment"]
+    assert deployment["status"] == "created" and deployment["version"] == int(version)
+    endpoint = json.loads(_run(home, "endpoints", "show", deployment["endpoint"], "--json").stdout)
+    try:
+        assert endpoint["EndpointStatus"] == "InService"
+        host, port = endpoint["Url"].removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/invocations", body=b"a fine film", headers={"Content-Type": "text/plain",
+                                                                                   "Accept": "text/plain"})
+        response = connection.getresponse()
+        assert response.status == 200 and response.read() in (b"0", b"1")
+        connection.close()
+    finally:
+        assert _run(home, "endpoints", "delete", deployment["endpoint"]).returncode == 0
 
 
 def _free_port() -> int:

@@ -40,9 +40,10 @@ def test_list_shows_versions_newest_first_with_accuracy(home, capsys):
 
 
 def test_approve_records_history_and_writes_the_state_change_event(home, capsys):
-    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "2", "--comment", "beats v1", "--json")
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "2", "--comment", "beats v1", "--no-deploy",
+                        "--json")
     result = json.loads(out)
-    assert code == 0 and result["status"] == "Approved"
+    assert code == 0 and result["status"] == "Approved" and result["deployment"] == []
     event = json.loads(open(result["event"]).read())
     assert event["detail-type"] == "SageMaker Model Package State Change"
     assert event["detail"]["ModelApprovalStatus"] == "Approved" and event["detail"]["ModelPackageVersion"] == 2
@@ -54,10 +55,29 @@ def test_approve_records_history_and_writes_the_state_change_event(home, capsys)
 
 
 def test_approving_twice_sends_no_second_event(home, capsys):
-    _run(capsys, "--home", str(home), "registry", "approve", "1", "--json")
-    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "1", "--json")
+    _run(capsys, "--home", str(home), "registry", "approve", "1", "--no-deploy", "--json")
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "1", "--no-deploy", "--json")
     assert code == 0 and json.loads(out)["event"] is None
     assert len(list((home / "events").iterdir())) == 1
+
+
+def test_a_deployment_that_fails_keeps_the_approval_and_the_event(home, capsys):
+    """The registered artifact is not in the store: the approval stands, the deployment is
+    refused with the reason, exit 1, and the event waits for `events deliver`."""
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "approve", "2", "--json")
+    result = json.loads(out)
+    assert code == 1 and result["status"] == "Approved"
+    assert "not in the local store" in result["deployment_error"]
+    assert [p.name for p in (home / "events").glob("*.json")] == [open(result["event"]).name.rsplit("/", 1)[-1]]
+    code, _, err = _run(capsys, "--home", str(home), "events", "deliver")
+    assert code == 2 and "stays pending" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_rejection_is_delivered_and_ignored(home, capsys):
+    code, out, _ = _run(capsys, "--home", str(home), "registry", "reject", "1", "--json")
+    (delivered,) = json.loads(out)["deployment"]
+    assert code == 0 and delivered["status"] == "ignored" and "Rejected, not Approved" in delivered["reason"]
+    assert list((home / "events").glob("*.json")) == [] and len(list((home / "events" / "delivered").iterdir())) == 1
 
 
 def test_reject_and_plain_output(home, capsys):

@@ -128,6 +128,32 @@ MIGRATIONS: list[list[str]] = [
             definition TEXT NOT NULL,
             creation_time TEXT NOT NULL)""",
     ],
+    [
+        # Local hosting (pipeline/local/hosting.py): SageMaker's models, endpoint configs and
+        # endpoints, each endpoint served by a model-server process on this machine.
+        """CREATE TABLE hosted_models (
+            name TEXT PRIMARY KEY,
+            arn TEXT NOT NULL UNIQUE,
+            primary_container TEXT NOT NULL,
+            artifact_uri TEXT NOT NULL,
+            execution_role_arn TEXT NOT NULL,
+            creation_time TEXT NOT NULL)""",
+        """CREATE TABLE endpoint_configs (
+            name TEXT PRIMARY KEY,
+            arn TEXT NOT NULL UNIQUE,
+            production_variants TEXT NOT NULL,
+            creation_time TEXT NOT NULL)""",
+        """CREATE TABLE endpoints (
+            name TEXT PRIMARY KEY,
+            arn TEXT NOT NULL UNIQUE,
+            config_name TEXT NOT NULL REFERENCES endpoint_configs (name),
+            status TEXT NOT NULL CHECK (status IN ('Creating','Updating','InService','Failed')),
+            url TEXT,
+            pid INTEGER,
+            failure_reason TEXT,
+            creation_time TEXT NOT NULL,
+            last_modified_time TEXT NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

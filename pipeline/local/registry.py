@@ -154,6 +154,13 @@ class ModelRegistry:
             raise RegistryError(self._missing(group_name, version))
         return _package(row)
 
+    def get_by_arn(self, arn: str) -> ModelPackage:
+        """A version by its ARN, as CreateModel's ``ModelPackageName`` names it."""
+        row = self.conn.execute(_SELECT_PACKAGE + " WHERE p.arn = ?", (arn,)).fetchone()
+        if row is None:
+            raise RegistryError(f"no model package {arn!r} in the local registry; list the versions to see their ARNs")
+        return _package(row)
+
     def _missing(self, group_name: str, version: int) -> str:
         row = self.conn.execute("SELECT min(version), max(version) FROM model_packages WHERE group_name = ?",
                                 (group_name,)).fetchone()

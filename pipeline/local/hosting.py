@@ -1,0 +1,258 @@
+"""SageMaker hosting on this machine: models, endpoint configs and endpoints, for the deploy
+handler (``lambda/deploy.py``) to drive exactly as it drives SageMaker in AWS.
+
+``LocalHosting`` offers the part of the boto3 SageMaker client that the handler calls, with
+the same request and response shapes and the same ``ClientError`` for a missing resource. An
+endpoint is a model-server process (``python -m serve.server``) listening on 127.0.0.1 at a
+port of its choosing; it serves the model package's ``model.tar.gz`` from the local artifact
+store, unpacked once under ``<home>/hosting/models/<model>/``, with the artifact's own handlers.
+
+Like SageMaker, ``create_endpoint`` and ``update_endpoint`` return once the change is under way
+and the new server answers ``/ping`` (here: synchronously, so that the CLI can report the URL),
+and an update starts the new server before it stops the old one: a failed update leaves the old
+model serving, with the failure noted. State lives in the local SQLite database; server
+processes outlive the command that started them and are found again by their recorded pid.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from botocore.exceptions import ClientError
+
+from pipeline.local.db import ACCOUNT, LOCAL_REGION, iso, to_json, utc_now, write_transaction
+from pipeline.local.registry import ModelRegistry
+from pipeline.local.store import ArtifactStore
+from serve.artifact import ArtifactError, unpack_model_archive
+
+log = logging.getLogger(__name__)
+
+HOSTING_DIR = "hosting"
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _client_error(operation: str, message: str, code: str = "ValidationException") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+def _arn(kind: str, name: str) -> str:
+    return f"arn:aws:sagemaker:{LOCAL_REGION}:{ACCOUNT}:{kind}/{name.lower()}"
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether ``pid`` is still a model server (a reused pid of another program is not)."""
+    if not pid:
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): existence is the best we can check
+        except OSError:
+            return False
+        return True
+    return b"serve.server" in command
+
+
+class LocalHosting:
+    """The hosting calls of a SageMaker client, served from ``home``."""
+
+    def __init__(self, home: Path | str, conn, registry: ModelRegistry | None = None,
+                 ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        self.home, self.conn = Path(home), conn
+        self.registry = registry or ModelRegistry(conn)
+        self.store = ArtifactStore(home)
+        self.ready_timeout_s = ready_timeout_s
+
+    @property
+    def folder(self) -> Path:
+        return (self.home / HOSTING_DIR).resolve()
+
+    # --- models -------------------------------------------------------------------------------
+    def describe_model(self, ModelName: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
+        row = self.conn.execute("SELECT * FROM hosted_models WHERE name = ?", (ModelName,)).fetchone()
+        if row is None:
+            raise _client_error("DescribeModel", f'Could not find model "{ModelName}".')
+        return {"ModelName": row["name"], "ModelArn": row["arn"], "PrimaryContainer": json.loads(row["primary_container"]),
+                "ExecutionRoleArn": row["execution_role_arn"], "CreationTime": row["creation_time"]}
+
+    def create_model(self, ModelName: str, ExecutionRoleArn: str, PrimaryContainer: Mapping[str, Any],  # noqa: N803
+                     Tags: list | None = None) -> dict[str, str]:
+        if "ModelPackageName" in PrimaryContainer:
+            artifact_uri = self.registry.get_by_arn(PrimaryContainer["ModelPackageName"]).artifact_uri
+        elif "ModelDataUrl" in PrimaryContainer:
+            artifact_uri = PrimaryContainer["ModelDataUrl"]
+        else:
+            raise _client_error("CreateModel", "PrimaryContainer needs ModelPackageName or ModelDataUrl")
+        if not self.store.exists(artifact_uri):
+            raise _client_error("CreateModel", f"the model artifact {artifact_uri} is not in the local store")
+        arn = _arn("model", ModelName)
+        with write_transaction(self.conn):
+            if self.conn.execute("SELECT 1 FROM hosted_models WHERE name = ?", (ModelName,)).fetchone():
+                raise _client_error("CreateModel", f'Cannot create already existing model "{arn}".')
+            self.conn.execute("INSERT INTO hosted_models VALUES (?,?,?,?,?,?)",
+                              (ModelName, arn, to_json(dict(PrimaryContainer)), artifact_uri, ExecutionRoleArn,
+                               iso(utc_now())))
+        return {"ModelArn": arn}
+
+    # --- endpoint configs ---------------------------------------------------------------------
+    def describe_endpoint_config(self, EndpointConfigName: str) -> dict[str, Any]:  # noqa: N803
+        row = self.conn.execute("SELECT * FROM endpoint_configs WHERE name = ?", (EndpointConfigName,)).fetchone()
+        if row is None:
+            raise _client_error("DescribeEndpointConfig", f'Could not find endpoint configuration "{EndpointConfigName}".')
+        return {"EndpointConfigName": row["name"], "EndpointConfigArn": row["arn"],
+                "ProductionVariants": json.loads(row["production_variants"]), "CreationTime": row["creation_time"]}
+
+    def create_endpoint_config(self, EndpointConfigName: str, ProductionVariants: list) -> dict[str, str]:  # noqa: N803
+        if len(ProductionVariants) != 1:
+            raise _client_error("CreateEndpointConfig", "the local runtime serves exactly one production variant")
+        self.describe_model(ProductionVariants[0]["ModelName"])  # the model must exist, as SageMaker checks
+        arn = _arn("endpoint-config", EndpointConfigName)
+        with write_transaction(self.conn):
+            if self.conn.execute("SELECT 1 FROM endpoint_configs WHERE name = ?", (EndpointConfigName,)).fetchone():
+                raise _client_error("CreateEndpointConfig", f'Cannot create already existing endpoint configuration "{arn}".')
+            self.conn.execute("INSERT INTO endpoint_configs VALUES (?,?,?,?)",
+                              (EndpointConfigName, arn, to_json(list(ProductionVariants)), iso(utc_now())))
+        return {"EndpointConfigArn": arn}
+
+    # --- endpoints ----------------------------------------------------------------------------
+    def describe_endpoint(self, EndpointName: str) -> dict[str, Any]:  # noqa: N803
+        row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
+        if row is None:
+            raise _client_error("DescribeEndpoint", f'Could not find endpoint "{EndpointName}".')
+        status, reason = row["status"], row["failure_reason"]
+        if status == "InService" and not _alive(row["pid"]):
+            status, reason = "Failed", f"the model server (pid {row['pid']}) is not running; see {self._log(EndpointName)}"
+        found = {"EndpointName": row["name"], "EndpointArn": row["arn"], "EndpointConfigName": row["config_name"],
+                 "EndpointStatus": status, "CreationTime": row["creation_time"],
+                 "LastModifiedTime": row["last_modified_time"], "Url": row["url"]}
+        if reason:
+            found["FailureReason"] = reason
+        return found
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return [self.describe_endpoint(r["name"]) for r in self.conn.execute("SELECT name FROM endpoints ORDER BY name")]
+
+    def create_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
+        self.describe_endpoint_config(EndpointConfigName)
+        arn, now = _arn("endpoint", EndpointName), iso(utc_now())
+        with write_transaction(self.conn):
+            if self.conn.execute("SELECT 1 FROM endpoints WHERE name = ?", (EndpointName,)).fetchone():
+                raise _client_error("CreateEndpoint", f'Cannot create already existing endpoint "{arn}".')
+            self.conn.execute("INSERT INTO endpoints (name, arn, config_name, status, creation_time, last_modified_time) "
+                              "VALUES (?,?,?,'Creating',?,?)", (EndpointName, arn, EndpointConfigName, now, now))
+        try:
+            pid, url = self._start_server(EndpointName, EndpointConfigName)
+        except RuntimeError as error:
+            self._set(EndpointName, status="Failed", failure_reason=str(error))
+            return {"EndpointArn": arn}
+        self._set(EndpointName, status="InService", url=url, pid=pid, failure_reason=None)
+        return {"EndpointArn": arn}
+
+    def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
+        """Blue/green: the new server starts first; the old one stops once the new one answers."""
+        current = self.describe_endpoint(EndpointName)
+        self.describe_endpoint_config(EndpointConfigName)
+        if current["EndpointStatus"] not in ("InService", "Failed"):
+            raise _client_error("UpdateEndpoint", f"endpoint {EndpointName} is {current['EndpointStatus']}")
+        old_pid = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()["pid"]
+        self._set(EndpointName, status="Updating")
+        try:
+            pid, url = self._start_server(EndpointName, EndpointConfigName)
+        except RuntimeError as error:  # SageMaker rolls back: the old config goes on serving
+            self._set(EndpointName, status="InService", failure_reason=f"update to {EndpointConfigName} failed: {error}")
+            return {"EndpointArn": current["EndpointArn"]}
+        self._set(EndpointName, status="InService", url=url, pid=pid, config_name=EndpointConfigName, failure_reason=None)
+        _stop(old_pid)
+        return {"EndpointArn": current["EndpointArn"]}
+
+    def delete_endpoint(self, EndpointName: str) -> None:  # noqa: N803
+        row = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
+        if row is None:
+            raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
+        _stop(row["pid"])
+        with write_transaction(self.conn):
+            self.conn.execute("DELETE FROM endpoints WHERE name = ?", (EndpointName,))
+
+    # --- the server processes ---------------------------------------------------------------------
+    def _set(self, name: str, **fields: Any) -> None:
+        columns = {"status", "url", "pid", "failure_reason", "config_name"}
+        assert set(fields) <= columns, fields
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        with write_transaction(self.conn):
+            self.conn.execute(f"UPDATE endpoints SET {assignments}, last_modified_time = ? WHERE name = ?",
+                              (*fields.values(), iso(utc_now()), name))
+
+    def _log(self, endpoint: str) -> Path:
+        return self.folder / "endpoints" / f"{endpoint}.log"
+
+    def _model_dir(self, model_name: str) -> Path:
+        """The model's artifact, unpacked once (into a scratch folder renamed into place)."""
+        target = self.folder / "models" / model_name
+        if not target.is_dir():
+            artifact_uri = self.conn.execute("SELECT artifact_uri FROM hosted_models WHERE name = ?",
+                                             (model_name,)).fetchone()["artifact_uri"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{model_name}-", dir=target.parent))
+            unpack_model_archive(self.store.path(artifact_uri), scratch)
+            try:
+                scratch.rename(target)
+            except OSError:  # unpacked meanwhile by another process: use theirs
+                pass
+        return target
+
+    def _start_server(self, endpoint: str, config_name: str) -> tuple[int, str]:
+        """Start a model server for the config's model and wait until it answers; RuntimeError if it does not."""
+        variant = self.describe_endpoint_config(config_name)["ProductionVariants"][0]
+        try:
+            model_dir = self._model_dir(variant["ModelName"])
+        except (ArtifactError, OSError) as error:
+            raise RuntimeError(str(error)) from error
+        log_path = self._log(endpoint)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        ready = log_path.with_name(f"{endpoint}.{time.time_ns()}.url")
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+                 "--port", "0", "--ready-file", str(ready)],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if ready.exists():
+                url = ready.read_text(encoding="utf-8").strip()
+                ready.unlink()
+                log.info("endpoint %s: %s serves %s at %s", endpoint, config_name, variant["ModelName"], url)
+                return process.pid, url
+            if process.poll() is not None:
+                raise RuntimeError(f"the model server exited with code {process.returncode}; see {log_path}")
+            time.sleep(0.1)
+        _stop(process.pid)
+        raise RuntimeError(f"the model server did not answer within {self.ready_timeout_s:g} s; see {log_path}")
+
+
+def _stop(pid: int | None) -> None:
+    """Stop a model server (its process group), politely first; nothing if it is gone already."""
+    if not _alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and _alive(pid):
+        try:  # reap it when it is our child; otherwise init does
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,119 @@
+"""Approve → deploy on this machine: the local registry's event goes to lambda/deploy.py, which
+drives LocalHosting as it drives SageMaker; the endpoint is a real model-server process."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.local.db import open_state
+from pipeline.local.hosting import LocalHosting, _alive
+from pipeline.local.registry import ModelRegistry
+from pipeline.local.store import ArtifactStore
+from pipeline.settings import Settings
+from serve.artifact import pack_model_dir
+
+ENDPOINT = Settings().endpoint_name
+
+
+@pytest.fixture
+def home(trained, tmp_path):
+    """Two registered versions with real artifacts in the store; every endpoint is deleted after."""
+    store, registry = ArtifactStore(tmp_path), ModelRegistry(open_state(tmp_path))
+    archive = tmp_path / "model.tar.gz"
+    pack_model_dir(trained / "model", archive)
+    for version in (1, 2):
+        uri = f"s3://bucket/models/v{version}/model.tar.gz"
+        store.upload_file(archive, uri)
+        registry.register(Settings().model_package_group, uri, "0" * 64,
+                          {"binary_classification_metrics": {"accuracy": {"value": 0.9}}},
+                          inference_specification={"Containers": [{"ModelDataUrl": uri}]})
+    yield tmp_path
+    hosting = LocalHosting(tmp_path, open_state(tmp_path))
+    for endpoint in hosting.list_endpoints():
+        hosting.delete_endpoint(endpoint["EndpointName"])
+
+
+def _cli(capsys, home: Path, *args: str) -> tuple[int, dict]:
+    code = main(["--home", str(home), *args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _endpoint(capsys, home: Path) -> dict:
+    code, shown = _cli(capsys, home, "endpoints", "show", ENDPOINT)
+    assert code == 0
+    return shown
+
+
+def _invoke(url: str, review: str) -> tuple[int, dict]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("POST", "/invocations", body=json.dumps({"review": review}),
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def _pid(home: Path) -> int:
+    return open_state(home).execute("SELECT pid FROM endpoints WHERE name = ?", (ENDPOINT,)).fetchone()["pid"]
+
+
+def test_approving_deploys_then_a_newer_approval_updates_blue_green(home, capsys):
+    code, approved = _cli(capsys, home, "registry", "approve", "1")
+    assert code == 0 and approved["deployment_error"] is None
+    (deployment,) = approved["deployment"]
+    assert deployment["status"] == "created" and deployment["model"] == f"{ENDPOINT}-v1"
+    first = _endpoint(capsys, home)
+    assert first["EndpointStatus"] == "InService" and first["EndpointConfigName"] == deployment["endpoint_config"]
+    status, answer = _invoke(first["Url"], "a wonderful, moving film")
+    assert status == 200 and answer["predictions"][0]["label"] in ("positive", "negative")
+    old_pid = _pid(home)
+
+    code, approved = _cli(capsys, home, "registry", "approve", "2", "--comment", "newer")
+    assert code == 0 and approved["deployment"][0]["status"] == "updated"
+    second = _endpoint(capsys, home)
+    assert second["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-") and second["Url"] != first["Url"]
+    assert _invoke(second["Url"], "a dull film")[0] == 200
+    assert not _alive(old_pid)  # the old server stopped once the new one answered
+
+    # EventBridge delivers at least once: the same approval again changes nothing.
+    code, delivered = _cli(capsys, home, "events", "deliver")
+    assert code == 0 and delivered == []
+    assert _endpoint(capsys, home)["Url"] == second["Url"]
+
+
+def test_a_server_that_died_shows_failed_and_delete_cleans_up(home, capsys):
+    _cli(capsys, home, "registry", "approve", "1")
+    pid = _pid(home)
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    shown = _endpoint(capsys, home)
+    assert shown["EndpointStatus"] == "Failed" and "is not running" in shown["FailureReason"]
+
+    code, listed = _cli(capsys, home, "endpoints", "list")
+    assert code == 0 and [e["EndpointName"] for e in listed] == [ENDPOINT]
+    code, deleted = _cli(capsys, home, "endpoints", "delete", ENDPOINT)
+    assert code == 0 and deleted == {"deleted": ENDPOINT}
+    assert _cli(capsys, home, "endpoints", "list") == (0, [])
+    assert main(["--home", str(home), "endpoints", "show", ENDPOINT]) == 2
+    assert "Could not find endpoint" in capsys.readouterr().err
+
+
+def test_an_update_that_cannot_start_keeps_the_old_model_serving(home, capsys):
+    _cli(capsys, home, "registry", "approve", "1")
+    before = _endpoint(capsys, home)
+    (Path(home) / "s3" / "bucket" / "models" / "v2" / "model.tar.gz").write_bytes(b"not a model archive")
+    code, approved = _cli(capsys, home, "registry", "approve", "2")
+    assert code == 1 and "cannot unpack" in approved["deployment_error"]
+    after = _endpoint(capsys, home)
+    assert after["EndpointStatus"] == "InService" and after["Url"] == before["Url"]
+    assert _invoke(after["Url"], "fine")[0] == 200
