@@ -24,6 +24,7 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
     ],
-    extras_require={"test": ["pytest>=8", "moto[server]>=5.1,<6", "psutil>=5.9"]},
+    # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would.
+    extras_require={"test": ["pytest>=8", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2"]},
     entry_points={"console_scripts": ["sentiment-mlops=pipeline.cli:main"]},
 )

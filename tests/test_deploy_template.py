@@ -1,0 +1,118 @@
+"""lambda/template.yaml: valid for CloudFormation (cfn-lint, SAM transform included), least
+privilege, its EventBridge rule matches approvals of the project's group only (moto's
+EventBridge does the matching), and the function's settings are the ones deploy.py reads."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from pipeline.local.events import DEPLOY_HANDLER, deploy_module
+from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
+
+TEMPLATE_PATH = DEPLOY_HANDLER.parent / "template.yaml"
+TEMPLATE = yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))
+RESOURCES = TEMPLATE["Resources"]
+# Actions AWS defines without a resource: the only ones allowed on "*", each for a reason.
+NO_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+
+
+def _statements():
+    for name, resource in RESOURCES.items():
+        for policy in (resource.get("Properties") or {}).get("Policies") or []:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                yield name, statement
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_cfn_lint_finds_nothing():
+    from cfnlint.api import lint_file
+
+    matches = lint_file(Path(TEMPLATE_PATH))
+    assert [str(m) for m in matches] == []
+
+
+def test_no_policy_grants_a_wildcard_action_or_resource_it_does_not_need():
+    statements = list(_statements())
+    assert statements
+    for role, statement in statements:
+        assert statement["Effect"] == "Allow", (role, statement)
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, (role, action)
+        if "*" in _as_list(statement["Resource"]):
+            assert set(_as_list(statement["Action"])) <= NO_RESOURCE_ACTIONS, (role, statement)
+    metrics = next(s for _, s in statements if s["Action"] == "cloudwatch:PutMetricData")
+    assert "cloudwatch:namespace" in json.dumps(metrics["Condition"])
+
+
+def test_the_model_role_is_passed_only_to_sagemaker():
+    (pass_role,) = [s for _, s in _statements() if s["Action"] == "iam:PassRole"]
+    assert pass_role["Resource"] == {"Fn::GetAtt": ["EndpointModelRole", "Arn"]}
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+
+
+def test_the_deploy_role_covers_every_call_deploy_py_makes():
+    """Each SageMaker call in deploy.py is granted; a call added there without its permission fails here."""
+    calls = set(re.findall(r"sagemaker\.(create_\w+|describe_\w+|update_\w+|delete_\w+)\(", DEPLOY_HANDLER.read_text()))
+    calls |= set(re.findall(r"_exists\(sagemaker\.(\w+)", DEPLOY_HANDLER.read_text()))
+    granted = {a.split(":", 1)[1] for _, s in _statements() for a in _as_list(s["Action"]) if a.startswith("sagemaker:")}
+    needed = {"".join(part.title() for part in call.split("_")) for call in calls}
+    assert needed and needed <= granted, needed - granted
+
+
+def test_the_functions_settings_are_the_ones_deploy_py_reads():
+    function = RESOURCES["DeployFunction"]["Properties"]
+    module, handler = function["Handler"].split(".")
+    assert (DEPLOY_HANDLER.parent / f"{module}.py") == DEPLOY_HANDLER and callable(getattr(deploy_module(), handler))
+    variables = function["Environment"]["Variables"]
+    environ = {name: "x" for name in variables}
+    environ.update(ENDPOINT_NAME="sentiment-mlops", INSTANCE_COUNT="1")
+    config = deploy_module().DeployConfig.from_env(environ)
+    assert config.endpoint_name == "sentiment-mlops"
+    assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT"}
+
+
+@pytest.fixture
+def rule_queue(aws_env):  # noqa: F811
+    """The template's rule (its group parameter filled in) in moto's EventBridge, sending to a queue."""
+    pattern = json.loads(json.dumps(RESOURCES["DeployFunction"]["Properties"]["Events"]["Approved"]["Properties"]["Pattern"])
+                         .replace('{"Ref": "ModelPackageGroupName"}', '"sentiment-mlops-imdb-lstm"'))
+    with mock_aws():
+        sqs, events = boto3.client("sqs", region_name=REGION), boto3.client("events", region_name=REGION)
+        queue = sqs.create_queue(QueueName="deploy")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="approved", EventPattern=json.dumps(pattern))
+        events.put_targets(Rule="approved", Targets=[{"Id": "deploy", "Arn": arn}])
+        yield events, sqs, queue
+
+
+def _local_event(tmp_path: Path, status: str, group: str = "sentiment-mlops-imdb-lstm") -> dict:
+    from pipeline.local.db import connect
+    from pipeline.local.registry import ModelRegistry
+
+    registry = ModelRegistry(connect(tmp_path / f"{status}-{group}.db"))
+    registry.register(group, "s3://b/model.tar.gz", "0" * 64, {}, inference_specification={"Containers": []})
+    return registry.update_approval(group, 1, status).event
+
+
+@pytest.mark.parametrize("status, group, delivered", [("Approved", "sentiment-mlops-imdb-lstm", True),
+                                                      ("Rejected", "sentiment-mlops-imdb-lstm", False),
+                                                      ("Approved", "someone-elses-group", False)])
+def test_the_rule_matches_approvals_of_the_group_only(rule_queue, tmp_path, status, group, delivered):
+    events, sqs, queue = rule_queue
+    event = _local_event(tmp_path, status, group)
+    events.put_events(Entries=[{"Source": event["source"], "DetailType": event["detail-type"],
+                                "Detail": json.dumps(event["detail"])}])
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(messages) == (1 if delivered else 0)
+    if delivered:  # what arrives is an event the handler reads
+        approval = deploy_module().parse_event(json.loads(messages[0]["Body"]))
+        assert (approval.status, approval.version) == ("Approved", 1)
