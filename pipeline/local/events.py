@@ -11,36 +11,25 @@ order could leave an older version serving. ``sentiment-mlops events deliver`` t
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipeline.settings import REPO_ROOT, Settings
+from pipeline.local.lambdas import lambda_path, load_lambda
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EVENTS_DIR = "events"
 DELIVERED_DIR = "delivered"
-DEPLOY_HANDLER = REPO_ROOT / "lambda" / "deploy.py"
+DEPLOY_HANDLER = lambda_path("deploy")
 
 
 def deploy_module() -> ModuleType:
-    """``lambda/deploy.py``, loaded as Lambda loads it (``lambda`` is a keyword, not a package)."""
-    name = "lambda_deploy"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, DEPLOY_HANDLER)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+    """``lambda/deploy.py``, the deploy function's code."""
+    return load_lambda("deploy")
 
 
 def events_dir(settings: Settings) -> Path:
