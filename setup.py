@@ -24,7 +24,9 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
     ],
-    # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would.
-    extras_require={"test": ["pytest>=8", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2"]},
+    # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would;
+    # selenium drives Debian's Chromium for the website's browser tests.
+    extras_require={"test": ["pytest>=8", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2",
+                             "selenium>=4.20,<5"]},
     entry_points={"console_scripts": ["sentiment-mlops=pipeline.cli:main"]},
 )

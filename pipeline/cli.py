@@ -87,6 +87,21 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> dict:
     return {"path": str(path), "url": server.url}
 
 
+def command_api(args: argparse.Namespace, settings: Settings) -> dict:
+    """The website and its API, as the AWS stack serves them, until Ctrl-C."""
+    from pipeline.local.api import ApiServer
+    from serve.server import serve_until_interrupted
+
+    try:
+        server = ApiServer(settings, args.host, args.port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from exc
+    print(f"website and API on {server.url} (predictions from endpoint {settings.endpoint_name}); Ctrl-C stops it",
+          flush=True)
+    serve_until_interrupted(server)
+    return {"url": server.url}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentiment-mlops", allow_abbrev=False, description="Train, evaluate and serve an IMDb sentiment LSTM.")
     parser.add_argument("--home", help="folder for local runs, artifacts and the registry (default ./.mlops or $SENTIMENT_MLOPS_HOME)")
@@ -131,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         action = endpoint_actions.add_parser(verb, help=text)
         action.add_argument("name")
         action.add_argument("--json", action="store_true")
+    api = commands.add_parser("api", help="the website and its API (API Gateway + the predict Lambda, locally)")
+    api.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    api.add_argument("--port", type=int, default=3000)
     serve = commands.add_parser("serve", help="serve a model on /ping and /invocations, as a SageMaker endpoint does")
     which = serve.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", type=int, help="a version from the local model registry")
@@ -254,6 +272,8 @@ def _print_summary(command: str, result: dict) -> None:
             print("no endpoints")
     elif command == "serve":
         print(f"stopped serving {result['path']}")
+    elif command == "api":
+        print(f"stopped {result['url']}")
     elif command == "definition":
         if "definition" in result:
             sys.stdout.write(result["definition"])
@@ -324,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(home=Path(args.home)) if args.home else Settings()
     handlers = {"run": command_run, "download": command_download, "definition": command_definition,
                 "registry": command_registry, "executions": command_executions, "aws": command_aws,
-                "serve": command_serve, "events": command_events, "endpoints": command_endpoints}
+                "serve": command_serve, "events": command_events, "endpoints": command_endpoints,
+                "api": command_api}
     try:
         result = handlers[args.command](args, settings)
     except (CommandError, DownloadError, StateError, BackendError, run_commands.RunError) as exc:

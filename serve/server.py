@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def serve_until_interrupted(server: ModelServer) -> None:
+def serve_until_interrupted(server: ThreadingHTTPServer) -> None:
     """Serve until Ctrl-C (or SIGINT), then release the port."""
     try:
         server.serve_forever()

@@ -48,3 +48,33 @@ def trained(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     assert train_main(train_args(prepared, out)) == 0
     return out
+
+
+def register_versions(home: Path, trained: Path, versions: int = 2) -> None:
+    """``versions`` registered model versions in ``home``'s local registry, each with the tiny
+    trained model as its artifact in the local store (what the pipeline's Register leaves)."""
+    from pipeline.local.db import open_state
+    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.store import ArtifactStore
+    from pipeline.settings import Settings
+    from serve.artifact import pack_model_dir
+
+    store, registry = ArtifactStore(home), ModelRegistry(open_state(home))
+    archive = home / "model.tar.gz"
+    pack_model_dir(trained / "model", archive)
+    for version in range(1, versions + 1):
+        uri = f"s3://bucket/models/v{version}/model.tar.gz"
+        store.upload_file(archive, uri)
+        registry.register(Settings().model_package_group, uri, "0" * 64,
+                          {"binary_classification_metrics": {"accuracy": {"value": 0.9}}},
+                          inference_specification={"Containers": [{"ModelDataUrl": uri}]})
+
+
+def delete_endpoints(home: Path) -> None:
+    """Stop every local endpoint's model server under ``home``."""
+    from pipeline.local.db import open_state
+    from pipeline.local.hosting import LocalHosting
+
+    hosting = LocalHosting(home, open_state(home))
+    for endpoint in hosting.list_endpoints():
+        hosting.delete_endpoint(endpoint["EndpointName"])

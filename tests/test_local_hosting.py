@@ -13,11 +13,9 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.local.db import open_state
-from pipeline.local.hosting import LocalHosting, _alive
-from pipeline.local.registry import ModelRegistry
-from pipeline.local.store import ArtifactStore
+from pipeline.local.hosting import _alive
 from pipeline.settings import Settings
-from serve.artifact import pack_model_dir
+from tests.conftest import delete_endpoints, register_versions
 
 ENDPOINT = Settings().endpoint_name
 
@@ -25,19 +23,9 @@ ENDPOINT = Settings().endpoint_name
 @pytest.fixture
 def home(trained, tmp_path):
     """Two registered versions with real artifacts in the store; every endpoint is deleted after."""
-    store, registry = ArtifactStore(tmp_path), ModelRegistry(open_state(tmp_path))
-    archive = tmp_path / "model.tar.gz"
-    pack_model_dir(trained / "model", archive)
-    for version in (1, 2):
-        uri = f"s3://bucket/models/v{version}/model.tar.gz"
-        store.upload_file(archive, uri)
-        registry.register(Settings().model_package_group, uri, "0" * 64,
-                          {"binary_classification_metrics": {"accuracy": {"value": 0.9}}},
-                          inference_specification={"Containers": [{"ModelDataUrl": uri}]})
+    register_versions(tmp_path, trained)
     yield tmp_path
-    hosting = LocalHosting(tmp_path, open_state(tmp_path))
-    for endpoint in hosting.list_endpoints():
-        hosting.delete_endpoint(endpoint["EndpointName"])
+    delete_endpoints(tmp_path)
 
 
 def _cli(capsys, home: Path, *args: str) -> tuple[int, dict]:

@@ -1,0 +1,78 @@
+// The page finds its API in config.json, written next to it when the site is deployed
+// (locally, `sentiment-mlops api` serves it), so no address is ever pasted into the HTML.
+"use strict";
+
+const MAX_CHARS = 50000;
+const form = document.getElementById("review-form");
+const review = document.getElementById("review");
+const submit = document.getElementById("submit");
+const count = document.getElementById("count");
+const result = document.getElementById("result");
+const label = document.getElementById("label");
+const confidence = document.getElementById("confidence");
+const error = document.getElementById("error");
+let apiUrl = null;
+
+function showError(message) {
+  result.hidden = true;
+  error.textContent = message;
+  error.hidden = false;
+}
+
+function showPrediction(prediction) {
+  error.hidden = true;
+  label.textContent = prediction.label === "positive" ? "Positive" : "Negative";
+  label.className = "label " + prediction.label;
+  confidence.textContent = "(" + Math.round(prediction.score * 100) + "% sure)";
+  result.hidden = false;
+}
+
+function ready(isReady) {
+  submit.disabled = !isReady;
+  submit.textContent = isReady ? "Check the sentiment" : "Checking…";
+}
+
+review.addEventListener("input", () => {
+  count.textContent = review.value.length.toLocaleString("en") + " / 50,000 characters";
+});
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = review.value.trim();
+  if (!text) {
+    showError("Write or paste a review first.");
+    return;
+  }
+  if (text.length > MAX_CHARS) {
+    showError("That review is longer than 50,000 characters; shorten it.");
+    return;
+  }
+  ready(false);
+  try {
+    const response = await fetch(apiUrl + "/predict", {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({review: text}),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      showError(answer.error || "The service answered " + response.status + "; try again later.");
+    } else if (!answer.predictions || !answer.predictions.length) {
+      showError("The service gave no prediction; try again later.");
+    } else {
+      showPrediction(answer.predictions[0]);
+    }
+  } catch (failure) {
+    showError("The service cannot be reached; check your connection and try again.");
+  } finally {
+    ready(true);
+  }
+});
+
+fetch("config.json")
+  .then((response) => response.json())
+  .then((config) => {
+    apiUrl = String(config.apiUrl || "").replace(/\/$/, "");
+    ready(true);
+  })
+  .catch(() => showError("This page has no config.json saying where its API is; deploy the site with it."));
