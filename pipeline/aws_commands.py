@@ -8,11 +8,12 @@ or through SageMaker Studio.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from pipeline.run_commands import parse_params, quiet_definition_json
-from pipeline.settings import Settings
+from pipeline.settings import WEBSITE_DIR, Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +75,30 @@ def show(settings: Settings, execution_arn: str) -> dict[str, Any]:
     found = describe_execution(clients, execution_arn)
     steps, note = execution_steps(clients, execution_arn)
     return {**found, "steps": steps, "steps_note": note}
+
+
+# --- the website ---------------------------------------------------------------------------------
+
+WEBSITE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+                 "style.css": "text/css; charset=utf-8"}
+
+
+def publish_website(settings: Settings, bucket: str, api_url: str) -> dict[str, Any]:
+    """Upload the page and the ``config.json`` that names its API (the stack's ``ApiUrl`` and
+    ``WebsiteBucketName`` outputs), so that nobody pastes an address into the HTML."""
+    from urllib.parse import urlsplit
+
+    from pipeline.aws import make_clients
+    from pipeline.aws.errors import BackendError, aws_errors
+
+    parts = urlsplit(api_url)
+    if parts.scheme != "https" or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise BackendError(f"--api-url {api_url!r}: give the API's https:// base URL, e.g. the stack's ApiUrl output")
+    s3 = make_clients(settings).s3
+    config = json.dumps({"apiUrl": api_url.rstrip("/")}).encode("utf-8")
+    uploads = [(name, (WEBSITE_DIR / name).read_bytes(), kind) for name, kind in WEBSITE_FILES.items()]
+    uploads.append(("config.json", config, "application/json"))
+    for key, body, content_type in uploads:
+        with aws_errors(f"uploading {key} to s3://{bucket}"):
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, CacheControl="no-cache")
+    return {"bucket": bucket, "uploaded": [key for key, _, _ in uploads], "api_url": api_url.rstrip("/")}

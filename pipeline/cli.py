@@ -56,6 +56,8 @@ def command_aws(args: argparse.Namespace, settings: Settings):
         return aws_commands.list_executions(settings, args.limit)
     if args.action == "show":
         return aws_commands.show(settings, args.execution_arn)
+    if args.action == "publish-website":
+        return aws_commands.publish_website(settings, args.bucket, args.api_url)
     return aws_commands.follow(settings, args.execution_arn, args.timeout, args.poll)
 
 
@@ -175,6 +177,10 @@ def _add_aws_parser(commands) -> None:
     show = actions.add_parser("show", help="one execution: status, parameters, steps")
     show.add_argument("execution_arn")
     show.add_argument("--json", action="store_true")
+    website = actions.add_parser("publish-website", help="upload the website and its config.json to the stack's bucket")
+    website.add_argument("--bucket", required=True, help="the stack's WebsiteBucketName output")
+    website.add_argument("--api-url", required=True, help="the stack's ApiUrl output")
+    website.add_argument("--json", action="store_true")
     wait = actions.add_parser("wait", help="follow an execution until it ends")
     wait.add_argument("execution_arn")
     for waiting in (start, wait):
@@ -311,6 +317,8 @@ def _print_aws(result) -> None:
             print(f"  {row['arn']}  {row['status']:<10} {_text(row['started'])}  {row['failure_reason'] or ''}")
         if not result:
             print("no executions")
+    elif "api_url" in result:
+        print(f"website uploaded to s3://{result['bucket']} ({', '.join(result['uploaded'])}); its API: {result['api_url']}")
     elif "pipeline_arn" in result and "uploaded" in result:
         print(f"pipeline {result['pipeline_arn']} (bundles uploaded: {len(result['uploaded'])}, "
               f"already there: {len(result['already_uploaded'])})")

@@ -14,6 +14,7 @@ from pathlib import Path
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WEBSITE_DIR = REPO_ROOT / "website"  # the static page, served locally and uploaded to S3 as is
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_BUCKET = "sentiment-mlops"

@@ -86,3 +86,21 @@ def test_waiting_for_an_unknown_execution_is_one_line(cloud, capsys):
     assert main(["aws", "wait", arn, "--poll", "0"]) == 2
     err = capsys.readouterr().err
     assert "list the executions" in err and len(err.splitlines()) == 1
+
+
+def test_publish_website_uploads_the_page_and_its_config(cloud, capsys):
+    code, published = _json(capsys, "aws", "publish-website", "--bucket", BUCKET,
+                            "--api-url", "https://abc123.execute-api.us-east-1.amazonaws.com/", "--json")
+    assert code == 0 and published["uploaded"] == ["index.html", "app.js", "style.css", "config.json"]
+    config = cloud.get_object(Bucket=BUCKET, Key="config.json")
+    assert json.loads(config["Body"].read()) == {"apiUrl": "https://abc123.execute-api.us-east-1.amazonaws.com"}
+    page = cloud.get_object(Bucket=BUCKET, Key="index.html")
+    assert page["ContentType"].startswith("text/html") and b'id="review"' in page["Body"].read()
+
+
+@pytest.mark.parametrize("url", ["http://abc.execute-api.us-east-1.amazonaws.com", "abc.example.com",
+                                 "https://abc.example.com/predict"])
+def test_publish_website_refuses_an_address_that_is_not_the_apis_base(cloud, capsys, url):
+    assert main(["aws", "publish-website", "--bucket", BUCKET, "--api-url", url]) == 2
+    assert "https:// base URL" in capsys.readouterr().err
+    assert "Contents" not in cloud.list_objects_v2(Bucket=BUCKET)

@@ -1,6 +1,7 @@
 """lambda/template.yaml: valid for CloudFormation (cfn-lint, SAM transform included), least
 privilege, its EventBridge rule matches approvals of the project's group only (moto's
-EventBridge does the matching), and the function's settings are the ones deploy.py reads."""
+EventBridge does the matching), the functions' settings are the ones deploy.py and predict.py
+read, and the website's bucket is private behind its distribution."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import yaml
 from moto import mock_aws
 
 from pipeline.local.events import DEPLOY_HANDLER, deploy_module
+from pipeline.local.lambdas import load_lambda
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
 TEMPLATE_PATH = DEPLOY_HANDLER.parent / "template.yaml"
@@ -66,6 +68,37 @@ def test_the_deploy_role_covers_every_call_deploy_py_makes():
     granted = {a.split(":", 1)[1] for _, s in _statements() for a in _as_list(s["Action"]) if a.startswith("sagemaker:")}
     needed = {"".join(part.title() for part in call.split("_")) for call in calls}
     assert needed and needed <= granted, needed - granted
+
+
+def _role_actions(role: str) -> dict[str, list]:
+    return {a: _as_list(s["Resource"]) for name, s in _statements() if name == role for a in _as_list(s["Action"])}
+
+
+def test_the_predict_function_may_invoke_the_endpoint_and_nothing_else_of_sagemaker():
+    actions = _role_actions("PredictFunctionRole")
+    assert {a for a in actions if a.startswith("sagemaker:")} == {"sagemaker:InvokeEndpoint"}
+    assert actions["sagemaker:InvokeEndpoint"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:endpoint/${EndpointName}"}]
+    assert "invoke_endpoint(" in (DEPLOY_HANDLER.parent / "predict.py").read_text()
+
+
+def test_the_website_bucket_is_private_and_read_only_by_its_distribution():
+    bucket = RESOURCES["WebsiteBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    (statement,) = RESOURCES["WebsiteBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"} and statement["Action"] == "s3:GetObject"
+    assert "distribution/${WebsiteDistribution}" in json.dumps(statement["Condition"])
+    cors = RESOURCES["PredictApi"]["Properties"]["CorsConfiguration"]["AllowOrigins"]
+    assert cors == [{"Fn::Sub": "https://${WebsiteDistribution.DomainName}"}]  # the site, not "*"
+
+
+def test_the_predict_functions_settings_are_the_ones_predict_py_reads():
+    function = RESOURCES["PredictFunction"]["Properties"]
+    assert function["Handler"] == "predict.handler" and callable(load_lambda("predict").handler)
+    environ = {name: "x" for name in function["Environment"]["Variables"]}
+    assert load_lambda("predict").PredictConfig.from_env(environ).endpoint_name == "x"
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in function["Events"].values()}
+    assert routes == {("POST", "/predict"), ("GET", "/health")}
 
 
 def test_the_functions_settings_are_the_ones_deploy_py_reads():

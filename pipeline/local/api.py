@@ -31,11 +31,10 @@ from botocore.exceptions import ClientError
 from pipeline.local.db import ACCOUNT, open_state
 from pipeline.local.hosting import LocalHosting
 from pipeline.local.lambdas import load_lambda
-from pipeline.settings import REPO_ROOT, Settings
+from pipeline.settings import WEBSITE_DIR, Settings
 
 log = logging.getLogger(__name__)
 
-WEBSITE_DIR = REPO_ROOT / "website"
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
                 "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
 API_GATEWAY_MAX_BYTES = 10 * 1024 * 1024
