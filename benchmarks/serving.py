@@ -96,8 +96,9 @@ def main() -> int:
         raise SystemExit(f"deployment failed: {approval['deployment_error']}")
 
     package = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, args.version)
-    handlers = load_artifact_handlers(resolve_model_dir(ArtifactStore(settings.home).path(package.artifact_uri)))
-    model = handlers.model_fn(str(resolve_model_dir(ArtifactStore(settings.home).path(package.artifact_uri))))
+    model_dir = resolve_model_dir(ArtifactStore(settings.home).path(package.artifact_uri))  # unpacked to a temp dir
+    handlers = load_artifact_handlers(model_dir)
+    model = handlers.model_fn(str(model_dir))
     baseline = []
     for review in reviews:
         tick = time.perf_counter()
