@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint_actions = endpoints.add_subparsers(dest="action", required=True)
     endpoint_list = endpoint_actions.add_parser("list", help="endpoints with their status, version and URL")
     endpoint_list.add_argument("--json", action="store_true")
-    for verb, text in (("show", "one endpoint"), ("delete", "stop an endpoint's server and forget it")):
+    for verb, text in (("show", "one endpoint"), ("restart", "start an endpoint's server again (after a reboot, say)"),
+                       ("delete", "stop an endpoint's server and forget it")):
         action = endpoint_actions.add_parser(verb, help=text)
         action.add_argument("name")
         action.add_argument("--json", action="store_true")
@@ -238,6 +239,8 @@ def command_endpoints(args: argparse.Namespace, settings: Settings):
             return hosting.list_endpoints()
         if args.action == "show":
             return hosting.describe_endpoint(args.name)
+        if args.action == "restart":
+            return hosting.restart_endpoint(args.name)
         hosting.delete_endpoint(args.name)
         return {"deleted": args.name}
     except ClientError as exc:

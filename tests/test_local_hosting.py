@@ -79,13 +79,18 @@ def test_approving_deploys_then_a_newer_approval_updates_blue_green(home, capsys
     assert _endpoint(capsys, home)["Url"] == second["Url"]
 
 
-def test_a_server_that_died_shows_failed_and_delete_cleans_up(home, capsys):
+def test_a_server_that_died_shows_failed_restart_revives_it_and_delete_cleans_up(home, capsys):
     _cli(capsys, home, "registry", "approve", "1")
     pid = _pid(home)
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     shown = _endpoint(capsys, home)
     assert shown["EndpointStatus"] == "Failed" and "is not running" in shown["FailureReason"]
+
+    code, restarted = _cli(capsys, home, "endpoints", "restart", ENDPOINT)
+    assert code == 0 and restarted["EndpointStatus"] == "InService" and "FailureReason" not in restarted
+    assert restarted["EndpointConfigName"] == shown["EndpointConfigName"]
+    assert _invoke(restarted["Url"], "a fine film")[0] == 200
 
     code, listed = _cli(capsys, home, "endpoints", "list")
     assert code == 0 and [e["EndpointName"] for e in listed] == [ENDPOINT]

@@ -175,6 +175,21 @@ class LocalHosting:
         _stop(old_pid)
         return {"EndpointArn": current["EndpointArn"]}
 
+    def restart_endpoint(self, name: str) -> dict[str, Any]:
+        """Start the endpoint's server again on its current config: what SageMaker does when it
+        replaces a failed instance, done here on request (after a reboot, say)."""
+        current = self.describe_endpoint(name)
+        old_pid = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (name,)).fetchone()["pid"]
+        _stop(old_pid)
+        self._set(name, status="Updating")
+        try:
+            pid, url = self._start_server(name, current["EndpointConfigName"])
+        except RuntimeError as error:
+            self._set(name, status="Failed", pid=None, failure_reason=str(error))
+        else:
+            self._set(name, status="InService", url=url, pid=pid, failure_reason=None)
+        return self.describe_endpoint(name)
+
     def delete_endpoint(self, EndpointName: str) -> None:  # noqa: N803
         row = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
         if row is None:
