@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -256,7 +258,25 @@ def _exit_status(args: argparse.Namespace, result) -> int:
     return 1 if follows and result["status"] != "Succeeded" else 0
 
 
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM and SIGHUP (a closed terminal, `kill`) stop a command as Ctrl-C does, so that a
+    run marks its execution Stopped and stops its job instead of leaving both behind."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    stop_signals = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return _main(argv)
+    previous = {s: signal.signal(s, _interrupt) for s in stop_signals}
+    try:
+        return _main(argv)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings(home=Path(args.home)) if args.home else Settings()

@@ -186,8 +186,7 @@ def _run_step(run: _Run, node: StepNode) -> None:
         if handler is None:
             raise StepFailed(f"step type {node.type!r} is not supported by the local runtime")
         properties = _attempts(run, node, handler, arguments, log_path)
-    except KeyboardInterrupt:
-        run.executions.mark_step(run.execution_id, node.name, "Stopped", failure_reason="interrupted")
+    except KeyboardInterrupt:  # _drive closes the step and the execution
         raise
     except JobFailed as error:
         _record_failure(run, node, StepFailed(str(error), error.log_path))
@@ -371,12 +370,25 @@ def _state(settings: Settings, conn: sqlite3.Connection | None) -> Iterator[sqli
 
 
 def _drive(run: _Run) -> Execution:
-    """Run the plan to its end and record how the execution ended."""
+    """Run the plan to its end and record how the execution ended, whatever ends it: an
+    execution is never left Executing by this process (it can then always be retried)."""
     try:
         _loop(run)
-    except KeyboardInterrupt:
-        run.executions.set_status(run.execution_id, "Stopped", failure_reason="interrupted (Ctrl-C)")
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM/SIGHUP, which the command turns into it
+        _close_open_steps(run, "Stopped", "interrupted")
+        run.executions.set_status(run.execution_id, "Stopped", failure_reason="interrupted (Ctrl-C or a stop signal)")
         raise
     except StepFailed as error:
         return run.executions.set_status(run.execution_id, "Failed", failure_reason=error.reason)
+    except Exception as error:  # the runtime's own failure (the state database, say): record it, then report it
+        reason = f"the local runtime failed: {type(error).__name__}: {error}"
+        _close_open_steps(run, "Failed", reason)
+        run.executions.set_status(run.execution_id, "Failed", failure_reason=reason)
+        raise
     return run.executions.set_status(run.execution_id, "Succeeded")
+
+
+def _close_open_steps(run: _Run, status: str, reason: str) -> None:
+    for step in run.executions.steps(run.execution_id):
+        if step.status in ("Starting", "Executing"):
+            run.executions.mark_step(run.execution_id, step.step_name, status, failure_reason=reason)
