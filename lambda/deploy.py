@@ -13,7 +13,9 @@ package group) to ``handler``. For an approved version it makes sure that:
    runs it.
 
 Every step checks before it creates, so a repeated delivery (EventBridge delivers at least
-once) changes nothing. Approving an older version deploys it: approval is the rollback path.
+once) changes nothing. The package's status is read again before acting, so a late or retried
+event for a version rejected since deploys nothing. Approving an older version deploys it:
+approval is the rollback path.
 An event this handler should not act on (another group, a rejection, a malformed event) is
 answered ``ignored`` with the reason and is not raised, since a retry could not change it. An
 endpoint that is busy (Creating, Updating, ...) raises ``EndpointBusy`` so that Lambda's retry
@@ -128,7 +130,12 @@ def _exists(call, **kwargs) -> dict | None:
 
 
 def _ensure_model(sagemaker, name: str, approval: Approval, config: DeployConfig) -> bool:
-    if _exists(sagemaker.describe_model, ModelName=name) is not None:
+    existing = _exists(sagemaker.describe_model, ModelName=name)
+    if existing is not None:
+        made_from = (existing.get("PrimaryContainer") or {}).get("ModelPackageName")
+        if made_from != approval.package_arn:  # same version number, another group's package
+            raise DeployError(f"model {name} exists already for {made_from or 'something else'}, not "
+                              f"{approval.package_arn}: delete that model, or deploy under another ENDPOINT_NAME")
         return False
     sagemaker.create_model(ModelName=name, ExecutionRoleArn=config.execution_role_arn,
                            PrimaryContainer={"ModelPackageName": approval.package_arn},
@@ -183,6 +190,10 @@ def handle(event: Any, config: DeployConfig, sagemaker) -> dict[str, Any]:
                                                f"{config.model_package_group!r}"}
     if approval.status != "Approved":
         return {"status": "ignored", "reason": f"version {approval.version} is {approval.status}, not Approved"}
+    # The event may be old (a retry, a late delivery): act on the package's status now.
+    now = sagemaker.describe_model_package(ModelPackageName=approval.package_arn).get("ModelApprovalStatus")
+    if now != "Approved":
+        return {"status": "ignored", "reason": f"version {approval.version} was approved, but is {now} now"}
     return deploy(approval, config, sagemaker)
 
 

@@ -92,11 +92,31 @@ def test_other_decisions_and_groups_are_ignored(status, group, reason):
     assert result["status"] == "ignored" and reason in result["reason"]
 
 
+def test_a_version_rejected_since_its_approval_is_not_deployed(sagemaker):
+    arn = _register(sagemaker)
+    sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Rejected")
+    result = deploy.handle(_event(arn), CONFIG, sagemaker)  # the Approved event arrives late
+    assert result["status"] == "ignored" and "is Rejected now" in result["reason"]
+    assert sagemaker.list_models()["Models"] == []
+
+
+def test_a_model_name_taken_by_another_package_is_not_reused(sagemaker):
+    arn = _register(sagemaker)
+    sagemaker.create_model(ModelName="sentiment-test-v1", ExecutionRoleArn=ROLE,
+                           PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://b/other/model.tar.gz"})
+    with pytest.raises(deploy.DeployError, match="exists already"):
+        deploy.handle(_event(arn), CONFIG, sagemaker)
+
+
 # --- states moto cannot produce: the real client with botocore's Stubber ------------------------
 
 def _stubbed(endpoint_status: str, current_config: str) -> tuple:
     client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     stub = Stubber(client)
+    stub.add_response("describe_model_package", {
+        "ModelPackageName": GROUP, "ModelPackageArn": f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2",
+        "CreationTime": "2026-11-22T06:00:00Z", "ModelPackageStatus": "Completed",
+        "ModelPackageStatusDetails": {"ValidationStatuses": []}, "ModelApprovalStatus": "Approved"})
     stub.add_client_error("describe_model", "ValidationException", "Could not find model \"sentiment-test-v2\".")
     stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-test-v2"})
     stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")

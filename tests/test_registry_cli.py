@@ -89,3 +89,15 @@ def test_unknown_version_is_one_line_and_exit_2(home, capsys):
     code, out, err = _run(capsys, "--home", str(home), "registry", "approve", "9")
     assert code == 2 and out == ""
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_events_keep_their_order_and_a_stale_approval_deploys_nothing(home, capsys):
+    """Approve then reject before delivery: the approval event is read against the package's
+    status now (Rejected), so nothing is deployed; both events are delivered, in order."""
+    for verb in ("approve", "reject"):
+        assert _run(capsys, "--home", str(home), "registry", verb, "2", "--no-deploy")[0] == 0
+    code, out, _ = _run(capsys, "--home", str(home), "events", "deliver", "--json")
+    delivered = json.loads(out)
+    assert code == 0 and [d["status"] for d in delivered] == ["ignored", "ignored"]
+    assert "was approved, but is Rejected now" in delivered[0]["reason"]
+    assert "is Rejected, not Approved" in delivered[1]["reason"]

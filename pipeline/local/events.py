@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,7 +41,8 @@ def record_event(settings: Settings, event: dict) -> Path:
     """Keep an approval event until it is delivered; written whole or not at all."""
     folder = events_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{event['time'].replace(':', '')}-{event['id']}.json"
+    # Named by the nanosecond it was recorded: approvals within one second keep their order.
+    path = folder / f"{time.time_ns():020d}-{event['id']}.json"
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(event, indent=2), encoding="utf-8")
     partial.replace(path)

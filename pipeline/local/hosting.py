@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
 
-from pipeline.local.db import ACCOUNT, LOCAL_REGION, iso, to_json, utc_now, write_transaction
+from pipeline.local.db import ACCOUNT, LOCAL_REGION, StateError, iso, to_json, utc_now, write_transaction
 from pipeline.local.registry import ModelRegistry
 from pipeline.local.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
@@ -76,6 +76,16 @@ class LocalHosting:
     @property
     def folder(self) -> Path:
         return (self.home / HOSTING_DIR).resolve()
+
+    # --- model packages (what CreateModel and the deploy handler read) ----------------------------
+    def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
+        try:
+            package = self.registry.get_by_arn(ModelPackageName)
+        except StateError as error:
+            raise _client_error("DescribeModelPackage", str(error)) from None
+        return {"ModelPackageArn": package.arn, "ModelPackageGroupName": package.group_name,
+                "ModelPackageVersion": package.version, "ModelApprovalStatus": package.approval_status,
+                "InferenceSpecification": package.inference_specification}
 
     # --- models -------------------------------------------------------------------------------
     def describe_model(self, ModelName: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
