@@ -110,3 +110,16 @@ def test_an_update_that_cannot_start_keeps_the_old_model_serving(home, capsys):
     after = _endpoint(capsys, home)
     assert after["EndpointStatus"] == "InService" and after["Url"] == before["Url"]
     assert _invoke(after["Url"], "fine")[0] == 200
+
+
+def test_a_change_under_way_makes_the_next_deployment_wait(home, capsys):
+    """Another process is updating the endpoint: the deploy handler's EndpointBusy keeps the
+    event pending (on AWS, Lambda retries it); nothing is started beside the change."""
+    _cli(capsys, home, "registry", "approve", "1")
+    open_state(home).execute("UPDATE endpoints SET status = 'Updating' WHERE name = ?", (ENDPOINT,))
+    code, approved = _cli(capsys, home, "registry", "approve", "2")
+    assert code == 1 and "EndpointBusy" in approved["deployment_error"] and "is Updating" in approved["deployment_error"]
+    assert len(list((home / "events").glob("*.json"))) == 1  # still pending
+    open_state(home).execute("UPDATE endpoints SET status = 'InService' WHERE name = ?", (ENDPOINT,))
+    code, delivered = _cli(capsys, home, "events", "deliver")
+    assert code == 0 and delivered[0]["status"] == "updated"

@@ -11,6 +11,7 @@ order could leave an older version serving. ``sentiment-mlops events deliver`` t
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -67,7 +68,11 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
 
     deploy = deploy_module()
     results = []
+    events_dir(settings).mkdir(parents=True, exist_ok=True)
     conn = open_state(settings.home)
+    # One deliverer at a time, as the deploy function's reserved concurrency of 1 does on AWS.
+    lock = open(events_dir(settings) / ".deliver.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         hosting = LocalHosting(settings.home, conn)
         for path in pending_events(settings):
@@ -82,6 +87,7 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
             results.append({"event": path.name, **result})
     finally:
         conn.close()
+        lock.close()  # releases the lock
     return results
 
 

@@ -15,9 +15,11 @@ processes outlive the command that started them and are found again by their rec
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,45 +162,53 @@ class LocalHosting:
                 raise _client_error("CreateEndpoint", f'Cannot create already existing endpoint "{arn}".')
             self.conn.execute("INSERT INTO endpoints (name, arn, config_name, status, creation_time, last_modified_time) "
                               "VALUES (?,?,?,'Creating',?,?)", (EndpointName, arn, EndpointConfigName, now, now))
-        try:
-            pid, url = self._start_server(EndpointName, EndpointConfigName)
-        except RuntimeError as error:
-            self._set(EndpointName, status="Failed", failure_reason=str(error))
-            return {"EndpointArn": arn}
-        self._set(EndpointName, status="InService", url=url, pid=pid, failure_reason=None)
+        self._serve(EndpointName, EndpointConfigName, on_failure={"status": "Failed"})
         return {"EndpointArn": arn}
 
     def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
-        """Blue/green: the new server starts first; the old one stops once the new one answers."""
-        current = self.describe_endpoint(EndpointName)
+        """Blue/green: the new server starts first; the old one stops once the new one answers.
+        If it does not, SageMaker rolls back: the old config goes on serving."""
         self.describe_endpoint_config(EndpointConfigName)
-        if current["EndpointStatus"] not in ("InService", "Failed"):
-            raise _client_error("UpdateEndpoint", f"endpoint {EndpointName} is {current['EndpointStatus']}")
-        old_pid = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()["pid"]
-        self._set(EndpointName, status="Updating")
-        try:
-            pid, url = self._start_server(EndpointName, EndpointConfigName)
-        except RuntimeError as error:  # SageMaker rolls back: the old config goes on serving
-            self._set(EndpointName, status="InService", failure_reason=f"update to {EndpointConfigName} failed: {error}")
-            return {"EndpointArn": current["EndpointArn"]}
-        self._set(EndpointName, status="InService", url=url, pid=pid, config_name=EndpointConfigName, failure_reason=None)
-        _stop(old_pid)
-        return {"EndpointArn": current["EndpointArn"]}
+        old_pid = self._claim(EndpointName, "UpdateEndpoint")
+        if self._serve(EndpointName, EndpointConfigName, on_failure={"status": "InService"}, failure_prefix=
+                       f"update to {EndpointConfigName} failed: "):
+            _stop(old_pid)
+        return {"EndpointArn": _arn("endpoint", EndpointName)}
 
     def restart_endpoint(self, name: str) -> dict[str, Any]:
         """Start the endpoint's server again on its current config: what SageMaker does when it
         replaces a failed instance, done here on request (after a reboot, say)."""
-        current = self.describe_endpoint(name)
-        old_pid = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (name,)).fetchone()["pid"]
-        _stop(old_pid)
-        self._set(name, status="Updating")
-        try:
-            pid, url = self._start_server(name, current["EndpointConfigName"])
-        except RuntimeError as error:
-            self._set(name, status="Failed", pid=None, failure_reason=str(error))
-        else:
-            self._set(name, status="InService", url=url, pid=pid, failure_reason=None)
+        config_name = self.describe_endpoint(name)["EndpointConfigName"]
+        _stop(self._claim(name, "RestartEndpoint"))
+        self._serve(name, config_name, on_failure={"status": "Failed", "pid": None})
         return self.describe_endpoint(name)
+
+    def _claim(self, name: str, operation: str) -> int | None:
+        """Move an InService or Failed endpoint to Updating in one transaction (so that two
+        processes cannot change it at once); returns the pid of the server it had."""
+        with write_transaction(self.conn):
+            row = self.conn.execute("SELECT status, pid FROM endpoints WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise _client_error(operation, f'Could not find endpoint "{name}".')
+            if row["status"] not in ("InService", "Failed"):
+                raise _client_error(operation, f"endpoint {name} is {row['status']}: another change is under way")
+            self.conn.execute("UPDATE endpoints SET status = 'Updating', last_modified_time = ? WHERE name = ?",
+                              (iso(utc_now()), name))
+        return row["pid"]
+
+    def _serve(self, name: str, config_name: str, *, on_failure: dict[str, Any], failure_prefix: str = "") -> bool:
+        """Start the config's server and record it InService; if it cannot start, record
+        ``on_failure`` with the reason. An interruption is recorded too, then goes on."""
+        try:
+            pid, url = self._start_server(name, config_name)
+        except RuntimeError as error:
+            self._set(name, **on_failure, failure_reason=f"{failure_prefix}{error}")
+            return False
+        except BaseException:
+            self._set(name, **on_failure, failure_reason=f"{failure_prefix}interrupted while starting")
+            raise
+        self._set(name, status="InService", url=url, pid=pid, config_name=config_name, failure_reason=None)
+        return True
 
     def delete_endpoint(self, EndpointName: str) -> None:  # noqa: N803
         row = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
@@ -222,18 +232,25 @@ class LocalHosting:
         return self.folder / "endpoints" / f"{endpoint}.log"
 
     def _model_dir(self, model_name: str) -> Path:
-        """The model's artifact, unpacked once (into a scratch folder renamed into place)."""
-        target = self.folder / "models" / model_name
+        """The model's artifact, unpacked once into a folder named by the archive's sha256 (so a
+        folder left from another state database is never taken for this model)."""
+        row = self.conn.execute("SELECT artifact_uri FROM hosted_models WHERE name = ?", (model_name,)).fetchone()
+        if row is None:
+            raise RuntimeError(f"model {model_name} is not in the local state; approve the version again")
+        archive = self.store.path(row["artifact_uri"])
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
+        target = self.folder / "models" / f"{model_name}-{digest}"
         if not target.is_dir():
-            artifact_uri = self.conn.execute("SELECT artifact_uri FROM hosted_models WHERE name = ?",
-                                             (model_name,)).fetchone()["artifact_uri"]
             target.parent.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix=f".{model_name}-", dir=target.parent))
-            unpack_model_archive(self.store.path(artifact_uri), scratch)
             try:
+                unpack_model_archive(archive, scratch)
                 scratch.rename(target)
-            except OSError:  # unpacked meanwhile by another process: use theirs
-                pass
+            except OSError:
+                if not target.is_dir():  # not a lost race with another process: a real failure
+                    raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         return target
 
     def _start_server(self, endpoint: str, config_name: str) -> tuple[int, str]:
@@ -251,17 +268,24 @@ class LocalHosting:
                 [sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
                  "--port", "0", "--ready-file", str(ready)],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            url = self._wait_until_ready(process, ready, log_path)
+        except BaseException:  # not ready, or interrupted: no server may be left without a record
+            _stop(process.pid)
+            raise
+        log.info("endpoint %s: %s serves %s at %s", endpoint, config_name, variant["ModelName"], url)
+        return process.pid, url
+
+    def _wait_until_ready(self, process: subprocess.Popen, ready: Path, log_path: Path) -> str:
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if ready.exists():
                 url = ready.read_text(encoding="utf-8").strip()
                 ready.unlink()
-                log.info("endpoint %s: %s serves %s at %s", endpoint, config_name, variant["ModelName"], url)
-                return process.pid, url
+                return url
             if process.poll() is not None:
                 raise RuntimeError(f"the model server exited with code {process.returncode}; see {log_path}")
             time.sleep(0.1)
-        _stop(process.pid)
         raise RuntimeError(f"the model server did not answer within {self.ready_timeout_s:g} s; see {log_path}")
 
 
