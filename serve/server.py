@@ -8,7 +8,8 @@ standard library's threading HTTP server is enough for one model on one machine;
 serialized by a lock (PyTorch already uses every core for one batch).
 
 Bad requests never reach the handlers unchecked: a body without ``Content-Length`` gets 411, one
-over the limit gets 413 before it is read, a slow client is dropped after ``REQUEST_TIMEOUT_S``.
+over the limit gets 413 before it is read, and one that has not arrived within
+``REQUEST_TIMEOUT_S`` gets 408.
 Errors are JSON, ``{"error": "..."}``; an unexpected failure is logged here with its traceback
 and answered with a 500 that reveals nothing of the code.
 
@@ -22,8 +23,10 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,7 +35,6 @@ from types import ModuleType
 
 from serve.artifact import ArtifactError, resolve_model_dir
 from serve.artifact_code import load_artifact_handlers
-from serve.errors import PayloadTooLarge
 from serve.handlers import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,55 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080  # SageMaker sends /ping and /invocations to port 8080
 REQUEST_TIMEOUT_S = 30.0
 SERVER_NAME = "sentiment-mlops"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """A client's text made safe for a log line: control characters (terminal escapes, new
+    lines that would forge entries) are written as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class BodyRefused(Exception):
+    """A request body refused before (or while) it is read; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def read_body(handler: BaseHTTPRequestHandler, limit: int, *, length_required: bool = True,
+              deadline_s: float | None = None) -> bytes:
+    """The request's body, read only when its declared length is a number within ``limit``,
+    and only while it keeps arriving: the whole body must be in within ``deadline_s`` (the
+    socket's own timeout bounds each read, not a client that trickles a byte at a time).
+    ``deadline_s`` defaults to ``REQUEST_TIMEOUT_S``."""
+    if handler.headers.get("Transfer-Encoding"):
+        raise BodyRefused(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length header (no chunked encoding)")
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        if length_required:
+            raise BodyRefused(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length header")
+        return b""
+    if not (length.isascii() and length.isdigit()):
+        raise BodyRefused(HTTPStatus.BAD_REQUEST, f"Content-Length {printable(length)!r} is not a number of bytes")
+    size = int(length)
+    if size > limit:
+        raise BodyRefused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                          f"the body is {size:,} bytes; the limit is {limit:,}: send fewer or shorter reviews per request")
+    deadline_s = REQUEST_TIMEOUT_S if deadline_s is None else deadline_s
+    chunks, remaining, deadline = [], size, time.monotonic() + deadline_s
+    while remaining:
+        if time.monotonic() > deadline:
+            raise BodyRefused(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {deadline_s:g} s")
+        chunk = handler.rfile.read1(min(remaining, 65536))
+        if not chunk:
+            raise BodyRefused(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,8 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] != "/invocations":
             self._error(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: use POST /invocations")
             return
-        body = self._read_body()
-        if body is None:
+        try:
+            body = read_body(self, MAX_BODY_BYTES)
+        except BodyRefused as refused:
+            self._error(refused.status, refused.message)
             return
         handlers = self.server.handlers
         try:
@@ -78,22 +131,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, text.encode("utf-8"), content_type)
 
-    def _read_body(self) -> bytes | None:
-        """The body, or None after answering why it was refused (it is then not read at all)."""
-        length = self.headers.get("Content-Length")
-        if length is None or self.headers.get("Transfer-Encoding"):
-            self._error(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length header (no chunked encoding)")
-            return None
-        if not length.isdigit():
-            self._error(HTTPStatus.BAD_REQUEST, f"Content-Length {length!r} is not a number of bytes")
-            return None
-        if int(length) > MAX_BODY_BYTES:
-            error = PayloadTooLarge(f"the body is {int(length):,} bytes; the limit is {MAX_BODY_BYTES:,}: "
-                                    "send fewer or shorter reviews per request")
-            self._error(error.status, str(error))
-            return None
-        return self.rfile.read(int(length))
-
     def _error(self, status: int, message: str) -> None:
         self.close_connection = True  # an unread body must not be taken for the next request
         self._send(status, json.dumps({"error": message}).encode("utf-8"), "application/json")
@@ -108,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's signature)
-        log.info("%s %s", self.address_string(), format % args)
+        log.info("%s %s", self.address_string(), printable(format % args))
 
 
 class ModelServer(ThreadingHTTPServer):

@@ -100,3 +100,18 @@ def test_static_files_are_only_the_sites_own(api):
     for path in ("/../setup.py", "/website/../setup.py", "/%2e%2e/setup.py", "/etc/passwd"):
         status, _, body = _request(api, "GET", path)
         assert status == 404 and b"setup(" not in body, path
+
+
+@pytest.mark.parametrize("length, status", [("-1", 400), ("12abc", 400), ("1e3", 400)])
+def test_a_content_length_that_is_not_a_byte_count_is_refused(api, length, status):
+    parts = urlsplit(api.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/predict")
+        connection.putheader("Content-Type", "text/plain")
+        connection.putheader("Content-Length", length)
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == status and "not a number of bytes" in json.loads(response.read())["message"]
+    finally:
+        connection.close()

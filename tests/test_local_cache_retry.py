@@ -120,6 +120,18 @@ def test_an_expired_entry_is_not_reused(settings, env):
     assert _runs(env) == 2 and not _steps(settings, second)["Write"].cache_hit
 
 
+def test_reusing_a_result_does_not_make_it_younger(settings, env):
+    """Expiry counts from the run that really ran the step, not from the last reuse."""
+    definition = _definition(_write_step(env, cache="PT1H"))
+    first = run_pipeline(definition, settings, {}, None)
+    run_pipeline(definition, settings, {}, None)  # a cache hit, ending now
+    conn = open_state(settings.home)
+    two_hours_ago = iso(utc_now().replace(microsecond=0) - __import__("datetime").timedelta(hours=2))
+    conn.execute("UPDATE steps SET end_time = ? WHERE execution_id = ?", (two_hours_ago, first.execution_id))
+    third = run_pipeline(definition, settings, {}, None)
+    assert _runs(env) == 2 and not _steps(settings, third)["Write"].cache_hit
+
+
 def test_an_entry_whose_outputs_are_gone_is_not_reused(settings, env):
     definition = _definition(_write_step(env))
     first = run_pipeline(definition, settings, {}, None)
@@ -184,7 +196,11 @@ def test_a_scripts_own_failure_is_never_retried(settings, env):
 @pytest.mark.parametrize("bad", [{"CacheConfig": {"Enabled": True, "ExpireAfter": "one day"}},
                                  {"RetryPolicies": [{"ExceptionType": ["Step.OOPS"], "MaxAttempts": 2}]},
                                  {"RetryPolicies": [{"ExceptionType": ["Step.THROTTLING"], "MaxAttempts": "x"}]},
-                                 {"RetryPolicies": [{"ExceptionType": ["Step.THROTTLING"], "BackoffRate": 0.5}]}])
+                                 {"RetryPolicies": [{"ExceptionType": ["Step.THROTTLING"], "BackoffRate": 0.5,
+                                                     "MaxAttempts": 2}]},
+                                 {"RetryPolicies": [{"ExceptionType": ["Step.THROTTLING"]}]},  # no limit at all
+                                 {"RetryPolicies": [{"ExceptionType": ["Step.THROTTLING"], "MaxAttempts": 2,
+                                                     "ExpireAfterMin": 5}]}])
 def test_a_malformed_policy_is_refused_before_anything_runs(settings, env, bad):
     step = {**_write_step(env), **bad}
     with pytest.raises(StateError):

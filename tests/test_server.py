@@ -141,3 +141,40 @@ def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--model-dir", str(tmp_path / "nothing"), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: model not found") and len(err.strip().splitlines()) == 1
+
+
+def test_a_body_that_trickles_in_is_dropped(trained, monkeypatch):
+    """A client that declares a body and sends it a byte at a time gets 408 once the request's
+    deadline passes, instead of holding a thread for as long as it likes."""
+    import socket
+    import time as clock
+
+    from serve import server as server_module
+
+    monkeypatch.setattr(server_module, "REQUEST_TIMEOUT_S", 1.0)
+    with _serving(trained / "model") as slow:
+        host, port = slow.server_address[:2]
+        with socket.create_connection((host, port), timeout=30) as client:
+            client.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                           b"Content-Length: 100\r\n\r\n")
+            started = clock.monotonic()
+            answer = b""
+            for _ in range(40):
+                try:
+                    client.sendall(b"a")
+                except OSError:
+                    break
+                client.settimeout(0.1)
+                try:
+                    answer += client.recv(4096)
+                except socket.timeout:
+                    pass
+                if answer:
+                    break
+            assert answer.startswith(b"HTTP/1.1 408") and clock.monotonic() - started < 10
+
+
+def test_control_characters_from_a_client_do_not_reach_the_log():
+    from serve.server import printable
+
+    assert printable("GET /\x1b]0;owned\x07 HTTP/1.1\nforged line") == "GET /\\x1b]0;owned\\x07 HTTP/1.1\\x0aforged line"

@@ -11,8 +11,8 @@ One HTTP server (``sentiment-mlops api``, port 3000 by default) does what the AW
   Lambda), whose ``invoke_endpoint`` calls reach ``LocalRuntime``: the local endpoint's model
   server, found through ``LocalHosting`` as SageMaker's runtime finds an endpoint.
 
-Like API Gateway, the server refuses a body over 10 MB before reading it; the handler's own,
-smaller limit applies to the rest.
+Like API Gateway, the server refuses a body over 10 MB before reading it (and a chunked one, or
+one that trickles in for longer than 30 s); the handler's own, smaller limit applies to the rest.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from pipeline.local.db import ACCOUNT, open_state
 from pipeline.local.hosting import LocalHosting
 from pipeline.local.lambdas import load_lambda
 from pipeline.settings import WEBSITE_DIR, Settings
+from serve.server import BodyRefused, printable, read_body
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._api()
 
     def _api(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > API_GATEWAY_MAX_BYTES:
+        try:
+            body = read_body(self, API_GATEWAY_MAX_BYTES, length_required=False)
+        except BodyRefused as refused:  # answered as API Gateway answers, before any function runs
             self.close_connection = True
-            self._send(413, json.dumps({"message": "Request Entity Too Large"}).encode(), "application/json")
+            self._send(refused.status, json.dumps({"message": refused.message}).encode(), "application/json")
             return
-        body = self.rfile.read(length) if length else b""
         event = proxy_event(self.command, urlsplit(self.path).path, dict(self.headers.items()), body)
         answer = self.server.predict.handle(event, self.server.config, self.server.runtime)
         self._send(answer["statusCode"], answer["body"].encode("utf-8"), answer["headers"].get("Content-Type"),
@@ -147,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.info("%s %s", self.address_string(), format % args)
+        log.info("%s %s", self.address_string(), printable(format % args))
 
 
 class ApiServer(ThreadingHTTPServer):

@@ -315,12 +315,14 @@ class ExecutionStore:
 
     def find_cached(self, pipeline_name: str, step_name: str, cache_key: str, expire_after: timedelta | str) -> Step | None:
         """The newest Succeeded run of this step, in this pipeline, with this cache key, that
-        ended within ``expire_after`` of now; None if there is none."""
+        ended within ``expire_after`` of now; None if there is none. Only runs that really ran
+        count: a cache hit is not a new run, so reusing a result does not make it younger."""
         ttl = parse_expire_after(expire_after) if isinstance(expire_after, str) else expire_after
         cutoff = iso(self.clock() - ttl)
         row = self.conn.execute(
             "SELECT s.* FROM steps s JOIN executions e USING (execution_id) WHERE e.pipeline_name = ? "
             "AND s.step_name = ? AND s.cache_key = ? AND s.status = 'Succeeded' AND s.end_time >= ? "
+            "AND s.cache_source_execution_id IS NULL "
             "ORDER BY s.end_time DESC, s.seq DESC LIMIT 1", (pipeline_name, step_name, cache_key, cutoff)).fetchone()
         return _step(row) if row else None
 

@@ -39,10 +39,10 @@ class RetryPolicy:
         return self.interval_s * self.backoff_rate ** (retry - 1)
 
     def allows(self, retry: int, minutes_since_start: float) -> bool:
-        """Whether retry number ``retry`` may still happen."""
+        """Whether retry number ``retry`` may still happen (a policy has exactly one limit)."""
         if self.max_attempts is not None:
             return retry <= self.max_attempts
-        return self.expire_after_min is None or minutes_since_start + self.delay(retry) / 60 <= self.expire_after_min
+        return minutes_since_start + self.delay(retry) / 60 <= (self.expire_after_min or 0.0)
 
 
 def retry_policies(step: Mapping[str, Any]) -> list[RetryPolicy]:
@@ -63,6 +63,9 @@ def retry_policies(step: Mapping[str, Any]) -> list[RetryPolicy]:
         if policy.interval_s < 0 or policy.backoff_rate < 1 or (policy.max_attempts or 1) < 1:
             raise ExecutionError(f"step {step.get('Name')}: a RetryPolicy needs IntervalSeconds >= 0, "
                                  "BackoffRate >= 1 and MaxAttempts >= 1")
+        if (policy.max_attempts is None) == (policy.expire_after_min is None):  # as the SDK requires
+            raise ExecutionError(f"step {step.get('Name')}: a RetryPolicy needs exactly one of MaxAttempts "
+                                 "and ExpireAfterMin")
         policies.append(policy)
     return policies
 
