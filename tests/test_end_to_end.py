@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -234,3 +235,27 @@ def test_two_executions_at_once_do_not_clobber_each_other(archive, tmp_path):
     assert sorted((r["version"], r["execution_id"]) for r in listed) == sorted(
         (s["model_package_version"], s["execution_id"]) for s in summaries)
     assert len({r["artifact"] for r in listed}) == 2
+
+
+def test_a_runner_killed_outright_leaves_an_execution_that_retry_takes_over(archive, tmp_path):
+    """SIGKILL cannot be caught: the execution stays Executing and its training job runs on.
+    A retry sees that the runner is gone, stops the job it left, and finishes the execution."""
+    home = tmp_path / "home"
+    process = _start(home, "run", "--data", str(archive), "--json", *SMALL, "--param", "AccuracyThreshold=0.6")
+    execution, _ = _wait_for_step(home, "Train", "Executing", process)
+    time.sleep(0.5)  # the job's pid is recorded as it starts
+    process.kill()
+    process.communicate(timeout=60)
+    shown = json.loads(_run(home, "executions", "show", execution.execution_id, "--json").stdout)
+    assert shown["status"] == "Executing" and shown["steps"]["Train"]["status"] == "Executing"
+    from pipeline.local.db import open_state
+    orphan = open_state(home).execute("SELECT job_pid FROM steps WHERE step_name = 'Train'").fetchone()["job_pid"]
+    os.killpg(orphan, 0)  # the killed runner's training job is still running
+
+    retried = _run(home, "executions", "retry", execution.execution_id, "--json")
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert f"stopping job process group {orphan}" in retried.stderr
+    summary = json.loads(retried.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "Succeeded" and summary["steps"]["Train"]["attempts"] == 2
+    assert summary["steps"]["Preprocess"] == shown["steps"]["Preprocess"] and summary["model_package_version"] == 1
+    assert _processes_working_in(home / "jobs") == []

@@ -154,6 +154,12 @@ MIGRATIONS: list[list[str]] = [
             creation_time TEXT NOT NULL,
             last_modified_time TEXT NOT NULL)""",
     ],
+    [
+        # The process running an execution: an Executing execution whose runner is gone (killed
+        # outright, a power cut) can then be told from a running one, and retried.
+        "ALTER TABLE executions ADD COLUMN runner_pid INTEGER",
+        "ALTER TABLE steps ADD COLUMN job_pid INTEGER",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

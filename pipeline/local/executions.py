@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
 import sqlite3
 import string
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.local.db import (ACCOUNT, LOCAL_REGION, Clock, StateError, iso, parse_iso, read_transaction,
@@ -144,9 +146,9 @@ class ExecutionStore:
                                           (definition_sha256, definition_json, now))
                     self.conn.execute(
                         "INSERT INTO executions (execution_id, arn, pipeline_name, definition_sha256, parameters, "
-                        "display_name, status, start_time, last_modified_time) VALUES (?,?,?,?,?,?,?,?,?)",
+                        "display_name, status, start_time, last_modified_time, runner_pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (execution_id, execution_arn(pipeline_name, execution_id, self.region), pipeline_name,
-                         definition_sha256, to_json(dict(parameters)), display_name, "Executing", now, now))
+                         definition_sha256, to_json(dict(parameters)), display_name, "Executing", now, now, os.getpid()))
             except sqlite3.IntegrityError:
                 continue
             return self.get(execution_id)
@@ -199,18 +201,28 @@ class ExecutionStore:
         return row["definition"]
 
     def reopen(self, execution: str) -> Execution:
-        """RetryPipelineExecution: a Failed or Stopped execution runs again under its own id.
-        Its Succeeded steps stay; its Skipped steps are forgotten (the conditions decide again);
-        its Failed and Stopped steps start again when their turn comes."""
+        """RetryPipelineExecution: a Failed or Stopped execution runs again under its own id, in
+        this process. Its Succeeded steps stay; its Skipped steps are forgotten (the conditions
+        decide again); its Failed and Stopped steps start again when their turn comes. An
+        Executing one whose runner process is gone (killed outright) counts as Stopped."""
         now = iso(self.clock())
         with write_transaction(self.conn):
             current = self.get(execution)
-            if current.status not in ("Failed", "Stopped"):
-                raise ExecutionError(f"execution {current.execution_id} is {current.status}; only a Failed or "
-                                     "Stopped execution can be retried")
+            runner = self.conn.execute("SELECT runner_pid FROM executions WHERE execution_id = ?",
+                                       (current.execution_id,)).fetchone()["runner_pid"]
+            abandoned = current.status == "Executing" and not _process_alive(runner)
+            if current.status not in ("Failed", "Stopped") and not abandoned:
+                raise ExecutionError(f"execution {current.execution_id} is {current.status}"
+                                     + (f" in process {runner}" if current.status == "Executing" and runner else "")
+                                     + "; only a Failed or Stopped execution can be retried")
+            if abandoned:
+                self.conn.execute("UPDATE steps SET status = 'Stopped', end_time = ?, failure_reason = ? WHERE "
+                                  "execution_id = ? AND status IN ('Starting', 'Executing')",
+                                  (now, f"its runner (process {runner}) ended without recording it", current.execution_id))
             self.conn.execute("DELETE FROM steps WHERE execution_id = ? AND status = 'Skipped'", (current.execution_id,))
             self.conn.execute("UPDATE executions SET status = 'Executing', end_time = NULL, failure_reason = NULL, "
-                              "last_modified_time = ? WHERE execution_id = ?", (now, current.execution_id))
+                              "last_modified_time = ?, runner_pid = ? WHERE execution_id = ?",
+                              (now, os.getpid(), current.execution_id))
         return self.get(current.execution_id)
 
     # --- steps ----------------------------------------------------------------------------
@@ -271,6 +283,24 @@ class ExecutionStore:
                  log_path, execution_id, step_name))
         return self.step(execution_id, step_name)
 
+    def set_job_pid(self, execution_id: str, step_name: str, pid: int) -> None:
+        """The job process of a running step (its process group), so that a later retry can
+        stop a job its killed runner left behind."""
+        with write_transaction(self.conn):
+            self.conn.execute("UPDATE steps SET job_pid = ? WHERE execution_id = ? AND step_name = ?",
+                              (pid, execution_id, step_name))
+
+    def abandoned_jobs(self, execution: str) -> list[int]:
+        """The job pids of an Executing execution whose runner is gone; [] for any other."""
+        current = self.get(execution)
+        runner = self.conn.execute("SELECT runner_pid FROM executions WHERE execution_id = ?",
+                                   (current.execution_id,)).fetchone()["runner_pid"]
+        if current.status != "Executing" or _process_alive(runner):
+            return []
+        rows = self.conn.execute("SELECT job_pid FROM steps WHERE execution_id = ? AND status IN ('Starting', 'Executing') "
+                                 "AND job_pid IS NOT NULL", (current.execution_id,))
+        return [r["job_pid"] for r in rows]
+
     def count_attempt(self, execution_id: str, step_name: str) -> Step:
         """A RetryPolicy runs an Executing step again: one more attempt, same record."""
         with write_transaction(self.conn):
@@ -325,6 +355,22 @@ class ExecutionStore:
             "AND s.cache_source_execution_id IS NULL "
             "ORDER BY s.end_time DESC, s.seq DESC LIMIT 1", (pipeline_name, step_name, cache_key, cutoff)).fetchone()
         return _step(row) if row else None
+
+
+def _process_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists (on this machine: the state database is local)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie has ended
+    except OSError:  # no /proc (macOS), or it ended just now: the probe above is what we know
+        return True
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:

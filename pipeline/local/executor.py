@@ -42,7 +42,7 @@ from pipeline.local.executions import Execution, ExecutionStore, Step, sha256_te
 from pipeline.local.expressions import (ExecutionContext, ExpressionError, execution_variables, parameter_values,
                                         read_path, resolve)
 from pipeline.local.graph import Plan, StepNode, build_plan
-from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job
+from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job, stop_process_group
 from pipeline.local.registry import ModelRegistry
 from pipeline.local.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.store import ArtifactStore
@@ -120,14 +120,18 @@ def _job_arguments(run: _Run, node: StepNode) -> dict[str, Any]:
     return resolve(node.arguments(), run.context.with_execution(**{variable: run.job_name(node.name)}))
 
 
+def _record_job(run: _Run, node: StepNode) -> Callable[[int], None]:
+    return lambda pid: run.executions.set_job_pid(run.execution_id, node.name, pid)
+
+
 def _processing(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     return run_processing_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
-                              store=run.store, log_path=log_path)
+                              store=run.store, log_path=log_path, on_start=_record_job(run, node))
 
 
 def _training(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     return run_training_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
-                            store=run.store, log_path=log_path)
+                            store=run.store, log_path=log_path, on_start=_record_job(run, node))
 
 
 def _condition(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
@@ -332,12 +336,17 @@ def run_pipeline(definition_json: str, settings: Settings, parameters: Mapping[s
 def retry_execution(execution_id: str, settings: Settings, *, conn: sqlite3.Connection | None = None,
                     use_cache: bool = True, sleep: Callable[[float], None] = time.sleep) -> Execution:
     """Run a Failed or Stopped execution again from where it stopped, as RetryPipelineExecution
-    does: the same id, definition and parameters; its Succeeded steps are kept, the rest run."""
+    does: the same id, definition and parameters; its Succeeded steps are kept, the rest run.
+    An Executing execution whose runner was killed outright counts as Stopped; the jobs it left
+    running are stopped first."""
     with _state(settings, conn) as state:
         executions = ExecutionStore(state)
         definition_json = executions.definition(execution_id)
         definition = json.loads(definition_json)
         plan = _checked_plan(definition)
+        for pid in executions.abandoned_jobs(execution_id):  # a killed runner's jobs may still run
+            log.info("stopping job process group %d, left running by the execution's previous runner", pid)
+            stop_process_group(pid)
         execution = executions.reopen(execution_id)
         run = _Run(definition, plan, execution, ArtifactStore(settings.home), executions, ModelRegistry(state),
                    _jobs_dir(settings, execution), use_cache=use_cache, sleep=sleep)

@@ -27,9 +27,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pipeline.local.store import ArtifactStore
 from serve.artifact import pack_model_dir
@@ -48,6 +49,9 @@ if [[ "${{1:-}}" == "-m" && "${{2:-}}" == "pip" && "${{3:-}}" == "install" ]]; t
 fi
 exec "{python}" "$@"
 """
+
+
+OnStart = Callable[[int], None]  # told the job process's pid as soon as it is started
 
 
 class JobFailed(RuntimeError):
@@ -86,9 +90,10 @@ def job_arn(kind: str, job_name: str) -> str:
 
 
 def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str], log_path: Path,
-         timeout_s: float | None, failure_file: Path | None = None) -> None:
+         timeout_s: float | None, failure_file: Path | None = None, on_start: OnStart | None = None) -> None:
     """Run ``command`` with its output in ``log_path``; raise ``JobFailed`` on a non-zero exit
-    or a timeout. On Ctrl-C the child is stopped too before the interrupt goes on."""
+    or a timeout. On Ctrl-C the child is stopped too before the interrupt goes on. The job runs
+    in its own session (its pid is its process group), which ``on_start`` is told."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(command)}\n".encode())
@@ -96,6 +101,8 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
         process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
+            if on_start is not None:
+                on_start(process.pid)
             code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _stop(process)
@@ -105,6 +112,25 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
             raise
     if code != 0:
         raise JobFailed(job_name, code, log_path, _failure_reason(failure_file, code))
+
+
+def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
+    """Stop a job's process group that is not our child (a previous runner's), politely first."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -166,7 +192,7 @@ def _processing_outputs(arguments: Mapping[str, Any]) -> list[Mapping[str, Any]]
 
 
 def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, store: ArtifactStore,
-                       log_path: Path) -> dict[str, Any]:
+                       log_path: Path, on_start: OnStart | None = None) -> dict[str, Any]:
     """Run one resolved CreateProcessingJob request; returns its DescribeProcessingJob-shaped
     properties (what ``Steps.X.ProcessingOutputConfig.Outputs['name']...`` reads)."""
     job_dir = Path(job_dir)
@@ -181,7 +207,7 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
     env.update(SM_CODE_INPUT=str(job_dir / "processing/input/code"), SM_CODE_DIR=str(job_dir / "code"),
                PATH=f"{_write_shim(job_dir)}{os.pathsep}{env.get('PATH', '')}")
     _run([str(c) for c in command], job_name=job_name, cwd=job_dir, env=env, log_path=log_path,
-         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / "failure")
+         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / "failure", on_start=on_start)
     for output in _processing_outputs(arguments):
         store.upload_dir(_mirror(output["S3Output"]["LocalPath"], job_dir), output["S3Output"]["S3Uri"])
     return {"ProcessingJobName": job_name, "ProcessingJobArn": job_arn("processing-job", job_name),
@@ -294,7 +320,7 @@ def _upload_model(job_dir: Path, output_path: str, job_name: str, store: Artifac
 
 
 def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, store: ArtifactStore,
-                     log_path: Path, num_gpus: int | None = None) -> dict[str, Any]:
+                     log_path: Path, num_gpus: int | None = None, on_start: OnStart | None = None) -> dict[str, Any]:
     """Run one resolved CreateTrainingJob request in script mode; returns DescribeTrainingJob-
     shaped properties (``ModelArtifacts.S3ModelArtifacts``, ``FinalMetricDataList``, ...)."""
     job_dir = Path(job_dir)
@@ -317,7 +343,7 @@ def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Pa
     command = [sys.executable, program] + [token for name, value in user_hps.items() for token in (f"--{name}", value)]
     try:
         _run(command, job_name=job_name, cwd=job_dir / "code", env=env, log_path=log_path,
-             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / "failure")
+             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / "failure", on_start=on_start)
     finally:
         _sync_checkpoints(checkpoint_config, checkpoint_dir, store, upload=True)
     model_uri = _upload_model(job_dir, (arguments.get("OutputDataConfig") or {})["S3OutputPath"], job_name, store)
