@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
 
 from pipeline.local.db import ACCOUNT, open_state
 from pipeline.local.hosting import LocalHosting
@@ -41,16 +42,6 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": 
 API_GATEWAY_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_PORT = 3000
 INVOKE_TIMEOUT_S = 60.0
-
-
-class _Body:
-    """The ``Body`` of an InvokeEndpoint answer: something with ``read()``, as botocore's StreamingBody."""
-
-    def __init__(self, data: bytes) -> None:
-        self._stream = io.BytesIO(data)
-
-    def read(self) -> bytes:
-        return self._stream.read()
 
 
 class LocalRuntime:
@@ -90,7 +81,7 @@ class LocalRuntime:
             raise ClientError({"Error": {"Code": "ModelError", "Message": f"Received client error ({response.status})"},
                                "OriginalStatusCode": response.status, "OriginalMessage": data.decode("utf-8", "replace")},
                               "InvokeEndpoint")
-        return {"Body": _Body(data), "ContentType": response.getheader("Content-Type")}
+        return {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": response.getheader("Content-Type")}
 
 
 def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:

@@ -74,13 +74,13 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
     lock = open(events_dir(settings) / ".deliver.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        hosting = LocalHosting(settings.home, conn)
+        hosting, config = LocalHosting(settings.home, conn), deploy_config(settings)
         for path in pending_events(settings):
             try:
                 event = json.loads(path.read_text(encoding="utf-8"))
             except ValueError:
                 event = None  # the handler answers "ignored" with the reason, and the file is set aside
-            result = deploy.handle(event, deploy_config(settings), hosting)
+            result = deploy.handle(event, config, hosting)
             _check_deployed(hosting, result)
             _set_aside(path, event, result)
             log.info("event %s: %s", path.name, result.get("reason") or result["status"])

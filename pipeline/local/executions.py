@@ -16,11 +16,11 @@ import sqlite3
 import string
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.local.db import (ACCOUNT, LOCAL_REGION, Clock, StateError, iso, parse_iso, read_transaction,
                                to_json, utc_now, write_transaction)
+from pipeline.local.processes import process_alive
 
 EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
 EXECUTION_TERMINAL = ("Stopped", "Failed", "Succeeded")
@@ -208,9 +208,7 @@ class ExecutionStore:
         now = iso(self.clock())
         with write_transaction(self.conn):
             current = self.get(execution)
-            runner = self.conn.execute("SELECT runner_pid FROM executions WHERE execution_id = ?",
-                                       (current.execution_id,)).fetchone()["runner_pid"]
-            abandoned = current.status == "Executing" and not _process_alive(runner)
+            runner, abandoned = self._runner(current)
             if current.status not in ("Failed", "Stopped") and not abandoned:
                 raise ExecutionError(f"execution {current.execution_id} is {current.status}"
                                      + (f" in process {runner}" if current.status == "Executing" and runner else "")
@@ -283,6 +281,13 @@ class ExecutionStore:
                  log_path, execution_id, step_name))
         return self.step(execution_id, step_name)
 
+    def _runner(self, current: Execution) -> tuple[int | None, bool]:
+        """The pid of the process running ``current``, and whether the execution is abandoned:
+        Executing, with that process gone (killed outright)."""
+        runner = self.conn.execute("SELECT runner_pid FROM executions WHERE execution_id = ?",
+                                   (current.execution_id,)).fetchone()["runner_pid"]
+        return runner, current.status == "Executing" and not process_alive(runner)
+
     def set_job_pid(self, execution_id: str, step_name: str, pid: int) -> None:
         """The job process of a running step (its process group), so that a later retry can
         stop a job its killed runner left behind."""
@@ -293,9 +298,7 @@ class ExecutionStore:
     def abandoned_jobs(self, execution: str) -> list[int]:
         """The job pids of an Executing execution whose runner is gone; [] for any other."""
         current = self.get(execution)
-        runner = self.conn.execute("SELECT runner_pid FROM executions WHERE execution_id = ?",
-                                   (current.execution_id,)).fetchone()["runner_pid"]
-        if current.status != "Executing" or _process_alive(runner):
+        if not self._runner(current)[1]:
             return []
         rows = self.conn.execute("SELECT job_pid FROM steps WHERE execution_id = ? AND status IN ('Starting', 'Executing') "
                                  "AND job_pid IS NOT NULL", (current.execution_id,))
@@ -355,22 +358,6 @@ class ExecutionStore:
             "AND s.cache_source_execution_id IS NULL "
             "ORDER BY s.end_time DESC, s.seq DESC LIMIT 1", (pipeline_name, step_name, cache_key, cutoff)).fetchone()
         return _step(row) if row else None
-
-
-def _process_alive(pid: int | None) -> bool:
-    """Whether a process with this pid exists (on this machine: the state database is local)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie has ended
-    except OSError:  # no /proc (macOS), or it ended just now: the probe above is what we know
-        return True
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:

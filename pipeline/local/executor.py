@@ -35,14 +35,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from pipeline.bundles import CodeBundles
-from pipeline.local.cache import cache_key, cache_policy, missing_outputs
+from pipeline.local.cache import CachePolicy, cache_key, cache_policy, missing_outputs
 from pipeline.local.conditions import condition_step_outcome
 from pipeline.local.db import iso, open_state, parse_iso, utc_now
 from pipeline.local.executions import Execution, ExecutionStore, Step, sha256_text
 from pipeline.local.expressions import (ExecutionContext, ExpressionError, execution_variables, parameter_values,
                                         read_path, resolve)
 from pipeline.local.graph import Plan, StepNode, build_plan
-from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job, stop_process_group
+from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job
+from pipeline.local.processes import stop_process_group
 from pipeline.local.registry import ModelRegistry
 from pipeline.local.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.store import ArtifactStore
@@ -172,12 +173,13 @@ def _run_step(run: _Run, node: StepNode) -> None:
     log_path = run.jobs_dir / f"{node.name}.log"
     is_job = node.type in JOB_NAME_VARIABLES
     arguments, key, preparation_error = None, None, None
+    policy = cache_policy(node.definition) if run.use_cache else None  # checked valid before the run
     try:
         arguments = _job_arguments(run, node) if is_job else None
-        key = _cache_key(run, node, arguments)
+        key = cache_key(node.name, node.type, arguments) if policy else None
     except Exception as error:  # recorded as the step's failure, once the step is started below
         preparation_error = error
-    if key is not None and _take_from_cache(run, node, key):
+    if key is not None and _take_from_cache(run, node, key, policy):
         return
     run.executions.start_step(run.execution_id, node.name, node.type, cache_key=key,
                               log_path=str(log_path) if is_job else None)
@@ -208,18 +210,10 @@ def _done(run: _Run, step: str, properties: Mapping[str, Any]) -> None:
     run.done.add(step)
 
 
-def _cache_key(run: _Run, node: StepNode, arguments: Any) -> str | None:
-    """The step's cache key when caching is on for it and for this run, else None."""
-    if not run.use_cache or cache_policy(node.definition) is None:
-        return None
-    return cache_key(node.name, node.type, arguments)
-
-
-def _take_from_cache(run: _Run, node: StepNode, key: str) -> bool:
+def _take_from_cache(run: _Run, node: StepNode, key: str, policy: CachePolicy) -> bool:
     """Reuse an earlier run of the step with the same key, if one is young enough and its
     outputs are still in the store; says which execution it came from."""
-    policy = cache_policy(node.definition)
-    hit = run.executions.find_cached(run.pipeline_name, node.name, key, policy.expire_after) if policy else None
+    hit = run.executions.find_cached(run.pipeline_name, node.name, key, policy.expire_after)
     if hit is None:
         return False
     missing = missing_outputs(node.type, hit.properties, run.store)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from typing import Any, Mapping
 from botocore.exceptions import ClientError
 
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, StateError, iso, to_json, utc_now, write_transaction
+from pipeline.local.processes import process_alive, stop_process_group
 from pipeline.local.registry import ModelRegistry
 from pipeline.local.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
@@ -52,17 +51,12 @@ def _arn(kind: str, name: str) -> str:
 
 def _alive(pid: int | None) -> bool:
     """Whether ``pid`` is still a model server (a reused pid of another program is not)."""
-    if not pid:
+    if not process_alive(pid):
         return False
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        try:
-            os.kill(pid, 0)  # no /proc (macOS): existence is the best we can check
-        except OSError:
-            return False
+        return b"serve.server" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc (macOS): existence is the best we can check
         return True
-    return b"serve.server" in command
 
 
 class LocalHosting:
@@ -290,19 +284,6 @@ class LocalHosting:
 
 
 def _stop(pid: int | None) -> None:
-    """Stop a model server (its process group), politely first; nothing if it is gone already."""
-    if not _alive(pid):
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and _alive(pid):
-        try:  # reap it when it is our child; otherwise init does
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
+    """Stop a model server (its process group); nothing if it is gone already."""
     if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
+        stop_process_group(pid, STOP_TIMEOUT_S)

@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -112,25 +111,6 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
             raise
     if code != 0:
         raise JobFailed(job_name, code, log_path, _failure_reason(failure_file, code))
-
-
-def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
-    """Stop a job's process group that is not our child (a previous runner's), politely first."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _stop(process: subprocess.Popen) -> None:
