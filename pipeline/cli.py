@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from pipeline import aws_commands, registry_commands, run_commands
 from pipeline.cli_output import as_text, print_summary
 from pipeline.aws.errors import BackendError
 from pipeline.download import DownloadError, download, download_dataset
-from pipeline.local.db import StateError
+from pipeline.local.db import StateError, state_path
 from pipeline.settings import Settings
 
 log = logging.getLogger("sentiment-mlops")
@@ -258,6 +259,19 @@ def _exit_status(args: argparse.Namespace, result) -> int:
     return 1 if follows and result["status"] != "Succeeded" else 0
 
 
+def _state_error_message(error: sqlite3.Error, settings: Settings) -> str:
+    """Say which file and what to do: "database is locked" alone does not name the home."""
+    path = state_path(settings.home)
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        return (f"the state database {path} stayed locked by another sentiment-mlops command; "
+                "wait for it to finish (executions list shows what runs) and try again")
+    if isinstance(error, sqlite3.DatabaseError) and "not a database" in text:
+        return (f"{path} is not a sentiment-mlops state database ({text}); "
+                "point --home at another folder or move the file away")
+    return f"the state database {path} could not be used: {text}"
+
+
 def _interrupt(signum: int, frame) -> None:
     """SIGTERM and SIGHUP (a closed terminal, `kill`) stop a command as Ctrl-C does, so that a
     run marks its execution Stopped and stops its job instead of leaving both behind."""
@@ -292,6 +306,15 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except sqlite3.Error as exc:
+        log.debug("state database error", exc_info=True)
+        print(f"error: {_state_error_message(exc, settings)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a home folder that cannot be written, a full disk
+        log.debug("operating system error", exc_info=True)
+        print(f"error: {exc}; check the path, its permissions and free space "
+              "(--verbose shows where it happened)", file=sys.stderr)
+        return 2
     if getattr(args, "json", False):
         print(json.dumps(result, default=as_text))
     else:

@@ -365,6 +365,38 @@ def test_processes_get_distinct_ids_and_consecutive_versions(tmp_path: Path) -> 
     conn.close()
 
 
+def _open_fresh_files(paths: list[str], start, queue) -> None:
+    """Open each new file at the same moment as the other workers; report any failure."""
+    errors = []
+    for path in paths:
+        start.wait()
+        try:
+            connect(path, timeout_s=60).close()
+        except sqlite3.Error as error:
+            errors.append(f"{path}: {error}")
+    queue.put(errors)
+
+
+def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes a lock SQLite's busy handler does not wait for: two
+    `run` commands started together in a new home once failed with "database is locked"."""
+    paths = [str(tmp_path / f"home{i}" / "state.db") for i in range(15)]
+    context = multiprocessing.get_context("spawn")
+    queue, start = context.Queue(), context.Barrier(6)
+    workers = [context.Process(target=_open_fresh_files, args=(paths, start, queue)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    errors = [error for _ in workers for error in queue.get(timeout=120)]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    for path in paths:
+        conn = connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert schema_version(conn) == SCHEMA_VERSION
+        conn.close()
+
+
 def test_threads_with_their_own_connections(tmp_path: Path) -> None:
     path = str(state_path(tmp_path))
     connect(path).close()

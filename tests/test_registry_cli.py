@@ -6,6 +6,7 @@ import json
 import pytest
 
 from pipeline.cli import main
+from pipeline.local import db
 from pipeline.local.db import open_state
 from pipeline.local.registry import ModelRegistry
 from pipeline.settings import Settings
@@ -101,3 +102,26 @@ def test_events_keep_their_order_and_a_stale_approval_deploys_nothing(home, caps
     assert code == 0 and [d["status"] for d in delivered] == ["ignored", "ignored"]
     assert "was approved, but is Rejected now" in delivered[0]["reason"]
     assert "is Rejected, not Approved" in delivered[1]["reason"]
+
+
+def test_a_locked_state_database_is_one_line_naming_the_file(home, capsys, monkeypatch):
+    connect = db.connect
+    monkeypatch.setattr(db, "connect", lambda path, **kw: connect(path, timeout_s=0.2))
+    holder = connect(db.state_path(home))
+    holder.execute("BEGIN EXCLUSIVE")  # another command mid-write, for longer than the busy timeout
+    try:
+        code, out, err = _run(capsys, "--home", str(home), "registry", "approve", "1")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "locked by another sentiment-mlops command" in err and str(home) in err
+
+
+def test_a_file_that_is_not_a_database_is_one_line_saying_what_to_do(tmp_path, capsys):
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite " * 100)
+    code, out, err = _run(capsys, "--home", str(tmp_path), "registry", "list")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "is not a sentiment-mlops state database" in err and "--home" in err

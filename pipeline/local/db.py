@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -176,14 +177,41 @@ def connect(path: Path | str, *, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.C
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL; one fsync per checkpoint
     try:
+        _use_wal(conn, timeout_s)
         migrate(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Put the file in WAL mode (it stays so), waiting out other processes doing the same.
+
+    Switching the journal mode needs an exclusive lock that SQLite does not wait for: its busy
+    handler is not called, so two processes opening a new file at once could fail with
+    "database is locked". The switch is retried here until the same deadline as a busy
+    statement; a file already in WAL mode is left alone.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("could not put the state database in WAL mode: database is locked")
+        time.sleep(delay_s)
+        delay_s = min(delay_s * 2, 0.2)
 
 
 @contextlib.contextmanager
