@@ -102,3 +102,26 @@ def publish_website(settings: Settings, bucket: str, api_url: str) -> dict[str, 
         with aws_errors(f"uploading {key} to s3://{bucket}"):
             s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, CacheControl="no-cache")
     return {"bucket": bucket, "uploaded": [key for key, _, _ in uploads], "api_url": api_url.rstrip("/")}
+
+
+# --- new data: what the retrain trigger (lambda/retrain.py) acts on -------------------------------
+
+def upload_data(settings: Settings, path: str, name: str | None) -> dict[str, Any]:
+    """Upload a dataset under the watched prefix; storing its last object starts a run."""
+    from pathlib import Path
+
+    from pipeline.aws import make_clients
+    from pipeline.aws.data import upload_dataset
+    from pipeline.aws.upload import check_bucket
+
+    clients = make_clients(settings)
+    check_bucket(clients, settings.bucket)
+    return upload_dataset(clients, settings, Path(path).expanduser(), name)
+
+
+def enable_data_trigger(settings: Settings) -> dict[str, Any]:
+    """Turn on the bucket's EventBridge notifications, which the template's new-data rule needs."""
+    from pipeline.aws import make_clients
+    from pipeline.aws.data import enable_data_trigger as enable
+
+    return enable(make_clients(settings), settings.bucket)

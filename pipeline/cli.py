@@ -61,6 +61,10 @@ def command_aws(args: argparse.Namespace, settings: Settings):
         return aws_commands.show(settings, args.execution_arn)
     if args.action == "publish-website":
         return aws_commands.publish_website(settings, args.bucket, args.api_url)
+    if args.action == "upload-data":
+        return aws_commands.upload_data(settings, args.path, args.name)
+    if args.action == "enable-data-trigger":
+        return aws_commands.enable_data_trigger(settings)
     return aws_commands.follow(settings, args.execution_arn, args.timeout, args.poll)
 
 
@@ -185,6 +189,14 @@ def _add_aws_parser(commands) -> None:
     website.add_argument("--bucket", required=True, help="the stack's WebsiteBucketName output")
     website.add_argument("--api-url", required=True, help="the stack's ApiUrl output")
     website.add_argument("--json", action="store_true")
+    upload = actions.add_parser("upload-data", help="upload a dataset under the bucket's data/ prefix; with the "
+                                                    "template's trigger, that starts a run on it")
+    upload.add_argument("path", help="an archive or .csv (a dataset by itself), or a folder of the dataset's files")
+    upload.add_argument("--name", help="the folder under data/ (default: the file or folder name)")
+    upload.add_argument("--json", action="store_true")
+    trigger = actions.add_parser("enable-data-trigger", help="have the bucket send its events to EventBridge "
+                                                             "(needed by the template's new-data rule)")
+    trigger.add_argument("--json", action="store_true")
     wait = actions.add_parser("wait", help="follow an execution until it ends")
     wait.add_argument("execution_arn")
     for waiting in (start, wait):
@@ -309,6 +321,10 @@ def _main(argv: list[str] | None) -> int:
     except sqlite3.Error as exc:
         log.debug("state database error", exc_info=True)
         print(f"error: {_state_error_message(exc, settings)}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:  # a network that went away mid-command
+        log.debug("connection error", exc_info=True)
+        print(f"error: {exc}; check the network connection and run the command again", file=sys.stderr)
         return 2
     except OSError as exc:  # a home folder that cannot be written, a full disk
         log.debug("operating system error", exc_info=True)

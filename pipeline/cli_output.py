@@ -80,6 +80,12 @@ def _print_aws(result) -> None:
             print("no executions")
     elif "api_url" in result:
         print(f"website uploaded to s3://{result['bucket']} ({', '.join(result['uploaded'])}); its API: {result['api_url']}")
+    elif "input_data_uri" in result:
+        print(f"{result['files']} file(s), {result['bytes']} bytes, uploaded to {result['input_data_uri']}; "
+              f"{result['trigger']} starts a run where the template's trigger is deployed")
+    elif "eventbridge" in result:
+        print(f"bucket {result['bucket']} sends its events to EventBridge"
+              + ("" if result["changed"] else " (it did already)"))
     elif "pipeline_arn" in result and "uploaded" in result:
         print(f"pipeline {result['pipeline_arn']} (bundles uploaded: {len(result['uploaded'])}, "
               f"already there: {len(result['already_uploaded'])})")

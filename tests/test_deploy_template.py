@@ -4,6 +4,7 @@ EventBridge does the matching), the functions' settings are the ones deploy.py a
 read, and the website's bucket is private behind its distribution."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -113,18 +114,25 @@ def test_the_functions_settings_are_the_ones_deploy_py_reads():
     assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT"}
 
 
-@pytest.fixture
-def rule_queue(aws_env):  # noqa: F811
-    """The template's rule (its group parameter filled in) in moto's EventBridge, sending to a queue."""
-    pattern = json.loads(json.dumps(RESOURCES["DeployFunction"]["Properties"]["Events"]["Approved"]["Properties"]["Pattern"])
-                         .replace('{"Ref": "ModelPackageGroupName"}', '"sentiment-mlops-imdb-lstm"'))
+@contextlib.contextmanager
+def _rule_to_queue(pattern: dict):
+    """A rule with this pattern in moto's EventBridge (which does the matching), sending to a queue."""
     with mock_aws():
         sqs, events = boto3.client("sqs", region_name=REGION), boto3.client("events", region_name=REGION)
-        queue = sqs.create_queue(QueueName="deploy")["QueueUrl"]
+        queue = sqs.create_queue(QueueName="matched")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="approved", EventPattern=json.dumps(pattern))
-        events.put_targets(Rule="approved", Targets=[{"Id": "deploy", "Arn": arn}])
+        events.put_rule(Name="rule", EventPattern=json.dumps(pattern))
+        events.put_targets(Rule="rule", Targets=[{"Id": "target", "Arn": arn}])
         yield events, sqs, queue
+
+
+@pytest.fixture
+def rule_queue(aws_env):  # noqa: F811
+    """The template's approval rule (its group parameter filled in), sending to a queue."""
+    pattern = json.loads(json.dumps(RESOURCES["DeployFunction"]["Properties"]["Events"]["Approved"]["Properties"]["Pattern"])
+                         .replace('{"Ref": "ModelPackageGroupName"}', '"sentiment-mlops-imdb-lstm"'))
+    with _rule_to_queue(pattern) as matched:
+        yield matched
 
 
 def _local_event(tmp_path: Path, status: str, group: str = "sentiment-mlops-imdb-lstm") -> dict:
@@ -149,3 +157,63 @@ def test_the_rule_matches_approvals_of_the_group_only(rule_queue, tmp_path, stat
     if delivered:  # what arrives is an event the handler reads
         approval = deploy_module().parse_event(json.loads(messages[0]["Body"]))
         assert (approval.status, approval.version) == ("Approved", 1)
+
+
+# --- retraining: schedule and new data → lambda/retrain.py ------------------------------------
+RETRAIN_HANDLER = DEPLOY_HANDLER.parent / "retrain.py"
+
+
+def test_the_retrain_role_may_start_and_list_the_pipelines_executions_only():
+    actions = _role_actions("RetrainFunctionRole")
+    calls = set(re.findall(r"sagemaker\.(\w+)\(", RETRAIN_HANDLER.read_text()))
+    needed = {"sagemaker:" + "".join(part.title() for part in call.split("_")) for call in calls}
+    assert needed == {"sagemaker:StartPipelineExecution", "sagemaker:ListPipelineExecutions"}
+    assert {a for a in actions if a.startswith("sagemaker:")} == needed
+    pipeline_arn = {"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/${PipelineName}"}
+    assert all(actions[a] == [pipeline_arn] for a in needed)
+    assert not any(a.startswith("iam:") for a in actions)  # starting passes no role
+
+
+def test_the_retrain_functions_settings_are_the_ones_retrain_py_reads():
+    function = RESOURCES["RetrainFunction"]["Properties"]
+    module, handler = function["Handler"].split(".")
+    assert (DEPLOY_HANDLER.parent / f"{module}.py") == RETRAIN_HANDLER
+    assert callable(getattr(load_lambda("retrain"), handler))
+    variables = function["Environment"]["Variables"]
+    assert variables["DATA_PREFIX"] == {"Fn::Sub": "${ArtifactPrefix}/data/"}
+    environ = {name: "x" for name in variables}
+    assert load_lambda("retrain").RetrainConfig.from_env(environ).pipeline_name == "x"
+    assert function["ReservedConcurrentExecutions"] == 1  # two ticks cannot both see "nothing running"
+    assert function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["RetrainFailures", "Arn"]}
+
+
+def test_the_schedule_exists_only_when_one_is_given_and_invokes_the_function():
+    rule, permission = RESOURCES["RetrainScheduleRule"], RESOURCES["RetrainSchedulePermission"]
+    assert rule["Condition"] == permission["Condition"] == "HasRetrainSchedule"
+    assert TEMPLATE["Conditions"]["HasRetrainSchedule"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "RetrainSchedule"}, ""]}]}
+    assert TEMPLATE["Parameters"]["RetrainSchedule"]["Default"] == ""
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "RetrainSchedule"}
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["RetrainFunction", "Arn"]}
+    assert permission["Properties"]["SourceArn"] == {"Fn::GetAtt": ["RetrainScheduleRule", "Arn"]}
+    pattern = re.compile(TEMPLATE["Parameters"]["RetrainSchedule"]["AllowedPattern"])
+    assert all(pattern.match(e) for e in ("", "rate(7 days)", "cron(0 3 ? * MON *)"))
+    assert not pattern.match("every monday")
+
+
+@pytest.mark.parametrize("bucket, key, delivered", [("my-bucket", "sentiment-mlops/data/aclImdb_v1.tar.gz", True),
+                                                    ("my-bucket", "sentiment-mlops/data/v2/_SUCCESS", True),
+                                                    ("my-bucket", "sentiment-mlops/models/model.tar.gz", False),
+                                                    ("other-bucket", "sentiment-mlops/data/a.tar.gz", False)])
+def test_the_new_data_rule_matches_objects_under_the_data_prefix_only(aws_env, bucket, key, delivered):  # noqa: F811
+    text = json.dumps(RESOURCES["RetrainFunction"]["Properties"]["Events"]["NewData"]["Properties"]["Pattern"])
+    pattern = json.loads(text.replace('{"Ref": "ArtifactBucket"}', '"my-bucket"')
+                         .replace('{"Fn::Sub": "${ArtifactPrefix}/data/"}', '"sentiment-mlops/data/"'))
+    with _rule_to_queue(pattern) as (events, sqs, queue):
+        events.put_events(Entries=[{"Source": "aws.s3", "DetailType": "Object Created", "Detail": json.dumps(
+            {"version": "0", "bucket": {"name": bucket}, "object": {"key": key, "size": 1}, "reason": "PutObject"})}])
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(messages) == (1 if delivered else 0)
+    if delivered:  # what arrives is an event the handler reads
+        config = load_lambda("retrain").RetrainConfig("p", "my-bucket", "sentiment-mlops/data/")
+        assert load_lambda("retrain").parse_event(json.loads(messages[0]["Body"]), config).kind == "new-data"

@@ -1,0 +1,119 @@
+"""New training data on S3, in the shape the retrain trigger (``lambda/retrain.py``) acts on.
+
+A dataset goes under ``s3://{bucket}/{prefix}/data/{name}/``. One archive or ``.csv`` is a
+dataset by itself and starts a run as soon as it is stored; a folder of several files starts one
+only when its ``_SUCCESS`` marker lands, and the marker is uploaded last, so a run never reads
+half a dataset. An upload that breaks off leaves no marker: run it again to finish it.
+
+The trigger also needs the bucket to send its events to EventBridge; ``enable_data_trigger``
+turns that on without touching the bucket's other notifications.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tqdm import tqdm
+
+from pipeline.aws.clients import AwsClients
+from pipeline.aws.errors import BackendError, aws_errors, is_not_found
+from pipeline.local.lambdas import load_lambda
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _trigger_rules() -> tuple[tuple[str, ...], str]:
+    """The suffixes and the marker the deployed trigger knows: one definition, in retrain.py."""
+    retrain = load_lambda("retrain")
+    return retrain.DATASET_SUFFIXES, retrain.READY_MARKER
+
+
+def data_prefix(settings: Settings) -> str:
+    """``{prefix}/data/``: the key prefix the trigger watches (the template's ``DATA_PREFIX``)."""
+    return f"{settings.prefix}/data/" if settings.prefix else "data/"
+
+
+def _exists(clients: AwsClients, bucket: str, key: str) -> bool:
+    with aws_errors(f"checking s3://{bucket}/{key}"):
+        try:
+            clients.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if is_not_found(error):
+                return False
+            raise
+    return True
+
+
+def _default_name(path: Path, suffixes: tuple[str, ...]) -> str:
+    name = path.name
+    for suffix in suffixes:
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def _files_of(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                            p.relative_to(folder).parts))
+    if not files:
+        raise BackendError(f"{folder} holds no files to upload")
+    starters = [p for p in files if p.name.lower().endswith(suffixes)]
+    if starters:
+        raise BackendError(f"{starters[0]} would start a run of its own as soon as it is stored: upload it "
+                           f"by itself (`aws upload-data {starters[0]}`), or take it out of {folder}")
+    return files
+
+
+def upload_dataset(clients: AwsClients, settings: Settings, path: Path, name: str | None = None) -> dict[str, Any]:
+    """Put a local dataset where the trigger sees it; the last object stored starts the run."""
+    suffixes, marker = _trigger_rules()
+    if not path.exists():
+        raise BackendError(f"{path} does not exist: give an archive, a .csv, or a folder of the dataset's files")
+    if path.is_file() and not path.name.lower().endswith(suffixes):
+        raise BackendError(f"{path.name} is not a dataset by itself ({', '.join(suffixes)}): upload its folder, "
+                           "which gets a _SUCCESS marker once every file is stored")
+    name = name or _default_name(path, suffixes)
+    if not _NAME.match(name):
+        raise BackendError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-' (pass --name)")
+    folder = f"{data_prefix(settings)}{name}/"
+    files = [path] if path.is_file() else _files_of(path, suffixes)
+    keys = [folder + (p.name if path.is_file() else p.relative_to(path).as_posix()) for p in files]
+    last = keys[0] if path.is_file() else folder + marker
+    if _exists(clients, settings.bucket, last):
+        raise BackendError(f"s3://{settings.bucket}/{last} exists already: that dataset was uploaded (and trained "
+                           "on); pass another --name")
+    total = sum(p.stat().st_size for p in files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"upload {name}", disable=None) as bar:
+        for file, key in zip(files, keys):
+            with aws_errors(f"uploading {file} to s3://{settings.bucket}/{key}"):
+                clients.s3.upload_file(str(file), settings.bucket, key, Callback=bar.update)
+    if not path.is_file():
+        with aws_errors(f"writing s3://{settings.bucket}/{last}"):
+            clients.s3.put_object(Bucket=settings.bucket, Key=last, Body=b"")
+    log.info("uploaded %d files (%d bytes) to s3://%s/%s", len(files), total, settings.bucket, folder)
+    uri = f"s3://{settings.bucket}/{keys[0] if path.is_file() else folder}"
+    return {"input_data_uri": uri, "files": len(files), "bytes": total, "trigger": f"s3://{settings.bucket}/{last}"}
+
+
+def enable_data_trigger(clients: AwsClients, bucket: str) -> dict[str, Any]:
+    """Have the bucket send its events to EventBridge, keeping its other notifications.
+
+    PutBucketNotificationConfiguration replaces the whole configuration, so it is read first
+    and written back with ``EventBridgeConfiguration`` added.
+    """
+    with aws_errors(f"reading the notification configuration of bucket {bucket}",
+                    not_found=f"bucket {bucket} does not exist: check SENTIMENT_MLOPS_BUCKET"):
+        current = clients.s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    if "EventBridgeConfiguration" in current:
+        return {"bucket": bucket, "eventbridge": True, "changed": False}
+    with aws_errors(f"turning on EventBridge notifications for bucket {bucket}"):
+        clients.s3.put_bucket_notification_configuration(
+            Bucket=bucket, NotificationConfiguration={**current, "EventBridgeConfiguration": {}})
+    return {"bucket": bucket, "eventbridge": True, "changed": True}
