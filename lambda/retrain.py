@@ -112,6 +112,9 @@ def parse_event(event: Any, config: RetrainConfig) -> Trigger:
         raise EventError("detail lacks bucket.name or object.key")
     if bucket != config.data_bucket or not key.startswith(config.data_prefix):
         raise EventError(f"s3://{bucket}/{key} is not under s3://{config.data_bucket}/{config.data_prefix}")
+    if key == config.data_prefix + READY_MARKER:
+        raise EventError(f"s3://{bucket}/{key} would train on every dataset at once: put {READY_MARKER} "
+                         "inside the dataset's own folder")
     uri = _dataset_uri(bucket, key)
     if uri is None:
         raise EventError(f"s3://{bucket}/{key} does not complete a dataset: upload an archive or a .csv, or "

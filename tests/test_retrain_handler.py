@@ -73,6 +73,7 @@ def test_new_data_starts_an_execution_on_that_data(sagemaker, key, input_uri):
 @pytest.mark.parametrize("key, reason", [
     ("sentiment-mlops/data/imdb-v2/train.jsonl", "does not complete a dataset"),  # one file of several
     ("sentiment-mlops/data/imdb-v2/.hidden.csv", "does not complete a dataset"),
+    ("sentiment-mlops/data/_SUCCESS", "would train on every dataset at once"),
     ("sentiment-mlops/models/job/output/model.tar.gz", "is not under s3://my-bucket/sentiment-mlops/data/"),
     ("other/data/aclImdb_v1.tar.gz", "is not under"),
 ])
