@@ -9,7 +9,8 @@ serialized by a lock (PyTorch already uses every core for one batch).
 
 Bad requests never reach the handlers unchecked: a body without ``Content-Length`` gets 411, one
 over the limit gets 413 before it is read, and one that has not arrived within
-``REQUEST_TIMEOUT_S`` gets 408.
+``REQUEST_TIMEOUT_S`` gets 408. At most ``MAX_CONNECTIONS`` connections are served at once; the
+next one gets 503 with ``Retry-After``.
 Errors are JSON, ``{"error": "..."}``; an unexpected failure is logged here with its traceback
 and answered with a 500 that reveals nothing of the code.
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080  # SageMaker sends /ping and /invocations to port 8080
 REQUEST_TIMEOUT_S = 30.0
 SERVER_NAME = "sentiment-mlops"
+# Connections served at once; each holds a thread for up to REQUEST_TIMEOUT_S while it is idle.
+MAX_CONNECTIONS = 64
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -148,10 +151,47 @@ class _Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), printable(format % args))
 
 
-class ModelServer(ThreadingHTTPServer):
-    """One loaded model behind ``/ping`` and ``/invocations``, scored by the artifact's handlers."""
+class BoundedThreadingHTTPServer(ThreadingHTTPServer):
+    """A threading server that serves at most ``max_connections`` connections at once.
+
+    ``ThreadingHTTPServer`` starts a thread for every connection it accepts, so many idle or
+    slow clients could exhaust threads and memory. Past the cap, a connection is answered at
+    once with 503 and a ``Retry-After``, and closed: load shedding, as a busy endpoint does.
+    """
 
     daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int | None = None) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections or MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning("refused a connection from %s: %s", client_address[0], "all connection slots are busy")
+            body = json.dumps({"error": "the server is busy: try again in a second"}).encode("utf-8")
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Retry-After: 1\r\nConnection: close\r\n"
+                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()  # the thread did not start: its slot is free
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class ModelServer(BoundedThreadingHTTPServer):
+    """One loaded model behind ``/ping`` and ``/invocations``, scored by the artifact's handlers."""
 
     def __init__(self, handlers: ModuleType, model_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         self.handlers = handlers

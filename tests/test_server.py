@@ -178,3 +178,26 @@ def test_control_characters_from_a_client_do_not_reach_the_log():
     from serve.server import printable
 
     assert printable("GET /\x1b]0;owned\x07 HTTP/1.1\nforged line") == "GET /\\x1b]0;owned\\x07 HTTP/1.1\\x0aforged line"
+
+
+def test_connections_past_the_cap_get_503_and_a_freed_slot_serves_again(trained, monkeypatch):
+    """Each connection holds a thread; past the cap the server sheds load instead of piling up threads."""
+    import socket
+    import time as clock
+
+    from serve import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
+    with _serving(trained / "model") as capped:
+        address = capped.server_address[:2]
+        idle = [socket.create_connection(address, timeout=30) for _ in range(2)]
+        for client in idle:  # half a request: each holds its thread, as a slow client does
+            client.sendall(b"POST /invocations HTTP/1.1\r\n")
+        status, _, body = _request(capped, "GET", "/ping")
+        assert status == 503 and b"busy" in body
+        idle[0].close()
+        deadline = clock.monotonic() + 10
+        while (status := _request(capped, "GET", "/ping")[0]) == 503 and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        assert status == 200
+        idle[1].close()

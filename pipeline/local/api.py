@@ -21,7 +21,7 @@ import http.client
 import io
 import json
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +33,7 @@ from pipeline.local.db import ACCOUNT, open_state
 from pipeline.local.hosting import LocalHosting
 from pipeline.local.lambdas import load_lambda
 from pipeline.settings import WEBSITE_DIR, Settings
-from serve.server import BodyRefused, printable, read_body
+from serve.server import BodyRefused, BoundedThreadingHTTPServer, printable, read_body
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), printable(format % args))
 
 
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class ApiServer(BoundedThreadingHTTPServer):
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         super().__init__((host, port), _Handler)
         self.predict = load_lambda("predict")
