@@ -106,8 +106,10 @@ def parse_event(event: Any, config: RetrainConfig) -> Trigger:
     if (source, detail_type) != (S3_SOURCE, S3_DETAIL_TYPE):
         raise EventError(f"not a scheduled or S3 Object Created event (source {source!r}, detail-type {detail_type!r})")
     detail = event.get("detail")
-    bucket = detail.get("bucket", {}).get("name") if isinstance(detail, Mapping) else None
-    key = detail.get("object", {}).get("key") if isinstance(detail, Mapping) else None
+    bucket_info = detail.get("bucket") if isinstance(detail, Mapping) else None
+    stored = detail.get("object") if isinstance(detail, Mapping) else None
+    bucket = bucket_info.get("name") if isinstance(bucket_info, Mapping) else None
+    key = stored.get("key") if isinstance(stored, Mapping) else None
     if not isinstance(bucket, str) or not isinstance(key, str) or not key:
         raise EventError("detail lacks bucket.name or object.key")
     if bucket != config.data_bucket or not key.startswith(config.data_prefix):
@@ -119,7 +121,7 @@ def parse_event(event: Any, config: RetrainConfig) -> Trigger:
     if uri is None:
         raise EventError(f"s3://{bucket}/{key} does not complete a dataset: upload an archive or a .csv, or "
                          f"put {READY_MARKER} in the folder once all its files are there")
-    etag = detail.get("object", {}).get("etag")
+    etag = stored.get("etag")
     return Trigger(event_id, "new-data", time, f"New data s3://{bucket}/{key}" + (f" (etag {etag})" if etag else ""),
                    input_data_uri=uri)
 

@@ -123,6 +123,8 @@ def test_a_schedule_tick_while_an_execution_runs_is_skipped_but_new_data_is_not(
     ({**_object_created("sentiment-mlops/data/a.tar.gz"), "detail": "oops"}, "lacks bucket.name or object.key"),
     ({**_object_created("sentiment-mlops/data/a.tar.gz"), "detail": {"bucket": {"name": BUCKET}}},
      "lacks bucket.name or object.key"),
+    ({**_object_created("sentiment-mlops/data/a.tar.gz"), "detail": {"bucket": BUCKET, "object": "a.tar.gz"}},
+     "lacks bucket.name or object.key"),
 ])
 def test_malformed_events_are_ignored_with_the_reason(sagemaker, event, reason):
     result = retrain.handle(event, CONFIG, sagemaker)
