@@ -167,7 +167,7 @@ class BoundedThreadingHTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         if not self.slots.acquire(blocking=False):
-            log.warning("refused a connection from %s: %s", client_address[0], "all connection slots are busy")
+            log.warning("refused a connection from %s: all connection slots are busy", client_address[0])
             body = json.dumps({"error": "the server is busy: try again in a second"}).encode("utf-8")
             try:
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"

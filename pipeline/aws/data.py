@@ -15,11 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from pipeline.aws.clients import AwsClients
-from pipeline.aws.errors import BackendError, aws_errors, is_not_found
+from pipeline.aws.errors import BackendError, aws_errors
+from pipeline.aws.upload import head_object
 from pipeline.local.lambdas import load_lambda
 from pipeline.settings import Settings
 
@@ -37,17 +37,6 @@ def _trigger_rules() -> tuple[tuple[str, ...], str]:
 def data_prefix(settings: Settings) -> str:
     """``{prefix}/data/``: the key prefix the trigger watches (the template's ``DATA_PREFIX``)."""
     return f"{settings.prefix}/data/" if settings.prefix else "data/"
-
-
-def _exists(clients: AwsClients, bucket: str, key: str) -> bool:
-    with aws_errors(f"checking s3://{bucket}/{key}"):
-        try:
-            clients.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if is_not_found(error):
-                return False
-            raise
-    return True
 
 
 def _default_name(path: Path, suffixes: tuple[str, ...]) -> str:
@@ -85,7 +74,7 @@ def upload_dataset(clients: AwsClients, settings: Settings, path: Path, name: st
     files = [path] if path.is_file() else _files_of(path, suffixes)
     keys = [folder + (p.name if path.is_file() else p.relative_to(path).as_posix()) for p in files]
     last = keys[0] if path.is_file() else folder + marker
-    if _exists(clients, settings.bucket, last):
+    if head_object(clients, settings.bucket, last) is not None:
         raise BackendError(f"s3://{settings.bucket}/{last} exists already: that dataset was uploaded (and trained "
                            "on); pass another --name")
     total = sum(p.stat().st_size for p in files)

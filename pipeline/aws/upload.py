@@ -63,15 +63,22 @@ def check_bucket(clients: AwsClients, bucket: str) -> None:
             raise
 
 
-def _in_place(clients: AwsClients, bucket: str, bundle: Bundle) -> bool:
-    """Whether the object exists with this bundle's sha256 and size (one HEAD, no download)."""
-    with aws_errors(f"checking {bundle.s3_uri}"):
+def head_object(clients: AwsClients, bucket: str, key: str) -> dict | None:
+    """The object's HEAD, or None when there is no such object (any other failure is a BackendError)."""
+    with aws_errors(f"checking s3://{bucket}/{key}"):
         try:
-            head = clients.s3.head_object(Bucket=bucket, Key=bundle.key)
+            return clients.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if is_not_found(error):
-                return False
+                return None
             raise
+
+
+def _in_place(clients: AwsClients, bucket: str, bundle: Bundle) -> bool:
+    """Whether the object exists with this bundle's sha256 and size (one HEAD, no download)."""
+    head = head_object(clients, bucket, bundle.key)
+    if head is None:
+        return False
     same = head.get("Metadata", {}).get(SHA256_METADATA) == bundle.sha256 and head.get("ContentLength") == len(bundle.data)
     if not same:
         log.warning("%s exists without the expected sha256 metadata; uploading it again", bundle.s3_uri)

@@ -206,8 +206,6 @@ def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) and "busy" not in str(error):
                 raise
-            if time.monotonic() >= deadline:
-                raise
         if time.monotonic() >= deadline:
             raise sqlite3.OperationalError("could not put the state database in WAL mode: database is locked")
         time.sleep(delay_s)
