@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="IMDb sentiment LSTM on SageMaker Pipelines, runnable end to end on one machine",
     python_requires=">=3.11.4",  # tarfile extraction filters,
-    packages=find_packages(include=["pipeline", "pipeline.*", "serve", "steps", "train", "evaluation"]),
+    packages=find_packages(include=["pipeline", "pipeline.*", "serve", "serve.*", "steps", "train", "evaluation"]),
     install_requires=[
         # The SageMaker SDK's major version changes the workflow API: pin it.
         "sagemaker>=3.27,<4",
@@ -23,6 +23,9 @@ setup(
         "beautifulsoup4>=4.12,<5",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        # The model server, the local SageMaker runtime and the local API: an event-loop HTTP
+        # server and client with a C parser (see the README's "Dependencies").
+        "aiohttp>=3.11,<4",
     ],
     # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would;
     # selenium drives Debian's Chromium for the website's browser tests.

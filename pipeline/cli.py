@@ -84,31 +84,44 @@ def command_definition(args: argparse.Namespace, settings: Settings) -> dict:
 def command_serve(args: argparse.Namespace, settings: Settings) -> dict:
     """Serve a model over HTTP as a SageMaker endpoint does, until Ctrl-C."""
     from serve.artifact import ArtifactError
-    from serve.server import load_server, serve_until_interrupted
+    from serve.server.settings import SettingsError
+    from serve.server.supervisor import WorkerFailed, serve_model
 
     path = Path(args.model) if args.model else registry_commands.artifact_path(settings, args.version)
+    served: dict[str, str] = {"path": str(path)}
+
+    def announce(url: str) -> None:
+        served["url"] = url
+        print(f"serving {path} on {url} (GET /ping, POST /invocations); Ctrl-C stops it", flush=True)
+
     try:
-        server = load_server(path, args.host, args.port)
-    except (ArtifactError, OSError) as exc:
+        serve_model(path, args.host, args.port, on_ready=announce)
+    except (ArtifactError, SettingsError, WorkerFailed) as exc:
         raise CommandError(str(exc)) from exc
-    print(f"serving {path} on {server.url} (GET /ping, POST /invocations); Ctrl-C stops it", flush=True)
-    serve_until_interrupted(server)
-    return {"path": str(path), "url": server.url}
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port") from exc
+    return served
 
 
 def command_api(args: argparse.Namespace, settings: Settings) -> dict:
     """The website and its API, as the AWS stack serves them, until Ctrl-C."""
-    from pipeline.local.api import ApiServer
-    from serve.server import serve_until_interrupted
+    from pipeline.local.api import api_app
+    from serve.server.run import listening_socket, serve_forever, url_of
 
     try:
-        server = ApiServer(settings, args.host, args.port)
+        sock = listening_socket(args.host, args.port)
     except OSError as exc:
         raise CommandError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from exc
-    print(f"website and API on {server.url} (predictions from endpoint {settings.endpoint_name}); Ctrl-C stops it",
+    url = url_of(sock)
+    try:
+        app = api_app(settings, url)
+    except RuntimeError as exc:  # the local runtime could not start
+        sock.close()
+        raise CommandError(str(exc)) from exc
+    print(f"website and API on {url} (predictions from endpoint {settings.endpoint_name}); Ctrl-C stops it",
           flush=True)
-    serve_until_interrupted(server)
-    return {"url": server.url}
+    serve_forever(app, [sock])
+    return {"url": url}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +261,7 @@ def command_endpoints(args: argparse.Namespace, settings: Settings):
     from pipeline.local.db import open_state
     from pipeline.local.hosting import LocalHosting
 
-    hosting = LocalHosting(settings.home, open_state(settings.home))
+    hosting = LocalHosting(settings.home, open_state(settings.home), runtime_port=settings.runtime_port)
     try:
         if args.action == "list":
             return hosting.list_endpoints()

@@ -54,6 +54,9 @@ class Settings:
     model_package_group: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_MODEL_PACKAGE_GROUP", DEFAULT_MODEL_PACKAGE_GROUP))
     # The endpoint an approved version is deployed to (by lambda/deploy.py, in AWS or locally).
     endpoint_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ENDPOINT_NAME", DEFAULT_ENDPOINT_NAME))
+    # The port of the local SageMaker runtime, which serves every local endpoint at a stable
+    # address (http://127.0.0.1:PORT/endpoints/NAME). 0: a free port, picked once and kept.
+    runtime_port: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_RUNTIME_PORT", "0")))
     endpoint_instance_type: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ENDPOINT_INSTANCE_TYPE",
                                                                      DEFAULT_ENDPOINT_INSTANCE_TYPE))
     # The PyTorch Deep Learning Containers the jobs and the endpoint run in. The URIs are

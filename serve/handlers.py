@@ -18,7 +18,7 @@ import torch
 
 from serve.artifact import LoadedModel, load_model
 from serve.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
-from serve.text import TextNormalizer
+from serve.text import TextNormalizer, has_words
 from serve.vocab import pad_batch
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,8 @@ def validate_reviews(reviews: list[str]) -> list[str]:
             raise BadRequest(f"{where} is empty: send the text of a movie review")
         if len(review) > MAX_REVIEW_CHARS:
             raise PayloadTooLarge(f"{where} has {len(review):,} characters; the limit is {MAX_REVIEW_CHARS:,}")
+        if not has_words(review):
+            raise BadRequest(f"{where} has no words once its HTML markup is removed: send the text of a movie review")
     return reviews
 
 

@@ -94,6 +94,12 @@ def strip_html(text: str) -> str:
     return text
 
 
+def has_words(text: str) -> bool:
+    """Whether anything a tokenizer would keep is left once markup is removed: a review of
+    ``<br /><br /><p></p>`` has none, and scoring it would score the padding."""
+    return _TOKEN.search(strip_html(text)) is not None
+
+
 def _porter_stem():
     """NLTK's Porter stemmer, imported on first use: importing NLTK takes over a second, and the
     preprocessing step's main process never stems (its workers do)."""

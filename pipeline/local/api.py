@@ -1,5 +1,5 @@
 """The website and its API on this machine: the local stand-in for S3 website hosting + API
-Gateway + the predict Lambda + SageMaker's runtime.
+Gateway + the predict Lambda.
 
 One HTTP server (``sentiment-mlops api``, port 3000 by default) does what the AWS stack does:
 
@@ -8,80 +8,53 @@ One HTTP server (``sentiment-mlops api``, port 3000 by default) does what the AW
   pastes an address into the HTML any more);
 - ``/predict``, ``/health`` and any other API path: the request becomes an API Gateway
   payload-2.0 event, which goes to ``lambda/predict.py``'s ``handle`` (the code that runs in
-  Lambda), whose ``invoke_endpoint`` calls reach ``LocalRuntime``: the local endpoint's model
-  server, found through ``LocalHosting`` as SageMaker's runtime finds an endpoint.
+  Lambda) with a real boto3 ``sagemaker-runtime`` client. The client's ``endpoint_url`` is the
+  home's local SageMaker runtime (``pipeline/local/runtime.py``), which routes the invocation to
+  the endpoint's current model server, as SageMaker's runtime does on AWS.
 
-Like API Gateway, the server refuses a body over 10 MB before reading it (and a chunked one, or
-one that trickles in for longer than 30 s); the handler's own, smaller limit applies to the rest.
+Handlers run on a pool of ``HANDLER_THREADS`` threads (boto3 blocks), as Lambda runs concurrent
+invocations side by side. Like API Gateway, the server refuses a body over 10 MB before reading
+it (and a chunked one, or one that trickles in for longer than 30 s); the handler's own,
+smaller limit applies to the rest.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
-import http.client
-import io
-import json
-import logging
-from http.server import BaseHTTPRequestHandler
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
-from botocore.response import StreamingBody
+from aiohttp import web
 
-from pipeline.local.db import ACCOUNT, open_state
-from pipeline.local.hosting import LocalHosting
+from pipeline.local.db import LOCAL_REGION
 from pipeline.local.lambdas import load_lambda
+from pipeline.local.runtime import ensure_runtime
 from pipeline.settings import WEBSITE_DIR, Settings
-from serve.server import BodyRefused, BoundedThreadingHTTPServer, printable, read_body
-
-log = logging.getLogger(__name__)
+from serve.server.app import name_server
+from serve.server.http import BodyRefused, json_response, read_body, refuse
 
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
                 "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
 API_GATEWAY_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_PORT = 3000
+HANDLER_THREADS = 64
 INVOKE_TIMEOUT_S = 60.0
+# The local runtime checks no signature, but botocore signs every request and needs a key to
+# sign with. These name no account; real credentials are never sent to it.
+LOCAL_ACCESS_KEY = "local-runtime"
 
 
-class LocalRuntime:
-    """``invoke_endpoint`` of boto3's sagemaker-runtime client, answered by the local endpoint."""
+def runtime_client(runtime_url: str, pool_size: int = HANDLER_THREADS):
+    """A real boto3 ``sagemaker-runtime`` client that talks to the local runtime."""
+    import boto3
+    from botocore.config import Config
 
-    def __init__(self, home: Path | str) -> None:
-        self.home = Path(home)
-
-    def _endpoint_url(self, name: str) -> str:
-        conn = open_state(self.home)
-        try:
-            endpoint = LocalHosting(self.home, conn).describe_endpoint(name)
-        except ClientError:
-            raise ClientError({"Error": {"Code": "ValidationError",
-                                         "Message": f"Endpoint {name} of account {ACCOUNT} not found."}},
-                              "InvokeEndpoint") from None
-        finally:
-            conn.close()
-        if endpoint["EndpointStatus"] != "InService" or not endpoint.get("Url"):
-            raise ClientError({"Error": {"Code": "ValidationError", "Message": f"Endpoint {name} is "
-                                         f"{endpoint['EndpointStatus']}: {endpoint.get('FailureReason', '')}"}},
-                              "InvokeEndpoint")
-        return endpoint["Url"]
-
-    def invoke_endpoint(self, EndpointName: str, ContentType: str, Accept: str, Body: bytes) -> dict[str, Any]:  # noqa: N803
-        parts = urlsplit(self._endpoint_url(EndpointName))
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=INVOKE_TIMEOUT_S)
-        try:
-            connection.request("POST", "/invocations", body=Body, headers={"Content-Type": ContentType, "Accept": Accept})
-            response = connection.getresponse()
-            data = response.read()
-        except OSError as error:
-            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": str(error)}}, "InvokeEndpoint") from None
-        finally:
-            connection.close()
-        if response.status != 200:  # SageMaker's runtime reports the container's answer as a ModelError
-            raise ClientError({"Error": {"Code": "ModelError", "Message": f"Received client error ({response.status})"},
-                               "OriginalStatusCode": response.status, "OriginalMessage": data.decode("utf-8", "replace")},
-                              "InvokeEndpoint")
-        return {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": response.getheader("Content-Type")}
+    config = Config(max_pool_connections=pool_size, read_timeout=INVOKE_TIMEOUT_S,
+                    retries={"mode": "standard", "max_attempts": 3})
+    return boto3.session.Session().client("sagemaker-runtime", endpoint_url=runtime_url, region_name=LOCAL_REGION,
+                                          aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_ACCESS_KEY,
+                                          config=config)
 
 
 def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -92,62 +65,50 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) ->
             "body": base64.b64encode(body).decode("ascii") if body else None, "isBase64Encoded": bool(body)}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "ApiServer"
-    protocol_version = "HTTP/1.1"
-    timeout = 30.0
-    server_version = "sentiment-mlops-api"
-    sys_version = ""
+class ApiApp:
+    """The site and the API for ``settings``' endpoint, answering at ``url``."""
 
-    def do_GET(self) -> None:  # noqa: N802
-        path = urlsplit(self.path).path
-        if path in STATIC_FILES:
-            name, content_type = STATIC_FILES[path]
-            self._send(200, (WEBSITE_DIR / name).read_bytes(), content_type)
-        elif path == "/config.json":
-            self._send(200, json.dumps({"apiUrl": self.server.url}).encode(), "application/json")
-        else:
-            self._api()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._api()
-
-    def do_OPTIONS(self) -> None:  # noqa: N802
-        self._api()
-
-    def _api(self) -> None:
-        try:
-            body = read_body(self, API_GATEWAY_MAX_BYTES, length_required=False)
-        except BodyRefused as refused:  # answered as API Gateway answers, before any function runs
-            self.close_connection = True
-            self._send(refused.status, json.dumps({"message": refused.message}).encode(), "application/json")
-            return
-        event = proxy_event(self.command, urlsplit(self.path).path, dict(self.headers.items()), body)
-        answer = self.server.predict.handle(event, self.server.config, self.server.runtime)
-        self._send(answer["statusCode"], answer["body"].encode("utf-8"), answer["headers"].get("Content-Type"),
-                   answer["headers"])
-
-    def _send(self, status: int, body: bytes, content_type: str | None, headers: dict | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            if name.lower() not in ("content-type", "content-length"):
-                self.send_header(name, value)
-        self.send_header("Content-Type", content_type or "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.info("%s %s", self.address_string(), printable(format % args))
-
-
-class ApiServer(BoundedThreadingHTTPServer):
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-        super().__init__((host, port), _Handler)
+    def __init__(self, settings: Settings, url: str, runtime_url: str) -> None:
+        self.url = url
         self.predict = load_lambda("predict")
-        self.runtime = LocalRuntime(settings.home)
-        host_name, bound_port = self.server_address[:2]
-        self.url = f"http://{host_name}:{bound_port}"
         # The page is served from this same origin here; on AWS the API allows the site's origin.
-        self.config = self.predict.PredictConfig(settings.endpoint_name, self.url)
+        self.config = self.predict.PredictConfig(settings.endpoint_name, url)
+        self.client = runtime_client(runtime_url)
+        self.executor = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="predict")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=API_GATEWAY_MAX_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        app.on_response_prepare.append(name_server)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _close(self, app: web.Application) -> None:
+        self.executor.shutdown(wait=True)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and request.path in STATIC_FILES:
+            name, content_type = STATIC_FILES[request.path]
+            return web.Response(body=(WEBSITE_DIR / name).read_bytes(), headers={"Content-Type": content_type})
+        if request.method in ("GET", "HEAD") and request.path == "/config.json":
+            return json_response(200, {"apiUrl": self.url})
+        return await self.api(request)
+
+    async def api(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request, API_GATEWAY_MAX_BYTES, length_required=False)
+        except BodyRefused as refused:  # answered as API Gateway answers, before any function runs
+            return await refuse(request, refused, key="message")
+        event = proxy_event(request.method, request.path, dict(request.headers), body)
+        answer = await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.predict.handle, event, self.config, self.client)
+        headers = {k: v for k, v in answer["headers"].items() if k.lower() not in ("content-length",)}
+        headers.setdefault("Content-Type", "application/octet-stream")
+        return web.Response(status=answer["statusCode"], body=answer["body"].encode("utf-8"), headers=headers)
+
+
+def api_app(settings: Settings, url: str) -> web.Application:
+    """The application for ``sentiment-mlops api`` at ``url``; starts the home's runtime if needed."""
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    return ApiApp(settings, url, ensure_runtime(home, settings.runtime_port)).app()

@@ -74,7 +74,7 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
     lock = open(events_dir(settings) / ".deliver.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        hosting, config = LocalHosting(settings.home, conn), deploy_config(settings)
+        hosting, config = LocalHosting(settings.home, conn, runtime_port=settings.runtime_port), deploy_config(settings)
         for path in pending_events(settings):
             try:
                 event = json.loads(path.read_text(encoding="utf-8"))

@@ -8,10 +8,17 @@ port of its choosing; it serves the model package's ``model.tar.gz`` from the lo
 store, unpacked once under ``<home>/hosting/models/<model>/``, with the artifact's own handlers.
 
 Like SageMaker, ``create_endpoint`` and ``update_endpoint`` return once the change is under way
-and the new server answers ``/ping`` (here: synchronously, so that the CLI can report the URL),
-and an update starts the new server before it stops the old one: a failed update leaves the old
-model serving, with the failure noted. State lives in the local SQLite database; server
-processes outlive the command that started them and are found again by their recorded pid.
+and the new server is ready (here: synchronously, so that the CLI can report the URL), and an
+update starts the new server before it stops the old one: a failed update leaves the old model
+serving, with the failure noted. State lives in the local SQLite database; server processes
+outlive the command that started them and are found again by their recorded pid.
+
+Clients do not call the model servers directly. An endpoint's ``Url`` is the address of the
+home's local SageMaker runtime (``pipeline/local/runtime.py``) followed by
+``/endpoints/NAME``: it stays the same across updates, as a SageMaker endpoint's name does. An
+update is a blue/green swap with no failed request: the new server takes new requests from the
+moment its address is committed; the old one is then asked to stop, finishes what it holds,
+and exits.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from botocore.exceptions import ClientError
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, StateError, iso, to_json, utc_now, write_transaction
 from pipeline.local.processes import process_alive, stop_process_group
 from pipeline.local.registry import ModelRegistry
+from pipeline.local.runtime import ensure_runtime, runtime_url, stop_runtime
 from pipeline.local.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
 
@@ -38,7 +46,8 @@ log = logging.getLogger(__name__)
 
 HOSTING_DIR = "hosting"
 READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 10.0
+# A server asked to stop finishes the requests it holds first (up to 30 s), then exits.
+STOP_TIMEOUT_S = 40.0
 
 
 def _client_error(operation: str, message: str, code: str = "ValidationException") -> ClientError:
@@ -63,11 +72,12 @@ class LocalHosting:
     """The hosting calls of a SageMaker client, served from ``home``."""
 
     def __init__(self, home: Path | str, conn, registry: ModelRegistry | None = None,
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S, runtime_port: int = 0) -> None:
         self.home, self.conn = Path(home), conn
         self.registry = registry or ModelRegistry(conn)
         self.store = ArtifactStore(home)
         self.ready_timeout_s = ready_timeout_s
+        self.runtime_port = runtime_port  # for the runtime's first start; it keeps its port after
 
     @property
     def folder(self) -> Path:
@@ -136,11 +146,15 @@ class LocalHosting:
         if row is None:
             raise _client_error("DescribeEndpoint", f'Could not find endpoint "{EndpointName}".')
         status, reason = row["status"], row["failure_reason"]
+        runtime = runtime_url(self.home)
         if status == "InService" and not _alive(row["pid"]):
             status, reason = "Failed", f"the model server (pid {row['pid']}) is not running; see {self._log(EndpointName)}"
+        elif status == "InService" and runtime is None:
+            status, reason = "Failed", "the local SageMaker runtime, which routes requests to the endpoint, is not running"
         found = {"EndpointName": row["name"], "EndpointArn": row["arn"], "EndpointConfigName": row["config_name"],
                  "EndpointStatus": status, "CreationTime": row["creation_time"],
-                 "LastModifiedTime": row["last_modified_time"], "Url": row["url"]}
+                 "LastModifiedTime": row["last_modified_time"],
+                 "Url": f"{runtime}/endpoints/{row['name']}" if runtime else None}
         if reason:
             found["FailureReason"] = reason
         return found
@@ -150,6 +164,7 @@ class LocalHosting:
 
     def create_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
         self.describe_endpoint_config(EndpointConfigName)
+        self._ensure_runtime("CreateEndpoint")
         arn, now = _arn("endpoint", EndpointName), iso(utc_now())
         with write_transaction(self.conn):
             if self.conn.execute("SELECT 1 FROM endpoints WHERE name = ?", (EndpointName,)).fetchone():
@@ -163,6 +178,7 @@ class LocalHosting:
         """Blue/green: the new server starts first; the old one stops once the new one answers.
         If it does not, SageMaker rolls back: the old config goes on serving."""
         self.describe_endpoint_config(EndpointConfigName)
+        self._ensure_runtime("UpdateEndpoint")
         old_pid = self._claim(EndpointName, "UpdateEndpoint")
         if self._serve(EndpointName, EndpointConfigName, on_failure={"status": "InService"}, failure_prefix=
                        f"update to {EndpointConfigName} failed: "):
@@ -173,9 +189,16 @@ class LocalHosting:
         """Start the endpoint's server again on its current config: what SageMaker does when it
         replaces a failed instance, done here on request (after a reboot, say)."""
         config_name = self.describe_endpoint(name)["EndpointConfigName"]
+        self._ensure_runtime("RestartEndpoint")
         _stop(self._claim(name, "RestartEndpoint"))
         self._serve(name, config_name, on_failure={"status": "Failed", "pid": None})
         return self.describe_endpoint(name)
+
+    def _ensure_runtime(self, operation: str) -> str:
+        try:
+            return ensure_runtime(self.home, self.runtime_port)
+        except (RuntimeError, OSError) as error:
+            raise _client_error(operation, str(error), "InternalFailure") from None
 
     def _claim(self, name: str, operation: str) -> int | None:
         """Move an InService or Failed endpoint to Updating in one transaction (so that two
@@ -211,6 +234,9 @@ class LocalHosting:
         _stop(row["pid"])
         with write_transaction(self.conn):
             self.conn.execute("DELETE FROM endpoints WHERE name = ?", (EndpointName,))
+            last = self.conn.execute("SELECT 1 FROM endpoints").fetchone() is None
+        if last:  # nothing left to route to; the runtime comes back on the same port with the next endpoint
+            stop_runtime(self.home)
 
     # --- the server processes ---------------------------------------------------------------------
     def _set(self, name: str, **fields: Any) -> None:

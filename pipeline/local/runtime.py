@@ -1,0 +1,315 @@
+"""SageMaker Runtime on this machine: endpoints reached by name at an address that does not change.
+
+On AWS a client calls ``POST https://runtime.sagemaker.REGION.amazonaws.com/endpoints/NAME/invocations``
+and SageMaker's runtime forwards the call to whichever variant serves the endpoint now. This
+process plays that part locally: one per home, on 127.0.0.1, speaking the same wire format, so
+``boto3.client("sagemaker-runtime", endpoint_url=...)`` and ``aws sagemaker-runtime
+invoke-endpoint --endpoint-url ...`` work against it unchanged. It answers as SageMaker does:
+
+- 200 with the container's body, ``Content-Type`` and ``X-Amzn-Invoked-Production-Variant``;
+- ``ModelError`` (424) when the container answers anything else, with ``OriginalStatusCode`` and
+  ``OriginalMessage`` as botocore parses them;
+- ``ValidationError`` (400) for an endpoint that does not exist or is not serving.
+
+Routes come from the state database: the endpoints table holds each endpoint's current model
+server. The runtime re-reads it whenever another process has committed a change (SQLite's
+``data_version``), so a blue/green update takes effect for the very next request. A request
+that finds no server listening (the old variant stopping, a pooled connection it closed) is
+sent again, to the route read afresh: an invocation only scores, so sending it twice is safe.
+
+``ensure_runtime(home)`` starts it if it is not running, and keeps its port across restarts.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Iterator
+
+import aiohttp
+from aiohttp import web
+
+from pipeline.local.db import ACCOUNT, LOCAL_REGION, connect, state_path
+from pipeline.local.processes import process_alive, stop_process_group
+from serve.server.http import BodyRefused, json_response, printable, read_body, refuse
+from serve.server.run import listening_socket, serve_forever, url_of
+
+log = logging.getLogger(__name__)
+
+RUNTIME_DIR = "hosting"
+RECORD_FILE = "runtime.json"
+# SageMaker's limit for a real-time invocation's payload.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+INVOKE_TIMEOUT_S = 60.0
+# How long a request keeps looking for a listening server (an update in progress, say).
+RETRY_WINDOW_S = 5.0
+READY_TIMEOUT_S = 30.0
+SERVING_STATUSES = ("InService", "Updating")
+ERROR_TYPE_HEADER = "x-amzn-ErrorType"
+
+
+@dataclass(frozen=True)
+class Route:
+    status: str
+    url: str | None
+    variant: str
+
+
+class Routes:
+    """Each endpoint's current model server, read from the state database, read again only after
+    another connection has committed (``PRAGMA data_version`` changes)."""
+
+    def __init__(self, home: Path) -> None:
+        self.conn = connect(state_path(home))
+        self._version: int | None = None
+        self._routes: dict[str, Route] = {}
+
+    def get(self, name: str) -> Route | None:
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._routes, self._version = self._read(), version
+        return self._routes.get(name)
+
+    def _read(self) -> dict[str, Route]:
+        rows = self.conn.execute("SELECT e.name, e.status, e.url, c.production_variants FROM endpoints e "
+                                 "LEFT JOIN endpoint_configs c ON c.name = e.config_name").fetchall()
+        routes = {}
+        for row in rows:
+            variants = json.loads(row["production_variants"] or "[]")
+            variant = (variants[0] if variants else {}).get("VariantName", "AllTraffic")
+            routes[row["name"]] = Route(row["status"], row["url"], variant)
+        return routes
+
+
+def aws_error(status: int, code: str, message: str, **fields: object) -> web.Response:
+    """An error as SageMaker's runtime sends it: the type in ``x-amzn-ErrorType``, the rest in the body."""
+    return json_response(status, {"message": message, **fields}, {ERROR_TYPE_HEADER: code})
+
+
+def model_error(name: str, status: int, original: str, log_path: Path) -> web.Response:
+    kind = "client" if 400 <= status < 500 else "server"
+    message = (f"Received {kind} error ({status}) from primary with message \"{original}\". "
+               f"See {log_path} for more information.")
+    return aws_error(HTTPStatus.FAILED_DEPENDENCY, "ModelError", message, OriginalStatusCode=status,
+                     OriginalMessage=original, LogStreamArn=f"arn:aws:logs:{LOCAL_REGION}:{ACCOUNT}:log-group:"
+                                                           f"/aws/sagemaker/Endpoints/{name}")
+
+
+class Runtime:
+    """The router: one aiohttp application, one client session to the model servers."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.routes = Routes(self.home)
+        self.session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
+        app.router.add_get("/ping", self.ping)
+        app.router.add_post("/endpoints/{name}/invocations", self.invoke)
+        app.router.add_route("*", "/{tail:.*}", self.unknown)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _open(self, app: web.Application) -> None:
+        connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                             timeout=aiohttp.ClientTimeout(total=INVOKE_TIMEOUT_S))
+
+    async def _close(self, app: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(status=200, body=b"", content_type="text/plain")
+
+    async def unknown(self, request: web.Request) -> web.Response:
+        return aws_error(HTTPStatus.NOT_FOUND, "UnknownOperationException",
+                         f"no operation at {printable(request.method)} {printable(request.path)!r}: "
+                         "use POST /endpoints/NAME/invocations")
+
+    async def invoke(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        try:
+            body = await read_body(request, MAX_PAYLOAD_BYTES)
+        except BodyRefused as refused:
+            return await refuse(request, refused, key="message", headers={ERROR_TYPE_HEADER: "ValidationError"})
+        name = request.match_info["name"]
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
+        for header in ("Accept", "X-Amzn-SageMaker-Custom-Attributes"):
+            if header in request.headers:
+                headers[header] = request.headers[header]
+        answer = await self._forward(name, body, headers)
+        answer.headers["x-amzn-RequestId"] = request_id
+        return answer
+
+    async def _forward(self, name: str, body: bytes, headers: dict[str, str]) -> web.Response:
+        deadline, pause = time.monotonic() + RETRY_WINDOW_S, 0.01
+        while True:
+            route = self.routes.get(name)
+            if route is None:
+                return aws_error(HTTPStatus.BAD_REQUEST, "ValidationError",
+                                 f"Endpoint {name} of account {ACCOUNT} not found.")
+            if route.status not in SERVING_STATUSES or not route.url:
+                return aws_error(HTTPStatus.BAD_REQUEST, "ValidationError",
+                                 f"Endpoint {name} is {route.status}: it is not serving. "
+                                 "See sentiment-mlops endpoints show for the reason.")
+            try:
+                async with self.session.post(route.url + "/invocations", data=body, headers=headers) as response:
+                    data = await response.read()
+                    return self._answer(name, route, response, data)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as error:
+                if isinstance(error, asyncio.TimeoutError) or time.monotonic() + pause > deadline:
+                    log.warning("endpoint %s: the model server at %s did not answer: %r", name, route.url, error)
+                    return aws_error(HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailable",
+                                     f"Endpoint {name}'s model server is not answering; try again, or see "
+                                     "sentiment-mlops endpoints show")
+                await asyncio.sleep(pause)  # the variant is changing: read the route again
+                pause = min(pause * 2, 0.2)
+
+    def _answer(self, name: str, route: Route, response: aiohttp.ClientResponse, data: bytes) -> web.Response:
+        if response.status != 200:
+            return model_error(name, response.status, data.decode("utf-8", "replace"),
+                               self.home / RUNTIME_DIR / "endpoints" / f"{name}.log")
+        answer = web.Response(status=200, body=data, headers={
+            "Content-Type": response.headers.get("Content-Type", "application/octet-stream"),
+            "X-Amzn-Invoked-Production-Variant": route.variant})
+        attributes = response.headers.get("X-Amzn-SageMaker-Custom-Attributes")
+        if attributes:
+            answer.headers["X-Amzn-SageMaker-Custom-Attributes"] = attributes
+        return answer
+
+
+# --- the process, started once per home ---------------------------------------------------------
+def _folder(home: Path) -> Path:
+    return (Path(home) / RUNTIME_DIR).resolve()
+
+
+@contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """One process at a time decides whether the runtime must be started."""
+    folder = _folder(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "runtime.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_record(home: Path) -> dict | None:
+    """``{"pid", "url", "port"}`` of the home's runtime as last started, or None."""
+    try:
+        return json.loads((_folder(home) / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _running(record: dict | None) -> bool:
+    if not record or not process_alive(record.get("pid")):
+        return False
+    try:
+        return b"pipeline.local.runtime" in Path(f"/proc/{record['pid']}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc (macOS): existence is the best we can check
+        return True
+
+
+def runtime_url(home: Path) -> str | None:
+    """The URL of the home's runtime if it is running, else None."""
+    record = read_record(home)
+    return record["url"] if _running(record) else None
+
+
+def ensure_runtime(home: Path, port: int = 0) -> str:
+    """The URL of the home's runtime, started first if it is not running. It comes back on the
+    port it had before, so endpoint URLs survive a reboot; ``port`` applies to a first start."""
+    with _locked(home):
+        record = read_record(home)
+        if _running(record):
+            return record["url"]
+        wanted = record["port"] if record else port
+        try:
+            return _start(home, wanted)
+        except RuntimeError:
+            if not wanted:
+                raise
+            log.warning("the local runtime's port %d is taken; endpoints move to a new port", wanted)
+            return _start(home, 0)
+
+
+def _start(home: Path, port: int) -> str:
+    folder = _folder(home)
+    ready = folder / f"runtime.{time.time_ns()}.url"
+    log_path = folder / "runtime.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.local.runtime", "--home", str(Path(home).resolve()), "--port", str(port),
+             "--ready-file", str(ready)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(process.pid, 5.0)
+            raise RuntimeError(f"the local SageMaker runtime did not start on port {port}; see {log_path}")
+        time.sleep(0.05)
+    url = ready.read_text(encoding="utf-8").strip()
+    ready.unlink()
+    record = {"pid": process.pid, "url": url, "port": int(url.rsplit(":", 1)[1])}
+    partial = folder / (RECORD_FILE + ".partial")
+    partial.write_text(json.dumps(record), encoding="utf-8")
+    partial.replace(folder / RECORD_FILE)
+    log.info("local SageMaker runtime on %s (pid %d)", url, process.pid)
+    return url
+
+
+def stop_runtime(home: Path) -> None:
+    """Stop the home's runtime, if it runs; its port stays recorded for the next start."""
+    with _locked(home):
+        record = read_record(home)
+        if _running(record):
+            stop_process_group(record["pid"], 10.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sock = listening_socket(args.host, args.port)
+        runtime = Runtime(args.home)
+    except (OSError, sqlite3.Error) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    url = url_of(sock)
+
+    def announce() -> None:
+        log.info("routing invocations for the endpoints of %s on %s", args.home, url)
+        if args.ready_file:
+            partial = args.ready_file.with_name(args.ready_file.name + ".partial")
+            partial.write_text(url, encoding="utf-8")
+            partial.replace(args.ready_file)
+
+    serve_forever(runtime.app(), [sock], on_ready=announce)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

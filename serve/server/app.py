@@ -1,0 +1,100 @@
+"""One worker's HTTP application: ``GET /ping`` and ``POST /invocations`` over a loaded model.
+
+Like the SageMaker PyTorch inference container, it calls the handlers (``input_fn``,
+``predict_fn``, ``output_fn``) of the artifact's own ``code/inference.py``, so a model answers
+here exactly as on its endpoint: same content types, limits and statuses. Each request is
+parsed on its own; the scoring of requests that arrive together goes through the batcher as
+one ``predict_fn`` call.
+
+Errors are JSON, ``{"error": "..."}``. A handler's refusal (its error carries a 4xx ``status``)
+keeps its status and message; an unexpected failure is logged with its traceback and answered
+with a 500 that reveals nothing of the code.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from types import ModuleType
+from typing import Any
+
+from aiohttp import web
+
+from serve.handlers import MAX_BODY_BYTES
+from serve.server.batching import Batcher, Overloaded
+from serve.server.http import BodyRefused, error_response, printable, read_body, refuse
+from serve.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "sentiment-mlops"
+BATCHER = web.AppKey("batcher", Batcher)
+HANDLERS = web.AppKey("handlers", ModuleType)
+# Bodies up to this size are parsed on the event loop; bigger ones on a thread, so that one
+# large CSV does not hold up every other connection.
+PARSE_INLINE_BYTES = 64 * 1024
+RETRY_AFTER_S = "1"
+
+
+def build_app(handlers: ModuleType, model: Any, settings: ServerSettings) -> web.Application:
+    """The application for one worker; the batcher starts and stops with it."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[HANDLERS] = handlers
+    app[BATCHER] = Batcher(lambda reviews: handlers.predict_fn(reviews, model), batch_size=settings.batch_size,
+                           max_delay_s=settings.max_batch_delay_ms / 1000, queue_size=settings.queue_size)
+    app.router.add_get("/ping", ping)
+    app.router.add_post("/invocations", invocations)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    app.on_startup.append(_start_batcher)
+    app.on_cleanup.append(_stop_batcher)  # after in-flight requests have their answers
+    app.on_response_prepare.append(name_server)
+    return app
+
+
+async def _start_batcher(app: web.Application) -> None:
+    app[BATCHER].start()
+
+
+async def _stop_batcher(app: web.Application) -> None:
+    await app[BATCHER].close()
+
+
+async def name_server(request: web.Request, response: web.StreamResponse) -> None:
+    """Say which server answered, not which versions of Python and aiohttp it runs."""
+    response.headers["Server"] = SERVER_NAME
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(status=200, body=b"", content_type="text/plain")
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(HTTPStatus.NOT_FOUND,
+                          f"no such path {printable(request.method)} {printable(request.path)!r}: "
+                          "use GET /ping or POST /invocations")
+
+
+async def invocations(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except BodyRefused as refused:
+        return await refuse(request, refused)
+    handlers = request.app[HANDLERS]
+    content_type, accept = request.headers.get("Content-Type", ""), request.headers.get("Accept")
+    try:
+        if len(body) <= PARSE_INLINE_BYTES:
+            reviews = handlers.input_fn(body, content_type)
+        else:
+            reviews = await asyncio.get_running_loop().run_in_executor(None, handlers.input_fn, body, content_type)
+        predictions = await request.app[BATCHER].submit(reviews)
+        text, answer_type = handlers.output_fn(predictions, accept)
+    except Overloaded as busy:
+        log.warning("refused a request: %s", busy)
+        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, str(busy), {"Retry-After": RETRY_AFTER_S})
+    except Exception as error:
+        status = getattr(error, "status", None)  # the artifact's InferenceError (its own class)
+        if isinstance(status, int) and 400 <= status < 500:
+            return error_response(status, str(error))
+        log.exception("invocation failed")  # a bug, not the client's fault: details stay in the log
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "the model could not score this request; see the server log")
+    return web.Response(status=200, body=text.encode("utf-8"), headers={"Content-Type": answer_type})
