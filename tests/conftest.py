@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic data preprocessed once, and a tiny trained model, for the whole session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,19 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_worker_per_model_server():
+    """Local endpoints start with one worker each (the machine has two cores, and tests start
+    many endpoints); the tests of the process tree ask for two explicitly."""
+    previous = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS")
+    os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"
+    yield
+    if previous is None:
+        del os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"]
+    else:
+        os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -71,10 +85,12 @@ def register_versions(home: Path, trained: Path, versions: int = 2) -> None:
 
 
 def delete_endpoints(home: Path) -> None:
-    """Stop every local endpoint's model server under ``home``."""
+    """Stop every local endpoint's model server under ``home``, and the home's local runtime."""
     from pipeline.local.db import open_state
     from pipeline.local.hosting import LocalHosting
+    from pipeline.local.runtime import stop_runtime
 
     hosting = LocalHosting(home, open_state(home))
     for endpoint in hosting.list_endpoints():
         hosting.delete_endpoint(endpoint["EndpointName"])
+    stop_runtime(home)

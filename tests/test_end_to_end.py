@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -61,9 +62,9 @@ def _approve_and_invoke(home: Path, version: str) -> None:
     endpoint = json.loads(_run(home, "endpoints", "show", deployment["endpoint"], "--json").stdout)
     try:
         assert endpoint["EndpointStatus"] == "InService"
-        host, port = endpoint["Url"].removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        connection.request("POST", "/invocations", body=b"a fine film", headers={"Content-Type": "text/plain",
+        url = urlsplit(endpoint["Url"])
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        connection.request("POST", url.path + "/invocations", body=b"a fine film", headers={"Content-Type": "text/plain",
                                                                                    "Accept": "text/plain"})
         response = connection.getresponse()
         assert response.status == 200 and response.read() in (b"0", b"1")

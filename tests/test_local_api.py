@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 from urllib.parse import urlsplit
 
 import pytest
 
 from pipeline.cli import main
-from pipeline.local.api import ApiServer
+from pipeline.local.api import api_app
 from pipeline.settings import Settings
+from serve.server.run import BackgroundServer
 from tests.conftest import delete_endpoints, register_versions
 
 
@@ -25,21 +25,18 @@ def home(trained, tmp_path_factory):
     delete_endpoints(home)
 
 
-def _serving(settings: Settings) -> ApiServer:
-    server = ApiServer(settings, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def _serving(settings: Settings) -> BackgroundServer:
+    return BackgroundServer(lambda url: api_app(settings, url)).start()
 
 
 @pytest.fixture(scope="module")
 def api(home):
     server = _serving(Settings(home=home))
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
-def _request(server: ApiServer, method: str, path: str, body: bytes | None = None,
+def _request(server: BackgroundServer, method: str, path: str, body: bytes | None = None,
              headers: dict | None = None) -> tuple[int, dict, bytes]:
     parts = urlsplit(server.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
@@ -92,8 +89,8 @@ def test_with_no_endpoint_the_page_is_told_to_wait_for_a_deployment(tmp_path):
         status, _, body = _request(server, "POST", "/predict", b"a fine film", {"Content-Type": "text/plain"})
         assert status == 503 and "not deployed yet" in json.loads(body)["error"]
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
+        delete_endpoints(tmp_path)
 
 
 def test_static_files_are_only_the_sites_own(api):
@@ -111,7 +108,7 @@ def test_a_content_length_that_is_not_a_byte_count_is_refused(api, length, statu
         connection.putheader("Content-Type", "text/plain")
         connection.putheader("Content-Length", length)
         connection.endheaders()
-        response = connection.getresponse()
-        assert response.status == status and "not a number of bytes" in json.loads(response.read())["message"]
+        response = connection.getresponse()  # refused by the HTTP parser itself, before any handler
+        assert response.status == status and b"Content-Length" in response.read()
     finally:
         connection.close()

@@ -43,7 +43,7 @@ def _invoke(url: str, review: str) -> tuple[int, dict]:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        connection.request("POST", "/invocations", body=json.dumps({"review": review}),
+        connection.request("POST", parts.path + "/invocations", body=json.dumps({"review": review}),
                            headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
@@ -69,7 +69,8 @@ def test_approving_deploys_then_a_newer_approval_updates_blue_green(home, capsys
     code, approved = _cli(capsys, home, "registry", "approve", "2", "--comment", "newer")
     assert code == 0 and approved["deployment"][0]["status"] == "updated"
     second = _endpoint(capsys, home)
-    assert second["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-") and second["Url"] != first["Url"]
+    assert second["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
+    assert second["Url"] == first["Url"]  # the endpoint's address outlives its variants, as on SageMaker
     assert _invoke(second["Url"], "a dull film")[0] == 200
     assert not _alive(old_pid)  # the old server stopped once the new one answered
 

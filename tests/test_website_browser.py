@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 
 import pytest
 
-from pipeline.local.api import ApiServer
+from pipeline.local.api import api_app
 from pipeline.settings import Settings
+from serve.server.run import BackgroundServer
+from tests.conftest import delete_endpoints
 from tests.test_local_api import api, home  # noqa: F401  (module fixtures: a deployed endpoint behind the API)
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -74,8 +75,7 @@ def test_an_empty_review_is_caught_on_the_page(browser, api):  # noqa: F811
 
 
 def test_without_a_deployed_model_the_page_says_so(browser, tmp_path):
-    server = ApiServer(Settings(home=tmp_path), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = BackgroundServer(lambda url: api_app(Settings(home=tmp_path), url)).start()
     try:
         wait, by = _open(browser, server.url)
         browser.find_element(by.ID, "review").send_keys("Dull.")
@@ -83,5 +83,5 @@ def test_without_a_deployed_model_the_page_says_so(browser, tmp_path):
         wait.until(lambda driver: driver.find_element(by.ID, "error").is_displayed())
         assert "not deployed yet" in browser.find_element(by.ID, "error").text
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
+        delete_endpoints(tmp_path)

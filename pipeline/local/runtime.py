@@ -43,6 +43,7 @@ from aiohttp import web
 
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, connect, state_path
 from pipeline.local.processes import process_alive, stop_process_group
+from serve.server.app import name_server
 from serve.server.http import BodyRefused, json_response, printable, read_body, refuse
 from serve.server.run import listening_socket, serve_forever, url_of
 
@@ -120,6 +121,7 @@ class Runtime:
         app.router.add_get("/ping", self.ping)
         app.router.add_post("/endpoints/{name}/invocations", self.invoke)
         app.router.add_route("*", "/{tail:.*}", self.unknown)
+        app.on_response_prepare.append(name_server)
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)
         return app

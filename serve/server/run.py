@@ -8,6 +8,7 @@ does the application's cleanup run.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import threading
@@ -48,21 +49,26 @@ async def _serve(app: web.Application, sockets: list[socket.socket], stop: async
     await runner.setup()
     try:
         for sock in sockets:
-            await web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S).start()
+            await web.SockSite(runner, sock).start()
         on_ready()
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-def serve_forever(app: web.Application, sockets: list[socket.socket], on_ready: Callable[[], None] = lambda: None) -> None:
-    """Serve in the foreground until SIGTERM or SIGINT, then stop gracefully."""
+def serve_forever(app: web.Application, sockets: list[socket.socket], on_ready: Callable[[], None] = lambda: None,
+                  lifeline_fd: int | None = None) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT, then stop gracefully. With
+    ``lifeline_fd`` (the read end of a pipe whose write end the parent holds), also stop when
+    the parent is gone, killed outright or not: a worker never outlives its supervisor."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, stop.set)
+        if lifeline_fd is not None:
+            loop.add_reader(lifeline_fd, lambda: os.read(lifeline_fd, 1) or stop.set())
         await _serve(app, sockets, stop, on_ready)
 
     asyncio.run(main())

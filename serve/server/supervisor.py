@@ -72,6 +72,8 @@ class Supervisor:
         self.model_dir, self.sockets, self.settings = Path(model_dir), sockets, settings
         self.workers: list[_Worker] = []
         self._stopping = False
+        # Workers watch the read end; the write end closes only when this process ends.
+        self._lifeline_read, self._lifeline_write = os.pipe()
 
     @property
     def url(self) -> str:
@@ -93,8 +95,8 @@ class Supervisor:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "serve.server", "--model-dir", str(self.model_dir),
-                 "--worker-fd", str(listen_fd), "--ready-fd", str(write_fd)],
-                pass_fds=(listen_fd, write_fd), stdin=subprocess.DEVNULL)
+                 "--worker-fd", str(listen_fd), "--ready-fd", str(write_fd), "--lifeline-fd", str(self._lifeline_read)],
+                pass_fds=(listen_fd, write_fd, self._lifeline_read), stdin=subprocess.DEVNULL)
         except BaseException:
             os.close(read_fd)
             raise
@@ -167,6 +169,10 @@ class Supervisor:
                 worker.process.wait()
         for sock in set(self.sockets):
             sock.close()
+        for name in ("_lifeline_read", "_lifeline_write"):  # once: a closed fd's number may be reused
+            if getattr(self, name) >= 0:
+                os.close(getattr(self, name))
+                setattr(self, name, -1)
 
 
 def serve_model(model_path: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
@@ -209,7 +215,7 @@ def _worker_main(args: argparse.Namespace) -> int:
         os.write(args.ready_fd, b"ready\n")
         os.close(args.ready_fd)
 
-    serve_forever(build_app(handlers, model, settings), [sock], on_ready=ready)
+    serve_forever(build_app(handlers, model, settings), [sock], on_ready=ready, lifeline_fd=args.lifeline_fd)
     return 0
 
 
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="once every worker is ready, write the server's URL here (how a supervisor learns the port)")
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if args.worker_fd is not None:
