@@ -1,26 +1,37 @@
-"""The serving loop on a real registered model: approve → local endpoint → the website's API.
+"""Serving a real registered model under load: the model server, the endpoint's stable address,
+the website's API, and a blue/green update in the middle of a load.
 
-    .venv/bin/python benchmarks/serving.py --home .mlops --version 1 --reviews 500
+    .venv/bin/python benchmarks/serving.py --home .mlops --version 1 --update-version 2
 
-It approves the version (the deploy handler starts the local endpoint) and times that. Then it
-sends the first N test reviews of the execution that registered the version, one request per
-review as the web page does, through the local API. The path is HTTP, then an API Gateway event
-to lambda/predict.py, then LocalRuntime, then the model server. Against the same reviews it
-measures, in the same run:
+Needs ``wrk`` (Debian: ``apt-get install wrk``): a load generator written in C, so that it does
+not compete for the cores the way Python threads would. It sends single real test reviews of
+typical length (100 to 200 tokens, the execution's own test split), rotating through them, on
+keep-alive connections.
 
-- the baseline: the artifact's own handlers called in this process (no HTTP at all);
-- agreement: each answer's probability against the evaluation step's predictions.jsonl, which
-  was scored through the same handlers during the pipeline run.
+In the same run it measures the baseline: the artifact's own handlers called in this process
+with batches of 64 reviews (no HTTP at all), after one warm-up pass, in reviews per second.
+Then, each for ``--seconds``:
 
-Latencies are printed as p50/p95 and as a ratio to the baseline (this machine is shared and noisy).
+- the endpoint's model server (``POST /invocations``) at 1, 8 and 64 connections;
+- the endpoint's stable address (``POST {Url}/invocations``, through the local runtime) at 64;
+- the website's API (``POST /predict`` of ``sentiment-mlops api``: lambda/predict.py and a real
+  boto3 client) at 64;
+- the API at 64 connections for ``--swap-seconds`` while ``--update-version`` is approved a
+  third of the way in: every failed request counts, and the Url must not change.
+
+Last, it checks that the API's answers agree with the evaluation step's predictions.
 """
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
+import re
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.definition import PREPROCESS  # noqa: E402
-from pipeline.local.api import ApiServer  # noqa: E402
 from pipeline.local.db import open_state  # noqa: E402
+from pipeline.local.hosting import LocalHosting  # noqa: E402
 from pipeline.local.registry import ModelRegistry  # noqa: E402
 from pipeline.local.store import ArtifactStore  # noqa: E402
 from pipeline.registry_commands import set_status  # noqa: E402
@@ -40,100 +51,207 @@ from serve.artifact import resolve_model_dir  # noqa: E402
 from serve.artifact_code import load_artifact_handlers  # noqa: E402
 
 AGREEMENT = 1e-5
+BATCH = 64
+TOKENS = re.compile(r"\w+")
 
 
-def _percentiles(seconds: list[float]) -> tuple[float, float]:
-    ordered = sorted(seconds)
-    return statistics.median(ordered) * 1000, ordered[int(0.95 * (len(ordered) - 1))] * 1000
-
-
-def _reviews_and_expected(settings: Settings, version: int, count: int) -> tuple[list[dict], list[float]]:
-    """The execution's test reviews (Preprocess output) and the evaluation's probabilities for them."""
+def _test_reviews(settings: Settings, version: int, count: int) -> tuple[list[dict], list[float]]:
+    """Reviews of 100 to 200 tokens from the execution's test split, with the evaluation's
+    probability for each."""
     package = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, version)
     store = ArtifactStore(settings.home)
     executions = package.metrics_uri.split("/executions/", 1)[0]
     reviews_uri = f"{executions}/executions/{package.execution_id}/{PREPROCESS}/test/reviews.jsonl"
     predictions_uri = package.metrics_uri.rsplit("/", 1)[0] + "/predictions.jsonl"
-    with open(store.path(reviews_uri), encoding="utf-8") as handle:
-        reviews = [json.loads(line) for _, line in zip(range(count), handle)]
-    with open(store.path(predictions_uri), encoding="utf-8") as handle:
-        expected = [json.loads(line)["positive_probability"] for _, line in zip(range(count), handle)]
-    return reviews, expected
+    chosen = []
+    with open(store.path(reviews_uri), encoding="utf-8") as reviews, \
+            open(store.path(predictions_uri), encoding="utf-8") as predictions:
+        for line, predicted in zip(reviews, predictions):
+            review = json.loads(line)
+            if 100 <= len(TOKENS.findall(review["text"])) <= 200:
+                chosen.append((review, json.loads(predicted)["positive_probability"]))
+            if len(chosen) == count:
+                break
+    return [r for r, _ in chosen], [p for _, p in chosen]
 
 
-def _post(url: str, review: str) -> float:
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+def _baseline(settings: Settings, version: int, reviews: list[str]) -> float:
+    """Reviews per second through the artifact's handlers in this process, batches of 64."""
+    package = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, version)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-model-"))
     try:
-        connection.request("POST", "/predict", body=json.dumps({"review": review}),
+        model_dir = resolve_model_dir(ArtifactStore(settings.home).path(package.artifact_uri), scratch)
+        handlers = load_artifact_handlers(model_dir)
+        model = handlers.model_fn(str(model_dir))
+        batches = [json.dumps({"reviews": reviews[i:i + BATCH]}) for i in range(0, len(reviews), BATCH)]
+
+        def one_pass() -> float:
+            started = time.perf_counter()
+            for body in batches:
+                handlers.output_fn(handlers.predict_fn(handlers.input_fn(body, "application/json"), model), None)
+            return time.perf_counter() - started
+
+        one_pass()  # warm-up: the stem cache, the allocator
+        return len(reviews) / min(one_pass() for _ in range(3))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wrk_script(reviews: list[str], folder: Path) -> Path:
+    bodies = ",\n".join(f"[==[{json.dumps({'review': r})}]==]" for r in reviews)
+    script = folder / "reviews.lua"
+    script.write_text(f"""local bodies = {{
+{bodies}
+}}
+local i = 0
+local headers = {{["Content-Type"] = "application/json"}}
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, headers, bodies[i])
+end
+""", encoding="utf-8")
+    return script
+
+
+def _wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
+    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+                           "-s", str(script), url], capture_output=True, text=True, check=True)
+    out = done.stdout
+
+    def latency(percentile: str) -> float:
+        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "p50": latency("50"), "p99": latency("99"),
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+            "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--home", str(settings.home), "api",
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("website and API on"):
+        raise SystemExit(f"sentiment-mlops api did not start: {line!r}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _ensure_deployed(settings: Settings, version: int) -> float | None:
+    """Approve ``version`` (which deploys it) unless it is what the endpoint serves; seconds taken."""
+    package = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, version)
+    hosting = LocalHosting(settings.home, open_state(settings.home))
+    serving = {e["EndpointName"]: e for e in hosting.list_endpoints()}.get(settings.endpoint_name)
+    if package.approval_status == "Approved" and serving and serving["EndpointStatus"] == "InService" \
+            and serving["EndpointConfigName"].startswith(f"{settings.endpoint_name}-v{version}-"):
+        return None
+    if package.approval_status == "Approved":  # approved, but not what is served: approve again after a reject
+        set_status(settings, "local", version, "reject", "benchmarks/serving.py")
+    started = time.perf_counter()
+    approval = set_status(settings, "local", version, "approve", "benchmarks/serving.py")
+    if approval["deployment_error"]:
+        raise SystemExit(f"deployment failed: {approval['deployment_error']}")
+    return time.perf_counter() - started
+
+
+def _agreement(api_url: str, reviews: list[dict], expected: list[float]) -> tuple[int, int, float]:
+    import http.client
+
+    parts = urlsplit(api_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    answers = []
+    for review in reviews:
+        connection.request("POST", "/predict", body=json.dumps({"review": review["text"]}),
                            headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         body = json.loads(response.read())
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise SystemExit(f"the API answered {response.status}: {body}")
-    return body["predictions"][0]["positive_probability"]
+        if response.status != 200:
+            raise SystemExit(f"the API answered {response.status}: {body}")
+        answers.append(body["predictions"][0]["positive_probability"])
+    connection.close()
+    differences = [abs(a - e) for a, e in zip(answers, expected)]
+    same_label = sum((a >= 0.5) == (e >= 0.5) for a, e in zip(answers, expected))
+    return sum(d <= AGREEMENT for d in differences), same_label, max(differences)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path(".mlops"))
-    parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--reviews", type=int, default=500)
+    parser.add_argument("--version", type=int, default=1, help="the version to serve (approved if it is not)")
+    parser.add_argument("--update-version", type=int, help="the version approved during the swap load")
+    parser.add_argument("--reviews", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--swap-seconds", type=int, default=30)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
     settings = Settings(home=args.home)
-    reviews, expected = _reviews_and_expected(settings, args.version, args.reviews)
+    reviews, expected = _test_reviews(settings, args.version, args.reviews)
+    texts = [r["text"] for r in reviews]
+    deploy_seconds = _ensure_deployed(settings, args.version)
+    baseline = _baseline(settings, args.version, texts)
 
-    current = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, args.version)
-    if current.approval_status == "Approved":
-        raise SystemExit(f"version {args.version} is approved already, and this benchmark times approval → endpoint: "
-                         f"reject it first (sentiment-mlops registry reject {args.version}), or pick a pending version")
-    started = time.perf_counter()
-    approval = set_status(settings, "local", args.version, "approve", "benchmarks/serving.py")
-    deploy_seconds = time.perf_counter() - started
-    if approval["deployment_error"]:
-        raise SystemExit(f"deployment failed: {approval['deployment_error']}")
+    hosting = LocalHosting(settings.home, open_state(settings.home))
+    endpoint = hosting.describe_endpoint(settings.endpoint_name)
+    server_url = open_state(settings.home).execute("SELECT url FROM endpoints WHERE name = ?",
+                                                   (settings.endpoint_name,)).fetchone()["url"]
+    folder = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
+    script = _wrk_script(texts, folder)
+    rows = []
 
-    package = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, args.version)
-    model_dir = resolve_model_dir(ArtifactStore(settings.home).path(package.artifact_uri))  # unpacked to a temp dir
-    handlers = load_artifact_handlers(model_dir)
-    model = handlers.model_fn(str(model_dir))
-    baseline = []
-    for review in reviews:
-        tick = time.perf_counter()
-        handlers.predict_fn(handlers.input_fn(json.dumps({"review": review["text"]}), "application/json"), model)
-        baseline.append(time.perf_counter() - tick)
+    def measure(label: str, url: str, connections: int, seconds: int = args.seconds) -> dict:
+        result = _wrk(url, connections, seconds, script)
+        rows.append((label, connections, result))
+        print(f"  {label:<42} c={connections:<3} {result['rps']:8.0f} req/s ({result['rps'] / baseline:5.0%} of the "
+              f"baseline)  p50 {result['p50']:7.2f} ms  p99 {result['p99']:7.2f} ms  non-2xx {result['non_2xx']}  "
+              f"socket errors {result['socket_errors']}", flush=True)
+        return result
 
-    server = ApiServer(settings, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    through_api, answers = [], []
+    print(f"{len(texts)} real test reviews of 100-200 tokens (mean {statistics.mean(len(TOKENS.findall(t)) for t in texts):.0f})")
+    if deploy_seconds is not None:
+        print(f"approve → endpoint InService: {deploy_seconds:.1f} s")
+    print(f"baseline, the artifact's handlers in-process, batches of {BATCH}: {baseline:.0f} reviews/s")
+    for connections in (1, 8, 64):
+        measure("model server POST /invocations", server_url + "/invocations", connections)
+    measure("endpoint Url (local runtime) /invocations", endpoint["Url"] + "/invocations", 64)
+    api, api_url = _start_api(settings)
     try:
-        for review in reviews:
-            tick = time.perf_counter()
-            answers.append(_post(server.url, review["text"]))
-            through_api.append(time.perf_counter() - tick)
-    finally:
-        server.shutdown()
-        server.server_close()
+        measure("website API POST /predict (boto3)", api_url + "/predict", 64)
+        agree, same_label, largest = _agreement(api_url, reviews[:200], expected[:200])
+        print(f"  API answers vs the evaluation step's: {agree}/200 within {AGREEMENT:g} (largest difference "
+              f"{largest:.1e}); same label {same_label}/200")
+        if args.update_version:
+            swap: dict = {}
 
-    # The evaluation scored batches, the API one review at a time: float32 sums in another order
-    # can move the sixth decimal, never the verdict.
-    differences = [abs(a - e) for a, e in zip(answers, expected)]
-    agree = sum(d <= AGREEMENT for d in differences)
-    same_label = sum((a >= 0.5) == (e >= 0.5) for a, e in zip(answers, expected))
-    correct = sum((a >= 0.5) == bool(r["label"]) for a, r in zip(answers, reviews))
-    base50, base95 = _percentiles(baseline)
-    api50, api95 = _percentiles(through_api)
-    print(f"approve → endpoint InService: {deploy_seconds:.1f} s ({[d['status'] for d in approval['deployment']]})")
-    print(f"{len(reviews)} real test reviews, one request each")
-    print(f"  in-process handlers (baseline): p50 {base50:.1f} ms, p95 {base95:.1f} ms")
-    print(f"  website API → predict.py → endpoint: p50 {api50:.1f} ms, p95 {api95:.1f} ms "
-          f"({api50 / base50:.2f}x the baseline at p50)")
-    print(f"  probabilities within {AGREEMENT:g} of the evaluation step's: {agree}/{len(reviews)} "
-          f"(largest difference {max(differences):.1e}); same label: {same_label}/{len(reviews)}")
-    print(f"  accuracy on these reviews: {correct / len(reviews):.4f}")
-    return 0 if agree == same_label == len(reviews) else 1
+            def update() -> None:
+                time.sleep(args.swap_seconds / 3)
+                swap["seconds"] = _ensure_deployed(settings, args.update_version)
+
+            updater = threading.Thread(target=update)
+            updater.start()
+            result = measure(f"API during an update to v{args.update_version}", api_url + "/predict", 64,
+                             args.swap_seconds)
+            updater.join()
+            after = hosting.describe_endpoint(settings.endpoint_name)
+            print(f"  update took {swap['seconds']:.1f} s under load; {result['requests']} requests, failed: "
+                  f"{result['non_2xx'] + result['socket_errors']}; Url before {endpoint['Url']}, after {after['Url']} "
+                  f"({'same' if after['Url'] == endpoint['Url'] else 'CHANGED'}); now serving "
+                  f"{after['EndpointConfigName']}")
+    finally:
+        api.terminate()
+        api.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -118,9 +118,11 @@ def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes) -> t
     except Exception as error:  # botocore's ClientError; its classes live on each client
         response = getattr(error, "response", None) or {}
         code = response.get("Error", {}).get("Code")
-        if code == "ModelError" and 400 <= int(response.get("OriginalStatusCode", 500)) < 500:
-            return int(response["OriginalStatusCode"]), response.get("OriginalMessage") or json.dumps(
-                {"error": "the model refused the request"})
+        original = int(response.get("OriginalStatusCode", 500)) if code == "ModelError" else None
+        if original is not None and 400 <= original < 500:
+            return original, response.get("OriginalMessage") or json.dumps({"error": "the model refused the request"})
+        if original == 503:  # the model server's queue is full: load shedding, not a fault
+            raise ApiError(503, "the model is busy: try again in a moment") from None
         if code == "ValidationError" and "not found" in str(error).lower():
             log.error("endpoint %s not found: %s", config.endpoint_name, error)
             raise ApiError(503, "the model is not deployed yet: approve a model version, then try again") from None

@@ -103,6 +103,15 @@ def test_the_endpoints_refusal_keeps_its_status_and_message(runtime):
     assert response["statusCode"] == 400 and json.loads(response["body"])["error"].startswith("the review is empty")
 
 
+def test_a_model_server_with_a_full_queue_is_a_busy_message_not_a_fault(runtime):
+    client, stub = runtime
+    stub.add_client_error("invoke_endpoint", "ModelError", "Received server error (503) from primary",
+                          http_status_code=424, response_meta={},
+                          modeled_fields={"OriginalStatusCode": 503, "OriginalMessage": '{"error": "the server is busy"}'})
+    response = predict.handle(_v2(body=json.dumps({"review": REVIEW})), CONFIG, client)
+    assert response["statusCode"] == 503 and "busy" in json.loads(response["body"])["error"]
+
+
 @pytest.mark.parametrize("code, message, status, says", [
     ("ValidationError", "Endpoint sentiment-test of account 123456789012 not found.", 503, "not deployed yet"),
     ("ThrottlingException", "Rate exceeded", 503, "busy"),
