@@ -64,7 +64,7 @@ def trained(prepared, tmp_path_factory) -> Path:
     return out
 
 
-def register_versions(home: Path, trained: Path, versions: int = 2) -> None:
+def register_versions(home: Path, trained: Path, versions: int = 2, environment: dict | None = None) -> None:
     """``versions`` registered model versions in ``home``'s local registry, each with the tiny
     trained model as its artifact in the local store (what the pipeline's Register leaves)."""
     from pipeline.local.db import open_state
@@ -81,7 +81,8 @@ def register_versions(home: Path, trained: Path, versions: int = 2) -> None:
         store.upload_file(archive, uri)
         registry.register(Settings().model_package_group, uri, "0" * 64,
                           {"binary_classification_metrics": {"accuracy": {"value": 0.9}}},
-                          inference_specification={"Containers": [{"ModelDataUrl": uri}]})
+                          inference_specification={"Containers": [{"ModelDataUrl": uri,
+                                                                   **({"Environment": environment} if environment else {})}]})
 
 
 def delete_endpoints(home: Path) -> None:

@@ -155,3 +155,15 @@ def test_a_blue_green_update_under_load_fails_no_request_and_keeps_the_address(h
     assert served_before > 0 and load.ok > after_update  # served before, during and after the swap
     assert after["Url"] == before["Url"] and after["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
     assert _pid(home) != old_pid and not _alive(old_pid)  # the old variant finished, then stopped
+
+
+def test_the_model_packages_container_environment_reaches_the_endpoints_server(trained, tmp_path):
+    """As SageMaker gives the container its Environment, so the server's knobs are set per model."""
+    import psutil
+
+    register_versions(tmp_path, trained, versions=1, environment={"SAGEMAKER_TS_BATCH_SIZE": "8"})
+    try:
+        assert main(["--home", str(tmp_path), "registry", "approve", "1", "--json"]) == 0
+        assert psutil.Process(_pid(tmp_path)).environ()["SAGEMAKER_TS_BATCH_SIZE"] == "8"
+    finally:
+        delete_endpoints(tmp_path)

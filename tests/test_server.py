@@ -342,3 +342,26 @@ def test_the_server_runs_its_workers_and_stops_them_all(trained, tmp_path):
         server.terminate()
         assert server.wait(60) == 0
     assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
+
+
+def test_workers_stop_when_their_supervisor_is_killed_outright(trained, tmp_path):
+    """A worker never outlives its supervisor, even one killed with SIGKILL (no chance to stop them)."""
+    import os
+    import signal
+
+    import psutil
+
+    ready = tmp_path / "url"
+    server = subprocess.Popen([sys.executable, "-m", "serve.server", "--model-dir", str(trained / "model"),
+                               "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)], env=_env(workers=2))
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert server.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    workers = psutil.Process(server.pid).children()
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == [] and len(gone) == 2
+    with pytest.raises(ConnectionRefusedError):  # and the port is closed, not left queueing connections
+        socket.create_connection(("127.0.0.1", int(ready.read_text().rsplit(":", 1)[1])), timeout=5)

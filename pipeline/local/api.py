@@ -29,17 +29,15 @@ from aiohttp import web
 
 from pipeline.local.db import LOCAL_REGION
 from pipeline.local.lambdas import load_lambda
-from pipeline.local.runtime import ensure_runtime
+from pipeline.local.runtime import INVOKE_TIMEOUT_S, ensure_runtime
 from pipeline.settings import WEBSITE_DIR, Settings
-from serve.server.app import name_server
-from serve.server.http import BodyRefused, json_response, read_body, refuse
+from serve.server.http import BodyRefused, json_response, name_server, read_body, refuse
 
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
                 "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
 API_GATEWAY_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_PORT = 3000
 HANDLER_THREADS = 64
-INVOKE_TIMEOUT_S = 60.0
 # The local runtime checks no signature, but botocore signs every request and needs a key to
 # sign with. These name no account; real credentials are never sent to it.
 LOCAL_ACCESS_KEY = "local-runtime"
@@ -50,7 +48,7 @@ def runtime_client(runtime_url: str, pool_size: int = HANDLER_THREADS):
     import boto3
     from botocore.config import Config
 
-    config = Config(max_pool_connections=pool_size, read_timeout=INVOKE_TIMEOUT_S,
+    config = Config(max_pool_connections=pool_size, read_timeout=INVOKE_TIMEOUT_S + 5,
                     retries={"mode": "standard", "max_attempts": 3})
     return boto3.session.Session().client("sagemaker-runtime", endpoint_url=runtime_url, region_name=LOCAL_REGION,
                                           aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_ACCESS_KEY,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -273,6 +274,16 @@ class LocalHosting:
                 shutil.rmtree(scratch, ignore_errors=True)
         return target
 
+    def _container_environment(self, model_name: str) -> dict[str, str]:
+        """The container's ``Environment``, as SageMaker gives it to the endpoint's container: the
+        model's own, or its model package's (``SAGEMAKER_MODEL_SERVER_WORKERS``, say)."""
+        container = self.describe_model(model_name)["PrimaryContainer"]
+        if "ModelPackageName" in container:
+            containers = self.registry.get_by_arn(container["ModelPackageName"]).inference_specification.get(
+                "Containers") or [{}]
+            container = containers[0]
+        return {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+
     def _start_server(self, endpoint: str, config_name: str) -> tuple[int, str]:
         """Start a model server for the config's model and wait until it answers; RuntimeError if it does not."""
         variant = self.describe_endpoint_config(config_name)["ProductionVariants"][0]
@@ -283,11 +294,16 @@ class LocalHosting:
         log_path = self._log(endpoint)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         ready = log_path.with_name(f"{endpoint}.{time.time_ns()}.url")
+        try:
+            environment = {**os.environ, **self._container_environment(variant["ModelName"])}
+        except (ClientError, StateError) as error:
+            raise RuntimeError(f"cannot read the model's container: {error}") from error
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
                  "--port", "0", "--ready-file", str(ready)],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=environment)
         try:
             url = self._wait_until_ready(process, ready, log_path)
         except BaseException:  # not ready, or interrupted: no server may be left without a record

@@ -43,9 +43,8 @@ from aiohttp import web
 
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, connect, state_path
 from pipeline.local.processes import process_alive, stop_process_group
-from serve.server.app import name_server
-from serve.server.http import BodyRefused, json_response, printable, read_body, refuse
-from serve.server.run import listening_socket, serve_forever, url_of
+from serve.server.http import BodyRefused, json_response, name_server, printable, read_body, refuse
+from serve.server.run import listening_socket, serve_forever, url_of, write_ready_file
 
 log = logging.getLogger(__name__)
 
@@ -305,9 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     def announce() -> None:
         log.info("routing invocations for the endpoints of %s on %s", args.home, url)
         if args.ready_file:
-            partial = args.ready_file.with_name(args.ready_file.name + ".partial")
-            partial.write_text(url, encoding="utf-8")
-            partial.replace(args.ready_file)
+            write_ready_file(args.ready_file, url)
 
     serve_forever(runtime.app(), [sock], on_ready=announce)
     return 0

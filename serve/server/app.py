@@ -22,12 +22,11 @@ from aiohttp import web
 
 from serve.handlers import MAX_BODY_BYTES
 from serve.server.batching import Batcher, Overloaded
-from serve.server.http import BodyRefused, error_response, printable, read_body, refuse
+from serve.server.http import BodyRefused, error_response, name_server, printable, read_body, refuse
 from serve.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "sentiment-mlops"
 BATCHER = web.AppKey("batcher", Batcher)
 HANDLERS = web.AppKey("handlers", ModuleType)
 # Bodies up to this size are parsed on the event loop; bigger ones on a thread, so that one
@@ -59,11 +58,6 @@ async def _stop_batcher(app: web.Application) -> None:
     await app[BATCHER].close()
 
 
-async def name_server(request: web.Request, response: web.StreamResponse) -> None:
-    """Say which server answered, not which versions of Python and aiohttp it runs."""
-    response.headers["Server"] = SERVER_NAME
-
-
 async def ping(request: web.Request) -> web.Response:
     return web.Response(status=200, body=b"", content_type="text/plain")
 
@@ -75,10 +69,14 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 async def invocations(request: web.Request) -> web.StreamResponse:
+    batcher = request.app[BATCHER]
     try:
+        if batcher.full():  # shed load before a body is read and held in memory
+            raise BodyRefused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is busy: try again in a second")
         body = await read_body(request, MAX_BODY_BYTES)
     except BodyRefused as refused:
-        return await refuse(request, refused)
+        retry = {"Retry-After": RETRY_AFTER_S} if refused.status == HTTPStatus.SERVICE_UNAVAILABLE else None
+        return await refuse(request, refused, headers=retry)
     handlers = request.app[HANDLERS]
     content_type, accept = request.headers.get("Content-Type", ""), request.headers.get("Accept")
     try:
@@ -86,7 +84,7 @@ async def invocations(request: web.Request) -> web.StreamResponse:
             reviews = handlers.input_fn(body, content_type)
         else:
             reviews = await asyncio.get_running_loop().run_in_executor(None, handlers.input_fn, body, content_type)
-        predictions = await request.app[BATCHER].submit(reviews)
+        predictions = await batcher.submit(reviews)
         text, answer_type = handlers.output_fn(predictions, accept)
     except Overloaded as busy:
         log.warning("refused a request: %s", busy)

@@ -52,6 +52,9 @@ class Batcher(Generic[T]):
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
+    def full(self) -> bool:
+        return self._closing or len(self._jobs) >= self.queue_size
+
     async def submit(self, reviews: list[str]) -> list[T]:
         """The answers for ``reviews``, once their batch has been scored."""
         if self._closing:

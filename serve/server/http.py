@@ -17,6 +17,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+SERVER_NAME = "sentiment-mlops"
 REQUEST_TIMEOUT_S = 30.0
 DRAIN_BYTES = 16 * 1024 * 1024
 DRAIN_SECONDS = 5.0
@@ -28,6 +29,11 @@ def printable(text: str) -> str:
     """A client's text made safe for a log line: control characters (terminal escapes, new
     lines that would forge entries) are written as ``\\xNN``."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+async def name_server(request: web.Request, response: web.StreamResponse) -> None:
+    """Say which server answered, not which versions of Python and aiohttp it runs."""
+    response.headers["Server"] = SERVER_NAME
 
 
 class BodyRefused(Exception):

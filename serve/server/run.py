@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
@@ -43,6 +44,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def write_ready_file(path: Path, url: str) -> None:
+    """Tell the process that started this one where it listens: the file appears whole or not at all."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(url, encoding="utf-8")
+    partial.replace(path)
+
+
 async def _serve(app: web.Application, sockets: list[socket.socket], stop: asyncio.Event,
                  on_ready: Callable[[], None]) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
@@ -68,7 +76,12 @@ def serve_forever(app: web.Application, sockets: list[socket.socket], on_ready: 
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, stop.set)
         if lifeline_fd is not None:
-            loop.add_reader(lifeline_fd, lambda: os.read(lifeline_fd, 1) or stop.set())
+            def parent_gone() -> None:
+                if not os.read(lifeline_fd, 1):  # end of file: the write end's holder has exited
+                    loop.remove_reader(lifeline_fd)
+                    stop.set()
+
+            loop.add_reader(lifeline_fd, parent_gone)
         await _serve(app, sockets, stop, on_ready)
 
     asyncio.run(main())

@@ -27,14 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from serve.server.run import listening_socket, url_of
+from serve.server.run import listening_socket, url_of, write_ready_file
 from serve.server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080  # SageMaker sends /ping and /invocations to port 8080
 READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 35.0  # a worker's own graceful shutdown takes at most 30 s
+STOP_TIMEOUT_S = 35.0
+RESTART_PAUSE_S = 1.0  # a worker's own graceful shutdown takes at most 30 s
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
@@ -42,16 +43,18 @@ class WorkerFailed(RuntimeError):
     """A worker could not start; the message is the worker's own reason."""
 
 
+REUSE_PORT = sys.platform == "linux"  # elsewhere SO_REUSEPORT does not spread connections
+
+
 def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """One listening socket per worker on one port where the kernel balances them (Linux);
     otherwise one socket that every worker shares."""
-    if sys.platform != "linux" or count == 1:
+    if not REUSE_PORT:
         return [listening_socket(host, port)] * count
-    first = listening_socket(host, port, reuse_port=True)
-    sockets = [first]
+    sockets = [listening_socket(host, port, reuse_port=True)]
     try:
         for _ in range(count - 1):
-            sockets.append(listening_socket(host, first.getsockname()[1], reuse_port=True))
+            sockets.append(listening_socket(host, sockets[0].getsockname()[1], reuse_port=True))
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -70,14 +73,12 @@ class Supervisor:
 
     def __init__(self, model_dir: Path, sockets: list[socket.socket], settings: ServerSettings) -> None:
         self.model_dir, self.sockets, self.settings = Path(model_dir), sockets, settings
+        self.url = url_of(sockets[0])
+        self.address = sockets[0].getsockname()[:2]
         self.workers: list[_Worker] = []
         self._stopping = False
         # Workers watch the read end; the write end closes only when this process ends.
         self._lifeline_read, self._lifeline_write = os.pipe()
-
-    @property
-    def url(self) -> str:
-        return url_of(self.sockets[0])
 
     def start(self) -> None:
         """Start every worker and wait until each has loaded the model; WorkerFailed if one cannot."""
@@ -90,6 +91,12 @@ class Supervisor:
             raise
 
     def _spawn(self, index: int) -> tuple[_Worker, int]:
+        """Start worker ``index`` on its socket. With one socket per worker, this process then
+        closes its copy: when the worker stops listening (or dies), its socket closes with it,
+        and the kernel sends new connections to the other workers instead of queueing them on a
+        socket nobody serves."""
+        if self.sockets[index].fileno() < 0:  # a replacement: a fresh socket on the same port
+            self.sockets[index] = listening_socket(*self.address, reuse_port=True)
         read_fd, write_fd = os.pipe()
         listen_fd = self.sockets[index].fileno()
         try:
@@ -102,6 +109,8 @@ class Supervisor:
             raise
         finally:
             os.close(write_fd)
+        if REUSE_PORT:
+            self.sockets[index].close()
         worker = _Worker(index, process)
         self.workers.append(worker)
         return worker, read_fd
@@ -109,7 +118,7 @@ class Supervisor:
     def _wait_ready(self, worker: _Worker, ready_fd: int) -> None:
         deadline, message = time.monotonic() + READY_TIMEOUT_S, b""
         try:
-            while time.monotonic() < deadline and not message.endswith(b"\n"):
+            while time.monotonic() < deadline and not message.endswith(b"\n") and not self._stopping:
                 readable, _, _ = select.select([ready_fd], [], [], 0.2)
                 if readable:
                     chunk = os.read(ready_fd, 4096)
@@ -148,14 +157,20 @@ class Supervisor:
         log.warning("worker %d (pid %d) exited with code %s; starting another", worker.index, worker.process.pid,
                     worker.process.returncode)
         self.workers.remove(worker)
+        replacement, ready_fd = self._spawn(worker.index)
         try:
-            self._wait_ready(*self._spawn(worker.index))
+            self._wait_ready(replacement, ready_fd)
         except WorkerFailed as error:
-            log.error("worker %d could not start again: %s", worker.index, error)
+            log.error("worker %d could not start again: %s; trying again in %g s", worker.index, error, RESTART_PAUSE_S)
+            replacement.process.kill()
+            replacement.process.wait()
+            time.sleep(RESTART_PAUSE_S)
 
     def stop(self) -> None:
         """Ask every worker to finish what it holds and exit; kill the ones that do not in time."""
         self._stopping = True
+        for sock in set(self.sockets):  # a socket this process still holds must not take connections
+            sock.close()
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
@@ -167,8 +182,6 @@ class Supervisor:
                 log.warning("worker %d (pid %d) did not stop in time; killing it", worker.index, worker.process.pid)
                 worker.process.kill()
                 worker.process.wait()
-        for sock in set(self.sockets):
-            sock.close()
         for name in ("_lifeline_read", "_lifeline_write"):  # once: a closed fd's number may be reused
             if getattr(self, name) >= 0:
                 os.close(getattr(self, name))
@@ -239,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def announce(url: str) -> None:
         if args.ready_file:
-            partial = args.ready_file.with_name(args.ready_file.name + ".partial")
-            partial.write_text(url, encoding="utf-8")
-            partial.replace(args.ready_file)
+            write_ready_file(args.ready_file, url)
 
     from serve.artifact import ArtifactError
 
