@@ -70,6 +70,11 @@ def test_the_endpoints_refusal_reaches_the_page(api):
     assert status == 400 and "empty" in json.loads(body)["error"]
 
 
+def test_a_review_that_is_only_markup_is_refused_through_the_api(api):
+    status, _, body = _request(api, "POST", "/predict", b"<br /><br /><p></p>", {"Content-Type": "text/plain"})
+    assert status == 400 and "no words once its HTML markup is removed" in json.loads(body)["error"]
+
+
 def test_an_oversize_body_is_refused_before_it_is_read(api):
     parts = urlsplit(api.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
