@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 
 from pipeline.cli import main

@@ -27,25 +27,22 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
 
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, StateError, iso, to_json, utc_now, write_transaction
-from pipeline.local.processes import process_alive, stop_process_group
+from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.registry import ModelRegistry
-from pipeline.local.runtime import ensure_runtime, runtime_url, stop_runtime
+from pipeline.local.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
 from pipeline.local.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
 
 log = logging.getLogger(__name__)
 
-HOSTING_DIR = "hosting"
 READY_TIMEOUT_S = 120.0
 # A server asked to stop finishes the requests it holds first (up to 30 s), then exits.
 STOP_TIMEOUT_S = 40.0
@@ -61,12 +58,7 @@ def _arn(kind: str, name: str) -> str:
 
 def _alive(pid: int | None) -> bool:
     """Whether ``pid`` is still a model server (a reused pid of another program is not)."""
-    if not process_alive(pid):
-        return False
-    try:
-        return b"serve.server" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:  # no /proc (macOS): existence is the best we can check
-        return True
+    return process_runs(pid, "serve.server")
 
 
 class LocalHosting:
@@ -82,7 +74,7 @@ class LocalHosting:
 
     @property
     def folder(self) -> Path:
-        return (self.home / HOSTING_DIR).resolve()
+        return hosting_folder(self.home)
 
     # --- model packages (what CreateModel and the deploy handler read) ----------------------------
     def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
@@ -250,7 +242,7 @@ class LocalHosting:
                               (*fields.values(), iso(utc_now()), name))
 
     def _log(self, endpoint: str) -> Path:
-        return self.folder / "endpoints" / f"{endpoint}.log"
+        return endpoint_log(self.home, endpoint)
 
     def _model_dir(self, model_name: str) -> Path:
         """The model's artifact, unpacked once into a folder named by the archive's sha256 (so a
@@ -291,38 +283,15 @@ class LocalHosting:
             model_dir = self._model_dir(variant["ModelName"])
         except (ArtifactError, OSError) as error:
             raise RuntimeError(str(error)) from error
-        log_path = self._log(endpoint)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        ready = log_path.with_name(f"{endpoint}.{time.time_ns()}.url")
         try:
             environment = {**os.environ, **self._container_environment(variant["ModelName"])}
         except (ClientError, StateError) as error:
             raise RuntimeError(f"cannot read the model's container: {error}") from error
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
-                 "--port", "0", "--ready-file", str(ready)],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env=environment)
-        try:
-            url = self._wait_until_ready(process, ready, log_path)
-        except BaseException:  # not ready, or interrupted: no server may be left without a record
-            _stop(process.pid)
-            raise
+        pid, url = start_server([sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host",
+                                 "127.0.0.1", "--port", "0"], self._log(endpoint), "the model server",
+                                self.ready_timeout_s, environment)
         log.info("endpoint %s: %s serves %s at %s", endpoint, config_name, variant["ModelName"], url)
-        return process.pid, url
-
-    def _wait_until_ready(self, process: subprocess.Popen, ready: Path, log_path: Path) -> str:
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if ready.exists():
-                url = ready.read_text(encoding="utf-8").strip()
-                ready.unlink()
-                return url
-            if process.poll() is not None:
-                raise RuntimeError(f"the model server exited with code {process.returncode}; see {log_path}")
-            time.sleep(0.1)
-        raise RuntimeError(f"the model server did not answer within {self.ready_timeout_s:g} s; see {log_path}")
+        return pid, url
 
 
 def _stop(pid: int | None) -> None:

@@ -1,11 +1,14 @@
-"""Processes the local runtime starts in their own sessions (jobs, model servers), and finds
-again by pid: whether one still lives, and stopping its whole process group."""
+"""Processes the local runtime starts in their own sessions (jobs, model servers, the router),
+and finds again by pid: starting a server and learning its address, whether one still lives
+(and is still that program), and stopping its whole process group."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Mapping
 
 
 def process_alive(pid: int | None) -> bool:
@@ -46,3 +49,41 @@ def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def process_runs(pid: int | None, module: str) -> bool:
+    """Whether ``pid`` is alive and still runs ``python -m module`` (a reused pid is another program)."""
+    if not process_alive(pid):
+        return False
+    try:
+        return module.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc (macOS): existence is the best we can check
+        return True
+
+
+def start_server(argv: list[str], log_path: Path, what: str, timeout_s: float,
+                 env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Start a server in a session of its own, its output appended to ``log_path``, and wait
+    for the URL it writes to the ``--ready-file`` added to ``argv``. Returns its pid and URL.
+    RuntimeError, naming ``what`` and the log, if it exits first or is not ready within
+    ``timeout_s``; on that or an interrupt it is stopped, so no server is left without a record."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    ready = log_path.with_name(f"{log_path.stem}.{time.time_ns()}.url")
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen([*argv, "--ready-file", str(ready)], stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready.exists():
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with code {process.returncode}; see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer within {timeout_s:g} s; see {log_path}")
+            time.sleep(0.05)
+        url = ready.read_text(encoding="utf-8").strip()
+        ready.unlink()
+        return process.pid, url
+    except BaseException:
+        if process.poll() is None:
+            stop_process_group(process.pid)
+        raise

@@ -26,9 +26,7 @@ import asyncio
 import fcntl
 import json
 import logging
-import os
 import sqlite3
-import subprocess
 import sys
 import time
 import uuid
@@ -42,13 +40,15 @@ import aiohttp
 from aiohttp import web
 
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, connect, state_path
-from pipeline.local.processes import process_alive, stop_process_group
+from pipeline.local.processes import process_runs, start_server, stop_process_group
 from serve.server.http import BodyRefused, json_response, name_server, printable, read_body, refuse
-from serve.server.run import listening_socket, serve_forever, url_of, write_ready_file
+from serve.server.run import listening_socket, serve_forever, url_of, write_whole
 
 log = logging.getLogger(__name__)
 
-RUNTIME_DIR = "hosting"
+# Local hosting's folder under the home: the endpoints' logs and model servers' models
+# (pipeline/local/hosting.py), and this runtime's record, lock and log.
+HOSTING_DIR = "hosting"
 RECORD_FILE = "runtime.json"
 # SageMaker's limit for a real-time invocation's payload.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -183,8 +183,7 @@ class Runtime:
 
     def _answer(self, name: str, route: Route, response: aiohttp.ClientResponse, data: bytes) -> web.Response:
         if response.status != 200:
-            return model_error(name, response.status, data.decode("utf-8", "replace"),
-                               self.home / RUNTIME_DIR / "endpoints" / f"{name}.log")
+            return model_error(name, response.status, data.decode("utf-8", "replace"), endpoint_log(self.home, name))
         answer = web.Response(status=200, body=data, headers={
             "Content-Type": response.headers.get("Content-Type", "application/octet-stream"),
             "X-Amzn-Invoked-Production-Variant": route.variant})
@@ -195,14 +194,19 @@ class Runtime:
 
 
 # --- the process, started once per home ---------------------------------------------------------
-def _folder(home: Path) -> Path:
-    return (Path(home) / RUNTIME_DIR).resolve()
+def hosting_folder(home: Path) -> Path:
+    return (Path(home) / HOSTING_DIR).resolve()
+
+
+def endpoint_log(home: Path, name: str) -> Path:
+    """Where an endpoint's model server writes its log."""
+    return hosting_folder(home) / "endpoints" / f"{name}.log"
 
 
 @contextmanager
 def _locked(home: Path) -> Iterator[None]:
     """One process at a time decides whether the runtime must be started."""
-    folder = _folder(home)
+    folder = hosting_folder(home)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "runtime.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -215,18 +219,13 @@ def _locked(home: Path) -> Iterator[None]:
 def read_record(home: Path) -> dict | None:
     """``{"pid", "url", "port"}`` of the home's runtime as last started, or None."""
     try:
-        return json.loads((_folder(home) / RECORD_FILE).read_text(encoding="utf-8"))
+        return json.loads((hosting_folder(home) / RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
 def _running(record: dict | None) -> bool:
-    if not record or not process_alive(record.get("pid")):
-        return False
-    try:
-        return b"pipeline.local.runtime" in Path(f"/proc/{record['pid']}/cmdline").read_bytes().split(b"\0")
-    except OSError:  # no /proc (macOS): existence is the best we can check
-        return True
+    return bool(record) and process_runs(record.get("pid"), "pipeline.local.runtime")
 
 
 def runtime_url(home: Path) -> str | None:
@@ -253,27 +252,11 @@ def ensure_runtime(home: Path, port: int = 0) -> str:
 
 
 def _start(home: Path, port: int) -> str:
-    folder = _folder(home)
-    ready = folder / f"runtime.{time.time_ns()}.url"
-    log_path = folder / "runtime.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.local.runtime", "--home", str(Path(home).resolve()), "--port", str(port),
-             "--ready-file", str(ready)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_process_group(process.pid, 5.0)
-            raise RuntimeError(f"the local SageMaker runtime did not start on port {port}; see {log_path}")
-        time.sleep(0.05)
-    url = ready.read_text(encoding="utf-8").strip()
-    ready.unlink()
-    record = {"pid": process.pid, "url": url, "port": int(url.rsplit(":", 1)[1])}
-    partial = folder / (RECORD_FILE + ".partial")
-    partial.write_text(json.dumps(record), encoding="utf-8")
-    partial.replace(folder / RECORD_FILE)
-    log.info("local SageMaker runtime on %s (pid %d)", url, process.pid)
+    pid, url = start_server([sys.executable, "-m", "pipeline.local.runtime", "--home", str(Path(home).resolve()),
+                             "--port", str(port)], hosting_folder(home) / "runtime.log",
+                            f"the local SageMaker runtime (port {port or 'any'})", READY_TIMEOUT_S)
+    write_whole(hosting_folder(home) / RECORD_FILE, json.dumps({"pid": pid, "url": url, "port": int(url.rsplit(":", 1)[1])}))
+    log.info("local SageMaker runtime on %s (pid %d)", url, pid)
     return url
 
 
@@ -304,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     def announce() -> None:
         log.info("routing invocations for the endpoints of %s on %s", args.home, url)
         if args.ready_file:
-            write_ready_file(args.ready_file, url)
+            write_whole(args.ready_file, url)
 
     serve_forever(runtime.app(), [sock], on_ready=announce)
     return 0

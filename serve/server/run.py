@@ -44,10 +44,11 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def write_ready_file(path: Path, url: str) -> None:
-    """Tell the process that started this one where it listens: the file appears whole or not at all."""
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader finds the whole file or none (a ready file that
+    tells the starting process where a server listens, a record read by other processes)."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(url, encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     partial.replace(path)
 
 

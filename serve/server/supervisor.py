@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from serve.server.run import listening_socket, url_of, write_ready_file
+from serve.server.run import listening_socket, url_of, write_whole
 from serve.server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def announce(url: str) -> None:
         if args.ready_file:
-            write_ready_file(args.ready_file, url)
+            write_whole(args.ready_file, url)
 
     from serve.artifact import ArtifactError
 
