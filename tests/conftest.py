@@ -1,7 +1,6 @@
 """Shared fixtures: synthetic data preprocessed once, and a tiny trained model, for the whole session."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,9 @@ def _one_thread():
 def _one_worker_per_model_server():
     """Local endpoints start with one worker each (the machine has two cores, and tests start
     many endpoints); the tests of the process tree ask for two explicitly."""
-    previous = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS")
-    os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"
-    yield
-    if previous is None:
-        del os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"]
-    else:
-        os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ from aiohttp import web
 
 from pipeline.local.db import ACCOUNT, LOCAL_REGION, connect, state_path
 from pipeline.local.processes import process_runs, start_server, stop_process_group
-from serve.server.http import BodyRefused, json_response, name_server, printable, read_body, refuse
+from serve.server.http import BodyRefused, json_response, name_server, ping, printable, read_body, refuse
 from serve.server.run import listening_socket, serve_forever, url_of, write_whole
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Runtime:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
-        app.router.add_get("/ping", self.ping)
+        app.router.add_get("/ping", ping)
         app.router.add_post("/endpoints/{name}/invocations", self.invoke)
         app.router.add_route("*", "/{tail:.*}", self.unknown)
         app.on_response_prepare.append(name_server)
@@ -133,9 +133,6 @@ class Runtime:
     async def _close(self, app: web.Application) -> None:
         if self.session is not None:
             await self.session.close()
-
-    async def ping(self, request: web.Request) -> web.Response:
-        return web.Response(status=200, body=b"", content_type="text/plain")
 
     async def unknown(self, request: web.Request) -> web.Response:
         return aws_error(HTTPStatus.NOT_FOUND, "UnknownOperationException",

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from serve.handlers import MAX_BODY_BYTES
 from serve.server.batching import Batcher, Overloaded
-from serve.server.http import BodyRefused, error_response, name_server, printable, read_body, refuse
+from serve.server.http import BodyRefused, error_response, name_server, ping, printable, read_body, refuse
 from serve.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ async def _start_batcher(app: web.Application) -> None:
 
 async def _stop_batcher(app: web.Application) -> None:
     await app[BATCHER].close()
-
-
-async def ping(request: web.Request) -> web.Response:
-    return web.Response(status=200, body=b"", content_type="text/plain")
 
 
 async def not_found(request: web.Request) -> web.Response:
