@@ -80,6 +80,15 @@ def register_versions(home: Path, trained: Path, versions: int = 2, environment:
                                                                    **({"Environment": environment} if environment else {})}]})
 
 
+def endpoint_pid(home: Path) -> int:
+    """The pid of the model server that serves the default endpoint now."""
+    from pipeline.local.db import open_state
+    from pipeline.settings import Settings
+
+    row = open_state(home).execute("SELECT pid FROM endpoints WHERE name = ?", (Settings().endpoint_name,)).fetchone()
+    return row["pid"]
+
+
 def delete_endpoints(home: Path) -> None:
     """Stop every local endpoint's model server under ``home``, and the home's local runtime."""
     from pipeline.local.db import open_state

@@ -15,7 +15,7 @@ from pipeline.cli import main
 from pipeline.local.db import open_state
 from pipeline.local.hosting import _alive
 from pipeline.settings import Settings
-from tests.conftest import delete_endpoints, register_versions
+from tests.conftest import delete_endpoints, endpoint_pid, register_versions
 
 ENDPOINT = Settings().endpoint_name
 
@@ -51,9 +51,6 @@ def _invoke(url: str, review: str) -> tuple[int, dict]:
         connection.close()
 
 
-def _pid(home: Path) -> int:
-    return open_state(home).execute("SELECT pid FROM endpoints WHERE name = ?", (ENDPOINT,)).fetchone()["pid"]
-
 
 def test_approving_deploys_then_a_newer_approval_updates_blue_green(home, capsys):
     code, approved = _cli(capsys, home, "registry", "approve", "1")
@@ -64,7 +61,7 @@ def test_approving_deploys_then_a_newer_approval_updates_blue_green(home, capsys
     assert first["EndpointStatus"] == "InService" and first["EndpointConfigName"] == deployment["endpoint_config"]
     status, answer = _invoke(first["Url"], "a wonderful, moving film")
     assert status == 200 and answer["predictions"][0]["label"] in ("positive", "negative")
-    old_pid = _pid(home)
+    old_pid = endpoint_pid(home)
 
     code, approved = _cli(capsys, home, "registry", "approve", "2", "--comment", "newer")
     assert code == 0 and approved["deployment"][0]["status"] == "updated"
@@ -82,7 +79,7 @@ def test_approving_deploys_then_a_newer_approval_updates_blue_green(home, capsys
 
 def test_a_server_that_died_shows_failed_restart_revives_it_and_delete_cleans_up(home, capsys):
     _cli(capsys, home, "registry", "approve", "1")
-    pid = _pid(home)
+    pid = endpoint_pid(home)
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     shown = _endpoint(capsys, home)

@@ -18,7 +18,7 @@ from pipeline.local.db import open_state
 from pipeline.local.hosting import _alive
 from pipeline.local.runtime import read_record
 from pipeline.settings import Settings
-from tests.conftest import delete_endpoints, register_versions
+from tests.conftest import delete_endpoints, endpoint_pid, register_versions
 
 ENDPOINT = Settings().endpoint_name
 
@@ -136,12 +136,9 @@ class Load:
             thread.join(60)
 
 
-def _pid(home: Path) -> int:
-    return open_state(home).execute("SELECT pid FROM endpoints WHERE name = ?", (ENDPOINT,)).fetchone()["pid"]
-
 
 def test_a_blue_green_update_under_load_fails_no_request_and_keeps_the_address(home, capsys):
-    before, old_pid = _endpoint(home), _pid(home)
+    before, old_pid = _endpoint(home), endpoint_pid(home)
     with Load(before["Url"]) as load:
         time.sleep(1.0)
         served_before = load.ok
@@ -153,7 +150,7 @@ def test_a_blue_green_update_under_load_fails_no_request_and_keeps_the_address(h
     assert load.failures == []
     assert served_before > 0 and load.ok > after_update  # served before, during and after the swap
     assert after["Url"] == before["Url"] and after["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
-    assert _pid(home) != old_pid and not _alive(old_pid)  # the old variant finished, then stopped
+    assert endpoint_pid(home) != old_pid and not _alive(old_pid)  # the old variant finished, then stopped
 
 
 def test_the_model_packages_container_environment_reaches_the_endpoints_server(trained, tmp_path):
@@ -163,6 +160,6 @@ def test_the_model_packages_container_environment_reaches_the_endpoints_server(t
     register_versions(tmp_path, trained, versions=1, environment={"SAGEMAKER_TS_BATCH_SIZE": "8"})
     try:
         assert main(["--home", str(tmp_path), "registry", "approve", "1", "--json"]) == 0
-        assert psutil.Process(_pid(tmp_path)).environ()["SAGEMAKER_TS_BATCH_SIZE"] == "8"
+        assert psutil.Process(endpoint_pid(tmp_path)).environ()["SAGEMAKER_TS_BATCH_SIZE"] == "8"
     finally:
         delete_endpoints(tmp_path)
