@@ -17,14 +17,22 @@ once) changes nothing. The package's status is read again before acting, so a la
 event for a version rejected since deploys nothing. Approving an older version deploys it:
 approval is the rollback path.
 An event this handler should not act on (another group, a rejection, a malformed event) is
-answered ``ignored`` with the reason and is not raised, since a retry could not change it. An
-endpoint that is busy (Creating, Updating, ...) raises ``EndpointBusy`` so that Lambda's retry
-of the asynchronous invocation tries again later.
+answered ``ignored`` with the reason and is not raised, since a retry could not change it.
+
+The newest approval ends up serving. An endpoint update takes 5 to 15 minutes, far longer than
+Lambda's two asynchronous retries (about 1 and 2 minutes), and approving a version that is
+already Approved may emit no new event, so an approval that meets a busy endpoint (Creating,
+Updating, ...) is not retried by raising: it is put on the retry queue (``RETRY_QUEUE_URL``)
+with a delay (1, 2, 4, 8 minutes, then every 15, for about two hours), and the queue hands it
+back to this function. Because requeued approvals may come back in any order, the endpoint is
+tagged with the time of the approval it follows (``APPROVED_AT_TAG``), and an approval older
+than that is answered ``ignored``: it was superseded. Only after ``MAX_ATTEMPTS`` does it raise
+(``EndpointBusy``), which lands it in the failures queue.
 
 Runs in AWS Lambda with only the standard library and boto3 (the runtime provides it).
 Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``,
 ``EXECUTION_ROLE_ARN`` (the role the endpoint's model runs as), ``INSTANCE_TYPE``
-(default ``ml.m5.large``) and ``INSTANCE_COUNT`` (default 1).
+(default ``ml.m5.large``), ``INSTANCE_COUNT`` (default 1) and ``RETRY_QUEUE_URL``.
 """
 from __future__ import annotations
 
@@ -34,7 +42,8 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from datetime import datetime
+from typing import Any, Mapping, Protocol
 
 log = logging.getLogger("deploy")
 log.setLevel(logging.INFO)
@@ -45,6 +54,12 @@ BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Delet
 _ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/[A-Za-z0-9-]{1,63}/(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
 NAME_LIMIT = 63
+# The endpoint's record of the approval it follows (tag keys may hold ":"; "aws:" is reserved).
+APPROVED_AT_TAG = "sentiment-mlops:approved-at"
+APPROVED_PACKAGE_TAG = "sentiment-mlops:model-package-arn"
+# How long a requeued approval waits, by attempt; the last repeats. SQS delays at most 900 s.
+RETRY_DELAYS_S = (60, 120, 240, 480, 900)
+MAX_ATTEMPTS = 12  # 1 + 11 waits: about two hours and a quarter, past any endpoint update
 
 
 class EventError(ValueError):
@@ -56,7 +71,24 @@ class DeployError(RuntimeError):
 
 
 class EndpointBusy(DeployError):
-    """The endpoint is changing already: retried later by Lambda's asynchronous retries."""
+    """The endpoint is changing already: the approval is requeued, or raised once it has waited enough."""
+
+
+class Requeue(Protocol):
+    """Hands an approval back to the function later: the retry queue on AWS, a file locally."""
+
+    def later(self, event: Mapping[str, Any], attempt: int, delay_s: int) -> None: ...
+
+
+class SqsRequeue:
+    """The retry queue: a message ``{"event", "attempt"}`` that becomes visible after the delay."""
+
+    def __init__(self, sqs, queue_url: str) -> None:
+        self.sqs, self.queue_url = sqs, queue_url
+
+    def later(self, event: Mapping[str, Any], attempt: int, delay_s: int) -> None:
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"event": event, "attempt": attempt}),
+                              DelaySeconds=delay_s)
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,8 @@ class DeployConfig:
     execution_role_arn: str
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
+    retry_queue_url: str = ""  # empty: a busy endpoint raises at once
+    retry_delays_s: tuple[int, ...] = RETRY_DELAYS_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "DeployConfig":
@@ -77,7 +111,7 @@ class DeployConfig:
         except ValueError:
             raise DeployError(f"INSTANCE_COUNT {environ['INSTANCE_COUNT']!r} is not a whole number") from None
         config = cls(environ["ENDPOINT_NAME"], environ["MODEL_PACKAGE_GROUP"], environ["EXECUTION_ROLE_ARN"],
-                     environ.get("INSTANCE_TYPE") or "ml.m5.large", count)
+                     environ.get("INSTANCE_TYPE") or "ml.m5.large", count, environ.get("RETRY_QUEUE_URL") or "")
         if not _NAME.match(config.endpoint_name) or len(config.endpoint_name) > NAME_LIMIT - 20:
             raise DeployError(f"ENDPOINT_NAME {config.endpoint_name!r} must be letters, digits and hyphens, "
                               f"at most {NAME_LIMIT - 20} characters (room for the version suffixes)")
@@ -89,6 +123,10 @@ class DeployConfig:
         """What the endpoint config holds besides the model: a change makes a new config."""
         return hashlib.sha256(f"{self.instance_type}|{self.instance_count}".encode()).hexdigest()[:8]
 
+    def retry_delay(self, attempt: int) -> int:
+        """How long the ``attempt``-th try waits before the next (1-based)."""
+        return self.retry_delays_s[min(attempt, len(self.retry_delays_s)) - 1]
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -96,6 +134,15 @@ class Approval:
     group: str
     version: int
     status: str
+    time: datetime  # when the package changed: which of two approvals is the newer
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def parse_event(event: Any) -> Approval:
@@ -114,7 +161,27 @@ def parse_event(event: Any) -> Approval:
         raise EventError(f"detail.ModelPackageArn {arn!r} is not a model package version ARN")
     if not isinstance(status, str) or not isinstance(group, str):
         raise EventError("detail lacks ModelApprovalStatus or ModelPackageGroupName")
-    return Approval(arn, group, int(match.group(1)), status)
+    time = _parse_time(event.get("time"))
+    if time is None:
+        raise EventError(f"the event's time {event.get('time')!r} is not an ISO 8601 time with a zone")
+    return Approval(arn, group, int(match.group(1)), status, time)
+
+
+def deliveries(event: Any) -> list[tuple[Any, int]]:
+    """The approval events one invocation carries, each with its attempt number: EventBridge
+    invokes with one event (attempt 1); the retry queue with SQS records whose bodies are
+    ``{"event", "attempt"}``. A record that cannot be read is passed on as None (ignored)."""
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list):
+        return [(event, 1)]
+    found: list[tuple[Any, int]] = []
+    for record in records:
+        try:
+            body = json.loads(record["body"])
+            found.append((body["event"], int(body["attempt"])))
+        except (TypeError, KeyError, ValueError):
+            found.append((None, 1))
+    return found
 
 
 def _exists(call, **kwargs) -> dict | None:
@@ -152,35 +219,59 @@ def _ensure_endpoint_config(sagemaker, name: str, model: str, config: DeployConf
     return True
 
 
+def _followed_approval(sagemaker, endpoint: Mapping[str, Any]) -> tuple[datetime | None, str | None]:
+    """The time and package of the approval the endpoint follows, from its tags."""
+    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags", [])}
+    return _parse_time(tags.get(APPROVED_AT_TAG)), tags.get(APPROVED_PACKAGE_TAG)
+
+
+def _approval_tags(approval: Approval) -> list[dict[str, str]]:
+    return [{"Key": APPROVED_AT_TAG, "Value": approval.time.isoformat()},
+            {"Key": APPROVED_PACKAGE_TAG, "Value": approval.package_arn}]
+
+
 def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any]:
-    """Make the endpoint run the approved version; returns what was done."""
+    """Make the endpoint run the approved version, unless it follows a later approval already;
+    returns what was done."""
     model = f"{config.endpoint_name}-v{approval.version}"
     endpoint_config = f"{model}-{config.variant_hash()}"
+    current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
+    if current is not None:
+        followed_at, followed = _followed_approval(sagemaker, current)
+        if followed_at is not None and followed_at > approval.time:
+            return {"status": "ignored", "reason": f"version {approval.version} was approved at "
+                    f"{approval.time.isoformat()}, before {followed or 'the version the endpoint runs'} "
+                    f"(approved at {followed_at.isoformat()}): superseded"}
+        if current.get("EndpointStatus") in BUSY_STATUSES:
+            raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; deploying version "
+                               f"{approval.version} waits until it settles")
     created_model = _ensure_model(sagemaker, model, approval, config)
     created_config = _ensure_endpoint_config(sagemaker, endpoint_config, model, config)
-    current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
     if current is None:
-        sagemaker.create_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config)
+        sagemaker.create_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config,
+                                  Tags=_approval_tags(approval))
         action = "created"
     elif current.get("EndpointConfigName") == endpoint_config and current.get("EndpointStatus") != "Failed":
         action = "unchanged"
-    elif current.get("EndpointStatus") in BUSY_STATUSES:
-        raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; deploying version "
-                           f"{approval.version} is retried when it settles")
     elif current.get("EndpointStatus") == "Failed":
         raise DeployError(f"endpoint {config.endpoint_name} is Failed ({current.get('FailureReason', 'no reason given')}): "
                           "delete it, then approve the version again")
     else:
         sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config)
         action = "updated"
+    if current is not None:  # the endpoint now follows this approval, even when it already ran this version
+        sagemaker.add_tags(ResourceArn=current["EndpointArn"], Tags=_approval_tags(approval))
     return {"status": action, "endpoint": config.endpoint_name, "endpoint_config": endpoint_config, "model": model,
             "model_package_arn": approval.package_arn, "version": approval.version,
             "previous_endpoint_config": current.get("EndpointConfigName") if current else None,
             "created_model": created_model, "created_endpoint_config": created_config}
 
 
-def handle(event: Any, config: DeployConfig, sagemaker) -> dict[str, Any]:
-    """The handler's decision, with its dependencies given (what the tests and the local runtime call)."""
+def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None = None,
+           attempt: int = 1) -> dict[str, Any]:
+    """The handler's decision, with its dependencies given (what the tests and the local runtime
+    call). A busy endpoint requeues the event through ``requeue``; without one, or once
+    ``MAX_ATTEMPTS`` are spent, ``EndpointBusy`` is raised."""
     try:
         approval = parse_event(event)
     except EventError as error:
@@ -194,13 +285,26 @@ def handle(event: Any, config: DeployConfig, sagemaker) -> dict[str, Any]:
     now = sagemaker.describe_model_package(ModelPackageName=approval.package_arn).get("ModelApprovalStatus")
     if now != "Approved":
         return {"status": "ignored", "reason": f"version {approval.version} was approved, but is {now} now"}
-    return deploy(approval, config, sagemaker)
+    try:
+        return deploy(approval, config, sagemaker)
+    except EndpointBusy as busy:
+        if requeue is None or attempt >= MAX_ATTEMPTS:
+            raise EndpointBusy(f"{busy} (attempt {attempt} of {MAX_ATTEMPTS}): approve the version again once "
+                               "the endpoint is InService, or replay this event from the failures queue") from None
+        delay = config.retry_delay(attempt)
+        requeue.later(event, attempt + 1, delay)
+        return {"status": "requeued", "reason": str(busy), "version": approval.version, "attempt": attempt + 1,
+                "retry_in_s": delay}
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
-    """AWS Lambda's entry point (``deploy.handler``)."""
+    """AWS Lambda's entry point (``deploy.handler``): an EventBridge event, or the retry queue's records."""
     import boto3
 
-    result = handle(event, DeployConfig.from_env(), boto3.client("sagemaker"))
-    log.info("%s", json.dumps(result))
-    return result
+    config = DeployConfig.from_env()
+    sagemaker = boto3.client("sagemaker")
+    requeue = SqsRequeue(boto3.client("sqs"), config.retry_queue_url) if config.retry_queue_url else None
+    results = [handle(one, config, sagemaker, requeue, attempt) for one, attempt in deliveries(event)]
+    for result in results:
+        log.info("%s", json.dumps(result))
+    return results[0] if len(results) == 1 else {"status": "batch", "results": results}

@@ -10,7 +10,10 @@ APIs' 2.0 (``requestContext.http``, ``rawPath``). What a caller gets wrong is an
 before the endpoint is paid for: a body over ``MAX_BODY_BYTES`` (413), bad base64 or UTF-8,
 an unsupported content type (415), a method or path the API does not have (405/404). What the
 endpoint refuses (an empty review, too many reviews) comes back with the endpoint's status and
-message. An endpoint that is missing or failing is a 503 or a 502 with a message a web page can
+``{"error": <the model's message>}``, whatever shape the container gave it: the SageMaker
+inference toolkit answers a handler's error as plain text, the message and then its traceback
+(``Transformer.handle_error``), and the model server's own refusals are JSON. Only the
+message's first line is passed on; a traceback never is. An endpoint that is missing or failing is a 503 or a 502 with a message a web page can
 show; the details go to the function's log, never the reviews themselves.
 
 Runs in AWS Lambda with the standard library and boto3. Settings from the environment:
@@ -23,6 +26,7 @@ import binascii
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -34,6 +38,9 @@ MAX_BODY_BYTES = 1024 * 1024
 CONTENT_TYPES = ("application/json", "text/plain")
 PREDICT_PATH = "/predict"
 HEALTH_PATH = "/health"
+# The most of a model's refusal that is passed on: a sentence, not a document.
+MAX_MESSAGE_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,28 @@ def _check_body(request: Request) -> str:
     return content_type
 
 
-def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes) -> tuple[int, str]:
+def model_message(original: str | None) -> str:
+    """What a model's refusal says, in one line: a JSON body's ``error`` (or TorchServe's
+    ``message``), else the first line of a text body (the toolkit's message, before its
+    traceback). Never the traceback, never markup or control characters."""
+    text = (original or "").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        found = parsed.get("error") or parsed.get("message")
+        text = found if isinstance(found, str) else ""
+    first = text.splitlines()[0] if text else ""
+    if first.startswith("Traceback (most recent call last)"):
+        first = ""
+    first = _CONTROL.sub(" ", first).strip()
+    if len(first) > MAX_MESSAGE_CHARS:
+        first = first[:MAX_MESSAGE_CHARS - 1].rstrip() + "…"
+    return first or "the model refused the request"
+
+
+def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes) -> tuple[int, Any]:
     """The endpoint's answer; its refusals keep their status and message."""
     try:
         answer = runtime.invoke_endpoint(EndpointName=config.endpoint_name, ContentType=content_type,
@@ -120,7 +148,7 @@ def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes) -> t
         code = response.get("Error", {}).get("Code")
         original = int(response.get("OriginalStatusCode", 500)) if code == "ModelError" else None
         if original is not None and 400 <= original < 500:
-            return original, response.get("OriginalMessage") or json.dumps({"error": "the model refused the request"})
+            return original, {"error": model_message(response.get("OriginalMessage"))}
         if original == 503:  # the model server's queue is full: load shedding, not a fault
             raise ApiError(503, "the model is busy: try again in a moment") from None
         if code == "ValidationError" and "not found" in str(error).lower():

@@ -3,14 +3,24 @@
 EventBridge delivers two kinds of event to ``handler``:
 
 - a "Scheduled Event" from the template's schedule rule (only when ``RetrainSchedule`` is set):
-  an execution starts with the pipeline's default parameters, unless one is still running. A
-  retrain that outlasts the interval would otherwise pile executions up behind each other.
+  an execution starts on the pipeline's default ``InputDataUri``, unless one is still running
+  (a retrain that outlasts the interval would otherwise pile executions up behind each other),
+  and unless nothing changed since the newest Succeeded execution on that data: the same
+  definition, and the same parameters, ``InputDataVersion`` included. Such a run would take
+  Preprocess, Train and Evaluate from SageMaker's cache and register the same model again.
 - an S3 "Object Created" event for a key under ``DATA_PREFIX`` that completes a dataset:
   an archive (``.tar.gz``, ``.tgz``, ``.tar``) or a ``.csv``, which is a dataset by itself,
   or a ``_SUCCESS`` marker uploaded last into a folder of several files (``train.jsonl`` and
   ``test.jsonl``, an unpacked ``aclImdb/`` tree). Its ``InputDataUri`` is the archive or csv,
   or the marker's folder. Any other key is ignored: starting on the first of several files
-  would train on half a dataset. New data always starts an execution, even while another runs.
+  would train on half a dataset. New data starts an execution even while another runs, unless
+  it is the very data (same version, same definition) that the newest successful run on that
+  URI trained on: the copy of an unchanged file, or its event delivered again after that run.
+
+Every start carries ``InputDataVersion``, the digest of the S3 listing under its
+``InputDataUri`` (``data_version``: keys, ETags and sizes of what an ``S3Prefix`` input
+downloads). SageMaker's cache key holds the step's arguments, not the bytes in S3; the version
+is a Preprocess argument, so data replaced in place (same key, new bytes) gets new cache keys.
 
 Starting is idempotent: ``ClientRequestToken`` is derived from the event's id, so an event
 delivered twice (EventBridge delivers at least once; Lambda retries) starts one execution.
@@ -19,7 +29,9 @@ pipeline that does not exist yet raises ``RetrainError``, so that the event land
 failures queue instead of vanishing.
 
 Runs in AWS Lambda with only the standard library and boto3. Settings come from the
-function's environment: ``PIPELINE_NAME``, ``DATA_BUCKET`` and ``DATA_PREFIX``.
+function's environment: ``PIPELINE_NAME``, ``DATA_BUCKET`` and ``DATA_PREFIX``. The default
+``InputDataUri`` is read from the deployed definition itself, so it cannot drift from it.
+``sentiment-mlops aws start`` imports ``data_version`` from here: one home for the digest.
 """
 from __future__ import annotations
 
@@ -39,6 +51,10 @@ S3_SOURCE, S3_DETAIL_TYPE = "aws.s3", "Object Created"
 DATASET_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".csv")
 READY_MARKER = "_SUCCESS"
 RUNNING_STATUSES = ("Executing", "Stopping")
+INPUT_PARAMETER, VERSION_PARAMETER = "InputDataUri", "InputDataVersion"
+# Executions a schedule tick reads back, newest first: enough to pass a few new-data runs on other
+# datasets and find the newest one on the default data; beyond it the tick simply starts.
+RECENT_EXECUTIONS = 50
 _PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
 _DISPLAY_NAME_LIMIT = 82
 
@@ -97,6 +113,36 @@ def _dataset_uri(bucket: str, key: str) -> str | None:
     return None
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix) of ``s3://bucket/prefix``; ValueError for anything else."""
+    if not isinstance(uri, str) or not uri.startswith("s3://") or not uri[len("s3://"):].split("/", 1)[0]:
+        raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return bucket, prefix
+
+
+def data_version(s3, uri: str) -> str | None:
+    """The version of the data at ``uri``: a sha256 over what an ``S3Prefix`` input of that URI
+    downloads (every key that starts with it, paginated), as sorted lines of the key relative to
+    the URI, its ETag and its size. None when no object is there.
+
+    ETags change when an object's bytes are replaced (even under the same key), and listing costs
+    no object reads, however large the dataset. Keys are relative so that the same files under
+    another name give the same version.
+    """
+    bucket, prefix = split_s3_uri(uri)
+    entries = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        entries.extend((item["Key"][len(prefix):], item.get("ETag", "").strip('"'), int(item.get("Size", 0)))
+                       for item in page.get("Contents", []))
+    if not entries:
+        return None
+    digest = hashlib.sha256()
+    for relative, etag, size in sorted(entries):
+        digest.update(f"{relative}\0{etag}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
 def parse_event(event: Any, config: RetrainConfig) -> Trigger:
     """The trigger an EventBridge event carries; EventError when it carries none."""
     event_id, source, detail_type, time = _envelope(event)
@@ -137,13 +183,25 @@ def display_name(trigger: Trigger) -> str:
     return f"{trigger.kind}-{stamp}"[:_DISPLAY_NAME_LIMIT]
 
 
-def _running_execution(sagemaker, pipeline_name: str) -> str | None:
-    summaries = sagemaker.list_pipeline_executions(PipelineName=pipeline_name, SortBy="CreationTime",
-                                                   SortOrder="Descending", MaxResults=20)
-    for summary in summaries.get("PipelineExecutionSummaries", []):
-        if summary.get("PipelineExecutionStatus") in RUNNING_STATUSES:
-            return summary["PipelineExecutionArn"]
-    return None
+def _recent_executions(sagemaker, pipeline_name: str) -> list[dict[str, Any]]:
+    """The pipeline's latest execution summaries, newest first (sorted here too: the order is what
+    the decisions below rely on, whatever the endpoint did with SortOrder).
+
+    The SageMaker calls are written out, not made through boto3's paginators, so that each one
+    the function makes (and its role must grant) reads plainly in this file."""
+    summaries: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"PipelineName": pipeline_name, "SortBy": "CreationTime", "SortOrder": "Descending"}
+    while len(summaries) < RECENT_EXECUTIONS:
+        page = sagemaker.list_pipeline_executions(**request, MaxResults=RECENT_EXECUTIONS - len(summaries))
+        summaries.extend(page.get("PipelineExecutionSummaries", []))
+        if not page.get("NextToken"):
+            break
+        request["NextToken"] = page["NextToken"]
+    return sorted(summaries, key=lambda s: _timestamp(s.get("StartTime")), reverse=True)
+
+
+def _timestamp(value: Any) -> float:
+    return value.timestamp() if hasattr(value, "timestamp") else float(value or 0)
 
 
 def _is_missing_pipeline(error: Exception) -> bool:
@@ -154,40 +212,152 @@ def _is_missing_pipeline(error: Exception) -> bool:
         code == "ValidationException" and ("could not find" in message or "does not exist" in message))
 
 
-def start(trigger: Trigger, config: RetrainConfig, sagemaker) -> dict[str, Any]:
-    """Start the execution the trigger asks for (or say why not)."""
-    if trigger.kind == "scheduled":
-        running = _running_execution(sagemaker, config.pipeline_name)
-        if running:
-            return {"status": "skipped", "reason": f"execution {running} is still running; the next schedule will retry"}
-    parameters = [{"Name": "InputDataUri", "Value": trigger.input_data_uri}] if trigger.input_data_uri else []
+def _missing_pipeline(config: RetrainConfig) -> RetrainError:
+    return RetrainError(f"pipeline {config.pipeline_name!r} does not exist: create it with "
+                        "`sentiment-mlops aws upsert`, then replay the event from the failures queue")
+
+
+def _deployed_definition(sagemaker, config: RetrainConfig) -> dict[str, Any]:
+    """The definition SageMaker holds for the pipeline now: what the execution would run."""
+    try:
+        text = sagemaker.describe_pipeline(PipelineName=config.pipeline_name)["PipelineDefinition"]
+    except Exception as error:  # botocore's ClientError, without importing botocore here
+        if _is_missing_pipeline(error):
+            raise _missing_pipeline(config) from error
+        raise
+    definition = json.loads(text)
+    if VERSION_PARAMETER not in _declared(definition):
+        raise RetrainError(f"pipeline {config.pipeline_name!r} has no {VERSION_PARAMETER} parameter: it was "
+                           "upserted by an older sentiment-mlops; run `sentiment-mlops aws upsert` again, then "
+                           "replay the event from the failures queue")
+    return definition
+
+
+def _declared(definition: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {p["Name"]: p for p in definition.get("Parameters") or [] if isinstance(p, Mapping) and "Name" in p}
+
+
+def _normalized(declaration: Mapping[str, Any], value: Any) -> Any:
+    """A parameter value as its Type means it (``"8"`` and ``8`` are the same Integer)."""
+    kind = declaration.get("Type", "String")
+    try:
+        if kind == "Integer":
+            return int(value)
+        if kind == "Float":
+            return float(value)
+        if kind == "Boolean":
+            return str(value).strip().lower() == "true"
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def effective_parameters(definition: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every declared parameter's value for an execution: given, else the definition's default.
+
+    ListPipelineParametersForExecution's documentation does not say whether defaults are listed;
+    comparing effective values holds either way."""
+    return {name: _normalized(declaration, given[name] if name in given else declaration.get("DefaultValue"))
+            for name, declaration in _declared(definition).items()}
+
+
+def _execution_parameters(sagemaker, execution_arn: str) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    request = {"PipelineExecutionArn": execution_arn}
+    while True:
+        page = sagemaker.list_pipeline_parameters_for_execution(**request)
+        parameters.update({p["Name"]: p["Value"] for p in page.get("PipelineParameters", [])})
+        if not page.get("NextToken"):
+            return parameters
+        request["NextToken"] = page["NextToken"]
+
+
+def _unchanged_since(sagemaker, summaries: list[dict[str, Any]], definition: Mapping[str, Any],
+                     parameters: Mapping[str, str]) -> str | None:
+    """The newest Succeeded execution on the same ``InputDataUri``, when it ran this very
+    definition with the same effective parameters (so the same data version); else None.
+
+    Only the newest one on that data counts: if the data, the code or a parameter changed since,
+    the tick runs, so that what is there now is what the newest model was trained on.
+    """
+    wanted = effective_parameters(definition, parameters)
+    for summary in summaries:
+        if summary.get("PipelineExecutionStatus") != "Succeeded":
+            continue
+        arn = summary["PipelineExecutionArn"]
+        listed = _execution_parameters(sagemaker, arn)
+        if listed.get(INPUT_PARAMETER, wanted[INPUT_PARAMETER]) != wanted[INPUT_PARAMETER]:
+            continue  # a run on another dataset (new data under another name): no read of its definition
+        ran = json.loads(sagemaker.describe_pipeline_definition_for_execution(
+            PipelineExecutionArn=arn)["PipelineDefinition"])
+        used = effective_parameters(ran, listed)
+        if used.get(INPUT_PARAMETER) != wanted[INPUT_PARAMETER]:
+            continue  # it ran on the default of an older definition, which pointed elsewhere
+        return arn if ran == definition and used == wanted else None
+    return None
+
+
+def _skip_reason(sagemaker, config: RetrainConfig, trigger: Trigger, definition: Mapping[str, Any],
+                 parameters: Mapping[str, str]) -> str | None:
+    """Why the trigger should start nothing, or None when it should start. Only a schedule tick
+    waits for a running execution; new data starts even then, unless it is the very data (same
+    version) that the newest successful run on that URI already trained on."""
+    summaries = _recent_executions(sagemaker, config.pipeline_name)
+    running = next((s["PipelineExecutionArn"] for s in summaries
+                    if s.get("PipelineExecutionStatus") in RUNNING_STATUSES), None)
+    if trigger.kind == "scheduled" and running:
+        return f"execution {running} is still running; the next schedule will retry"
+    unchanged = _unchanged_since(sagemaker, summaries, definition, parameters)
+    if unchanged:
+        return (f"no new data since execution {unchanged}: {parameters[INPUT_PARAMETER]} is still version "
+                f"{parameters[VERSION_PARAMETER]}, and the pipeline and its parameters are unchanged")
+    return None
+
+
+def start(trigger: Trigger, config: RetrainConfig, sagemaker, s3) -> dict[str, Any]:
+    """Start the execution the trigger asks for, on the data as it is now (or say why not)."""
+    definition = _deployed_definition(sagemaker, config)
+    uri = trigger.input_data_uri or _declared(definition).get(INPUT_PARAMETER, {}).get("DefaultValue")
+    try:
+        version = data_version(s3, uri)
+    except ValueError as error:
+        raise RetrainError(f"the pipeline's {INPUT_PARAMETER} default is not an S3 URI ({error}): "
+                           "fix the settings and run `sentiment-mlops aws upsert`") from error
+    if version is None:
+        return {"status": "ignored", "reason": f"no data under {uri}: nothing to train on (upload it with "
+                                               "`sentiment-mlops aws upload-data`)"}
+    # InputDataUri is sent even when it is the default: the version is of the data at that URI.
+    parameters = {INPUT_PARAMETER: uri, VERSION_PARAMETER: version}
+    reason = _skip_reason(sagemaker, config, trigger, definition, parameters)
+    if reason:
+        return {"status": "skipped", "reason": reason}
     try:
         response = sagemaker.start_pipeline_execution(
             PipelineName=config.pipeline_name, PipelineExecutionDisplayName=display_name(trigger),
-            PipelineExecutionDescription=trigger.description, PipelineParameters=parameters,
+            PipelineExecutionDescription=trigger.description,
+            PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
             ClientRequestToken=request_token(trigger))
     except Exception as error:  # botocore's ClientError, without importing botocore here
         if _is_missing_pipeline(error):
-            raise RetrainError(f"pipeline {config.pipeline_name!r} does not exist: create it with "
-                               "`sentiment-mlops aws upsert`, then replay the event from the failures queue") from error
+            raise _missing_pipeline(config) from error
         raise
     return {"status": "started", "execution_arn": response["PipelineExecutionArn"], "reason": trigger.description,
-            "parameters": {p["Name"]: p["Value"] for p in parameters}}
+            "parameters": parameters}
 
 
-def handle(event: Any, config: RetrainConfig, sagemaker) -> dict[str, Any]:
+def handle(event: Any, config: RetrainConfig, sagemaker, s3) -> dict[str, Any]:
     """The handler's decision, with its dependencies given (what the tests and the local runtime call)."""
     try:
         trigger = parse_event(event, config)
     except EventError as error:
         return {"status": "ignored", "reason": str(error)}
-    return start(trigger, config, sagemaker)
+    return start(trigger, config, sagemaker, s3)
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """AWS Lambda's entry point (``retrain.handler``)."""
     import boto3
 
-    result = handle(event, RetrainConfig.from_env(), boto3.client("sagemaker"))
+    result = handle(event, RetrainConfig.from_env(), boto3.client("sagemaker"), boto3.client("s3"))
     log.info("%s", json.dumps(result))
     return result

@@ -2,7 +2,8 @@
 
 ``upsert`` uploads the code bundles and creates or updates the pipeline with the definition the
 local runtime executes; ``start`` starts an execution with ``--param Name=Value`` pairs checked
-against the deployed definition (and with ``--wait`` follows it to its end); ``executions``
+against the deployed definition, and the data's ``InputDataVersion`` (with ``--wait`` it follows
+it to its end); ``executions``
 lists, shows and waits for executions. Approvals go through ``registry --backend sagemaker``,
 or through SageMaker Studio.
 """
@@ -21,13 +22,22 @@ DEFAULT_POLL_S = 30.0
 DEFAULT_TIMEOUT_S = 8 * 3600.0
 
 
+def connect(settings: Settings):
+    """The clients, and the settings with the stack's bucket and role where the environment names none."""
+    from pipeline.aws import make_clients
+    from pipeline.aws.stack import stack_settings
+
+    clients = make_clients(settings)
+    return stack_settings(settings, clients), clients
+
+
 def upsert(settings: Settings) -> dict[str, Any]:
     """Upload the bundles the definition refers to, then create or update the pipeline."""
-    from pipeline.aws import make_clients, require_role, upload_bundles, upsert_pipeline
+    from pipeline.aws import require_role, upload_bundles, upsert_pipeline
     from pipeline.bundles import build_bundles
 
+    settings, clients = connect(settings)
     require_role(settings)  # before anything is built or uploaded
-    clients = make_clients(settings)
     bundles = build_bundles(settings)
     definition = quiet_definition_json(settings, bundles)
     report = upload_bundles(clients, settings, bundles)
@@ -37,11 +47,19 @@ def upsert(settings: Settings) -> dict[str, Any]:
 
 def start(settings: Settings, params: list[str] | None, display_name: str | None, wait: bool,
           timeout_s: float = DEFAULT_TIMEOUT_S, poll_s: float = DEFAULT_POLL_S) -> dict[str, Any]:
-    """Start an execution; with ``wait``, follow it until it ends."""
-    from pipeline.aws import describe_execution, make_clients, start_execution
+    """Start an execution; with ``wait``, follow it until it ends.
+
+    Unless ``--param InputDataVersion=...`` is given, the execution carries the version of the data
+    at its ``InputDataUri`` (as a scheduled start does), so that data replaced in place is trained
+    on instead of answered from SageMaker's step cache.
+    """
+    from pipeline.aws import deployed_definition, describe_execution, make_clients, start_execution
+    from pipeline.aws.pipelines import with_data_version
 
     clients = make_clients(settings)
-    arn = start_execution(clients, settings, parse_params(params), display_name=display_name)
+    definition = deployed_definition(clients, settings)
+    values = with_data_version(clients, definition, parse_params(params))
+    arn = start_execution(clients, settings, values, definition=definition, display_name=display_name)
     if wait:
         return follow(settings, arn, timeout_s, poll_s, clients=clients)
     return describe_execution(clients, arn)
@@ -83,18 +101,23 @@ WEBSITE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javas
                  "style.css": "text/css; charset=utf-8"}
 
 
-def publish_website(settings: Settings, bucket: str, api_url: str) -> dict[str, Any]:
-    """Upload the page and the ``config.json`` that names its API (the stack's ``ApiUrl`` and
-    ``WebsiteBucketName`` outputs), so that nobody pastes an address into the HTML."""
+def publish_website(settings: Settings, bucket: str | None = None, api_url: str | None = None) -> dict[str, Any]:
+    """Upload the page and the ``config.json`` that names its API (by default the stack's
+    ``WebsiteBucketName`` and ``ApiUrl`` outputs), so that nobody pastes an address into the HTML."""
     from urllib.parse import urlsplit
 
     from pipeline.aws import make_clients
     from pipeline.aws.errors import BackendError, aws_errors
+    from pipeline.aws.stack import stack_outputs
 
+    clients = make_clients(settings)
+    if bucket is None or api_url is None:
+        outputs = stack_outputs(clients, settings.stack_name)
+        bucket, api_url = bucket or outputs["WebsiteBucketName"], api_url or outputs["ApiUrl"]
     parts = urlsplit(api_url)
     if parts.scheme != "https" or not parts.hostname or parts.path.strip("/") or parts.query:
         raise BackendError(f"--api-url {api_url!r}: give the API's https:// base URL, e.g. the stack's ApiUrl output")
-    s3 = make_clients(settings).s3
+    s3 = clients.s3
     config = json.dumps({"apiUrl": api_url.rstrip("/")}).encode("utf-8")
     uploads = [(name, (WEBSITE_DIR / name).read_bytes(), kind) for name, kind in WEBSITE_FILES.items()]
     uploads.append(("config.json", config, "application/json"))
@@ -110,18 +133,29 @@ def upload_data(settings: Settings, path: str, name: str | None) -> dict[str, An
     """Upload a dataset under the watched prefix; storing its last object starts a run."""
     from pathlib import Path
 
-    from pipeline.aws import make_clients
     from pipeline.aws.data import upload_dataset
     from pipeline.aws.upload import check_bucket
 
-    clients = make_clients(settings)
+    settings, clients = connect(settings)
     check_bucket(clients, settings.bucket)
     return upload_dataset(clients, settings, Path(path).expanduser(), name)
 
 
-def enable_data_trigger(settings: Settings) -> dict[str, Any]:
-    """Turn on the bucket's EventBridge notifications, which the template's new-data rule needs."""
-    from pipeline.aws import make_clients
-    from pipeline.aws.data import enable_data_trigger as enable
+# --- the stack: its parameters, and taking everything down ----------------------------------------
 
-    return enable(make_clients(settings), settings.bucket)
+def stack_parameters(settings: Settings) -> dict[str, Any]:
+    """What ``sam deploy --parameter-overrides`` takes, from the settings the pipeline is built with."""
+    from pipeline.aws.stack import stack_parameters as parameters
+
+    values = parameters(settings)
+    return {"stack_parameters": values,
+            "parameter_overrides": " ".join(f"{name}={value}" for name, value in values.items())}
+
+
+def teardown(settings: Settings, yes: bool, delete_data: bool) -> dict[str, Any]:
+    """Delete the stack, the endpoint and the pipeline (and with ``delete_data`` the bucket and
+    the registry); without ``yes``, only say what would go."""
+    from pipeline.aws import make_clients
+    from pipeline.aws.teardown import teardown as take_down
+
+    return take_down(make_clients(settings), settings, yes=yes, delete_data=delete_data)

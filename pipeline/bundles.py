@@ -21,17 +21,13 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from pipeline.settings import REPO_ROOT, Settings
+from serve import dependencies
 
-# What the processing and training containers install at job start, on top of the PyTorch
-# image (which already has torch and numpy). Kept in step with setup.py's install_requires.
-TEXT_REQUIREMENTS = (
-    "nltk>=3.8,<4",
-    "beautifulsoup4>=4.12,<5",
-    "scikit-learn>=1.4",
-    "scipy>=1.11",
-    "matplotlib>=3.8",
-    "tqdm>=4.66",
-)
+# What the processing and training containers pip-install at job start, on top of the PyTorch
+# training image (which has torch, numpy, scipy, scikit-learn, matplotlib and tqdm): exact pins
+# from serve/constraints.txt, the one source that the model's code/ is pinned from too.
+TEXT_REQUIREMENTS = dependencies.JOBS.installs
+CONSTRAINTS_SOURCE = "serve/constraints.txt"  # inside the bundle: its root constraints.txt is a copy
 
 PROCESSING_PACKAGES = ("steps", "serve", "evaluation")
 TRAINING_PACKAGES = ("train", "serve", "steps")
@@ -42,7 +38,10 @@ RUNNER_NAME = "runproc.sh"
 
 # The runner is the processing job's entry point, like the SDK's FrameworkProcessor
 # ``runproc.sh``: unpack the code bundle, install its requirements, run the script with the
-# job's arguments. Locally the same scripts run in the project's own environment instead.
+# job's arguments. It runs plain ``pip install -r requirements.txt``, as the training and
+# inference toolkits do: the pins travel inside that file (``-c constraints.txt``), and pip's
+# PIP_* variables from the job's environment (a mirror's PIP_INDEX_URL) apply to all three.
+# Locally the same scripts run in the project's own environment instead.
 RUNNER_SCRIPT = """#!/bin/bash
 # Entry point of the sentiment-mlops processing jobs: unpack the code bundle,
 # install its requirements, then run the script named by the first argument.
@@ -92,8 +91,12 @@ class CodeBundles:
         return (self.processing, self.training, self.runner)
 
 
-def requirements_txt(requirements: Iterable[str] = TEXT_REQUIREMENTS) -> bytes:
-    return ("\n".join(requirements) + "\n").encode("utf-8")
+def install_files(files: Mapping[str, bytes], requirements: Iterable[str] = TEXT_REQUIREMENTS) -> dict[str, bytes]:
+    """``requirements.txt`` and ``constraints.txt`` for the bundle's root, generated from the
+    bundle's own ``serve/constraints.txt``: the pins shipped are those of the source shipped."""
+    if CONSTRAINTS_SOURCE not in files:
+        raise FileNotFoundError(f"cannot pin the bundle's requirements: it holds no {CONSTRAINTS_SOURCE}")
+    return dependencies.install_files(requirements, files[CONSTRAINTS_SOURCE])
 
 
 def _source_files(root: Path, packages: Iterable[str]) -> dict[str, bytes]:
@@ -143,9 +146,10 @@ def content_addressed(name: str, data: bytes, settings: Settings) -> Bundle:
 
 def source_bundle(packages: Iterable[str], settings: Settings, root: Path = REPO_ROOT,
                   name: str = PROCESSING_BUNDLE_NAME, requirements: Iterable[str] = TEXT_REQUIREMENTS) -> Bundle:
-    """The named packages and a ``requirements.txt``, as one content-addressed tar.gz."""
+    """The named packages with a pinned ``requirements.txt`` and its ``constraints.txt``, as one
+    content-addressed tar.gz."""
     files = _source_files(root, packages)
-    files["requirements.txt"] = requirements_txt(requirements)
+    files.update(install_files(files, requirements))
     return content_addressed(name, deterministic_tar_gz(files), settings)
 
 

@@ -39,7 +39,8 @@ def resolve_data(data: str | None, settings: Settings) -> Path:
 def command_run(args: argparse.Namespace, settings: Settings) -> dict:
     params = run_commands.parse_params(args.param)
     data = resolve_data(args.data, settings) if "InputDataUri" not in params else Path(".")
-    return run_commands.run_local(settings, data, params, args.sample, use_cache=not args.no_cache)
+    return run_commands.run_local(settings, data, params, args.sample, use_cache=not args.no_cache,
+                                  skip_unchanged=args.skip_unchanged)
 
 
 def command_executions(args: argparse.Namespace, settings: Settings):
@@ -59,12 +60,14 @@ def command_aws(args: argparse.Namespace, settings: Settings):
         return aws_commands.list_executions(settings, args.limit)
     if args.action == "show":
         return aws_commands.show(settings, args.execution_arn)
+    if args.action == "stack-parameters":
+        return aws_commands.stack_parameters(settings)
+    if args.action == "teardown":
+        return aws_commands.teardown(settings, args.yes, args.delete_data)
     if args.action == "publish-website":
         return aws_commands.publish_website(settings, args.bucket, args.api_url)
     if args.action == "upload-data":
         return aws_commands.upload_data(settings, args.path, args.name)
-    if args.action == "enable-data-trigger":
-        return aws_commands.enable_data_trigger(settings)
     return aws_commands.follow(settings, args.execution_arn, args.timeout, args.poll)
 
 
@@ -136,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sample", type=int, help="use only N reviews per split (a quick look, not a real run)")
     run.add_argument("--no-cache", action="store_true",
                      help="run every step, even where an earlier run with the same inputs could be reused")
+    run.add_argument("--skip-unchanged", action="store_true",
+                     help="start nothing (exit 0, status skipped) when the newest successful run on the same data "
+                          "had the same code and parameters: for scheduled runs, which would otherwise register "
+                          "the cached model again")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     executions = commands.add_parser("executions", help="local pipeline executions")
     execution_actions = executions.add_subparsers(dest="action", required=True)
@@ -183,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_aws_parser(commands) -> None:
     aws = commands.add_parser("aws", help="the pipeline on SageMaker: upsert it, start and follow executions "
-                                          "(needs AWS credentials and SENTIMENT_MLOPS_ROLE_ARN)")
+                                          "(needs AWS credentials and the stack of lambda/template.yaml)")
     actions = aws.add_subparsers(dest="action", required=True)
     upsert = actions.add_parser("upsert", help="upload the code bundles and create or update the pipeline")
     upsert.add_argument("--json", action="store_true")
@@ -198,18 +205,24 @@ def _add_aws_parser(commands) -> None:
     show = actions.add_parser("show", help="one execution: status, parameters, steps")
     show.add_argument("execution_arn")
     show.add_argument("--json", action="store_true")
+    parameters = actions.add_parser("stack-parameters", help="the parameters to deploy lambda/template.yaml with "
+                                                             "(names, prefix, image repositories), for sam deploy")
+    parameters.add_argument("--json", action="store_true")
+    teardown = actions.add_parser("teardown", help="delete the stack, the endpoint and the pipeline: nothing left "
+                                                   "billing (without --yes, only list what would go)")
+    teardown.add_argument("--yes", action="store_true", help="delete, instead of listing what would be deleted")
+    teardown.add_argument("--delete-data", action="store_true",
+                          help="also delete the artifact bucket (every version) and the model registry")
+    teardown.add_argument("--json", action="store_true")
     website = actions.add_parser("publish-website", help="upload the website and its config.json to the stack's bucket")
-    website.add_argument("--bucket", required=True, help="the stack's WebsiteBucketName output")
-    website.add_argument("--api-url", required=True, help="the stack's ApiUrl output")
+    website.add_argument("--bucket", help="default: the stack's WebsiteBucketName output")
+    website.add_argument("--api-url", help="default: the stack's ApiUrl output")
     website.add_argument("--json", action="store_true")
     upload = actions.add_parser("upload-data", help="upload a dataset under the bucket's data/ prefix; with the "
                                                     "template's trigger, that starts a run on it")
     upload.add_argument("path", help="an archive or .csv (a dataset by itself), or a folder of the dataset's files")
     upload.add_argument("--name", help="the folder under data/ (default: the file or folder name)")
     upload.add_argument("--json", action="store_true")
-    trigger = actions.add_parser("enable-data-trigger", help="have the bucket send its events to EventBridge "
-                                                             "(needed by the template's new-data rule)")
-    trigger.add_argument("--json", action="store_true")
     wait = actions.add_parser("wait", help="follow an execution until it ends")
     wait.add_argument("execution_arn")
     for waiting in (start, wait):
@@ -281,6 +294,8 @@ def _exit_status(args: argparse.Namespace, result) -> int:
                or (args.command == "aws" and (args.action == "wait" or (args.action == "start" and args.wait))))
     if args.command == "registry" and isinstance(result, dict) and result.get("deployment_error"):
         return 1  # the approval is recorded; its deployment is not done
+    if args.command == "run" and result["status"] == run_commands.SKIPPED:
+        return 0  # nothing to do is an answer, not a failure: a cron line stays quiet
     return 1 if follows and result["status"] != "Succeeded" else 0
 
 
@@ -346,6 +361,8 @@ def _main(argv: list[str] | None) -> int:
         return 2
     if getattr(args, "json", False):
         print(json.dumps(result, default=as_text))
+    elif args.command == "run" and result["status"] == run_commands.SKIPPED:
+        print(f"skipped: {result['reason']}")
     else:
         print_summary(args.command, result)
     return _exit_status(args, result)

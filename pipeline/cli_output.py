@@ -78,14 +78,21 @@ def _print_aws(result) -> None:
             print(f"  {row['arn']}  {row['status']:<10} {as_text(row['started'])}  {row['failure_reason'] or ''}")
         if not result:
             print("no executions")
+    elif "parameter_overrides" in result:
+        print(result["parameter_overrides"])
+    elif "teardown" in result:
+        done = result["teardown"] == "done"
+        print("deleted:" if done else "would delete (run again with --yes):")
+        for what in result["deleted" if done else "would_delete"] or ["nothing: none of it exists"]:
+            print(f"  {what}")
+        print("kept, and what each costs while idle:")
+        for what, cost in result["kept"].items():
+            print(f"  {what}: {cost}")
     elif "api_url" in result:
         print(f"website uploaded to s3://{result['bucket']} ({', '.join(result['uploaded'])}); its API: {result['api_url']}")
     elif "input_data_uri" in result:
         print(f"{result['files']} file(s), {result['bytes']} bytes, uploaded to {result['input_data_uri']}; "
               f"{result['trigger']} starts a run where the template's trigger is deployed")
-    elif "eventbridge" in result:
-        print(f"bucket {result['bucket']} sends its events to EventBridge"
-              + ("" if result["changed"] else " (it did already)"))
     elif "pipeline_arn" in result and "uploaded" in result:
         print(f"pipeline {result['pipeline_arn']} (bundles uploaded: {len(result['uploaded'])}, "
               f"already there: {len(result['already_uploaded'])})")

@@ -70,8 +70,13 @@ TRAIN_SCRIPT = "train/train.py"
 
 CONTENT_TYPES = ["application/json", "text/plain", "text/csv"]
 RESPONSE_TYPES = ["application/json", "text/plain"]
-INFERENCE_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.g4dn.xlarge"]
-TRANSFORM_INSTANCE_TYPES = ["ml.m5.xlarge"]
+# What a registered package says it runs on, by the processor its inference image is built for:
+# the CPU image cannot use a GPU instance's accelerator, and the GPU image needs one.
+# The first inference type is the one the SDK's ModelBuilder is given.
+INSTANCE_TYPES = {
+    "cpu": {"inference": ["ml.m5.large", "ml.m5.xlarge"], "transform": ["ml.m5.xlarge"]},
+    "gpu": {"inference": ["ml.g4dn.xlarge"], "transform": ["ml.g4dn.xlarge"]},
+}
 
 # Training: a spot job may wait for capacity; the wait budget includes the run time.
 TRAINING_MAX_RUNTIME_S = 4 * 3600
@@ -89,11 +94,14 @@ def checkpoint_uri(settings: Settings, params: PipelineParameters) -> Join:
     (one written for other data or settings is ignored) and a finished job marks its checkpoint
     finished (it is not resumed by the next job). Two executions training the same profile at
     once may overwrite each other's checkpoints: a spot restart then starts that job over.
+
+    The URI ends with "/": SageMaker syncs every object whose key starts with it into
+    ``/opt/ml/checkpoints``, and ``epochs-8`` is a prefix of ``epochs-80``.
     """
     from sagemaker.core.workflow.functions import Join
 
     return Join(on="/", values=[settings.s3_uri("checkpoints"), params.training_profile,
-                                Join(on="", values=["epochs-", params.epochs])])
+                                Join(on="", values=["epochs-", params.epochs, "/"])])
 
 
 def _prepare_sdk_environment(settings: Settings) -> None:
@@ -170,7 +178,8 @@ def resolve_images(settings: Settings) -> Images:
 
     Processing runs on the CPU training image (as the SDK's PyTorch FrameworkProcessor does);
     training uses the GPU image, matching the default GPU instance type; the endpoint uses the
-    CPU inference image, which also serves the model on a GPU-less instance.
+    CPU inference image, which also serves the model on a GPU-less instance. The registered
+    package lists the instance types of the inference image in use (``supported_instance_types``).
     """
     from sagemaker.core import image_uris
 
@@ -183,6 +192,21 @@ def resolve_images(settings: Settings) -> Images:
         training=settings.training_image_uri or retrieve("training", "ml.g5.xlarge"),
         inference=settings.inference_image_uri or retrieve("inference", "ml.m5.xlarge"),
     )
+
+
+def image_processor(image_uri: str) -> str:
+    """``gpu`` or ``cpu``: what a Deep Learning Container is built for, read from its tag
+    (``pytorch-inference:2.5-gpu-py311``). An image pinned by digest, or with a tag that does not
+    say, counts as CPU, which is what ``resolve_images`` picks for inference."""
+    name = image_uri.rsplit("/", 1)[-1]
+    tag = name.partition(":")[2] if "@" not in name else ""
+    return "gpu" if "-gpu-" in f"-{tag}-" else "cpu"
+
+
+def supported_instance_types(image_uri: str) -> dict[str, list[str]]:
+    """``{"inference": [...], "transform": [...]}`` that a model package serving ``image_uri``
+    registers: only instances that image can run on (``INSTANCE_TYPES``)."""
+    return INSTANCE_TYPES[image_processor(image_uri)]
 
 
 def build_pipeline(settings: Settings | None = None, bundles: CodeBundles | None = None) -> "Pipeline":
@@ -215,10 +239,7 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
     from sagemaker.mlops.workflow.condition_step import ConditionStep
     from sagemaker.mlops.workflow.fail_step import FailStep
     from sagemaker.mlops.workflow.model_step import ModelStep
-    from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.pipeline import Pipeline
-
-    from pipeline.parameters import PipelineParameters
     from sagemaker.mlops.workflow.retry import (SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
                                                 StepExceptionTypeEnum, StepRetryPolicy)
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
@@ -234,6 +255,8 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
     params = pipeline_parameters(default_input_data_uri(settings.s3_uri()))
     images = resolve_images(settings)
     role = settings.role_arn
+    # The index the start-up installs (requirements.txt) read: a mirror where there is no NAT.
+    pip_env = {"PIP_INDEX_URL": settings.pip_index_url} if settings.pip_index_url else {}
     cache = CacheConfig(enable_caching=True, expire_after=CACHE_EXPIRE_AFTER)
     # Retry what is worth retrying: capacity and throttling, never a script's own failure.
     job_retries = [
@@ -265,7 +288,7 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
             instance_count=params.processing_instance_count, max_runtime_in_seconds=PROCESSING_MAX_RUNTIME_S,
             entrypoint=["/bin/bash", f"{RUNNER_INPUT_DIR}/{bundles.runner.name}"],
             base_job_name=f"{settings.pipeline_name}-{step.lower()}", sagemaker_session=session,
-            env={"PYTHONUNBUFFERED": "1"})
+            env={"PYTHONUNBUFFERED": "1", **pip_env})
 
     def code_inputs() -> list[ProcessingInput]:
         return [s3_input("code", bundles.processing.s3_uri, CODE_INPUT_DIR),
@@ -277,7 +300,8 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
         outputs=[s3_output(PREPROCESS, split, f"{PREPROCESS_OUTPUT_DIR}/{split}") for split in SPLITS],
         arguments=[PREPROCESS_SCRIPT, "--input-dir", DATA_INPUT_DIR, "--output-dir", PREPROCESS_OUTPUT_DIR,
                    "--max-len", params.max_len.to_string(), "--vocab-size", params.vocab_size.to_string(),
-                   "--embedding-dim", params.embedding_dim.to_string()],
+                   "--embedding-dim", params.embedding_dim.to_string(),
+                   "--data-version", params.input_data_version],
     )
     preprocess = ProcessingStep(name=PREPROCESS, step_args=preprocess_args, cache_config=cache,
                                 retry_policies=job_retries,
@@ -303,7 +327,7 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
         output_data_config=OutputDataConfig(s3_output_path=settings.s3_uri("models")),
         checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri(settings, params), local_path=CHECKPOINT_DIR),
         hyperparameters=hyperparameters,
-        environment={"PYTHONUNBUFFERED": "1"},
+        environment={"PYTHONUNBUFFERED": "1", **pip_env},
     ).with_metric_definitions([MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])
     train_args = trainer.train(input_data_config=[
         InputData(channel_name=split, data_source=split_uri(split)) for split in ("train", "validation")])
@@ -326,11 +350,12 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
     evaluation_uri = evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION_OUTPUT].S3Output.S3Uri
 
     # --- Register (if the gate passes) ----------------------------------------------------
+    instance_types = supported_instance_types(images.inference)
     builder = ModelBuilder(
         s3_model_data_url=model_data, image_uri=images.inference, role_arn=role, sagemaker_session=session,
-        instance_type=INFERENCE_INSTANCE_TYPES[0], dependencies=None,
+        instance_type=instance_types["inference"][0], dependencies=None,
         env_vars={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                  "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": settings.region},
+                  "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": settings.region, **pip_env},
     )
     metrics = ModelMetrics(model_statistics=MetricsSource(
         content_type="application/json",
@@ -338,7 +363,7 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
     register_args = builder.register(
         model_package_group_name=settings.model_package_group, approval_status=params.model_approval_status,
         content_types=CONTENT_TYPES, response_types=RESPONSE_TYPES,
-        inference_instances=INFERENCE_INSTANCE_TYPES, transform_instances=TRANSFORM_INSTANCE_TYPES,
+        inference_instances=instance_types["inference"], transform_instances=instance_types["transform"],
         model_metrics=metrics, domain="NATURAL_LANGUAGE_PROCESSING", task="CLASSIFICATION",
     )
     register = ModelStep(name=REGISTER, step_args=register_args,
@@ -358,8 +383,11 @@ def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
         if_steps=[register], else_steps=[fail],
         description="Register only a model whose test accuracy reaches AccuracyThreshold")
 
+    # No experiment tracking: nothing here reads it, and it would need the pipeline role to
+    # create experiments and trials besides the jobs (see lambda/template.yaml's PipelineRole).
     return Pipeline(name=settings.pipeline_name, parameters=params.all(),
-                    steps=[preprocess, train, evaluate, check], sagemaker_session=session)
+                    steps=[preprocess, train, evaluate, check], sagemaker_session=session,
+                    pipeline_experiment_config=None)
 
 
 def definition_json(settings: Settings | None = None, bundles: CodeBundles | None = None) -> str:

@@ -6,6 +6,13 @@ says ``{"Get": "Parameters.<Name>"}``. Everything else about the pipeline is fix
 definition is built. Preprocessing defaults mirror ``steps.preprocess`` (written out here, as
 importing that module costs seconds of numpy/scipy; a test keeps them equal).
 
+``InputDataVersion`` names the data behind ``InputDataUri`` (a digest of its S3 listing, or the
+local run's content fingerprint). SageMaker's cache key holds URIs, not the bytes behind them:
+data replaced in place keeps its URI, so without a version that changes with the data every
+cached step would be reused and Register would add the same model again. Preprocess receives
+it as ``--data-version``, so it is part of Preprocess's cache key (and Train's and Evaluate's
+follow), and it is written into the model's config.json for approvers to see.
+
 Training takes a profile (``gpu`` on SageMaker) and the epochs. Only hyperparameters that do
 not silently override the profile's architecture are parameters: a ``HiddenDim`` parameter
 would always be sent, so choosing ``TrainingProfile=cpu`` would still get the gpu width.
@@ -23,6 +30,8 @@ DEFAULT_PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"
 DEFAULT_TRAINING_INSTANCE_TYPE = "ml.g5.xlarge"
 DEFAULT_ACCURACY_THRESHOLD = 0.88
 DEFAULT_APPROVAL_STATUS = "PendingManualApproval"
+# steps.preprocess's --data-version default: no version given (a run started by hand).
+DEFAULT_INPUT_DATA_VERSION = ""
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # steps.preprocess.PreprocessOptions defaults (max_len is TextConfig's).
 DEFAULT_MAX_LEN = 400
@@ -36,6 +45,7 @@ class PipelineParameters:
     """The parameters, as SDK objects the steps refer to; ``all()`` is the definition's order."""
 
     input_data_uri: ParameterString
+    input_data_version: ParameterString
     accuracy_threshold: ParameterFloat
     model_approval_status: ParameterString
     processing_instance_type: ParameterString
@@ -64,14 +74,21 @@ class PipelineParameters:
 
 
 def default_input_data_uri(bucket_uri: str) -> str:
-    """Where the raw reviews are expected unless an execution says otherwise."""
-    return f"{bucket_uri}/data/imdb"
+    """Where the raw reviews are expected unless an execution says otherwise.
+
+    The trailing "/" matters: Preprocess reads it as an ``S3Prefix`` input, which takes every
+    object whose key starts with the URI, so without it ``data/imdb`` would also read
+    ``data/imdb-2026-11/…`` (a dataset that ``aws upload-data --name`` put beside it) and
+    ``data/imdb.csv``.
+    """
+    return f"{bucket_uri.rstrip('/')}/data/imdb/"
 
 
 def pipeline_parameters(input_data_uri: str) -> PipelineParameters:
     """The parameters with their defaults; ``input_data_uri`` comes from the settings."""
     return PipelineParameters(
         input_data_uri=ParameterString(name="InputDataUri", default_value=input_data_uri),
+        input_data_version=ParameterString(name="InputDataVersion", default_value=DEFAULT_INPUT_DATA_VERSION),
         accuracy_threshold=ParameterFloat(name="AccuracyThreshold", default_value=DEFAULT_ACCURACY_THRESHOLD),
         model_approval_status=ParameterString(name="ModelApprovalStatus", default_value=DEFAULT_APPROVAL_STATUS,
                                               enum_values=list(APPROVAL_STATUSES)),

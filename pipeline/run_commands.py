@@ -18,10 +18,12 @@ from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline.bundles import CodeBundles
+    from pipeline.local.executions import Execution
 
 log = logging.getLogger(__name__)
 
 LOCAL_PROFILE = "cpu"  # the definition's default is the GPU profile SageMaker runs
+SKIPPED = "skipped"  # the status of a `run --skip-unchanged` that found nothing new to train on
 
 
 class RunError(RuntimeError):
@@ -90,23 +92,71 @@ def _sampled_copy(data: Path, count: int, scratch: Path) -> Path:
 
 
 def stage_data(settings: Settings, data: Path, sample: int | None) -> str:
-    """Put the reviews into the local store; returns the ``InputDataUri`` the pipeline reads."""
+    """Put the reviews into the local store; returns the ``InputDataUri`` the pipeline reads.
+
+    The URI is a folder and ends with "/": Preprocess reads it as a key prefix, and without the
+    slash ``…-2000`` would also take a staged ``…-20000``'s files.
+    """
     from pipeline.local.store import ArtifactStore
 
     store = ArtifactStore(settings.home)
     with tempfile.TemporaryDirectory(prefix="sentiment-sample-") as scratch:
         source = _sampled_copy(data, sample, Path(scratch)) if sample else data
-        uri = settings.s3_uri("data", f"{_fingerprint(source)}-{sample or 'all'}")
+        uri = settings.s3_uri("data", f"{_fingerprint(source)}-{sample or 'all'}") + "/"
         if not store.exists(uri):
             if source.is_dir():
                 store.upload_dir(source, uri)
             else:
-                store.upload_file(source, f"{uri}/{source.name}")
+                store.upload_file(source, f"{uri}{source.name}")
     return uri
 
 
+def staged_data_version(uri: str) -> str:
+    """The ``InputDataVersion`` of data that ``stage_data`` put in the store: the last segment of
+    its content-addressed URI (the files' fingerprint and the sample size). It is the local
+    counterpart of the S3 listing digest that the retrain Lambda and ``aws start`` send, so
+    that a local execution records, and its model's config.json shows, which data it read."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def unchanged_since(settings: Settings, definition: str, values: dict[str, Any]) -> Execution | None:
+    """The newest Succeeded execution on the same ``InputDataUri``, when it ran this very
+    definition with the same parameter values; else None.
+
+    Such a run would take every cached step from that execution and register its model once
+    more (caching keys on arguments, as SageMaker's does). Only the newest execution on the data
+    counts: if the code or a parameter changed since, the run goes ahead.
+    """
+    from pipeline.local.db import open_state
+    from pipeline.local.executions import ExecutionStore, sha256_text
+    from pipeline.local.expressions import parameter_values
+
+    wanted = json.loads(json.dumps(parameter_values(json.loads(definition), values)))  # as the store keeps them
+    for execution in ExecutionStore(open_state(settings.home)).list_executions(settings.pipeline_name):
+        if execution.status == "Succeeded" and execution.parameters.get("InputDataUri") == wanted["InputDataUri"]:
+            same = execution.definition_sha256 == sha256_text(definition) and execution.parameters == wanted
+            return execution if same else None
+    return None
+
+
+def _skipped(settings: Settings, previous: Execution, values: dict[str, Any]) -> dict[str, Any]:
+    """The answer of a run that starts nothing: why, and which execution it would repeat."""
+    version = summarize(settings, previous.execution_id)["model_package_version"]
+    registered = f"; it registered model version {version}" if version is not None else ""
+    reason = (f"no new data since execution {previous.execution_id}: {values['InputDataUri']} is still version "
+              f"{values.get('InputDataVersion') or '(none given)'}, and the pipeline and its parameters are "
+              f"unchanged{registered}")
+    log.info("skipped: %s", reason)
+    return {"status": SKIPPED, "reason": reason, "execution_id": None,
+            "unchanged_since": {"execution_id": previous.execution_id, "model_package_version": version},
+            "parameters": previous.parameters}
+
+
 def run_local(settings: Settings, data: Path, params: dict[str, str], sample: int | None,
-              use_cache: bool = True) -> dict[str, Any]:
+              use_cache: bool = True, skip_unchanged: bool = False) -> dict[str, Any]:
+    """Stage the data and execute the pipeline; with ``skip_unchanged``, start nothing (status
+    ``skipped``) when the newest Succeeded execution on the same data had the same definition and
+    parameters: what a scheduled run (a cron line) wants, so that it registers no duplicate."""
     from pipeline.bundles import build_bundles
     from pipeline.local.executor import run_pipeline
     from pipeline.local.expressions import ExpressionError, parameter_values
@@ -119,6 +169,12 @@ def run_local(settings: Settings, data: Path, params: dict[str, str], sample: in
     except ExpressionError as exc:
         raise RunError(str(exc)) from exc
     values["InputDataUri"] = params.get("InputDataUri") or stage_data(settings, data, sample)
+    if not params.get("InputDataUri") and "InputDataVersion" not in params:
+        values["InputDataVersion"] = staged_data_version(values["InputDataUri"])
+    if skip_unchanged:
+        previous = unchanged_since(settings, definition, values)
+        if previous is not None:
+            return {**_skipped(settings, previous, values), "total_seconds": round(time.perf_counter() - started, 1)}
     execution = run_pipeline(definition, settings, values, build_bundles(settings), use_cache=use_cache)
     summary = summarize(settings, execution.execution_id)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)

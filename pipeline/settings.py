@@ -8,8 +8,9 @@ placeholder role ARN is fine offline and is replaced by a real one before ``upse
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Mapping
 
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -22,6 +23,8 @@ DEFAULT_PREFIX = "sentiment-mlops"
 # A well-formed ARN for an account that does not exist: enough to build the definition offline.
 PLACEHOLDER_ROLE_ARN = "arn:aws:iam::000000000000:role/SentimentMlopsSageMakerExecutionRole"
 DEFAULT_PIPELINE_NAME = "sentiment-mlops"
+# The CloudFormation stack (lambda/template.yaml) whose outputs name the bucket and the role.
+DEFAULT_STACK_NAME = "sentiment-mlops"
 DEFAULT_MODEL_PACKAGE_GROUP = "sentiment-mlops-imdb-lstm"
 DEFAULT_ENDPOINT_NAME = "sentiment-mlops"
 DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.m5.large"
@@ -51,6 +54,7 @@ class Settings:
     prefix: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PREFIX", DEFAULT_PREFIX).strip("/"))
     role_arn: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ROLE_ARN", PLACEHOLDER_ROLE_ARN))
     pipeline_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PIPELINE_NAME", DEFAULT_PIPELINE_NAME))
+    stack_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_STACK_NAME", DEFAULT_STACK_NAME))
     model_package_group: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_MODEL_PACKAGE_GROUP", DEFAULT_MODEL_PACKAGE_GROUP))
     # The endpoint an approved version is deployed to (by lambda/deploy.py, in AWS or locally).
     endpoint_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ENDPOINT_NAME", DEFAULT_ENDPOINT_NAME))
@@ -66,6 +70,19 @@ class Settings:
     training_image_uri: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_TRAINING_IMAGE_URI") or None)
     processing_image_uri: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_PROCESSING_IMAGE_URI") or None)
     inference_image_uri: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_INFERENCE_IMAGE_URI") or None)
+    # A package index the jobs and the endpoint install their pinned extras from (serve/constraints.txt),
+    # for subnets without a NAT: a PyPI mirror such as CodeArtifact. Unset: PyPI. No credentials in it.
+    pip_index_url: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_PIP_INDEX_URL") or None)
+
+    def needs_stack(self) -> bool:
+        """Whether the bucket or the role is left to the stack's outputs (not set in the environment)."""
+        return not os.environ.get("SENTIMENT_MLOPS_BUCKET") or self.role_arn == PLACEHOLDER_ROLE_ARN
+
+    def from_stack(self, outputs: Mapping[str, str]) -> "Settings":
+        """These settings with the stack's bucket and pipeline role where the environment names none."""
+        bucket = self.bucket if os.environ.get("SENTIMENT_MLOPS_BUCKET") else outputs["ArtifactBucketName"]
+        role = self.role_arn if self.role_arn != PLACEHOLDER_ROLE_ARN else outputs["PipelineRoleArn"]
+        return replace(self, bucket=bucket, role_arn=role)
 
     def s3_uri(self, *parts: str) -> str:
         """``s3://bucket/prefix/part/...``: every S3 path the pipeline uses is under the prefix."""

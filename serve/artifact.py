@@ -5,7 +5,8 @@ Layout (self-contained, so registration needs no repack step)::
     model.pt        state dict, loadable with torch.load(weights_only=True)
     config.json     network, text settings, versions, data hashes, training figures
     vocab.json      the vocabulary
-    code/           inference.py, the serve/ modules it imports, requirements.txt
+    code/           inference.py, the serve/ modules it imports, requirements.txt and the
+                    constraints.txt it pins from (see serve/dependencies.py)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from serve import dependencies
 from serve.network import NetworkConfig, SentimentLSTM
 from serve.text import TextConfig
 from serve.vocab import Vocabulary
@@ -32,8 +34,9 @@ VOCAB_FILE = "vocab.json"
 CODE_DIR = "code"
 MODEL_FORMAT = "sentiment-mlops/model"
 SERVE_PACKAGE_DIR = Path(__file__).resolve().parent
-# What the inference container must install next to its own torch and numpy.
-CODE_REQUIREMENTS = ("nltk>=3.8,<4", "beautifulsoup4>=4.12,<5")
+# What the inference container must install next to its own torch and numpy, at the exact pins
+# of serve/constraints.txt, the one source that the jobs' bundles are pinned from too.
+CODE_REQUIREMENTS = dependencies.ENDPOINT.installs
 
 
 class ArtifactError(ValueError):
@@ -70,7 +73,15 @@ def write_serving_code(code_dir: Path) -> None:
     for source in sorted(SERVE_PACKAGE_DIR.glob("*.py")):
         shutil.copy2(source, package_dir / source.name)
     shutil.copy2(SERVE_PACKAGE_DIR / "inference.py", code_dir / "inference.py")
-    (code_dir / "requirements.txt").write_text("\n".join(CODE_REQUIREMENTS) + "\n", encoding="utf-8")
+    write_requirements(code_dir)
+
+
+def write_requirements(code_dir: Path) -> None:
+    """``requirements.txt`` and ``constraints.txt``, which the inference container pip-installs
+    at every start: exact pins, so a redeployed or rescaled endpoint gets the same packages."""
+    constraints = dependencies.read_constraints(SERVE_PACKAGE_DIR / dependencies.CONSTRAINTS_NAME)
+    for name, data in dependencies.install_files(CODE_REQUIREMENTS, constraints).items():
+        (Path(code_dir) / name).write_bytes(data)
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:

@@ -180,8 +180,14 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         )
 
 
-def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite: bool = False) -> dict:
-    """Read, split, tokenize, build the vocabulary, encode, learn word vectors and write; returns the stats."""
+def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite: bool = False,
+        data_version: str | None = None) -> dict:
+    """Read, split, tokenize, build the vocabulary, encode, learn word vectors and write; returns the stats.
+
+    ``data_version`` is what the caller calls this data (the pipeline's ``InputDataVersion``): it
+    is recorded in stats.json as ``data_version`` (None when not given), so that training can
+    write it into the model's config.json next to the content hashes.
+    """
     started = time.perf_counter()
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
@@ -214,6 +220,7 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
         "source": {"layout": data.layout, "files": data.sources, "undecodable_reviews_skipped": data.undecodable,
                    "empty_reviews_skipped": data.empty, "unlabeled_reviews": len(data.unlabeled)},
         "data_sha256": {"train": data.train.sha256(), "test": data.test.sha256()},
+        "data_version": data_version or None,
         "options": {**{k: v for k, v in options.__dict__.items() if k != "text"}, "text": options.text.to_dict()},
         "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
                        "training_token_coverage": round(coverage, 5)},
@@ -321,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embedding-window", type=int, default=defaults.embedding_window, help="co-occurrence window in tokens")
     parser.add_argument("--unlabeled", action=argparse.BooleanOptionalAction, default=defaults.unlabeled,
                         help="learn the word vectors from the unlabeled reviews too, when present")
+    parser.add_argument("--data-version", default="",
+                        help="the data's version (the pipeline's InputDataVersion), recorded in stats.json")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output-dir")
     return parser.parse_args(argv)
 
@@ -337,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        stats = run(Path(args.input_dir), Path(args.output_dir), options_from_args(args), overwrite=args.overwrite)
+        stats = run(Path(args.input_dir), Path(args.output_dir), options_from_args(args), overwrite=args.overwrite,
+                    data_version=args.data_version)
     except (DataError, ValueError) as exc:
         log.error("%s", exc)
         return 2

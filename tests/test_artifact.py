@@ -29,6 +29,7 @@ from serve.artifact import (
     unpack_model_archive,
     write_artifact,
 )
+from serve.dependencies import parse_pins
 from serve.network import NetworkConfig, SentimentLSTM
 from serve.text import TextConfig, TextNormalizer
 from serve.vocab import Vocabulary
@@ -74,7 +75,8 @@ def model_dir(tmp_path) -> Path:
 
 
 def test_write_artifact_layout(model_dir):
-    for name in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, "code/inference.py", "code/requirements.txt"):
+    for name in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, "code/inference.py", "code/requirements.txt",
+                 "code/constraints.txt"):
         assert (model_dir / name).is_file(), name
     shipped = sorted(p.name for p in (model_dir / CODE_DIR / "serve").glob("*.py"))
     expected = sorted(p.name for p in SERVE_DIR.glob("*.py"))
@@ -87,11 +89,17 @@ def test_write_artifact_layout(model_dir):
     assert not list(model_dir.rglob("__pycache__"))
 
 
-def test_requirements_name_the_text_dependencies(model_dir):
-    lines = (model_dir / "code/requirements.txt").read_text(encoding="utf-8").splitlines()
-    assert lines == list(CODE_REQUIREMENTS)
-    assert any(line.startswith("nltk") for line in lines)
-    assert any(line.startswith("beautifulsoup4") for line in lines)
+def test_requirements_pin_the_text_dependencies_from_the_one_source(model_dir):
+    """The inference container pip-installs code/requirements.txt at every start (a new instance,
+    a restart, a scale-out): exact pins under code/constraints.txt, a copy of serve/constraints.txt,
+    so every instance serving one model version runs the same packages."""
+    source = (SERVE_DIR / "constraints.txt").read_bytes()
+    assert (model_dir / "code/constraints.txt").read_bytes() == source
+    pins = parse_pins(source.decode())
+    lines = [line for line in (model_dir / "code/requirements.txt").read_text(encoding="utf-8").splitlines()
+             if not line.startswith("#")]
+    assert lines == ["-c constraints.txt", *(f"{name}=={pins[name]}" for name in CODE_REQUIREMENTS)]
+    assert set(CODE_REQUIREMENTS) == {"nltk", "beautifulsoup4"}  # torch and numpy come with the image
 
 
 def test_config_json_contents(tmp_path):

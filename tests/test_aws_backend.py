@@ -204,7 +204,7 @@ def test_unknown_parameter_name_is_refused_before_any_call_with_the_valid_names(
     with pytest.raises(BackendError) as raised:
         start_execution(aws, SETTINGS, {"Epoch": 3, **VALID}, definition=definition)
     message = str(raised.value)
-    assert message.startswith("unknown pipeline parameter Epoch: valid names are InputDataUri, AccuracyThreshold,")
+    assert message.startswith("unknown pipeline parameter Epoch: valid names are InputDataUri, InputDataVersion, AccuracyThreshold,")
     assert "Epochs" in message and "\n" not in message
     assert calls.names == []
 

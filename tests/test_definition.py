@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.bundles import (CodeBundles, TEXT_REQUIREMENTS, build_bundles, content_addressed,
                               deterministic_tar_gz)
@@ -145,12 +146,14 @@ def test_parameters(definition):
     assert params["TrainingProfile"]["DefaultValue"] == "gpu"
     assert params["TrainingInstanceType"]["DefaultValue"] == "ml.g5.xlarge"
     assert params["ProcessingInstanceType"]["DefaultValue"] == "ml.m5.xlarge"
-    assert params["InputDataUri"]["DefaultValue"] == "s3://test-bucket/sentiment-mlops/data/imdb"
+    assert params["InputDataUri"]["DefaultValue"] == "s3://test-bucket/sentiment-mlops/data/imdb/"
+    assert params["InputDataVersion"] == {"Name": "InputDataVersion", "Type": "String", "DefaultValue": ""}
     assert {"Epochs", "MaxLen", "VocabSize", "EmbeddingDim", "TrainingInstanceCount", "ProcessingInstanceCount"} <= set(params)
 
 
 def test_parameter_defaults_match_the_scripts():
     from pipeline import parameters
+    from steps import preprocess
     from steps.preprocess import PreprocessOptions
     from train.profiles import PROFILES
 
@@ -158,6 +161,7 @@ def test_parameter_defaults_match_the_scripts():
     assert parameters.DEFAULT_MAX_LEN == defaults.text.max_len
     assert parameters.DEFAULT_VOCAB_SIZE == defaults.vocab_size
     assert parameters.DEFAULT_EMBEDDING_DIM == defaults.embedding_dim
+    assert parameters.DEFAULT_INPUT_DATA_VERSION == preprocess.parse_args([]).data_version
     assert parameters.DEFAULT_TRAINING_PROFILE in PROFILES
 
 
@@ -244,6 +248,118 @@ def test_every_s3_path_is_explicit(definition):
     assert "sagemaker-us-east-1" not in json.dumps(definition)
 
 
+# --- S3 prefixes: SageMaker reads every object whose key starts with the URI -----------------
+
+def _resolved(value, definition: dict, **parameters):
+    """``value`` as SageMaker resolves it for an execution with these parameters."""
+    from datetime import datetime, timezone
+
+    from pipeline.local.expressions import ExecutionContext, execution_variables, parameter_values, resolve
+
+    execution = execution_variables("sentiment-mlops-test", "exec1", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    return resolve(value, ExecutionContext(parameter_values(definition, parameters), execution))
+
+
+def test_default_input_data_uri_names_one_folder(definition):
+    """An S3Prefix input without the trailing "/" also reads ``data/imdb-2026-11/…`` and
+    ``data/imdb.csv`` (the README's ``upload-data --name`` puts datasets beside it)."""
+    from pipeline.parameters import default_input_data_uri
+
+    params = {p["Name"]: p for p in definition["Parameters"]}
+    assert params["InputDataUri"]["DefaultValue"].endswith("/")
+    assert default_input_data_uri("s3://b/p/") == "s3://b/p/data/imdb/"
+    (data,) = [i["S3Input"] for i in steps_by_name(definition)["Preprocess"]["Arguments"]["ProcessingInputs"]
+               if i["InputName"] == "data"]
+    assert (data["S3Uri"], data["S3DataType"]) == ({"Get": "Parameters.InputDataUri"}, "S3Prefix")
+
+
+def test_checkpoint_uri_names_one_folder_per_epochs(definition):
+    """Checkpoints are synced from every key under the URI: ``epochs-8`` must not take ``epochs-80``'s."""
+    checkpoint = steps_by_name(definition)["Train"]["Arguments"]["CheckpointConfig"]["S3Uri"]
+    eight, eighty = (_resolved(checkpoint, definition, Epochs=n) for n in (8, 80))
+    assert eight == "s3://test-bucket/sentiment-mlops/checkpoints/gpu/epochs-8/"
+    assert eighty.endswith("/epochs-80/") and not eighty.startswith(eight)
+    assert _resolved(checkpoint, definition, TrainingProfile="cpu", Epochs=8).endswith("/cpu/epochs-8/")
+
+
+def test_step_outputs_read_as_prefixes_take_only_their_own_objects(definition):
+    """Train and Evaluate read Preprocess's outputs (and Register Evaluate's) through their S3Uri,
+    which has no trailing "/": it is safe only while no output URI is a prefix of another."""
+    steps = steps_by_name(definition)
+    outputs = [_resolved(o["S3Output"]["S3Uri"], definition)
+               for name in ("Preprocess", "Evaluate")
+               for o in steps[name]["Arguments"]["ProcessingOutputConfig"]["Outputs"]]
+    assert len(outputs) == 4 and len(set(outputs)) == 4
+    assert not [(a, b) for a in outputs for b in outputs if a != b and b.startswith(a)]
+
+
+# --- the registered package: the instance types its image serves on ---------------------------
+
+def _processor_of_instance(instance_type: str) -> str:
+    """``gpu`` for the accelerated families a PyTorch GPU image runs on (g*, p*), else ``cpu``."""
+    return "gpu" if instance_type.split(".")[1][0] in "gp" else "cpu"
+
+
+def _registered_instance_types(definition: dict) -> tuple[str, list[str], list[str]]:
+    spec = steps_by_name(definition)["Register"]["Arguments"]["InferenceSpecification"]
+    (container,) = spec["Containers"]
+    return (container["Image"], spec["SupportedRealtimeInferenceInstanceTypes"],
+            spec["SupportedTransformInstanceTypes"])
+
+
+def test_registered_instance_types_match_the_cpu_inference_image(definition):
+    """The default inference image is the CPU one: a GPU instance would pay for an idle GPU."""
+    from pipeline.settings import DEFAULT_ENDPOINT_INSTANCE_TYPE
+
+    image, realtime, transform = _registered_instance_types(definition)
+    assert "-cpu-" in image
+    assert realtime and {_processor_of_instance(t) for t in realtime + transform} == {"cpu"}
+    template = yaml.safe_load((REPO_ROOT / "lambda" / "template.yaml").read_text(encoding="utf-8"))
+    # What the local deploy and the deployed stack put the endpoint on.
+    assert {DEFAULT_ENDPOINT_INSTANCE_TYPE, template["Parameters"]["EndpointInstanceType"]["Default"]} <= set(realtime)
+
+
+def test_registered_instance_types_follow_a_pinned_gpu_inference_image():
+    from dataclasses import replace
+
+    from pipeline.definition import definition_json
+
+    gpu_image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-gpu-py311"
+    settings = replace(SETTINGS, inference_image_uri=gpu_image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image, realtime, transform = _registered_instance_types(
+            json.loads(definition_json(settings, fixed_bundles(settings))))
+    assert image == gpu_image
+    assert realtime and {_processor_of_instance(t) for t in realtime + transform} == {"gpu"}
+
+    from pipeline.definition import image_processor
+
+    assert [image_processor(u) for u in ("r/pytorch-inference:2.5.1-gpu-py311-cu124-ubuntu22.04-sagemaker",
+                                         "r/pytorch-inference:2.5-cpu-py311", "r/my-gpu-image@sha256:ab")] == [
+        "gpu", "cpu", "cpu"]
+
+
+def test_a_package_mirror_reaches_every_job_and_the_model_only_when_set(definition):
+    """Without a NAT, the start-up installs need a mirror: each container gets PIP_INDEX_URL."""
+    from dataclasses import replace
+
+    from pipeline.definition import definition_json
+
+    assert "PIP_INDEX_URL" not in json.dumps(definition)
+    mirror = "https://mirror-123456789012.d.codeartifact.us-east-1.amazonaws.com/pypi/pypi/simple/"
+    settings = replace(SETTINGS, pip_index_url=mirror)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steps = {s["Name"]: s for s in json.loads(definition_json(settings, fixed_bundles(settings)))["Steps"]}
+    assert steps["Preprocess"]["Arguments"]["Environment"]["PIP_INDEX_URL"] == mirror
+    assert steps["Evaluate"]["Arguments"]["Environment"]["PIP_INDEX_URL"] == mirror
+    assert steps["Train"]["Arguments"]["Environment"]["PIP_INDEX_URL"] == mirror
+    register = [s for s in steps["CheckAccuracy"]["Arguments"]["IfSteps"] if s["Type"] == "RegisterModel"][0]
+    (container,) = register["Arguments"]["InferenceSpecification"]["Containers"]
+    assert container["Environment"]["PIP_INDEX_URL"] == mirror
+
+
 def _substitute_defaults(args: list, definition: dict) -> list[str]:
     """ContainerArguments with each parameter replaced by its default, as SageMaker would."""
     defaults = {f"Parameters.{p['Name']}": str(p["DefaultValue"]) for p in definition["Parameters"]}
@@ -258,6 +374,36 @@ def _substitute_defaults(args: list, definition: dict) -> list[str]:
     return [value(a) for a in args]
 
 
+def _passed_parameters(args: list) -> dict[str, str]:
+    """``{option: parameter name}`` for each option whose value is a pipeline parameter."""
+    def parameter(item):
+        if isinstance(item, dict) and "Get" in item:
+            return item["Get"].removeprefix("Parameters.")
+        if isinstance(item, dict) and "Std:Join" in item:
+            names = [parameter(v) for v in item["Std:Join"]["Values"]]
+            return next((n for n in names if n), None)
+        return None
+
+    return {option: parameter(value) for option, value in zip(args, args[1:])
+            if isinstance(option, str) and option.startswith("--") and parameter(value)}
+
+
+def test_a_new_data_version_changes_preprocess_cache_key(definition):
+    """SageMaker keys a Processing step's cache on its resolved request, not the bytes in S3: the
+    data's version must be in the request, or data replaced in place reuses the old results."""
+    from pipeline.local.cache import CACHE_KEY_ATTRIBUTES, cache_key
+    from pipeline.local.expressions import ExecutionContext, parameter_values, resolve
+
+    arguments = steps_by_name(definition)["Preprocess"]["Arguments"]
+    keyed = {name: arguments.get(name) for name in CACHE_KEY_ATTRIBUTES["Processing"]}
+
+    def key(version: str) -> str:
+        context = ExecutionContext(parameter_values(definition, {"InputDataVersion": version}), {})
+        return cache_key("Preprocess", "Processing", resolve(keyed, context))
+
+    assert key("v1") != key("v2") and key("v1") == key("v1")
+
+
 def test_processing_steps_match_the_scripts_cli(definition):
     from evaluation import evaluate
     from steps import preprocess
@@ -269,6 +415,10 @@ def test_processing_steps_match_the_scripts_cli(definition):
     parsed = preprocess.parse_args(pre_args[1:])
     assert (parsed.input_dir, parsed.output_dir) == ("/opt/ml/processing/input/data", "/opt/ml/processing/output")
     assert (parsed.max_len, parsed.vocab_size, parsed.embedding_dim) == (400, 20_000, 128)
+    assert parsed.data_version == ""  # parse_args exits on an argument the script does not declare
+    passed = _passed_parameters(pre["AppSpecification"]["ContainerArguments"])
+    assert passed == {"--max-len": "MaxLen", "--vocab-size": "VocabSize", "--embedding-dim": "EmbeddingDim",
+                      "--data-version": "InputDataVersion"}
     outputs = {o["OutputName"]: o["S3Output"] for o in pre["ProcessingOutputConfig"]["Outputs"]}
     assert {name: o["LocalPath"] for name, o in outputs.items()} == {
         split: f"/opt/ml/processing/output/{split}" for split in ("train", "validation", "test")}
@@ -314,11 +464,33 @@ def test_bundles_are_deterministic_and_content_addressed():
     assert names == sorted(names)
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.mode == 0o644 for m in members)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert {"steps/preprocess.py", "evaluation/evaluate.py", "serve/inference.py", "requirements.txt"} <= set(names)
-    assert requirements.splitlines() == list(TEXT_REQUIREMENTS)
+    assert {"steps/preprocess.py", "evaluation/evaluate.py", "serve/inference.py", "requirements.txt",
+            "constraints.txt"} <= set(names)
+    assert "-c constraints.txt" in requirements.splitlines()
     with tarfile.open(fileobj=io.BytesIO(first.training.data)) as tar:
-        assert {"train/train.py", "serve/network.py", "steps/arrays.py", "requirements.txt"} <= set(tar.getnames())
+        assert {"train/train.py", "serve/network.py", "steps/arrays.py", "requirements.txt",
+                "constraints.txt"} <= set(tar.getnames())
     assert first.processing.data[4:8] == b"\0\0\0\0"  # gzip header mtime
+
+
+def test_bundles_install_exact_pins_from_the_one_source():
+    """The jobs pip-install at every start: exact pins (a range resolves afresh each time, under a
+    cached step too) under a constraints.txt that is serve/constraints.txt itself, and nothing the
+    training image already has (pip would otherwise replace it from the network)."""
+    from serve.dependencies import parse_pins
+
+    source = (REPO_ROOT / "serve" / "constraints.txt").read_bytes()
+    pins = parse_pins(source.decode())
+    bundles = build_bundles(SETTINGS)
+    for bundle in (bundles.processing, bundles.training):
+        with tarfile.open(fileobj=io.BytesIO(bundle.data)) as tar:
+            requirements, constraints, bundled = (tar.extractfile(name).read().decode() for name in (
+                "requirements.txt", "constraints.txt", "serve/constraints.txt"))
+        assert constraints == bundled == source.decode()
+        lines = [line for line in requirements.splitlines() if not line.startswith("#")]
+        assert lines == ["-c constraints.txt", *(f"{name}=={pins[name]}" for name in TEXT_REQUIREMENTS)]
+    assert {"nltk", "beautifulsoup4"} <= set(TEXT_REQUIREMENTS)
+    assert not {"torch", "numpy", "scipy", "scikit-learn", "matplotlib", "tqdm"} & set(TEXT_REQUIREMENTS)
 
 
 def test_tar_ignores_file_metadata(tmp_path):

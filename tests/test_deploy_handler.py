@@ -110,46 +110,107 @@ def test_a_model_name_taken_by_another_package_is_not_reused(sagemaker):
 
 # --- states moto cannot produce: the real client with botocore's Stubber ------------------------
 
-def _stubbed(endpoint_status: str, current_config: str) -> tuple:
+ENDPOINT_ARN = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test"
+V2 = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"
+
+
+def _stubbed(endpoint_status: str, current_config: str, followed_at: str | None = None) -> tuple:
+    """The calls up to the decision: the package's status, the endpoint, the approval it follows;
+    then, unless the endpoint is busy or the approval superseded, the model and its config."""
     client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     stub = Stubber(client)
     stub.add_response("describe_model_package", {
-        "ModelPackageName": GROUP, "ModelPackageArn": f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2",
+        "ModelPackageName": GROUP, "ModelPackageArn": V2,
         "CreationTime": "2026-11-22T06:00:00Z", "ModelPackageStatus": "Completed",
         "ModelPackageStatusDetails": {"ValidationStatuses": []}, "ModelApprovalStatus": "Approved"})
+    stub.add_response("describe_endpoint", {
+        "EndpointName": "sentiment-test", "EndpointArn": ENDPOINT_ARN,
+        "EndpointConfigName": current_config, "EndpointStatus": endpoint_status,
+        "CreationTime": "2026-11-22T06:00:00Z", "LastModifiedTime": "2026-11-22T06:00:00Z"})
+    tags = [{"Key": deploy.APPROVED_AT_TAG, "Value": followed_at},
+            {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2.replace("/2", "/3")}] if followed_at else []
+    stub.add_response("list_tags", {"Tags": tags}, {"ResourceArn": ENDPOINT_ARN})
+    if endpoint_status in deploy.BUSY_STATUSES or (followed_at and followed_at > "2026-11-22T06:00:00"):
+        return client, stub
     stub.add_client_error("describe_model", "ValidationException", "Could not find model \"sentiment-test-v2\".")
     stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-test-v2"})
     stub.add_client_error("describe_endpoint_config", "ValidationException", "Could not find endpoint configuration")
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:123456789012:"
                                                                       "endpoint-config/x"})
-    stub.add_response("describe_endpoint", {
-        "EndpointName": "sentiment-test", "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test",
-        "EndpointConfigName": current_config, "EndpointStatus": endpoint_status,
-        "CreationTime": "2026-11-22T06:00:00Z", "LastModifiedTime": "2026-11-22T06:00:00Z"})
     return client, stub
 
 
-def test_a_newer_approval_updates_the_running_endpoint():
-    client, stub = _stubbed("InService", "sentiment-test-v1-aaaaaaaa")
+def test_a_newer_approval_updates_the_running_endpoint_and_tags_it_with_its_time():
+    client, stub = _stubbed("InService", "sentiment-test-v1-aaaaaaaa", followed_at="2026-11-21T06:00:00+00:00")
     expected_config = f"sentiment-test-v2-{CONFIG.variant_hash()}"
-    stub.add_response("update_endpoint", {"EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test"},
+    stub.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN},
                       {"EndpointName": "sentiment-test", "EndpointConfigName": expected_config})
+    stub.add_response("add_tags", {}, {"ResourceArn": ENDPOINT_ARN, "Tags": [
+        {"Key": deploy.APPROVED_AT_TAG, "Value": "2026-11-22T06:00:00+00:00"},
+        {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2}]})
     with stub:
-        result = deploy.handle(_event(f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"), CONFIG, client)
+        result = deploy.handle(_event(V2), CONFIG, client)
     stub.assert_no_pending_responses()
     assert result["status"] == "updated" and result["previous_endpoint_config"] == "sentiment-test-v1-aaaaaaaa"
 
 
-def test_a_busy_endpoint_raises_so_that_lambda_retries():
+def test_an_approval_older_than_the_one_the_endpoint_follows_is_superseded():
+    """A requeued approval may come back after a later one has been deployed: it must not undo it."""
+    client, stub = _stubbed("InService", "sentiment-test-v3-aaaaaaaa", followed_at="2026-11-22T07:00:00+00:00")
+    with stub:  # no model, config, update or tag call: the stub would refuse them
+        result = deploy.handle(_event(V2), CONFIG, client)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "ignored" and "superseded" in result["reason"] and "/3" in result["reason"]
+
+
+class RecordingRequeue:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, int, int]] = []
+
+    def later(self, event, attempt, delay_s) -> None:
+        self.calls.append((event, attempt, delay_s))
+
+
+@pytest.mark.parametrize("attempt, delay", [(1, 60), (2, 120), (4, 480), (5, 900), (11, 900)])
+def test_a_busy_endpoint_requeues_the_approval_with_a_growing_delay(attempt, delay):
     client, stub = _stubbed("Updating", "sentiment-test-v1-aaaaaaaa")
-    with stub, pytest.raises(deploy.EndpointBusy, match="is Updating"):
-        deploy.handle(_event(f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"), CONFIG, client)
+    requeue = RecordingRequeue()
+    with stub:
+        result = deploy.handle(_event(V2), CONFIG, client, requeue, attempt=attempt)
+    assert result["status"] == "requeued" and result["retry_in_s"] == delay
+    assert requeue.calls == [(_event(V2), attempt + 1, delay)]
+
+
+def test_a_busy_endpoint_raises_once_the_attempts_are_spent_or_without_a_queue():
+    for requeue, attempt in ((RecordingRequeue(), deploy.MAX_ATTEMPTS), (None, 1)):
+        client, stub = _stubbed("Updating", "sentiment-test-v1-aaaaaaaa")
+        with stub, pytest.raises(deploy.EndpointBusy, match="is Updating.*failures queue"):
+            deploy.handle(_event(V2), CONFIG, client, requeue, attempt=attempt)
+        assert not getattr(requeue, "calls", [])
+
+
+def test_the_retry_queue_gives_back_what_was_requeued(aws_env):  # noqa: F811
+    """SqsRequeue's message, read back from (moto's) SQS as Lambda's event source hands it over."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="deploy-retries")["QueueUrl"]
+        deploy.SqsRequeue(sqs, url).later(_event(V2), 3, 0)
+        (message,) = sqs.receive_message(QueueUrl=url)["Messages"]
+    records = {"Records": [{"messageId": message["MessageId"], "eventSource": "aws:sqs", "body": message["Body"]},
+                           {"messageId": "2", "eventSource": "aws:sqs", "body": "not json"}]}
+    assert deploy.deliveries(records) == [(_event(V2), 3), (None, 1)]
+    assert deploy.deliveries(_event(V2)) == [(_event(V2), 1)]
+
+
+def test_an_event_without_a_time_is_ignored():
+    event = {k: v for k, v in _event(V2).items() if k != "time"}
+    assert "time" in deploy.handle(event, CONFIG, None)["reason"]
 
 
 def test_a_failed_endpoint_says_what_to_do():
     client, stub = _stubbed("Failed", "sentiment-test-v1-aaaaaaaa")
     with stub, pytest.raises(deploy.DeployError, match="delete it, then approve the version again"):
-        deploy.handle(_event(f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"), CONFIG, client)
+        deploy.handle(_event(V2), CONFIG, client)
 
 
 # --- settings and the local registry's events ---------------------------------------------------

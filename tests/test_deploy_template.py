@@ -26,10 +26,17 @@ NO_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
 
 
 def _statements():
+    """(role, statement) for every Allow a role is given: its inline policies, and the
+    AWS::IAM::Policy resources attached to it."""
     for name, resource in RESOURCES.items():
-        for policy in (resource.get("Properties") or {}).get("Policies") or []:
+        properties = resource.get("Properties") or {}
+        for policy in properties.get("Policies") or []:
             for statement in policy["PolicyDocument"]["Statement"]:
                 yield name, statement
+        if resource["Type"] == "AWS::IAM::Policy":
+            for role in properties["Roles"]:
+                for statement in properties["PolicyDocument"]["Statement"]:
+                    yield role["Ref"], statement
 
 
 def _as_list(value) -> list:
@@ -56,15 +63,19 @@ def test_no_policy_grants_a_wildcard_action_or_resource_it_does_not_need():
     assert "cloudwatch:namespace" in json.dumps(metrics["Condition"])
 
 
-def test_the_model_role_is_passed_only_to_sagemaker():
-    (pass_role,) = [s for _, s in _statements() if s["Action"] == "iam:PassRole"]
-    assert pass_role["Resource"] == {"Fn::GetAtt": ["EndpointModelRole", "Arn"]}
-    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+def test_each_role_may_pass_one_role_only_to_sagemaker():
+    """The deploy function passes the endpoint model's role; the pipeline role passes itself to its jobs."""
+    passes = {role: s for role, s in _statements() if s["Action"] == "iam:PassRole"}
+    assert {role: s["Resource"] for role, s in passes.items()} == {
+        "DeployFunctionRole": {"Fn::GetAtt": ["EndpointModelRole", "Arn"]},
+        "PipelineRole": {"Fn::GetAtt": ["PipelineRole", "Arn"]}}
+    for statement in passes.values():
+        assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
 
 
 def test_the_deploy_role_covers_every_call_deploy_py_makes():
     """Each SageMaker call in deploy.py is granted; a call added there without its permission fails here."""
-    calls = set(re.findall(r"sagemaker\.(create_\w+|describe_\w+|update_\w+|delete_\w+)\(", DEPLOY_HANDLER.read_text()))
+    calls = set(re.findall(r"sagemaker\.(\w+)\(", DEPLOY_HANDLER.read_text()))
     calls |= set(re.findall(r"_exists\(sagemaker\.(\w+)", DEPLOY_HANDLER.read_text()))
     granted = {a.split(":", 1)[1] for _, s in _statements() for a in _as_list(s["Action"]) if a.startswith("sagemaker:")}
     needed = {"".join(part.title() for part in call.split("_")) for call in calls}
@@ -111,7 +122,47 @@ def test_the_functions_settings_are_the_ones_deploy_py_reads():
     environ.update(ENDPOINT_NAME="sentiment-mlops", INSTANCE_COUNT="1")
     config = deploy_module().DeployConfig.from_env(environ)
     assert config.endpoint_name == "sentiment-mlops"
-    assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT"}
+    assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT",
+                              "RETRY_QUEUE_URL"}
+
+
+def test_an_approval_that_meets_a_busy_endpoint_comes_back_through_the_retry_queue():
+    function = RESOURCES["DeployFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["RETRY_QUEUE_URL"] == {"Ref": "DeployRetries"}
+    retries = function["Events"]["Retries"]
+    assert retries["Type"] == "SQS" and retries["Properties"]["Queue"] == {"Fn::GetAtt": ["DeployRetries", "Arn"]}
+    queue = RESOURCES["DeployRetries"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]  # what Lambda's SQS trigger asks for
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeployFailures", "Arn"]}
+    actions = _role_actions("DeployFunctionRole")
+    for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert {"Fn::GetAtt": ["DeployRetries", "Arn"]} in actions[action], action
+    # SQS delays a message by at most 900 s; the handler's waits must fit.
+    assert max(deploy_module().RETRY_DELAYS_S) <= 900
+
+
+def test_no_concurrency_is_reserved_unless_asked_for():
+    """Reserving concurrency fails stack creation where the account has little (new accounts: 10)."""
+    assert TEMPLATE["Parameters"]["ReservedConcurrency"]["Default"] == ""
+    for name in ("DeployFunction", "RetrainFunction"):
+        assert RESOURCES[name]["Properties"]["ReservedConcurrentExecutions"] == {
+            "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert "ReservedConcurrentExecutions" not in RESOURCES["PredictFunction"]["Properties"]
+
+
+def test_log_grants_name_the_bare_log_group_that_create_and_describe_are_authorized_against():
+    for role, group in (("EndpointModelRole", "/aws/sagemaker/Endpoints/${EndpointName}"),
+                        ("PipelineRole", "/aws/sagemaker/TrainingJobs"), ("PipelineRole", "/aws/sagemaker/ProcessingJobs")):
+        arns = [r["Fn::Sub"] for r in _role_actions(role)["logs:CreateLogGroup"]]
+        base = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:" + group
+        assert base in arns and base + ":*" in arns, (role, arns)
+
+
+def test_image_pulls_are_granted_on_the_repositories_given_not_on_one_accounts():
+    """The PyTorch images live in other accounts in several regions, and a user may pin another image."""
+    assert _role_actions("EndpointModelRole")["ecr:BatchGetImage"] == [{"Ref": "InferenceImageRepository"}]
+    assert _role_actions("PipelineRole")["ecr:BatchGetImage"] == [{"Ref": "JobImageRepositories"}]
+    assert "763104351884" not in TEMPLATE_PATH.read_text()
 
 
 @contextlib.contextmanager
@@ -163,15 +214,20 @@ def test_the_rule_matches_approvals_of_the_group_only(rule_queue, tmp_path, stat
 RETRAIN_HANDLER = DEPLOY_HANDLER.parent / "retrain.py"
 
 
-def test_the_retrain_role_may_start_and_list_the_pipelines_executions_only():
+def test_the_retrain_role_covers_every_call_retrain_py_makes_on_this_pipeline_only():
     actions = _role_actions("RetrainFunctionRole")
     calls = set(re.findall(r"sagemaker\.(\w+)\(", RETRAIN_HANDLER.read_text()))
     needed = {"sagemaker:" + "".join(part.title() for part in call.split("_")) for call in calls}
-    assert needed == {"sagemaker:StartPipelineExecution", "sagemaker:ListPipelineExecutions"}
     assert {a for a in actions if a.startswith("sagemaker:")} == needed
-    pipeline_arn = {"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/${PipelineName}"}
-    assert all(actions[a] == [pipeline_arn] for a in needed)
+    arn = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/${PipelineName}"
+    for action in needed:  # the pipeline, or its executions (the *ForExecution calls)
+        expected = arn + "/execution/*" if action.endswith("ForExecution") else arn
+        assert actions[action] == [{"Fn::Sub": expected}], action
     assert not any(a.startswith("iam:") for a in actions)  # starting passes no role
+    s3_calls = set(re.findall(r"s3\.(\w+)\(", RETRAIN_HANDLER.read_text()))
+    s3_calls |= set(re.findall(r"s3\.get_paginator\(\"(\w+)\"", RETRAIN_HANDLER.read_text()))
+    assert s3_calls == {"get_paginator", "list_objects_v2"}  # ListObjectsV2 is authorized as s3:ListBucket
+    assert actions["s3:ListBucket"] == [{"Fn::GetAtt": ["ArtifactBucket", "Arn"]}]
 
 
 def test_the_retrain_functions_settings_are_the_ones_retrain_py_reads():
@@ -183,7 +239,6 @@ def test_the_retrain_functions_settings_are_the_ones_retrain_py_reads():
     assert variables["DATA_PREFIX"] == {"Fn::Sub": "${ArtifactPrefix}/data/"}
     environ = {name: "x" for name in variables}
     assert load_lambda("retrain").RetrainConfig.from_env(environ).pipeline_name == "x"
-    assert function["ReservedConcurrentExecutions"] == 1  # two ticks cannot both see "nothing running"
     assert function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"] == {
         "Fn::GetAtt": ["RetrainFailures", "Arn"]}
 
@@ -217,3 +272,67 @@ def test_the_new_data_rule_matches_objects_under_the_data_prefix_only(aws_env, b
     if delivered:  # what arrives is an event the handler reads
         config = load_lambda("retrain").RetrainConfig("p", "my-bucket", "sentiment-mlops/data/")
         assert load_lambda("retrain").parse_event(json.loads(messages[0]["Body"]), config).kind == "new-data"
+
+
+# --- from an empty account: the artifact bucket and the pipeline's role ---------------------------
+
+def test_the_artifact_bucket_is_encrypted_versioned_private_tls_only_and_kept():
+    bucket = RESOURCES["ArtifactBucket"]
+    properties = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"  # it holds every registered model
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert all(properties["PublicAccessBlockConfiguration"].values()) and len(properties["PublicAccessBlockConfiguration"]) == 4
+    assert properties["NotificationConfiguration"]["EventBridgeConfiguration"] == {"EventBridgeEnabled": True}
+    (deny,) = RESOURCES["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "s3:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert RESOURCES["RetrainFunction"]["Properties"]["Environment"]["Variables"]["DATA_BUCKET"] == {"Ref": "ArtifactBucket"}
+
+
+SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "pipeline_definition.json").read_text(encoding="utf-8"))
+# What SageMaker Pipelines calls, as the pipeline role, for each step type the definition has.
+STEP_ACTIONS = {
+    "Processing": {"sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob",
+                   "sagemaker:AddTags"},
+    "Training": {"sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                 "sagemaker:AddTags"},
+    "RegisterModel": {"sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage",
+                      "sagemaker:CreateModelPackageGroup", "sagemaker:DescribeModelPackageGroup"},
+    "Condition": set(), "Fail": set(),
+}
+
+
+def _step_types(steps: list) -> set[str]:
+    types = set()
+    for step in steps:
+        types.add(step["Type"])
+        arguments = step.get("Arguments") or {}
+        types |= _step_types(arguments.get("IfSteps", []) + arguments.get("ElseSteps", []))
+    return types
+
+
+def test_the_pipeline_role_may_run_every_step_the_definition_has():
+    actions = _role_actions("PipelineRole")
+    types = _step_types(SNAPSHOT["Steps"])
+    assert types <= set(STEP_ACTIONS), types - set(STEP_ACTIONS)
+    needed = set().union(*(STEP_ACTIONS[t] for t in types))
+    assert needed <= set(actions), needed - set(actions)
+    assert {a for a in actions if a.startswith("sagemaker:")} == needed  # and nothing else of SageMaker
+    assert SNAPSHOT.get("PipelineExperimentConfig") is None  # experiments would need more than the role grants
+    group = "${ModelPackageGroupName}"
+    assert all(group in r["Fn::Sub"] for r in actions["sagemaker:CreateModelPackage"])
+
+
+def test_the_pipeline_role_writes_only_where_the_definition_writes():
+    """Every S3 location the definition names is under the prefix; writes go to three folders of it."""
+    prefix = "s3://test-bucket/sentiment-mlops/"
+    text = json.dumps(SNAPSHOT)
+    assert set(re.findall(r"s3://[^\"/]+/", text)) == {"s3://test-bucket/"}
+    folders = set(re.findall(re.escape(prefix) + r"([a-z]+)", text))
+    assert folders == {"code", "data", "executions", "models", "checkpoints"}
+    actions = _role_actions("PipelineRole")
+    writes = {r["Fn::Sub"] for r in actions["s3:PutObject"]}
+    assert writes == {"${ArtifactBucket.Arn}/${ArtifactPrefix}/" + f + "/*" for f in ("executions", "models", "checkpoints")}
+    assert actions["s3:GetObject"] == [{"Fn::Sub": "${ArtifactBucket.Arn}/${ArtifactPrefix}/*"}]
+    assert "s3:DeleteObject" not in actions

@@ -109,6 +109,112 @@ def test_store_round_trips_files_and_prefixes_atomically(tmp_path):
         store.download("s3://bucket/missing", tmp_path / "none")
 
 
+# --- the store reads a URI as S3 reads a key prefix --------------------------------------------
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def siblings(tmp_path) -> ArtifactStore:
+    """``data/imdb/`` beside datasets whose keys start with ``data/imdb`` too."""
+    store = ArtifactStore(tmp_path / "home")
+    for key in ("data/imdb/train.jsonl", "data/imdb/sub/test.jsonl", "data/imdb-2026-11/train.jsonl",
+                "data/imdb.csv", "data/other/imdb.txt"):
+        store.put_bytes(f"s3://b/{key}", key.encode())
+    return store
+
+
+def test_a_prefix_without_a_slash_takes_every_key_that_starts_with_it(siblings, tmp_path):
+    """S3Prefix: "all objects with the specified key name prefix" (ProcessingS3Input, S3DataSource)."""
+    out = siblings.download("s3://b/data/imdb", tmp_path / "out")
+    # The folder's own objects land as under "data/imdb/"; a sibling keeps its name from "data/".
+    assert _files(out) == ["imdb-2026-11/train.jsonl", "imdb.csv", "sub/test.jsonl", "train.jsonl"]
+    assert (out / "imdb.csv").read_bytes() == b"data/imdb.csv"
+    assert siblings.exists("s3://b/data/imd") and siblings.exists("s3://b/data/imdb-")
+    assert siblings.keys("s3://b/data/imdb") == [
+        "data/imdb-2026-11/train.jsonl", "data/imdb.csv", "data/imdb/sub/test.jsonl", "data/imdb/train.jsonl"]
+
+
+def test_a_prefix_with_a_slash_takes_only_its_folder(siblings, tmp_path):
+    assert _files(siblings.download("s3://b/data/imdb/", tmp_path / "out")) == ["sub/test.jsonl", "train.jsonl"]
+    assert not siblings.exists("s3://b/data/imdb.csv/")  # no key starts with "data/imdb.csv/"
+    assert siblings.exists("s3://b/data/imdb/t") and not siblings.exists("s3://b/data/imdb/x")
+    assert siblings.keys("s3://b/data/imdb/") == ["data/imdb/sub/test.jsonl", "data/imdb/train.jsonl"]
+
+
+def test_an_object_uri_is_a_prefix_too(siblings, tmp_path):
+    """``S3ModelArtifacts`` as a Processing input lands as ``model.tar.gz``; a longer key beside
+    it is taken as well, keeping its own name."""
+    siblings.put_bytes("s3://b/models/job/output/model.tar.gz", b"model")
+    assert _files(siblings.download("s3://b/models/job/output/model.tar.gz", tmp_path / "one")) == ["model.tar.gz"]
+    siblings.put_bytes("s3://b/models/job/output/model.tar.gz.bak", b"old")
+    assert _files(siblings.download("s3://b/models/job/output/model.tar.gz", tmp_path / "two")) == [
+        "model.tar.gz", "model.tar.gz.bak"]
+
+
+def test_checkpoints_of_other_epochs_come_along_without_the_slash(tmp_path):
+    store = ArtifactStore(tmp_path / "home")
+    store.put_bytes("s3://b/checkpoints/gpu/epochs-8/checkpoint.pt", b"8")
+    store.put_bytes("s3://b/checkpoints/gpu/epochs-80/checkpoint.pt", b"80")
+    assert _files(store.download("s3://b/checkpoints/gpu/epochs-8", tmp_path / "a")) == [
+        "checkpoint.pt", "epochs-80/checkpoint.pt"]
+    only = store.download("s3://b/checkpoints/gpu/epochs-8/", tmp_path / "b")
+    assert _files(only) == ["checkpoint.pt"] and (only / "checkpoint.pt").read_bytes() == b"8"
+
+
+def test_writes_in_progress_are_not_objects(tmp_path):
+    store = ArtifactStore(tmp_path / "home")
+    folder = store.path("s3://b/out/")
+    folder.mkdir(parents=True)
+    (folder / ".evaluation.json.k2j4.partial").write_bytes(b"{")
+    assert not store.exists("s3://b/out/")
+    with pytest.raises(StoreError, match="nothing at s3://b/out/"):
+        store.download("s3://b/out/", tmp_path / "none")
+    assert store.keys("s3://b/out") == []
+
+
+def test_objects_that_would_land_on_one_path_are_refused(siblings, tmp_path):
+    siblings.put_bytes("s3://b/data/imdb/imdb.csv", b"inside")
+    with pytest.raises(StoreError, match=r"same path \(imdb.csv\).*end the URI with '/'"):
+        siblings.download("s3://b/data/imdb", tmp_path / "out")
+    assert (siblings.download("s3://b/data/imdb/", tmp_path / "ok") / "imdb.csv").read_bytes() == b"inside"
+
+
+@pytest.mark.parametrize("uri", ["s3://b/a/", "s3://b", "s3://b/"])
+def test_a_prefix_is_not_an_object(tmp_path, uri):
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(StoreError, match="names a prefix"):
+        store.put_bytes(uri, b"x")
+    with pytest.raises(StoreError, match="names a prefix"):
+        store.read_bytes(uri)
+
+
+@pytest.mark.parametrize("uri", ["s3://b/a//", "s3://b//"])
+def test_store_refuses_empty_segments_before_a_trailing_slash(tmp_path, uri):
+    with pytest.raises(StoreError):
+        ArtifactStore(tmp_path).exists(uri)
+
+
+def test_a_processing_job_reads_its_input_as_a_prefix(siblings, tmp_path):
+    """The local job stages inputs through the store, so it sees what the SageMaker job would."""
+    def listing(uri: str, name: str) -> list[str]:
+        script = "cd /opt/ml/processing/input/data && find . -type f > /opt/ml/processing/output/files.txt"
+        arguments = {
+            "AppSpecification": {"ContainerEntrypoint": ["/bin/bash", "-c", script]},
+            "ProcessingInputs": [{"InputName": "data", "S3Input": {
+                "S3Uri": uri, "LocalPath": "/opt/ml/processing/input/data", "S3DataType": "S3Prefix"}}],
+            "ProcessingOutputConfig": {"Outputs": [{"OutputName": "files", "S3Output": {
+                "S3Uri": f"s3://b/jobs/{name}/files", "LocalPath": "/opt/ml/processing/output"}}]}}
+        run_processing_job(arguments, job_name=name, job_dir=tmp_path / name, store=siblings,
+                           log_path=tmp_path / f"{name}.log")
+        return sorted(siblings.read_bytes(f"s3://b/jobs/{name}/files/files.txt").decode().split())
+
+    assert listing("s3://b/data/imdb/", "folder") == ["./sub/test.jsonl", "./train.jsonl"]
+    assert listing("s3://b/data/imdb", "prefix") == [
+        "./imdb-2026-11/train.jsonl", "./imdb.csv", "./sub/test.jsonl", "./train.jsonl"]
+
+
 def test_opt_ml_paths_are_rewritten_under_the_job_dir(tmp_path):
     arguments = ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh", "--output-dir=/opt/ml/processing/output",
                  "/opt/ml", "/opt/mlx/keep", "/data/opt/ml/keep", {"k": ["/opt/ml/model"]}, 3]

@@ -378,8 +378,9 @@ def test_real_train_arguments_resolve_to_concrete_uris_and_string_hyperparameter
     context = real_context(definition, {"Epochs": "2"})
     preprocess = resolve(steps["Preprocess"]["Arguments"], context)
     assert not contains_expression(preprocess)
-    assert preprocess["AppSpecification"]["ContainerArguments"][-5:] == ["400", "--vocab-size", "20000",
-                                                                          "--embedding-dim", "128"]
+    assert preprocess["AppSpecification"]["ContainerArguments"][-7:] == ["400", "--vocab-size", "20000",
+                                                                          "--embedding-dim", "128",
+                                                                          "--data-version", ""]
     context = context.with_step_properties("Preprocess", {**preprocess, "ProcessingJobName": "p-1"})
     train = resolve(steps["Train"]["Arguments"], context)
     assert not contains_expression(train)
@@ -391,7 +392,7 @@ def test_real_train_arguments_resolve_to_concrete_uris_and_string_hyperparameter
     assert all(isinstance(v, str) for v in hyperparameters.values())
     assert hyperparameters["epochs"] == "2" and hyperparameters["profile"] == "gpu"
     assert train["ResourceConfig"]["InstanceCount"] == 1
-    assert train["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/gpu/epochs-2")  # per profile, not per execution
+    assert train["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/gpu/epochs-2/")  # per profile, not per execution
 
 
 def test_real_fail_message_names_the_accuracy_and_the_threshold(definition):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
+import time
 import os
 import signal
 from pathlib import Path
@@ -110,14 +112,34 @@ def test_an_update_that_cannot_start_keeps_the_old_model_serving(home, capsys):
     assert _invoke(after["Url"], "fine")[0] == 200
 
 
-def test_a_change_under_way_makes_the_next_deployment_wait(home, capsys):
-    """Another process is updating the endpoint: the deploy handler's EndpointBusy keeps the
-    event pending (on AWS, Lambda retries it); nothing is started beside the change."""
+def test_an_approval_that_meets_a_change_under_way_is_requeued_and_then_serves(home, capsys):
+    """Another process is updating the endpoint: the deploy handler requeues the approval (on
+    AWS, onto the retry queue with a delay), and the same delivery hands it back once it is due,
+    so the newer version ends up serving without anyone approving again."""
     _cli(capsys, home, "registry", "approve", "1")
     open_state(home).execute("UPDATE endpoints SET status = 'Updating' WHERE name = ?", (ENDPOINT,))
-    code, approved = _cli(capsys, home, "registry", "approve", "2")
-    assert code == 1 and "EndpointBusy" in approved["deployment_error"] and "is Updating" in approved["deployment_error"]
-    assert len(list((home / "events").glob("*.json"))) == 1  # still pending
-    open_state(home).execute("UPDATE endpoints SET status = 'InService' WHERE name = ?", (ENDPOINT,))
-    code, delivered = _cli(capsys, home, "events", "deliver")
-    assert code == 0 and delivered[0]["status"] == "updated"
+    settle = threading.Timer(2.5, lambda: open_state(home).execute(
+        "UPDATE endpoints SET status = 'InService' WHERE name = ?", (ENDPOINT,)))
+    settle.start()
+    try:
+        code, approved = _cli(capsys, home, "registry", "approve", "2")
+    finally:
+        settle.cancel()
+    statuses = [d["status"] for d in approved["deployment"]]
+    assert code == 0 and approved["deployment_error"] is None
+    assert statuses[0] == "requeued" and statuses[-1] == "updated" and set(statuses[1:-1]) <= {"requeued"}
+    assert _endpoint(capsys, home)["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
+    assert not list((home / "events").glob("*.json"))  # nothing left pending
+
+
+def test_a_replayed_older_approval_does_not_undo_a_newer_one(home, capsys):
+    _cli(capsys, home, "registry", "approve", "1")
+    _cli(capsys, home, "registry", "approve", "2")
+    delivered = sorted((home / "events" / "delivered").glob("*.json"))
+    stale = json.loads(delivered[0].read_text())["event"]  # version 1's approval, delivered again late
+    stale["time"] = "2020-01-01T00:00:00Z"
+    (home / "events" / f"{time.time_ns():020d}-stale.json").write_text(json.dumps(stale))
+    code, results = _cli(capsys, home, "events", "deliver")
+    assert code == 0 and results[0]["status"] == "ignored" and "superseded" in results[0]["reason"]
+    assert _endpoint(capsys, home)["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
+

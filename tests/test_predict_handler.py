@@ -103,6 +103,38 @@ def test_the_endpoints_refusal_keeps_its_status_and_message(runtime):
     assert response["statusCode"] == 400 and json.loads(response["body"])["error"].startswith("the review is empty")
 
 
+# What the SageMaker PyTorch inference container answers when input_fn raises our BadRequest:
+# sagemaker_inference's Transformer.handle_error returns "{message}\n{traceback}" as the body.
+CONTAINER_REFUSAL = (
+    "the review is empty: send the text of a movie review\n"
+    "Traceback (most recent call last):\n"
+    '  File "/opt/conda/lib/python3.11/site-packages/sagemaker_inference/transformer.py", line 150, in transform\n'
+    "    result = self._run_handler_function(\n"
+    '  File "/opt/ml/model/code/serve/handlers.py", line 61, in input_fn\n'
+    "    raise BadRequest(\"the review is empty: send the text of a movie review\")\n"
+    "serve.errors.BadRequest: the review is empty: send the text of a movie review\n")
+
+
+@pytest.mark.parametrize("original, says", [
+    (CONTAINER_REFUSAL, "the review is empty: send the text of a movie review"),
+    ('{"error": "the review is empty"}', "the review is empty"),  # the local model server's own refusals
+    ('{"code": 413, "type": "PayloadTooLarge", "message": "too many reviews"}', "too many reviews"),  # TorchServe's
+    ("Traceback (most recent call last):\n  File x\nValueError: secret", "the model refused the request"),
+    ("", "the model refused the request"),
+    ("x" * 5000, "x" * 200),
+])
+def test_the_endpoints_refusal_is_one_json_line_whatever_the_containers_format(runtime, original, says):
+    client, stub = runtime
+    stub.add_client_error("invoke_endpoint", "ModelError", "Received client error (400) from primary",
+                          http_status_code=424, response_meta={},
+                          modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": original})
+    response = predict.handle(_v2(body='{"review": " "}'), CONFIG, client)
+    assert response["statusCode"] == 400 and response["headers"]["Content-Type"] == "application/json"
+    error = json.loads(response["body"])["error"]  # what website/app.js reads
+    assert says in error and "Traceback" not in error and "File " not in error and "\n" not in error
+    assert len(error) <= predict.MAX_MESSAGE_CHARS
+
+
 def test_a_model_server_with_a_full_queue_is_a_busy_message_not_a_fault(runtime):
     client, stub = runtime
     stub.add_client_error("invoke_endpoint", "ModelError", "Received server error (503) from primary",

@@ -1,13 +1,12 @@
-"""New data on S3 starts a run: ``sentiment-mlops aws upload-data`` and ``enable-data-trigger``
-against moto, with the uploaded objects' events handed to the trigger (``lambda/retrain.py``) as
-EventBridge would, so the upload and the trigger are checked to agree."""
+"""New data on S3 starts a run: ``sentiment-mlops aws upload-data`` against moto, with the
+uploaded objects' events handed to the trigger (``lambda/retrain.py``) as EventBridge would, so
+the upload and the trigger are checked to agree."""
 from __future__ import annotations
 
 import json
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline.cli import main
 from pipeline.local.lambdas import load_lambda
@@ -37,7 +36,7 @@ def _created(key: str, n: int) -> dict:
 
 def _deliver_all(s3, sagemaker) -> list[dict]:
     """Every stored object's "Object Created" event, through the trigger: what EventBridge does."""
-    return [retrain.handle(_created(key, n), CONFIG, sagemaker) for n, key in enumerate(_keys(s3))]
+    return [retrain.handle(_created(key, n), CONFIG, sagemaker, s3) for n, key in enumerate(_keys(s3))]
 
 
 @pytest.fixture
@@ -63,7 +62,8 @@ def test_a_folder_starts_one_run_on_the_whole_folder_once_its_marker_lands(cloud
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     results = [r for r in _deliver_all(cloud, sagemaker) if r["status"] != "ignored"]
     assert [r["status"] for r in results] == ["started"]  # the marker's event only; the code bundles and files start nothing
-    assert results[0]["parameters"] == {"InputDataUri": uploaded["input_data_uri"]}
+    assert results[0]["parameters"] == {"InputDataUri": uploaded["input_data_uri"],
+                                        "InputDataVersion": retrain.data_version(cloud, uploaded["input_data_uri"])}
     assert uploaded["trigger"] == f"s3://{BUCKET}/{folder}_SUCCESS"
 
 
@@ -128,34 +128,3 @@ def test_a_folder_holding_an_archive_is_refused(cloud, capsys, dataset_folder):
     (dataset_folder / "extra.tar.gz").write_bytes(b"x")
     code, _, err = _run(capsys, "aws", "upload-data", str(dataset_folder))
     assert code == 2 and "would start a run of its own" in err and _keys(cloud) == []
-
-
-def test_enable_data_trigger_keeps_the_buckets_other_notifications(cloud, capsys):
-    """moto stores EventBridgeConfiguration but does not return it from the Get call, so the
-    stored configuration is read from moto's backend."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import s3_backends
-
-    sqs = boto3.client("sqs", region_name=REGION)
-    queue = sqs.create_queue(QueueName="uploads")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    cloud.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]})
-    code, result, _ = _run(capsys, "aws", "enable-data-trigger", "--json")
-    assert code == 0 and result["changed"] is True
-    stored = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_bucket(BUCKET).notification_configuration
-    assert stored.event_bridge == {} and [q.arn for q in stored.queue] == [queue_arn]
-
-
-def test_enable_data_trigger_changes_nothing_when_it_is_on_already(aws_env, monkeypatch, capsys):  # noqa: F811
-    from botocore.stub import Stubber
-
-    monkeypatch.setenv("SENTIMENT_MLOPS_BUCKET", BUCKET)
-    s3 = boto3.client("s3", region_name=REGION)
-    monkeypatch.setattr("pipeline.aws.make_clients", lambda settings: type("C", (), {"s3": s3})())
-    with Stubber(s3) as stubber:  # a Put here would find no stubbed answer and fail the test
-        stubber.add_response("get_bucket_notification_configuration", {"EventBridgeConfiguration": {}},
-                             {"Bucket": BUCKET})
-        code, result, _ = _run(capsys, "aws", "enable-data-trigger", "--json")
-        stubber.assert_no_pending_responses()
-    assert code == 0 and result == {"bucket": BUCKET, "eventbridge": True, "changed": False}

@@ -207,7 +207,9 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     }
     metadata = {
         "training": {k: v for k, v in summary.items() if k != "history"},
-        "data": {"sha256": prep_stats.get("data_sha256"), "vocabulary": prep_stats.get("vocabulary")},
+        # "version": the pipeline's InputDataVersion, so that an approver sees which data it learned from.
+        "data": {"sha256": prep_stats.get("data_sha256"), "version": prep_stats.get("data_version"),
+                 "vocabulary": prep_stats.get("vocabulary")},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
     }
     write_artifact(Path(args.model_dir), network.cpu(), vocab, text, metadata)

@@ -19,11 +19,12 @@ USER_AGENT = "sentiment-mlops"
 
 @dataclass(frozen=True)
 class AwsClients:
-    """The S3 and SageMaker clients for one region; every backend function takes this."""
+    """The clients for one region; every backend function takes this."""
 
     s3: Any
     sagemaker: Any
     region: str
+    cloudformation: Any = None  # the stack's outputs and its teardown
 
 
 def make_clients(settings: Settings, session: boto3.Session | None = None) -> AwsClients:
@@ -38,4 +39,4 @@ def make_clients(settings: Settings, session: boto3.Session | None = None) -> Aw
                     user_agent_extra=USER_AGENT)
     return AwsClients(s3=session.client("s3", config=config),
                       sagemaker=session.client("sagemaker", config=config),
-                      region=settings.region)
+                      region=settings.region, cloudformation=session.client("cloudformation", config=config))

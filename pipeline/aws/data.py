@@ -5,8 +5,13 @@ dataset by itself and starts a run as soon as it is stored; a folder of several 
 only when its ``_SUCCESS`` marker lands, and the marker is uploaded last, so a run never reads
 half a dataset. An upload that breaks off leaves no marker: run it again to finish it.
 
-The trigger also needs the bucket to send its events to EventBridge; ``enable_data_trigger``
-turns that on without touching the bucket's other notifications.
+A dataset's folder holds that dataset only. SageMaker reads ``InputDataUri`` as a key prefix
+(every object whose key starts with it): the folder's URI ends with "/" so that ``imdb/`` does not
+take ``imdb-2026-11/``, and an archive's URI is the archive's key, which would also take a
+longer key beside it (``reviews.csv`` and ``reviews.csv.tar.gz``) were the folder shared.
+
+The stack's artifact bucket sends its events to EventBridge (lambda/template.yaml), which is
+what the trigger's rule listens to.
 """
 from __future__ import annotations
 
@@ -77,6 +82,7 @@ def upload_dataset(clients: AwsClients, settings: Settings, path: Path, name: st
     if head_object(clients, settings.bucket, last) is not None:
         raise BackendError(f"s3://{settings.bucket}/{last} exists already: that dataset was uploaded (and trained "
                            "on); pass another --name")
+    _refuse_shared_folder(clients, settings.bucket, folder, keys)
     total = sum(p.stat().st_size for p in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"upload {name}", disable=None) as bar:
         for file, key in zip(files, keys):
@@ -90,19 +96,15 @@ def upload_dataset(clients: AwsClients, settings: Settings, path: Path, name: st
     return {"input_data_uri": uri, "files": len(files), "bytes": total, "trigger": f"s3://{settings.bucket}/{last}"}
 
 
-def enable_data_trigger(clients: AwsClients, bucket: str) -> dict[str, Any]:
-    """Have the bucket send its events to EventBridge, keeping its other notifications.
-
-    PutBucketNotificationConfiguration replaces the whole configuration, so it is read first
-    and written back with ``EventBridgeConfiguration`` added.
-    """
-    with aws_errors(f"reading the notification configuration of bucket {bucket}",
-                    not_found=f"bucket {bucket} does not exist: check SENTIMENT_MLOPS_BUCKET"):
-        current = clients.s3.get_bucket_notification_configuration(Bucket=bucket)
-    current.pop("ResponseMetadata", None)
-    if "EventBridgeConfiguration" in current:
-        return {"bucket": bucket, "eventbridge": True, "changed": False}
-    with aws_errors(f"turning on EventBridge notifications for bucket {bucket}"):
-        clients.s3.put_bucket_notification_configuration(
-            Bucket=bucket, NotificationConfiguration={**current, "EventBridgeConfiguration": {}})
-    return {"bucket": bucket, "eventbridge": True, "changed": True}
+def _refuse_shared_folder(clients: AwsClients, bucket: str, folder: str, keys: list[str]) -> None:
+    """Refuse a folder that holds objects of another dataset: a run on either would read both.
+    Objects this upload writes anyway (those of an upload that broke off) are fine."""
+    ours, others = set(keys), []
+    with aws_errors(f"listing s3://{bucket}/{folder}"):
+        for page in clients.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
+            others += [o["Key"] for o in page.get("Contents", []) if o["Key"] not in ours]
+    if others:
+        raise BackendError(f"s3://{bucket}/{folder} already holds {others[0]}"
+                           + (f" and {len(others) - 1} more objects" if len(others) > 1 else "")
+                           + ", which are not part of this dataset: a run reads every object under a dataset's URI, "
+                           "so each dataset needs a folder of its own; pass another --name")

@@ -183,6 +183,46 @@ def validate_parameters(definition: str | Mapping[str, Any], values: Mapping[str
     return result
 
 
+# --- the data's version ---------------------------------------------------------------------
+
+INPUT_PARAMETER, VERSION_PARAMETER = "InputDataUri", "InputDataVersion"
+
+
+def with_data_version(clients: AwsClients, definition: str | Mapping[str, Any],
+                      parameters: Mapping[str, ParameterValue] | None) -> dict[str, ParameterValue]:
+    """``parameters`` plus ``InputDataVersion``: the digest of the S3 listing under the execution's
+    ``InputDataUri`` (given, or the definition's default), computed by the retrain Lambda's own
+    ``data_version`` so that a start by hand and a scheduled one name the same data alike.
+
+    SageMaker caches steps by their arguments, not by the bytes in S3: without a version, data
+    replaced in place would be answered from the cache with the model trained on the old data.
+    Left as given when the caller gave a version, or when the definition declares none (a
+    pipeline upserted before the parameter existed). With no object under the URI, no version is
+    set and Preprocess will say what it found.
+    """
+    from pipeline.local.lambdas import load_lambda
+
+    values = dict(parameters or {})
+    parsed = json.loads(definition) if isinstance(definition, str) else definition
+    declared = {p["Name"]: p for p in parsed.get("Parameters", [])}
+    if VERSION_PARAMETER in values or VERSION_PARAMETER not in declared:
+        return values
+    uri = str(values.get(INPUT_PARAMETER) or declared.get(INPUT_PARAMETER, {}).get("DefaultValue", ""))
+    retrain = load_lambda("retrain")
+    try:
+        with aws_errors(f"listing the data under {uri}"):
+            version = retrain.data_version(clients.s3, uri)
+    except ValueError as error:
+        raise BackendError(f"{INPUT_PARAMETER} {uri!r} is not an s3:// URI: "
+                           "pass --param InputDataUri=s3://BUCKET/PREFIX/") from error
+    if version is None:
+        log.warning("no objects under %s: %s is left empty (upload the data first: aws upload-data)",
+                    uri, VERSION_PARAMETER)
+        return values
+    log.info("%s of %s: %s", VERSION_PARAMETER, uri, version)
+    return {**values, VERSION_PARAMETER: version}
+
+
 # --- executions -----------------------------------------------------------------------------
 
 def start_execution(clients: AwsClients, settings: Settings, parameters: Mapping[str, ParameterValue] | None = None,

@@ -161,6 +161,15 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE executions ADD COLUMN runner_pid INTEGER",
         "ALTER TABLE steps ADD COLUMN job_pid INTEGER",
     ],
+    [
+        # Tags on hosting resources (AddTags, ListTags): the deploy handler records on the
+        # endpoint which approval it follows.
+        """CREATE TABLE tags (
+            resource_arn TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (resource_arn, key))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -6,8 +6,11 @@ each pending event, oldest first, to ``lambda/deploy.py``'s ``handle`` (the code
 Lambda) with a ``LocalHosting`` client in place of boto3's SageMaker client, then moves the
 event to ``events/delivered/`` together with the handler's answer.
 
-A delivery that raises stays pending, and so do the events after it: delivering them out of
-order could leave an older version serving. ``sentiment-mlops events deliver`` tries again.
+An approval that meets a busy endpoint (another process is changing it) is requeued as on
+AWS: the handler hands it back with a delay, and here that is a file in ``events/`` named by
+the time it is due, which this same delivery waits for. The delays are shorter than AWS's,
+since a local endpoint changes in seconds. A delivery that raises stays pending, and so do the
+events after it. ``sentiment-mlops events deliver`` tries again.
 """
 from __future__ import annotations
 
@@ -38,14 +41,20 @@ def events_dir(settings: Settings) -> Path:
     return Path(settings.home) / EVENTS_DIR
 
 
-def record_event(settings: Settings, event: dict) -> Path:
-    """Keep an approval event until it is delivered; written whole or not at all."""
+# A local endpoint changes in seconds; SageMaker's take minutes (deploy.RETRY_DELAYS_S).
+LOCAL_RETRY_DELAYS_S = (1, 2, 4, 8, 15)
+
+
+def record_event(settings: Settings, event: dict, *, attempt: int = 1, delay_s: float = 0) -> Path:
+    """Keep an approval event until it is delivered; written whole or not at all. A requeued
+    one (``attempt`` > 1) is kept as the retry queue's message, ``{"event", "attempt"}``."""
     folder = events_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    # Named by the nanosecond it was recorded: approvals within one second keep their order.
-    path = folder / f"{time.time_ns():020d}-{event['id']}.json"
+    # Named by the nanosecond it is due: approvals within one second keep their order.
+    path = folder / f"{time.time_ns() + int(delay_s * 1e9):020d}-{event.get('id', 'event')}.json"
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(event, indent=2), encoding="utf-8")
+    body = event if attempt == 1 else {"event": event, "attempt": attempt}
+    partial.write_text(json.dumps(body, indent=2), encoding="utf-8")
     partial.replace(path)
     return path
 
@@ -55,9 +64,47 @@ def pending_events(settings: Settings) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
+def _due_ns(path: Path) -> int:
+    return int(path.name.split("-", 1)[0])
+
+
+def _read_event(path: Path) -> tuple[Any, int]:
+    """The event in a pending file and its attempt (None when the file is not JSON: the handler
+    answers "ignored" with the reason, and the file is set aside)."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None, 1
+    if isinstance(body, dict) and set(body) == {"event", "attempt"}:
+        return body["event"], int(body["attempt"])
+    return body, 1
+
+
+class LocalRequeue:
+    """The retry queue's stand-in: the event goes back into ``events/``, due after the delay."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def later(self, event: dict, attempt: int, delay_s: int) -> None:
+        record_event(self.settings, event, attempt=attempt, delay_s=delay_s)
+
+
 def deploy_config(settings: Settings):
     return deploy_module().DeployConfig(settings.endpoint_name, settings.model_package_group, settings.role_arn,
-                                        settings.endpoint_instance_type, 1)
+                                        settings.endpoint_instance_type, 1, retry_delays_s=LOCAL_RETRY_DELAYS_S)
+
+
+def _next_due(settings: Settings) -> Path | None:
+    """The oldest pending event, once it is due (waiting for it if it is a requeued one)."""
+    pending = pending_events(settings)
+    if not pending:
+        return None
+    wait_s = (_due_ns(pending[0]) - time.time_ns()) / 1e9
+    if wait_s > 0:
+        log.info("waiting %.0f s to deliver a requeued approval", wait_s)
+        time.sleep(wait_s)
+    return pending[0]
 
 
 def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
@@ -70,17 +117,15 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
     results = []
     events_dir(settings).mkdir(parents=True, exist_ok=True)
     conn = open_state(settings.home)
-    # One deliverer at a time, as the deploy function's reserved concurrency of 1 does on AWS.
+    # One deliverer at a time, so that events are handed over in the order they are due.
     lock = open(events_dir(settings) / ".deliver.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         hosting, config = LocalHosting(settings.home, conn, runtime_port=settings.runtime_port), deploy_config(settings)
-        for path in pending_events(settings):
-            try:
-                event = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                event = None  # the handler answers "ignored" with the reason, and the file is set aside
-            result = deploy.handle(event, config, hosting)
+        requeue = LocalRequeue(settings)
+        while (path := _next_due(settings)) is not None:
+            event, attempt = _read_event(path)
+            result = deploy.handle(event, config, hosting, requeue, attempt)
             _check_deployed(hosting, result)
             _set_aside(path, event, result)
             log.info("event %s: %s", path.name, result.get("reason") or result["status"])

@@ -155,7 +155,8 @@ class LocalHosting:
     def list_endpoints(self) -> list[dict[str, Any]]:
         return [self.describe_endpoint(r["name"]) for r in self.conn.execute("SELECT name FROM endpoints ORDER BY name")]
 
-    def create_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
+    def create_endpoint(self, EndpointName: str, EndpointConfigName: str,  # noqa: N803
+                        Tags: list | None = None) -> dict[str, str]:
         self.describe_endpoint_config(EndpointConfigName)
         self._ensure_runtime("CreateEndpoint")
         arn, now = _arn("endpoint", EndpointName), iso(utc_now())
@@ -164,6 +165,7 @@ class LocalHosting:
                 raise _client_error("CreateEndpoint", f'Cannot create already existing endpoint "{arn}".')
             self.conn.execute("INSERT INTO endpoints (name, arn, config_name, status, creation_time, last_modified_time) "
                               "VALUES (?,?,?,'Creating',?,?)", (EndpointName, arn, EndpointConfigName, now, now))
+            self._put_tags(arn, Tags or [])
         self._serve(EndpointName, EndpointConfigName, on_failure={"status": "Failed"})
         return {"EndpointArn": arn}
 
@@ -177,6 +179,22 @@ class LocalHosting:
                        f"update to {EndpointConfigName} failed: "):
             _stop(old_pid)
         return {"EndpointArn": _arn("endpoint", EndpointName)}
+
+    # --- tags (on endpoints: the deploy handler's record of the approval an endpoint follows) ---
+    def add_tags(self, ResourceArn: str, Tags: list) -> dict[str, list]:  # noqa: N803
+        if not self.conn.execute("SELECT 1 FROM endpoints WHERE arn = ?", (ResourceArn,)).fetchone():
+            raise _client_error("AddTags", f"Could not find resource {ResourceArn!r}.")
+        with write_transaction(self.conn):
+            self._put_tags(ResourceArn, Tags)
+        return {"Tags": Tags}
+
+    def list_tags(self, ResourceArn: str) -> dict[str, list]:  # noqa: N803
+        rows = self.conn.execute("SELECT key, value FROM tags WHERE resource_arn = ? ORDER BY key", (ResourceArn,))
+        return {"Tags": [{"Key": row["key"], "Value": row["value"]} for row in rows]}
+
+    def _put_tags(self, arn: str, tags: list) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?,?,?)",
+                              [(arn, tag["Key"], tag["Value"]) for tag in tags])
 
     def restart_endpoint(self, name: str) -> dict[str, Any]:
         """Start the endpoint's server again on its current config: what SageMaker does when it
@@ -226,6 +244,7 @@ class LocalHosting:
             raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
         _stop(row["pid"])
         with write_transaction(self.conn):
+            self.conn.execute("DELETE FROM tags WHERE resource_arn = ?", (_arn("endpoint", EndpointName),))
             self.conn.execute("DELETE FROM endpoints WHERE name = ?", (EndpointName,))
             last = self.conn.execute("SELECT 1 FROM endpoints").fetchone() is None
         if last:  # nothing left to route to; the runtime comes back on the same port with the next endpoint

@@ -6,8 +6,13 @@ they could escape the tree (``..``, empty or ``.`` segments, backslashes), and e
 to a temporary file that is renamed into place, so a reader never sees half a file and an
 interrupted upload leaves nothing behind under the real key.
 
-S3 "prefix" semantics are simplified to what the pipeline uses: a URI names either one object
-(a file) or a folder of objects (every file below ``key/``).
+A URI that is read (``download``, ``exists``, ``keys``) is a key prefix, as a SageMaker
+``S3Prefix`` input or a checkpoint URI is: it matches every object whose key starts with it, so
+``s3://b/data/imdb`` also takes ``data/imdb-2026-11/…`` and ``data/imdb.csv``, and only
+``s3://b/data/imdb/`` means the folder. A local run therefore reads what the AWS run would: a URI
+missing its trailing "/" takes the same extra objects here, where a test can see it. Where each
+object lands is ``landing_path``. A URI that is written or read as one object
+(``put_bytes``, ``upload_file``, ``read_bytes``) names that object exactly.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +32,16 @@ class StoreError(ValueError):
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """(bucket, key) of ``s3://bucket/key``; refuses anything that could leave the tree."""
+    """(bucket, key) of ``s3://bucket/key``, the key as written: a trailing "/" is kept, because
+    for a prefix it decides what matches. Refuses anything that could leave the tree."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise StoreError(f"not an s3:// URI: {uri!r}")
     bucket, _, key = uri[len("s3://"):].partition("/")
-    key = key.rstrip("/")
     _check_segment(bucket, uri)
-    for segment in key.split("/") if key else []:
+    body = key.removesuffix("/")
+    if key and not body:
+        _check_segment("", uri)
+    for segment in body.split("/") if body else []:
         _check_segment(segment, uri)
     return bucket, key
 
@@ -42,6 +51,32 @@ def _check_segment(segment: str, uri: str) -> None:
         raise StoreError(f"refusing {uri!r}: empty, '.', '..' or backslash segments could escape the store")
 
 
+def landing_path(prefix: str, key: str) -> str:
+    """Where a File-mode ``S3Prefix`` input puts the object ``key`` matched by ``prefix``, relative
+    to its LocalPath (``/opt/ml/processing/<name>``, ``/opt/ml/input/data/<channel>``).
+
+    AWS documents only which objects match (every key that starts with the prefix); where they
+    land follows what SageMaker's own examples and users observe: a prefix that is a folder
+    (ends in "/", or the key continues it with "/") is removed, so ``…/output/test`` puts
+    ``…/output/test/test.csv`` at ``test.csv``; otherwise the prefix's folder part is removed,
+    so an object named exactly keeps its file name (``…/model.tar.gz`` at ``model.tar.gz``) and
+    a sibling keeps its full name (``data/imdb.csv`` at ``imdb.csv``; aws/sagemaker-python-sdk
+    issue 3612 reports this for SageMaker jobs, and ``.csv`` for the SDK's local mode, which
+    strips the whole prefix).
+    """
+    if not prefix or prefix.endswith("/"):
+        return key[len(prefix):]
+    if key.startswith(prefix + "/"):
+        return key[len(prefix) + 1:]
+    folder = prefix.rpartition("/")[0]
+    return key[len(folder) + 1:] if folder else key
+
+
+def _is_temporary(name: str) -> bool:
+    """A write in progress (see ``put_bytes``): not an object yet."""
+    return name.startswith(".") and name.endswith(".partial")
+
+
 class ArtifactStore:
     """Upload, download and read objects under ``<root>/s3``."""
 
@@ -49,16 +84,48 @@ class ArtifactStore:
         self.root = Path(home).resolve() / S3_DIR
 
     def path(self, uri: str) -> Path:
-        """The local path of an object or prefix (which need not exist yet)."""
+        """The local path of an object, or of the folder a prefix ending in "/" names (which need
+        not exist yet)."""
         bucket, key = split_uri(uri)
+        key = key.rstrip("/")
         return self.root / bucket / key if key else self.root / bucket
 
+    def _object_path(self, uri: str) -> Path:
+        """The local path of the one object ``uri`` names; a prefix ("…/") names none."""
+        bucket, key = split_uri(uri)
+        if not key or key.endswith("/"):
+            raise StoreError(f"{uri} names a prefix (a folder), not an object: give the object's full key")
+        return self.root / bucket / key
+
+    def _matching(self, uri: str) -> Iterator[str]:
+        """The keys that start with ``uri``'s key, as S3's ListObjectsV2 ``Prefix`` matches them:
+        the entries of the prefix's folder whose names start with its last part, and everything
+        below those that are folders."""
+        bucket, prefix = split_uri(uri)
+        bucket_dir = self.root / bucket
+        folder, _, stem = prefix.rpartition("/")
+        base = bucket_dir / folder if folder else bucket_dir
+        if not base.is_dir():
+            return
+        for entry in base.iterdir():
+            if not entry.name.startswith(stem):
+                continue
+            found = [entry] if entry.is_file() else entry.rglob("*") if entry.is_dir() else []
+            for path in found:
+                if path.is_file() and not _is_temporary(path.name):
+                    yield path.relative_to(bucket_dir).as_posix()
+
+    def keys(self, uri: str) -> list[str]:
+        """Every key ``uri`` matches as a prefix, in S3's listing order."""
+        return sorted(self._matching(uri))
+
     def exists(self, uri: str) -> bool:
-        return self.path(uri).exists()
+        """Whether ``uri`` matches any object as a prefix (what an S3Prefix input would read)."""
+        return next(self._matching(uri), None) is not None
 
     def put_bytes(self, uri: str, data: bytes) -> Path:
         """Write one object atomically."""
-        target = self.path(uri)
+        target = self._object_path(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
         try:
@@ -72,7 +139,7 @@ class ArtifactStore:
 
     def upload_file(self, source: Path, uri: str) -> Path:
         """Copy one file to an object, atomically (temp file in the target folder, then rename)."""
-        target = self.path(uri)
+        target = self._object_path(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
         os.close(fd)
@@ -94,24 +161,23 @@ class ArtifactStore:
         return written
 
     def download(self, uri: str, destination: Path) -> Path:
-        """An object into ``destination/<its name>``, or a prefix's files into ``destination``
-        keeping their relative paths (what a File-mode S3Prefix input does)."""
-        source = self.path(uri)
+        """Every object ``uri`` matches as a prefix into ``destination``, each where a File-mode
+        S3Prefix input puts it (``landing_path``); returns ``destination``."""
+        bucket, prefix = split_uri(uri)
+        keys = self.keys(uri)
+        if not keys:
+            raise StoreError(f"nothing at {uri}: no object's key starts with {prefix!r} in {self.root / bucket}; "
+                             "put the data there first, or give the URI of data that is there")
         destination = Path(destination)
         destination.mkdir(parents=True, exist_ok=True)
-        if source.is_file():
-            shutil.copyfile(source, destination / source.name)
-        elif source.is_dir():
-            for path in sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".partial")):
-                target = destination / path.relative_to(source)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-        else:
-            raise StoreError(f"nothing at {uri} (looked in {source}); put the data there first")
+        for key, relative in _landings(uri, prefix, keys).items():
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.root / bucket / key, target)
         return destination
 
     def read_bytes(self, uri: str) -> bytes:
-        source = self.path(uri)
+        source = self._object_path(uri)
         if not source.is_file():
             raise StoreError(f"no object at {uri} (looked for {source})")
         return source.read_bytes()
@@ -122,3 +188,20 @@ class ArtifactStore:
             return json.loads(self.read_bytes(uri).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise StoreError(f"{uri} is not JSON: {error}") from None
+
+
+def _landings(uri: str, prefix: str, keys: list[str]) -> dict[str, str]:
+    """``{key: landing path}``; refuses keys that would land on one path, or a file where another
+    needs a folder (``data/imdb.csv`` and ``data/imdb/imdb.csv`` under ``data/imdb``): one would
+    silently replace the other, and a URI ending in "/" says which was meant."""
+    landings = {key: landing_path(prefix, key) for key in keys}
+    seen: set[str] = set()
+    files = set(landings.values())
+    for relative in landings.values():
+        folders = {relative.rsplit("/", n)[0] for n in range(1, relative.count("/") + 1)}
+        clash = relative if relative in seen else next(iter(sorted(folders & files)), None)
+        if clash is not None:
+            raise StoreError(f"{uri} matches objects that land on the same path ({clash}): "
+                             "end the URI with '/' to name one folder")
+        seen.add(relative)
+    return landings

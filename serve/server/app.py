@@ -6,14 +6,18 @@ here exactly as on its endpoint: same content types, limits and statuses. Each r
 parsed on its own; the scoring of requests that arrive together goes through the batcher as
 one ``predict_fn`` call.
 
-Errors are JSON, ``{"error": "..."}``. A handler's refusal (its error carries a 4xx ``status``)
-keeps its status and message; an unexpected failure is logged with its traceback and answered
-with a 500 that reveals nothing of the code.
+A handler's error is answered as the container answers it (``sagemaker_inference``'s
+``Transformer.handle_error``): the error's status (a refusal's 4xx ``status``, else 500) and a
+plain-text body, the message on the first line and the traceback after it. That is what
+SageMaker Runtime hands the predict function as ``OriginalMessage``; answering it here too is
+what lets a local test catch a caller that expects JSON. The server's own refusals (busy, too
+large, no length) are JSON, ``{"error": "..."}``, as the container's model server answers its own.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from http import HTTPStatus
 from types import ModuleType
 from typing import Any
@@ -86,9 +90,15 @@ async def invocations(request: web.Request) -> web.StreamResponse:
         log.warning("refused a request: %s", busy)
         return error_response(HTTPStatus.SERVICE_UNAVAILABLE, str(busy), {"Retry-After": RETRY_AFTER_S})
     except Exception as error:
-        status = getattr(error, "status", None)  # the artifact's InferenceError (its own class)
-        if isinstance(status, int) and 400 <= status < 500:
-            return error_response(status, str(error))
-        log.exception("invocation failed")  # a bug, not the client's fault: details stay in the log
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "the model could not score this request; see the server log")
+        return handler_error(error)
     return web.Response(status=200, body=text.encode("utf-8"), headers={"Content-Type": answer_type})
+
+
+def handler_error(error: Exception) -> web.Response:
+    """The SageMaker inference toolkit's answer to a handler's error: its status, then
+    ``"{message}\n{traceback}"`` as text. Call it inside the ``except`` block."""
+    status = getattr(error, "status", None)  # the artifact's InferenceError (its own class)
+    if not (isinstance(status, int) and 400 <= status < 500):
+        status = HTTPStatus.INTERNAL_SERVER_ERROR
+        log.exception("invocation failed")  # a bug, not the client's fault
+    return web.Response(status=status, text=f"{error}\n{traceback.format_exc()}", content_type="text/plain")

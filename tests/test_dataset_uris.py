@@ -1,0 +1,71 @@
+"""Every ``InputDataUri`` the project produces names one dataset.
+
+SageMaker reads ``InputDataUri`` as an ``S3Prefix`` input: every object whose key starts with it
+("Amazon SageMaker uses all objects with the specified key name prefix",
+API_ProcessingS3Input). A URI without its trailing "/" takes the datasets beside it, and an
+archive's key takes any longer key in the same folder. The local store matches keys the same way
+(``tests/test_local_executor.py``), so these URIs are checked against it and against moto.
+"""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.local.store import ArtifactStore
+from pipeline.settings import Settings
+from tests.synthetic import make_reviews, write_jsonl
+from tests.test_aws_backend import aws_env  # noqa: F401  (a fixture, which cloud needs)
+from tests.test_aws_cli import BUCKET, cloud  # noqa: F401  (cloud is a fixture)
+from tests.test_retrain_data import _keys, _run
+
+
+def test_staged_local_data_is_a_folder_uri(tmp_path):
+    from pipeline.run_commands import stage_data
+
+    settings = Settings(home=tmp_path / "home")
+    data = write_jsonl(tmp_path / "raw", make_reviews(20, seed=1), make_reviews(10, seed=2))
+    uri = stage_data(settings, data, None)
+    assert uri.startswith(settings.s3_uri("data") + "/") and uri.endswith("-all/")
+    store = ArtifactStore(settings.home)
+    staged = store.keys(uri)
+    # A longer name beside it (a sample of 20000 beside one of 2000, say) is not part of it.
+    store.put_bytes(uri.rstrip("/") + "0/train.jsonl.gz", b"another dataset")
+    assert store.keys(uri) == staged and sorted(k.rsplit("/", 1)[1] for k in staged) == [
+        "test.jsonl.gz", "train.jsonl.gz"]
+    assert stage_data(settings, data, None) == uri  # unchanged data is not staged again
+
+
+def test_an_archive_may_not_share_its_folder_with_another_dataset(cloud, capsys, tmp_path):  # noqa: F811
+    """``reviews.csv``'s URI is a prefix of ``reviews.csv.tar.gz``: a run on it would read both."""
+    csv, archive = tmp_path / "reviews.csv", tmp_path / "reviews.csv.tar.gz"
+    csv.write_text("text,label\ngreat,1\n", encoding="utf-8")
+    archive.write_bytes(b"an archive")
+    code, uploaded, _ = _run(capsys, "aws", "upload-data", str(csv), "--name", "shared", "--json")
+    assert code == 0 and uploaded["input_data_uri"] == f"s3://{BUCKET}/sentiment-mlops/data/shared/reviews.csv"
+    before = _keys(cloud)
+    code, _, err = _run(capsys, "aws", "upload-data", str(archive), "--name", "shared", "--json")
+    assert code == 2 and "already holds sentiment-mlops/data/shared/reviews.csv" in err and "--name" in err
+    assert _keys(cloud) == before
+
+
+def test_a_folder_may_not_be_uploaded_into_another_datasets_folder(cloud, capsys, tmp_path):  # noqa: F811
+    single = tmp_path / "one.tar.gz"
+    single.write_bytes(b"an archive")
+    assert _run(capsys, "aws", "upload-data", str(single), "--name", "imdb", "--json")[0] == 0
+    folder = write_jsonl(tmp_path / "imdb", make_reviews(4, seed=1), make_reviews(2, seed=2))
+    code, _, err = _run(capsys, "aws", "upload-data", str(folder), "--json")
+    assert code == 2 and "a folder of its own" in err and len(err.strip().splitlines()) == 1
+    assert _keys(cloud) == ["sentiment-mlops/data/imdb/one.tar.gz"]
+
+
+@pytest.mark.parametrize("name", ["imdb", "imdb-2026-11"])
+def test_folder_datasets_with_shared_name_prefixes_stay_apart(cloud, capsys, tmp_path, name):  # noqa: F811
+    """``imdb`` and ``imdb-2026-11`` (the README's example) are both uploaded; each URI names one."""
+    uris = {}
+    for each in ("imdb", "imdb-2026-11"):
+        folder = write_jsonl(tmp_path / each, make_reviews(4, seed=1), make_reviews(2, seed=2))
+        code, uploaded, _ = _run(capsys, "aws", "upload-data", str(folder), "--json")
+        assert code == 0
+        uris[each] = uploaded["input_data_uri"]
+    prefix = uris[name].split(f"s3://{BUCKET}/", 1)[1]
+    assert prefix.endswith(f"/{name}/")
+    assert {k.rsplit("/", 2)[1] for k in _keys(cloud) if k.startswith(prefix)} == {name}
