@@ -36,6 +36,7 @@ Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAG
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 log = logging.getLogger("deploy")
 log.setLevel(logging.INFO)
@@ -170,18 +171,27 @@ def parse_event(event: Any) -> Approval:
 def deliveries(event: Any) -> list[tuple[Any, int]]:
     """The approval events one invocation carries, each with its attempt number: EventBridge
     invokes with one event (attempt 1); the retry queue with SQS records whose bodies are
-    ``{"event", "attempt"}``. A record that cannot be read is passed on as None (ignored)."""
+    ``{"event", "attempt"}`` (a requeued approval), or what lands in the failures queue and is
+    moved back for a replay: the same, or Lambda's failure record (``requestPayload``). A record
+    that cannot be read is passed on as None (answered "ignored")."""
     records = event.get("Records") if isinstance(event, Mapping) else None
     if not isinstance(records, list):
         return [(event, 1)]
-    found: list[tuple[Any, int]] = []
-    for record in records:
-        try:
-            body = json.loads(record["body"])
-            found.append((body["event"], int(body["attempt"])))
-        except (TypeError, KeyError, ValueError):
-            found.append((None, 1))
-    return found
+    return [message_delivery(record.get("body") if isinstance(record, Mapping) else None) for record in records]
+
+
+def message_delivery(text: Any) -> tuple[Any, int]:
+    """The event and attempt a queued message's body holds (None when it holds none)."""
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError):
+        return None, 1
+    if isinstance(body, Mapping) and "requestPayload" in body:  # Lambda's on-failure destination record
+        return body["requestPayload"], 1
+    if isinstance(body, Mapping) and "event" in body:
+        attempt = body.get("attempt")
+        return body["event"], attempt if isinstance(attempt, int) and attempt >= 1 else 1
+    return body, 1  # an EventBridge event as it is
 
 
 def _exists(call, **kwargs) -> dict | None:
@@ -225,15 +235,50 @@ def _followed_approval(sagemaker, endpoint: Mapping[str, Any]) -> tuple[datetime
     return _parse_time(tags.get(APPROVED_AT_TAG)), tags.get(APPROVED_PACKAGE_TAG)
 
 
+def _record_approval(sagemaker, endpoint: Mapping[str, Any], approval: Approval) -> None:
+    """Tag the endpoint with this approval, unless a later one was recorded since it was read:
+    deliveries may run at once (no reserved concurrency), and the tag must not go backwards."""
+    followed_at, _ = _followed_approval(sagemaker, endpoint)
+    if followed_at is None or followed_at <= approval.time:
+        sagemaker.add_tags(ResourceArn=endpoint["EndpointArn"], Tags=_approval_tags(approval))
+
+
+@contextlib.contextmanager
+def _busy_if_changing(endpoint: str, approval: Approval) -> Iterator[None]:
+    """SageMaker's refusal to create an endpoint that now exists, or to update one that is
+    changing, means another delivery got there first: wait and look again, like any busy endpoint."""
+    try:
+        yield
+    except Exception as error:  # botocore's ClientError
+        message = str(error).lower()
+        if getattr(error, "response", {}).get("Error", {}).get("Code") == "ValidationException" and (
+                "already existing" in message or "in-progress" in message or "in progress" in message):
+            raise EndpointBusy(f"endpoint {endpoint} is changing under another deployment; deploying version "
+                               f"{approval.version} waits until it settles") from error
+        raise
+
+
 def _approval_tags(approval: Approval) -> list[dict[str, str]]:
     return [{"Key": APPROVED_AT_TAG, "Value": approval.time.isoformat()},
             {"Key": APPROVED_PACKAGE_TAG, "Value": approval.package_arn}]
 
 
+def model_name(endpoint: str, version: int) -> str:
+    """``<endpoint>-v<version>``: the Model made for a version; its endpoint configs add a settings hash."""
+    return f"{endpoint}-v{version}"
+
+
+def made_for(endpoint: str, name: str) -> bool:
+    """Whether a Model or endpoint config of this name is one this function makes for ``endpoint``
+    (what a teardown may delete)."""
+    # model_name's shape, then (for an endpoint config) variant_hash's eight hex digits
+    return re.fullmatch(rf"{re.escape(endpoint)}-v\d+(-[0-9a-f]{{8}})?", name) is not None
+
+
 def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any]:
     """Make the endpoint run the approved version, unless it follows a later approval already;
     returns what was done."""
-    model = f"{config.endpoint_name}-v{approval.version}"
+    model = model_name(config.endpoint_name, approval.version)
     endpoint_config = f"{model}-{config.variant_hash()}"
     current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
     if current is not None:
@@ -248,8 +293,9 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any
     created_model = _ensure_model(sagemaker, model, approval, config)
     created_config = _ensure_endpoint_config(sagemaker, endpoint_config, model, config)
     if current is None:
-        sagemaker.create_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config,
-                                  Tags=_approval_tags(approval))
+        with _busy_if_changing(config.endpoint_name, approval):  # another delivery created it a moment ago
+            sagemaker.create_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config,
+                                      Tags=_approval_tags(approval))
         action = "created"
     elif current.get("EndpointConfigName") == endpoint_config and current.get("EndpointStatus") != "Failed":
         action = "unchanged"
@@ -257,10 +303,11 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any
         raise DeployError(f"endpoint {config.endpoint_name} is Failed ({current.get('FailureReason', 'no reason given')}): "
                           "delete it, then approve the version again")
     else:
-        sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config)
+        with _busy_if_changing(config.endpoint_name, approval):  # another delivery started an update a moment ago
+            sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config)
         action = "updated"
     if current is not None:  # the endpoint now follows this approval, even when it already ran this version
-        sagemaker.add_tags(ResourceArn=current["EndpointArn"], Tags=_approval_tags(approval))
+        _record_approval(sagemaker, current, approval)
     return {"status": action, "endpoint": config.endpoint_name, "endpoint_config": endpoint_config, "model": model,
             "model_package_arn": approval.package_arn, "version": approval.version,
             "previous_endpoint_config": current.get("EndpointConfigName") if current else None,
@@ -289,8 +336,8 @@ def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None 
         return deploy(approval, config, sagemaker)
     except EndpointBusy as busy:
         if requeue is None or attempt >= MAX_ATTEMPTS:
-            raise EndpointBusy(f"{busy} (attempt {attempt} of {MAX_ATTEMPTS}): approve the version again once "
-                               "the endpoint is InService, or replay this event from the failures queue") from None
+            raise EndpointBusy(f"{busy} (attempt {attempt} of {MAX_ATTEMPTS}): once the endpoint is InService, "
+                               "move this event from the failures queue to the retry queue (README)") from None
         delay = config.retry_delay(attempt)
         requeue.later(event, attempt + 1, delay)
         return {"status": "requeued", "reason": str(busy), "version": approval.version, "attempt": attempt + 1,

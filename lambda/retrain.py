@@ -5,22 +5,29 @@ EventBridge delivers two kinds of event to ``handler``:
 - a "Scheduled Event" from the template's schedule rule (only when ``RetrainSchedule`` is set):
   an execution starts on the pipeline's default ``InputDataUri``, unless one is still running
   (a retrain that outlasts the interval would otherwise pile executions up behind each other),
-  and unless nothing changed since the newest Succeeded execution on that data: the same
-  definition, and the same parameters, ``InputDataVersion`` included. Such a run would take
-  Preprocess, Train and Evaluate from SageMaker's cache and register the same model again.
+  and unless it would repeat a run (``_unchanged_since``).
 - an S3 "Object Created" event for a key under ``DATA_PREFIX`` that completes a dataset:
   an archive (``.tar.gz``, ``.tgz``, ``.tar``) or a ``.csv``, which is a dataset by itself,
   or a ``_SUCCESS`` marker uploaded last into a folder of several files (``train.jsonl`` and
   ``test.jsonl``, an unpacked ``aclImdb/`` tree). Its ``InputDataUri`` is the archive or csv,
   or the marker's folder. Any other key is ignored: starting on the first of several files
   would train on half a dataset. New data starts an execution even while another runs, unless
-  it is the very data (same version, same definition) that the newest successful run on that
-  URI trained on: the copy of an unchanged file, or its event delivered again after that run.
+  it would repeat a run: the copy of an unchanged file, or its event delivered again after
+  that run.
+
+A run is repeated when any Succeeded execution started within the step cache's lifetime
+(``CACHE_LIFETIME``) ran the definition deployed now with the same effective parameters and the
+same ``InputDataVersion``, whatever ``InputDataUri`` named the data. Not only the newest one
+counts: after a default run, a run by hand with other parameters, or a definition changed and
+changed back, SageMaker would still take Preprocess, Train and Evaluate from the first run's
+cache and RegisterModel would register the very same model.tar.gz again.
 
 Every start carries ``InputDataVersion``, the digest of the S3 listing under its
 ``InputDataUri`` (``data_version``: keys, ETags and sizes of what an ``S3Prefix`` input
 downloads). SageMaker's cache key holds the step's arguments, not the bytes in S3; the version
 is a Preprocess argument, so data replaced in place (same key, new bytes) gets new cache keys.
+Keys count relative to the URI's folder, so an archive's own URI (what its upload event gives)
+and its dataset folder's URI (the pipeline's default) have the same version: the same data.
 
 Starting is idempotent: ``ClientRequestToken`` is derived from the event's id, so an event
 delivered twice (EventBridge delivers at least once; Lambda retries) starts one execution.
@@ -31,7 +38,10 @@ failures queue instead of vanishing.
 Runs in AWS Lambda with only the standard library and boto3. Settings come from the
 function's environment: ``PIPELINE_NAME``, ``DATA_BUCKET`` and ``DATA_PREFIX``. The default
 ``InputDataUri`` is read from the deployed definition itself, so it cannot drift from it.
-``sentiment-mlops aws start`` imports ``data_version`` from here: one home for the digest.
+``sentiment-mlops aws start`` imports ``data_version`` from here, and a local run with an
+explicit ``InputDataUri`` uses ``listing_digest``: one home for the digest, and for the two
+parameters' names (``INPUT_PARAMETER``, ``VERSION_PARAMETER``; a test pins them to
+``pipeline/parameters.py``, which this code, running alone in Lambda, cannot import).
 """
 from __future__ import annotations
 
@@ -41,7 +51,8 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
 
 log = logging.getLogger("retrain")
 log.setLevel(logging.INFO)
@@ -51,9 +62,17 @@ S3_SOURCE, S3_DETAIL_TYPE = "aws.s3", "Object Created"
 DATASET_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".csv")
 READY_MARKER = "_SUCCESS"
 RUNNING_STATUSES = ("Executing", "Stopping")
+# pipeline/parameters.py's names for them (tests/test_retrain_handler.py keeps them equal).
 INPUT_PARAMETER, VERSION_PARAMETER = "InputDataUri", "InputDataVersion"
-# Executions a schedule tick reads back, newest first: enough to pass a few new-data runs on other
-# datasets and find the newest one on the default data; beyond it the tick simply starts.
+# How far back a run can be repeated: the steps' CacheConfig ExpireAfter, pipeline/definition.py's
+# CACHE_EXPIRE_AFTER ("P30D"; tests/test_retrain_handler.py keeps them equal). Older results are
+# no longer taken from the cache.
+CACHE_LIFETIME = timedelta(days=30)
+# At most this many executions are read back, newest first, to find a run that a start would
+# repeat: it bounds the calls a trigger makes (one page of summaries, then per Succeeded
+# execution on the same data version one parameter listing and one definition). A pipeline that
+# started more than this within CACHE_LIFETIME may repeat a run older than the 50th; the cost is
+# one model version registered twice, not a wrong one.
 RECENT_EXECUTIONS = 50
 _PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
 _DISPLAY_NAME_LIMIT = 82
@@ -121,26 +140,45 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def data_version(s3, uri: str) -> str | None:
-    """The version of the data at ``uri``: a sha256 over what an ``S3Prefix`` input of that URI
-    downloads (every key that starts with it, paginated), as sorted lines of the key relative to
-    the URI, its ETag and its size. None when no object is there.
+def prefix_folder(prefix: str) -> str:
+    """The folder part of a key prefix, up to and including its last "/" (``""`` for none):
+    ``data/imdb/`` for both ``data/imdb/`` and ``data/imdb/aclImdb_v1.tar.gz``."""
+    return prefix[:prefix.rfind("/") + 1]
 
-    ETags change when an object's bytes are replaced (even under the same key), and listing costs
-    no object reads, however large the dataset. Keys are relative so that the same files under
-    another name give the same version.
+
+def listing_digest(prefix: str, objects: Iterable[tuple[str, str, int]]) -> str | None:
+    """A sha256 over ``(key, etag, size)`` of the objects a key prefix matches, as sorted lines of
+    the key relative to the prefix's folder, the ETag and the size; None when there are none.
+
+    Relative to the folder, not to the prefix: an archive named by its own key and the folder
+    that holds only it are the same objects, so they get the same version, while the same files
+    in two folders (``imdb/`` and ``imdb-2026-11/``) are told apart only by their bytes. Sorting
+    makes the version independent of the listing's order and pagination. ``data_version`` feeds
+    it S3's listing; a local run feeds it the local store's, with each file's MD5 as its ETag (what
+    S3 gives an object uploaded in one part), so both name the same files alike.
     """
-    bucket, prefix = split_s3_uri(uri)
-    entries = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        entries.extend((item["Key"][len(prefix):], item.get("ETag", "").strip('"'), int(item.get("Size", 0)))
-                       for item in page.get("Contents", []))
+    folder = prefix_folder(prefix)
+    entries = sorted((key[len(folder):], etag.strip('"'), int(size)) for key, etag, size in objects)
     if not entries:
         return None
     digest = hashlib.sha256()
-    for relative, etag, size in sorted(entries):
+    for relative, etag, size in entries:
         digest.update(f"{relative}\0{etag}\0{size}\n".encode())
     return digest.hexdigest()
+
+
+def data_version(s3, uri: str) -> str | None:
+    """The version of the data at ``uri``: the ``listing_digest`` of what an ``S3Prefix`` input of
+    that URI downloads (every key that starts with it, paginated). None when no object is there.
+
+    ETags change when an object's bytes are replaced (even under the same key), and listing costs
+    no object reads, however large the dataset.
+    """
+    bucket, prefix = split_s3_uri(uri)
+    objects = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects.extend((item["Key"], item.get("ETag", ""), item.get("Size", 0)) for item in page.get("Contents", []))
+    return listing_digest(prefix, objects)
 
 
 def parse_event(event: Any, config: RetrainConfig) -> Trigger:
@@ -183,21 +221,27 @@ def display_name(trigger: Trigger) -> str:
     return f"{trigger.kind}-{stamp}"[:_DISPLAY_NAME_LIMIT]
 
 
-def _recent_executions(sagemaker, pipeline_name: str) -> list[dict[str, Any]]:
-    """The pipeline's latest execution summaries, newest first (sorted here too: the order is what
-    the decisions below rely on, whatever the endpoint did with SortOrder).
+def _recent_executions(sagemaker, pipeline_name: str, since: datetime) -> list[dict[str, Any]]:
+    """The pipeline's execution summaries started at ``since`` or later, newest first, at most
+    ``RECENT_EXECUTIONS`` of them (sorted and cut here too: the order is what the decisions below
+    rely on, whatever the endpoint did with SortOrder and MaxResults).
 
-    The SageMaker calls are written out, not made through boto3's paginators, so that each one
-    the function makes (and its role must grant) reads plainly in this file."""
+    Pages are asked for newest first, so a page that reaches back past ``since`` is the last one
+    needed. The SageMaker calls are written out, not made through boto3's paginators, so that
+    each one the function makes (and its role must grant) reads plainly in this file."""
     summaries: list[dict[str, Any]] = []
     request: dict[str, Any] = {"PipelineName": pipeline_name, "SortBy": "CreationTime", "SortOrder": "Descending"}
-    while len(summaries) < RECENT_EXECUTIONS:
-        page = sagemaker.list_pipeline_executions(**request, MaxResults=RECENT_EXECUTIONS - len(summaries))
-        summaries.extend(page.get("PipelineExecutionSummaries", []))
-        if not page.get("NextToken"):
-            break
+    read, cutoff = 0, since.timestamp()
+    while read < RECENT_EXECUTIONS:
+        page = sagemaker.list_pipeline_executions(**request, MaxResults=RECENT_EXECUTIONS - read)
+        listed = page.get("PipelineExecutionSummaries", [])
+        recent = [s for s in listed if _timestamp(s.get("StartTime")) >= cutoff]
+        summaries.extend(recent)
+        read += len(listed)
+        if not listed or len(recent) < len(listed) or not page.get("NextToken"):
+            break  # the last page, or one that reaches back past the cache's lifetime
         request["NextToken"] = page["NextToken"]
-    return sorted(summaries, key=lambda s: _timestamp(s.get("StartTime")), reverse=True)
+    return sorted(summaries, key=lambda s: _timestamp(s.get("StartTime")), reverse=True)[:RECENT_EXECUTIONS]
 
 
 def _timestamp(value: Any) -> float:
@@ -272,45 +316,53 @@ def _execution_parameters(sagemaker, execution_arn: str) -> dict[str, str]:
         request["NextToken"] = page["NextToken"]
 
 
+def _without_uri(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Effective parameters with the data compared by version only: the same objects are the
+    same data, whatever URI named them (an archive's key, or the folder holding only it)."""
+    return {name: value for name, value in values.items() if name != INPUT_PARAMETER}
+
+
 def _unchanged_since(sagemaker, summaries: list[dict[str, Any]], definition: Mapping[str, Any],
                      parameters: Mapping[str, str]) -> str | None:
-    """The newest Succeeded execution on the same ``InputDataUri``, when it ran this very
-    definition with the same effective parameters (so the same data version); else None.
+    """The newest of ``summaries`` (the executions within the cache's lifetime) that Succeeded
+    running this very definition with the same effective parameters and the same data version,
+    whatever its ``InputDataUri``; else None. Starting would repeat that run.
 
-    Only the newest one on that data counts: if the data, the code or a parameter changed since,
-    the tick runs, so that what is there now is what the newest model was trained on.
+    Any such run counts, not only the newest on the data: a run by hand with other parameters in
+    between, or a definition changed and changed back, leaves the first run's cache entries in
+    place, and a start would take every step from them and register the same model again.
     """
-    wanted = effective_parameters(definition, parameters)
+    wanted = _without_uri(effective_parameters(definition, parameters))
     for summary in summaries:
         if summary.get("PipelineExecutionStatus") != "Succeeded":
             continue
         arn = summary["PipelineExecutionArn"]
         listed = _execution_parameters(sagemaker, arn)
-        if listed.get(INPUT_PARAMETER, wanted[INPUT_PARAMETER]) != wanted[INPUT_PARAMETER]:
-            continue  # a run on another dataset (new data under another name): no read of its definition
+        if listed.get(VERSION_PARAMETER) != wanted[VERSION_PARAMETER]:
+            continue  # other data (or none named): no read of its definition
         ran = json.loads(sagemaker.describe_pipeline_definition_for_execution(
             PipelineExecutionArn=arn)["PipelineDefinition"])
-        used = effective_parameters(ran, listed)
-        if used.get(INPUT_PARAMETER) != wanted[INPUT_PARAMETER]:
-            continue  # it ran on the default of an older definition, which pointed elsewhere
-        return arn if ran == definition and used == wanted else None
+        if ran == definition and _without_uri(effective_parameters(ran, listed)) == wanted:
+            return arn
     return None
 
 
 def _skip_reason(sagemaker, config: RetrainConfig, trigger: Trigger, definition: Mapping[str, Any],
                  parameters: Mapping[str, str]) -> str | None:
     """Why the trigger should start nothing, or None when it should start. Only a schedule tick
-    waits for a running execution; new data starts even then, unless it is the very data (same
-    version) that the newest successful run on that URI already trained on."""
-    summaries = _recent_executions(sagemaker, config.pipeline_name)
+    waits for a running execution; new data starts even then, unless it would repeat a run
+    (``_unchanged_since``)."""
+    since = datetime.now(timezone.utc) - CACHE_LIFETIME
+    summaries = _recent_executions(sagemaker, config.pipeline_name, since)
     running = next((s["PipelineExecutionArn"] for s in summaries
                     if s.get("PipelineExecutionStatus") in RUNNING_STATUSES), None)
     if trigger.kind == "scheduled" and running:
         return f"execution {running} is still running; the next schedule will retry"
     unchanged = _unchanged_since(sagemaker, summaries, definition, parameters)
     if unchanged:
-        return (f"no new data since execution {unchanged}: {parameters[INPUT_PARAMETER]} is still version "
-                f"{parameters[VERSION_PARAMETER]}, and the pipeline and its parameters are unchanged")
+        return (f"no new data since execution {unchanged}: {parameters[INPUT_PARAMETER]} is version "
+                f"{parameters[VERSION_PARAMETER]}, which that execution trained on with this pipeline definition "
+                "and the same parameters")
     return None
 
 

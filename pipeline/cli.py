@@ -140,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true",
                      help="run every step, even where an earlier run with the same inputs could be reused")
     run.add_argument("--skip-unchanged", action="store_true",
-                     help="start nothing (exit 0, status skipped) when the newest successful run on the same data "
-                          "had the same code and parameters: for scheduled runs, which would otherwise register "
-                          "the cached model again")
+                     help="start nothing (exit 0, status skipped) when a successful run within the step cache's "
+                          "lifetime had the same data version, code and parameters: for scheduled runs, which would "
+                          "otherwise register the cached model again")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     executions = commands.add_parser("executions", help="local pipeline executions")
     execution_actions = executions.add_subparsers(dest="action", required=True)

@@ -119,23 +119,73 @@ def staged_data_version(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def unchanged_since(settings: Settings, definition: str, values: dict[str, Any]) -> Execution | None:
-    """The newest Succeeded execution on the same ``InputDataUri``, when it ran this very
-    definition with the same parameter values; else None.
+def store_data_version(settings: Settings, uri: str) -> str:
+    """The ``InputDataVersion`` of data a run names by an explicit ``InputDataUri``: the retrain
+    Lambda's ``listing_digest`` (one rule for both) over the local store's listing under ``uri``,
+    with each object's MD5 standing for its ETag (what S3 gives an object uploaded in one part,
+    so the same files here and in S3 get the same version; a multipart upload's ETag differs).
 
-    Such a run would take every cached step from that execution and register its model once
-    more (caching keys on arguments, as SageMaker's does). Only the newest execution on the data
-    counts: if the code or a parameter changed since, the run goes ahead.
+    Unlike staged data, whose URI is content-addressed, an explicit URI keeps its name when its
+    data is replaced; without this version the replacement would look unchanged to
+    ``--skip-unchanged``. The content is hashed, not just listed: local files have no ETag.
     """
-    from pipeline.local.db import open_state
-    from pipeline.local.executions import ExecutionStore, sha256_text
+    from pipeline.local.lambdas import load_lambda
+    from pipeline.local.store import ArtifactStore, StoreError, split_uri
+
+    store = ArtifactStore(settings.home)
+    try:
+        bucket, prefix = split_uri(uri)
+        objects = [(key, *_md5_and_size(store.path(f"s3://{bucket}/{key}"))) for key in store.keys(uri)]
+    except StoreError as exc:
+        raise RunError(f"--param InputDataUri={uri}: {exc}") from exc
+    version = load_lambda("retrain").listing_digest(prefix, objects)
+    if version is None:
+        raise RunError(f"--param InputDataUri={uri}: no object in the local store ({store.root}) starts with it; "
+                       "put the data there first, or pass --data instead")
+    return version
+
+
+def _md5_and_size(path: Path) -> tuple[str, int]:
+    """A file's MD5 hex digest (read in chunks: datasets can be large) and its size."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest(), path.stat().st_size
+
+
+def _same_data_and_parameters(values: dict[str, Any]) -> dict[str, Any]:
+    """Parameter values as ``unchanged_since`` compares them: data with a version is named by it
+    alone (the same objects are the same data whatever URI named them, as the retrain Lambda
+    decides too); data given an empty version by hand is still named by its URI."""
+    if values.get("InputDataVersion"):
+        return {name: value for name, value in values.items() if name != "InputDataUri"}
+    return dict(values)
+
+
+def unchanged_since(settings: Settings, definition: str, values: dict[str, Any]) -> Execution | None:
+    """The newest Succeeded execution, started within the steps' cache lifetime, that ran this
+    very definition with the same parameter values and the same data (``InputDataVersion``);
+    else None. The retrain Lambda's rule, so a cron line and a schedule tick agree.
+
+    Starting would take every cached step from that execution and register its model once more
+    (caching keys on arguments, as SageMaker's does). Any such execution counts, not only the
+    newest on the data: a run with other parameters in between, or a change of code undone,
+    leaves its cache entries in place.
+    """
+    from pipeline.definition import CACHE_EXPIRE_AFTER
+    from pipeline.local.db import iso, open_state, utc_now
+    from pipeline.local.executions import ExecutionStore, parse_expire_after, sha256_text
     from pipeline.local.expressions import parameter_values
 
     wanted = json.loads(json.dumps(parameter_values(json.loads(definition), values)))  # as the store keeps them
+    cutoff = iso(utc_now() - parse_expire_after(CACHE_EXPIRE_AFTER))
     for execution in ExecutionStore(open_state(settings.home)).list_executions(settings.pipeline_name):
-        if execution.status == "Succeeded" and execution.parameters.get("InputDataUri") == wanted["InputDataUri"]:
-            same = execution.definition_sha256 == sha256_text(definition) and execution.parameters == wanted
-            return execution if same else None
+        if execution.start_time < cutoff:
+            break  # newest first: the rest are older still
+        if (execution.status == "Succeeded" and execution.definition_sha256 == sha256_text(definition)
+                and _same_data_and_parameters(execution.parameters) == _same_data_and_parameters(wanted)):
+            return execution
     return None
 
 
@@ -143,9 +193,9 @@ def _skipped(settings: Settings, previous: Execution, values: dict[str, Any]) ->
     """The answer of a run that starts nothing: why, and which execution it would repeat."""
     version = summarize(settings, previous.execution_id)["model_package_version"]
     registered = f"; it registered model version {version}" if version is not None else ""
-    reason = (f"no new data since execution {previous.execution_id}: {values['InputDataUri']} is still version "
-              f"{values.get('InputDataVersion') or '(none given)'}, and the pipeline and its parameters are "
-              f"unchanged{registered}")
+    reason = (f"no new data since execution {previous.execution_id}: {values['InputDataUri']} is version "
+              f"{values.get('InputDataVersion') or '(none given)'}, which that execution trained on with the "
+              f"same pipeline and parameters{registered}")
     log.info("skipped: %s", reason)
     return {"status": SKIPPED, "reason": reason, "execution_id": None,
             "unchanged_since": {"execution_id": previous.execution_id, "model_package_version": version},
@@ -154,9 +204,10 @@ def _skipped(settings: Settings, previous: Execution, values: dict[str, Any]) ->
 
 def run_local(settings: Settings, data: Path, params: dict[str, str], sample: int | None,
               use_cache: bool = True, skip_unchanged: bool = False) -> dict[str, Any]:
-    """Stage the data and execute the pipeline; with ``skip_unchanged``, start nothing (status
-    ``skipped``) when the newest Succeeded execution on the same data had the same definition and
-    parameters: what a scheduled run (a cron line) wants, so that it registers no duplicate."""
+    """Stage the data (or read it at the ``InputDataUri`` given) and execute the pipeline; with
+    ``skip_unchanged``, start nothing (status ``skipped``) when the run would repeat a Succeeded
+    execution (``unchanged_since``): what a scheduled run (a cron line) wants, so that it
+    registers no duplicate."""
     from pipeline.bundles import build_bundles
     from pipeline.local.executor import run_pipeline
     from pipeline.local.expressions import ExpressionError, parameter_values
@@ -169,8 +220,9 @@ def run_local(settings: Settings, data: Path, params: dict[str, str], sample: in
     except ExpressionError as exc:
         raise RunError(str(exc)) from exc
     values["InputDataUri"] = params.get("InputDataUri") or stage_data(settings, data, sample)
-    if not params.get("InputDataUri") and "InputDataVersion" not in params:
-        values["InputDataVersion"] = staged_data_version(values["InputDataUri"])
+    if "InputDataVersion" not in params:  # a version given by hand is kept, as `aws start` keeps it
+        values["InputDataVersion"] = (store_data_version(settings, values["InputDataUri"]) if params.get("InputDataUri")
+                                      else staged_data_version(values["InputDataUri"]))
     if skip_unchanged:
         previous = unchanged_since(settings, definition, values)
         if previous is not None:

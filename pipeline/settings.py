@@ -51,6 +51,8 @@ class Settings:
     # Where the pipeline lives on AWS. Names only: nothing here is looked up while building.
     region: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_REGION", DEFAULT_REGION))
     bucket: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_BUCKET", DEFAULT_BUCKET))
+    # Whether the bucket was named (SENTIMENT_MLOPS_BUCKET) rather than left to the stack's output.
+    explicit_bucket: bool = field(default_factory=lambda: bool(os.environ.get("SENTIMENT_MLOPS_BUCKET")))
     prefix: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PREFIX", DEFAULT_PREFIX).strip("/"))
     role_arn: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ROLE_ARN", PLACEHOLDER_ROLE_ARN))
     pipeline_name: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_PIPELINE_NAME", DEFAULT_PIPELINE_NAME))
@@ -75,14 +77,14 @@ class Settings:
     pip_index_url: str | None = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_PIP_INDEX_URL") or None)
 
     def needs_stack(self) -> bool:
-        """Whether the bucket or the role is left to the stack's outputs (not set in the environment)."""
-        return not os.environ.get("SENTIMENT_MLOPS_BUCKET") or self.role_arn == PLACEHOLDER_ROLE_ARN
+        """Whether the bucket or the role is left to the stack's outputs (not named in the settings)."""
+        return not self.explicit_bucket or self.role_arn == PLACEHOLDER_ROLE_ARN
 
     def from_stack(self, outputs: Mapping[str, str]) -> "Settings":
-        """These settings with the stack's bucket and pipeline role where the environment names none."""
-        bucket = self.bucket if os.environ.get("SENTIMENT_MLOPS_BUCKET") else outputs["ArtifactBucketName"]
+        """These settings with the stack's bucket and pipeline role where none is named."""
+        bucket = self.bucket if self.explicit_bucket else outputs["ArtifactBucketName"]
         role = self.role_arn if self.role_arn != PLACEHOLDER_ROLE_ARN else outputs["PipelineRoleArn"]
-        return replace(self, bucket=bucket, role_arn=role)
+        return replace(self, bucket=bucket, explicit_bucket=True, role_arn=role)
 
     def s3_uri(self, *parts: str) -> str:
         """``s3://bucket/prefix/part/...``: every S3 path the pipeline uses is under the prefix."""

@@ -22,6 +22,7 @@ from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a 
 
 TEMPLATE = yaml.safe_load((LAMBDA_DIR / "template.yaml").read_text(encoding="utf-8"))
 ROLE = "arn:aws:iam::123456789012:role/sentiment-mlops-PipelineRole-ABC"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 
 
 def _pytorch_registries(scope: str) -> dict[str, str]:
@@ -149,20 +150,24 @@ def _deployed(cloud, *, registered: bool = True) -> None:
     cloud.put_object(Bucket=outputs["WebsiteBucketName"], Key="index.html", Body=b"<html>")
     sagemaker.create_pipeline(PipelineName="sentiment-mlops", RoleArn=ROLE,
                               PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": []}))
-    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
     if registered:
         sagemaker.create_model_package_group(ModelPackageGroupName="sentiment-mlops-imdb-lstm")
         sagemaker.create_model_package(ModelPackageGroupName="sentiment-mlops-imdb-lstm", InferenceSpecification={
-            "Containers": [{"Image": image, "ModelDataUrl": "s3://artifact-bucket/sentiment-mlops/models/model.tar.gz"}],
+            "Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://artifact-bucket/sentiment-mlops/models/model.tar.gz"}],
             "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]})
-    sagemaker.create_model(ModelName="sentiment-mlops-v1", ExecutionRoleArn=ROLE,
-                           PrimaryContainer={"Image": image, "ModelDataUrl": "s3://artifact-bucket/m.tar.gz"})
     sagemaker.create_model(ModelName="someone-elses-model", ExecutionRoleArn=ROLE,
-                           PrimaryContainer={"Image": image, "ModelDataUrl": "s3://artifact-bucket/m.tar.gz"})
-    sagemaker.create_endpoint_config(EndpointConfigName="sentiment-mlops-v1-0a1b2c3d", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "sentiment-mlops-v1", "InstanceType": "ml.m5.large",
-        "InitialInstanceCount": 1}])
-    sagemaker.create_endpoint(EndpointName="sentiment-mlops", EndpointConfigName="sentiment-mlops-v1-0a1b2c3d")
+                           PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://artifact-bucket/m.tar.gz"})
+    _deploy_version(sagemaker, 1)
+
+
+def _deploy_version(sagemaker, version: int) -> None:
+    """The model, endpoint config and endpoint lambda/deploy.py makes for a version."""
+    model, config = f"sentiment-mlops-v{version}", f"sentiment-mlops-v{version}-0a1b2c3d"
+    sagemaker.create_model(ModelName=model, ExecutionRoleArn=ROLE,
+                           PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://artifact-bucket/m.tar.gz"})
+    sagemaker.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": model, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sagemaker.create_endpoint(EndpointName="sentiment-mlops", EndpointConfigName=config)
 
 
 def _left(cloud) -> dict:
@@ -232,3 +237,48 @@ def test_delete_data_empties_the_group_before_deleting_it():
             delete()
         stub.assert_no_pending_responses()
     assert [what for what, _ in steps][-1] == f"model package group {group}"
+
+
+def test_a_running_execution_is_stopped_before_its_pipeline_is_deleted():
+    """SageMaker deletes no pipeline that runs, and a running training job bills: teardown stops
+    it, waits for it to stop, then deletes (moto has no StopPipelineExecution: Stubber)."""
+    from botocore.stub import ANY, Stubber
+
+    from pipeline.aws.clients import AwsClients
+    from pipeline.aws.teardown import _delete_pipeline
+
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/sentiment-mlops/execution/abc123"
+
+    def listing(status: str) -> dict:
+        return {"PipelineExecutionSummaries": [{"PipelineExecutionArn": arn, "PipelineExecutionStatus": status}]}
+
+    with Stubber(client) as stub:
+        stub.add_response("list_pipeline_executions", listing("Executing"), {"PipelineName": "sentiment-mlops"})
+        stub.add_response("describe_pipeline_execution", {"PipelineExecutionArn": arn,
+                                                          "PipelineExecutionStatus": "Executing"})
+        stub.add_response("stop_pipeline_execution", {"PipelineExecutionArn": arn},
+                          {"PipelineExecutionArn": arn, "ClientRequestToken": ANY})
+        stub.add_response("list_pipeline_executions", listing("Stopping"), {"PipelineName": "sentiment-mlops"})
+        stub.add_response("list_pipeline_executions", listing("Stopped"), {"PipelineName": "sentiment-mlops"})
+        stub.add_response("delete_pipeline", {}, {"PipelineName": "sentiment-mlops", "ClientRequestToken": ANY})
+        _delete_pipeline(AwsClients(s3=None, sagemaker=client, region=REGION), "sentiment-mlops", 0, 60)
+        stub.assert_no_pending_responses()
+
+
+def test_an_endpoint_an_approval_in_flight_creates_during_teardown_is_deleted_too(cloud, monkeypatch):
+    """The plan found no endpoint; the deploy function, still running while the stack goes, makes one."""
+    from pipeline.aws import teardown as module
+
+    _stack({"ArtifactBucketName": "artifact-bucket", "PipelineRoleArn": ROLE})
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    delete_stack = module._delete_stack
+
+    def stack_deleted_while_a_deployment_lands(*args, **kwargs):
+        _deploy_version(sagemaker, 2)
+        delete_stack(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_delete_stack", stack_deleted_while_a_deployment_lands)
+    teardown(make_clients(Settings()), Settings(), yes=True, delete_data=False, poll_s=0)
+    left = _left(cloud)
+    assert (left["endpoints"], left["configs"], left["models"]) == ([], [], [])

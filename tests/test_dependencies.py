@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -171,15 +170,6 @@ def _local_differences() -> dict[str, tuple[str, str | None]]:
         if installed != version:
             differ[name] = (version, installed)
     return differ
-
-
-def test_report_local_versions_that_differ_from_the_pins():
-    """The test suite runs against this environment, the containers against the pins: a
-    difference is reported (setup.py's ranges allow it) and is no failure."""
-    differ = _local_differences()
-    if differ:
-        warnings.warn(f"this environment differs from serve/constraints.txt (pin, installed): {differ}; "
-                      "the containers install the pins", UserWarning)
 
 
 def test_pinned_versions_run_on_the_images_python():

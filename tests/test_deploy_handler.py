@@ -3,6 +3,8 @@ what moto implements and botocore's Stubber (the real client, checked against th
 model) for UpdateEndpoint and endpoint states moto cannot produce."""
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from botocore.stub import Stubber
@@ -145,6 +147,7 @@ def test_a_newer_approval_updates_the_running_endpoint_and_tags_it_with_its_time
     expected_config = f"sentiment-test-v2-{CONFIG.variant_hash()}"
     stub.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN},
                       {"EndpointName": "sentiment-test", "EndpointConfigName": expected_config})
+    stub.add_response("list_tags", {"Tags": []}, {"ResourceArn": ENDPOINT_ARN})
     stub.add_response("add_tags", {}, {"ResourceArn": ENDPOINT_ARN, "Tags": [
         {"Key": deploy.APPROVED_AT_TAG, "Value": "2026-11-22T06:00:00+00:00"},
         {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2}]})
@@ -161,6 +164,28 @@ def test_an_approval_older_than_the_one_the_endpoint_follows_is_superseded():
         result = deploy.handle(_event(V2), CONFIG, client)
     stub.assert_no_pending_responses()
     assert result["status"] == "ignored" and "superseded" in result["reason"] and "/3" in result["reason"]
+
+
+def test_a_later_approval_recorded_meanwhile_is_not_tagged_over():
+    """Deliveries may run at once: the one that read the tags first must not write an older time back."""
+    client, stub = _stubbed("InService", "sentiment-test-v1-aaaaaaaa", followed_at="2026-11-21T06:00:00+00:00")
+    stub.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN})
+    later = [{"Key": deploy.APPROVED_AT_TAG, "Value": "2026-11-22T07:00:00+00:00"}]
+    stub.add_response("list_tags", {"Tags": later}, {"ResourceArn": ENDPOINT_ARN})
+    with stub:  # no add_tags stubbed: a call would fail the test
+        result = deploy.handle(_event(V2), CONFIG, client)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "updated"
+
+
+def test_an_update_refused_because_another_delivery_started_one_is_requeued():
+    client, stub = _stubbed("InService", "sentiment-test-v1-aaaaaaaa")
+    stub.add_client_error("update_endpoint", "ValidationException",
+                          "Cannot update in-progress endpoint \"arn:aws:sagemaker:us-east-1:123456789012:endpoint/x\".")
+    requeue = RecordingRequeue()
+    with stub:
+        result = deploy.handle(_event(V2), CONFIG, client, requeue)
+    assert result["status"] == "requeued" and "another deployment" in result["reason"] and len(requeue.calls) == 1
 
 
 class RecordingRequeue:
@@ -200,6 +225,17 @@ def test_the_retry_queue_gives_back_what_was_requeued(aws_env):  # noqa: F811
                            {"messageId": "2", "eventSource": "aws:sqs", "body": "not json"}]}
     assert deploy.deliveries(records) == [(_event(V2), 3), (None, 1)]
     assert deploy.deliveries(_event(V2)) == [(_event(V2), 1)]
+
+
+def test_what_lands_in_the_failures_queue_can_be_moved_back_and_replayed():
+    """The failures queue holds Lambda's failure records and the retry queue's dead letters; an
+    SQS message move (README) hands either back to the function, which reads both."""
+    failure_record = {"version": "1.0", "requestContext": {"condition": "RetriesExhausted"},
+                      "requestPayload": _event(V2), "responsePayload": {"errorType": "EndpointBusy"}}
+    records = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(failure_record)},
+                           {"eventSource": "aws:sqs", "body": json.dumps({"event": _event(V2), "attempt": 12})},
+                           {"eventSource": "aws:sqs", "body": json.dumps(_event(V2))}]}
+    assert deploy.deliveries(records) == [(_event(V2), 1), (_event(V2), 12), (_event(V2), 1)]
 
 
 def test_an_event_without_a_time_is_ignored():

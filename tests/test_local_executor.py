@@ -190,6 +190,22 @@ def test_a_prefix_is_not_an_object(tmp_path, uri):
         store.read_bytes(uri)
 
 
+def test_one_object_is_told_from_a_prefix_that_matches_a_longer_key(tmp_path):
+    """A model.tar.gz that is gone is gone, even when model.tar.gz.partial-like longer keys remain."""
+    store = ArtifactStore(tmp_path)
+    store.put_bytes("s3://b/models/job/model.tar.gz.bak", b"old")
+    assert store.exists("s3://b/models/job/model.tar.gz") and not store.has_object("s3://b/models/job/model.tar.gz")
+    store.put_bytes("s3://b/models/job/model.tar.gz", b"new")
+    assert store.has_object("s3://b/models/job/model.tar.gz") and not store.has_object("s3://b/models/job/")
+
+
+def test_a_key_that_is_also_a_folder_is_refused_with_a_reason(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.put_bytes("s3://b/data/imdb/train.jsonl", b"x")
+    with pytest.raises(StoreError, match="a key and a folder of the same name"):
+        store.put_bytes("s3://b/data/imdb", b"y")
+
+
 @pytest.mark.parametrize("uri", ["s3://b/a//", "s3://b//"])
 def test_store_refuses_empty_segments_before_a_trailing_slash(tmp_path, uri):
     with pytest.raises(StoreError):

@@ -77,6 +77,31 @@ def test_an_archive_is_a_dataset_by_itself(cloud, capsys, tmp_path):
     assert retrain.parse_event(_created(key, 0), config).input_data_uri == uploaded["input_data_uri"]
 
 
+def _scheduled(n: int) -> dict:
+    return {"version": "0", "id": f"tick-{n}", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-11-23T03:00:00Z", "region": REGION, "resources": [],
+            "detail": {}}
+
+
+def test_the_readmes_archive_walk_trains_once_on_new_data_and_not_again_on_the_next_tick(cloud, capsys, tmp_path):
+    """`aws upload-data aclImdb_v1.tar.gz --name imdb` puts the archive in the default dataset's
+    folder; its event starts a run with InputDataUri = the archive's key. A tick reads the
+    default folder, which holds that one archive: the same data, so it starts nothing."""
+    assert _run(capsys, "aws", "upsert", "--json")[0] == 0
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    archive.write_bytes(b"not really gzip, but the upload does not care")
+    code, uploaded, _ = _run(capsys, "aws", "upload-data", str(archive), "--name", "imdb", "--json")
+    assert code == 0 and uploaded["input_data_uri"] == f"s3://{BUCKET}/sentiment-mlops/data/imdb/aclImdb_v1.tar.gz"
+
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    (started,) = [r for r in _deliver_all(cloud, sagemaker) if r["status"] != "ignored"]
+    assert started["status"] == "started" and started["parameters"]["InputDataUri"] == uploaded["input_data_uri"]
+    tick = retrain.handle(_scheduled(1), CONFIG, sagemaker, cloud)
+    assert tick["status"] == "skipped" and started["execution_arn"] in tick["reason"]
+    assert f"s3://{BUCKET}/sentiment-mlops/data/imdb/ is version" in tick["reason"]
+    assert len(sagemaker.list_pipeline_executions(PipelineName=PIPELINE)["PipelineExecutionSummaries"]) == 1
+
+
 def test_the_same_dataset_twice_is_refused_so_it_is_not_trained_on_twice(cloud, capsys, dataset_folder):
     assert _run(capsys, "aws", "upload-data", str(dataset_folder), "--json")[0] == 0
     before = _keys(cloud)

@@ -139,6 +139,39 @@ def test_the_data_version_is_the_listing_digest(s3):
         retrain.data_version(s3, "/local/path")
 
 
+def test_an_archive_and_the_folder_that_holds_only_it_have_one_version(s3):
+    """Keys count relative to the URI's folder: the archive's own URI (its upload event's) and its
+    dataset folder (the pipeline's default) name the same object, so the same data. Other bytes
+    in another folder, or a URI that also reads the folder beside it, are other data."""
+    data = f"s3://{BUCKET}/sentiment-mlops/data/"
+    _put(s3, "sentiment-mlops/data/v3/aclImdb_v1.tar.gz", b"archive")
+    folder = retrain.data_version(s3, data + "v3/")
+    assert retrain.data_version(s3, data + "v3/aclImdb_v1.tar.gz") == folder
+    assert retrain.data_version(s3, data + "v3") != folder  # "v3/aclImdb_v1.tar.gz" relative to data/
+    _put(s3, "sentiment-mlops/data/v3-2026-11/aclImdb_v1.tar.gz", b"other archive")
+    assert retrain.data_version(s3, data + "v3/") == folder  # "v3/" does not read "v3-2026-11/"
+    assert retrain.data_version(s3, data + "v3-2026-11/") != folder
+    assert retrain.data_version(s3, data + "v3-2026-11/aclImdb_v1.tar.gz") == retrain.data_version(
+        s3, data + "v3-2026-11/")
+
+
+def test_a_tick_after_new_data_uploaded_as_the_default_datasets_archive_starts_nothing(sagemaker, s3):
+    """The README's walk: `aws upload-data aclImdb_v1.tar.gz --name imdb` stores the archive in the
+    default dataset's folder, and its event starts a run with InputDataUri = the archive. The next
+    tick reads the default folder: other URI, same object, same version. Training again would
+    register a new version of a model trained on identical bytes."""
+    for key in ("sentiment-mlops/data/imdb/train.jsonl", "sentiment-mlops/data/imdb/test.jsonl"):
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    archive = "sentiment-mlops/data/imdb/aclImdb_v1.tar.gz"
+    _put(s3, archive, b"the archive")
+    uploaded = retrain.handle(_object_created(archive), CONFIG, sagemaker, s3)
+    assert uploaded["status"] == "started" and uploaded["parameters"]["InputDataUri"] == f"s3://{BUCKET}/{archive}"
+    _execution(uploaded["execution_arn"]).start_time = next(_CLOCK)
+    tick = _tick(sagemaker, s3, "tick-1")
+    assert tick["status"] == "skipped" and uploaded["execution_arn"] in tick["reason"]
+    assert DEFAULT_DATA in tick["reason"] and len(_executions(sagemaker)) == 1
+
+
 def _paging(s3, page_size: int):
     """``s3`` whose ListObjectsV2 answers at most ``page_size`` keys per page."""
     class Paging:
@@ -202,7 +235,9 @@ def _mark_running(arn: str) -> None:
     _execution(arn).pipeline_execution_status = "Executing"
 
 
-_CLOCK = iter(datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(days=n) for n in range(1000))
+# Start times within the cache's lifetime of the real clock, which the handler measures against;
+# an execution the handler starts without _tick keeps moto's start time (now: newer than these).
+_CLOCK = iter(datetime.now(timezone.utc) - timedelta(days=10) + timedelta(minutes=n) for n in range(1000))
 
 
 def _tick(sagemaker, s3, event_id: str) -> dict:
@@ -258,20 +293,111 @@ def test_a_run_on_other_data_in_between_does_not_make_a_tick_repeat_itself(sagem
     assert second["status"] == "skipped" and first["execution_arn"] in second["reason"]
 
 
-def test_a_schedule_tick_runs_when_the_pipeline_or_a_parameter_changed(sagemaker, s3):
-    """Same data, but new code (an upsert) or other parameters since: the newest model was not
-    trained on what a tick would run, so the tick starts."""
+CHANGED = {**DEFINITION, "Steps": [{"Name": "Preprocess", "Type": "Processing", "Arguments": {}}]}
+
+
+def _upsert(sagemaker, definition: dict) -> None:
+    sagemaker.update_pipeline(PipelineName=PIPELINE, PipelineDefinition=json.dumps(definition), RoleArn=ROLE)
+
+
+def _start_by_hand(sagemaker, s3, **parameters: str) -> str:
+    """`aws start --param ...` on the default data, at the next clock tick."""
+    given = {"InputDataUri": DEFAULT_DATA, "InputDataVersion": retrain.data_version(s3, DEFAULT_DATA), **parameters}
+    arn = sagemaker.start_pipeline_execution(PipelineName=PIPELINE, PipelineParameters=[
+        {"Name": name, "Value": value} for name, value in given.items()])["PipelineExecutionArn"]
+    _execution(arn).start_time = next(_CLOCK)
+    return arn
+
+
+def test_a_schedule_tick_runs_when_the_pipeline_changed(sagemaker, s3):
+    """Same data, but new code (an upsert) since: no model was trained on what a tick would run,
+    so the tick starts; the next one has nothing new."""
     _tick(sagemaker, s3, "tick-1")
-    changed = {**DEFINITION, "Steps": [{"Name": "Preprocess", "Type": "Processing", "Arguments": {}}]}
-    sagemaker.update_pipeline(PipelineName=PIPELINE, PipelineDefinition=json.dumps(changed), RoleArn=ROLE)
+    _upsert(sagemaker, CHANGED)
     assert _tick(sagemaker, s3, "tick-2")["status"] == "started"
     assert _tick(sagemaker, s3, "tick-3")["status"] == "skipped"
 
-    manual = sagemaker.start_pipeline_execution(PipelineName=PIPELINE, PipelineParameters=[
-        {"Name": "Epochs", "Value": "1"}, {"Name": "InputDataUri", "Value": DEFAULT_DATA},
-        {"Name": "InputDataVersion", "Value": retrain.data_version(s3, DEFAULT_DATA)}])["PipelineExecutionArn"]
-    _execution(manual).start_time = next(_CLOCK)
-    assert _tick(sagemaker, s3, "tick-4")["status"] == "started"
+
+def test_a_run_by_hand_with_other_parameters_does_not_make_a_tick_repeat_the_run_before_it(sagemaker, s3):
+    """The review's case: a default run on version V, then `aws start --param Epochs=1` on V. A
+    tick would take Preprocess, Train and Evaluate from the first run's cache and register the
+    same model.tar.gz again, so it compares with every run in the cache's lifetime, not the newest."""
+    first = _tick(sagemaker, s3, "tick-1")
+    _start_by_hand(sagemaker, s3, Epochs="1")
+    second = _tick(sagemaker, s3, "tick-2")
+    assert second["status"] == "skipped" and first["execution_arn"] in second["reason"]
+    assert len(_executions(sagemaker)) == 2
+    # A run by hand like one before it repeats nothing new either: the tick after still skips.
+    assert _tick(sagemaker, s3, "tick-3")["status"] == "skipped"
+
+
+def test_a_definition_changed_and_changed_back_repeats_nothing(sagemaker, s3):
+    first = _tick(sagemaker, s3, "tick-1")
+    _upsert(sagemaker, CHANGED)
+    assert _tick(sagemaker, s3, "tick-2")["status"] == "started"
+    _upsert(sagemaker, DEFINITION)
+    third = _tick(sagemaker, s3, "tick-3")
+    assert third["status"] == "skipped" and first["execution_arn"] in third["reason"]
+    assert len(_executions(sagemaker)) == 2
+
+
+def test_a_run_older_than_the_cache_lifetime_is_not_repeated(sagemaker, s3):
+    """Past ExpireAfter SageMaker takes nothing from that run's cache: a tick trains afresh."""
+    first = _tick(sagemaker, s3, "tick-1")
+    _execution(first["execution_arn"]).start_time = (
+        datetime.now(timezone.utc) - retrain.CACHE_LIFETIME - timedelta(minutes=1))
+    assert _tick(sagemaker, s3, "tick-2")["status"] == "started"
+
+
+def test_the_cache_lifetime_is_the_steps_expire_after():
+    """The Lambda cannot import pipeline/, so it keeps a copy of ExpireAfter; this keeps it equal."""
+    from pipeline.definition import CACHE_EXPIRE_AFTER
+    from pipeline.local.executions import parse_expire_after
+
+    assert retrain.CACHE_LIFETIME == parse_expire_after(CACHE_EXPIRE_AFTER)
+
+
+def test_the_parameter_names_are_the_definitions():
+    """The Lambda's copy of the two names (the one home ``aws start`` reads them from too) is
+    pinned to the parameters the definition declares."""
+    from pipeline.parameters import pipeline_parameters
+
+    declared = pipeline_parameters("s3://b/p/data/imdb/")
+    assert (retrain.INPUT_PARAMETER, retrain.VERSION_PARAMETER) == (
+        declared.input_data_uri.name, declared.input_data_version.name)
+
+
+class _Listing:
+    """ListPipelineExecutions over ``starts`` (newest first), in pages of ``page_size``, as
+    SageMaker answers SortOrder=Descending; records each request."""
+
+    def __init__(self, starts: list[datetime], page_size: int) -> None:
+        self.summaries = [{"PipelineExecutionArn": f"arn:{n}", "StartTime": start,
+                           "PipelineExecutionStatus": "Succeeded"} for n, start in enumerate(starts)]
+        self.page_size, self.requests = page_size, []
+
+    def list_pipeline_executions(self, **request):
+        self.requests.append(request)
+        first = int(request.get("NextToken", 0))
+        last = min(first + self.page_size, request["MaxResults"] + first, len(self.summaries))
+        page = {"PipelineExecutionSummaries": self.summaries[first:last]}
+        return {**page, "NextToken": str(last)} if last < len(self.summaries) else page
+
+
+def test_executions_are_read_back_newest_first_until_the_cache_lifetime_or_the_cap():
+    now = datetime.now(timezone.utc)
+    since = now - retrain.CACHE_LIFETIME
+    hourly = _Listing([now - timedelta(hours=n) for n in range(30 * 24 + 100)], page_size=10)
+    recent = retrain._recent_executions(hourly, PIPELINE, since)
+    assert len(recent) == retrain.RECENT_EXECUTIONS == 50  # the cap: 5 pages of 10, then no more asked for
+    assert [r["MaxResults"] for r in hourly.requests] == [50, 40, 30, 20, 10]
+    assert all(r["SortOrder"] == "Descending" for r in hourly.requests)
+    assert [r["StartTime"] for r in recent] == sorted((r["StartTime"] for r in recent), reverse=True)
+
+    daily = _Listing([now - timedelta(days=n, minutes=1) for n in range(200)], page_size=10)
+    recent = retrain._recent_executions(daily, PIPELINE, since)
+    assert len(recent) == 30 and all(r["StartTime"] >= since for r in recent)
+    assert len(daily.requests) == 4  # days 0-29 fill three pages; the fourth reaches back past day 30: the last
 
 
 def test_a_pipeline_upserted_before_the_data_version_raises_saying_so(aws_env):  # noqa: F811

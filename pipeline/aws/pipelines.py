@@ -185,9 +185,6 @@ def validate_parameters(definition: str | Mapping[str, Any], values: Mapping[str
 
 # --- the data's version ---------------------------------------------------------------------
 
-INPUT_PARAMETER, VERSION_PARAMETER = "InputDataUri", "InputDataVersion"
-
-
 def with_data_version(clients: AwsClients, definition: str | Mapping[str, Any],
                       parameters: Mapping[str, ParameterValue] | None) -> dict[str, ParameterValue]:
     """``parameters`` plus ``InputDataVersion``: the digest of the S3 listing under the execution's
@@ -198,29 +195,31 @@ def with_data_version(clients: AwsClients, definition: str | Mapping[str, Any],
     replaced in place would be answered from the cache with the model trained on the old data.
     Left as given when the caller gave a version, or when the definition declares none (a
     pipeline upserted before the parameter existed). With no object under the URI, no version is
-    set and Preprocess will say what it found.
+    set and Preprocess will say what it found. The parameters' names are the Lambda's too: one
+    home for them, which a test pins to ``pipeline/parameters.py``.
     """
     from pipeline.local.lambdas import load_lambda
 
+    retrain = load_lambda("retrain")
+    uri_name, version_name = retrain.INPUT_PARAMETER, retrain.VERSION_PARAMETER
     values = dict(parameters or {})
     parsed = json.loads(definition) if isinstance(definition, str) else definition
     declared = {p["Name"]: p for p in parsed.get("Parameters", [])}
-    if VERSION_PARAMETER in values or VERSION_PARAMETER not in declared:
+    if version_name in values or version_name not in declared:
         return values
-    uri = str(values.get(INPUT_PARAMETER) or declared.get(INPUT_PARAMETER, {}).get("DefaultValue", ""))
-    retrain = load_lambda("retrain")
+    uri = str(values.get(uri_name) or declared.get(uri_name, {}).get("DefaultValue", ""))
     try:
         with aws_errors(f"listing the data under {uri}"):
             version = retrain.data_version(clients.s3, uri)
     except ValueError as error:
-        raise BackendError(f"{INPUT_PARAMETER} {uri!r} is not an s3:// URI: "
-                           "pass --param InputDataUri=s3://BUCKET/PREFIX/") from error
+        raise BackendError(f"{uri_name} {uri!r} is not an s3:// URI: "
+                           f"pass --param {uri_name}=s3://BUCKET/PREFIX/") from error
     if version is None:
         log.warning("no objects under %s: %s is left empty (upload the data first: aws upload-data)",
-                    uri, VERSION_PARAMETER)
+                    uri, version_name)
         return values
-    log.info("%s of %s: %s", VERSION_PARAMETER, uri, version)
-    return {**values, VERSION_PARAMETER: version}
+    log.info("%s of %s: %s", version_name, uri, version)
+    return {**values, version_name: version}
 
 
 # --- executions -----------------------------------------------------------------------------

@@ -64,4 +64,6 @@ def output_uris(step_type: str, properties: Mapping[str, Any]) -> list[str]:
 
 
 def missing_outputs(step_type: str, properties: Mapping[str, Any], store: ArtifactStore) -> list[str]:
-    return [uri for uri in output_uris(step_type, properties) if not uri or not store.exists(uri)]
+    """Outputs gone from the store: a training job's model is one object; a processing output a prefix."""
+    present = store.has_object if step_type == "Training" else store.exists
+    return [uri for uri in output_uris(step_type, properties) if not uri or not present(uri)]

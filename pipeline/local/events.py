@@ -65,19 +65,19 @@ def pending_events(settings: Settings) -> list[Path]:
 
 
 def _due_ns(path: Path) -> int:
-    return int(path.name.split("-", 1)[0])
+    """When a pending file is due, from its name; a name not written here is due now."""
+    stamp = path.name.split("-", 1)[0]
+    return int(stamp) if stamp.isdigit() else 0
 
 
 def _read_event(path: Path) -> tuple[Any, int]:
-    """The event in a pending file and its attempt (None when the file is not JSON: the handler
-    answers "ignored" with the reason, and the file is set aside)."""
+    """The event in a pending file and its attempt, read as the retry queue's messages are (None
+    when the file holds none: the handler answers "ignored" with the reason, and it is set aside)."""
     try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
         return None, 1
-    if isinstance(body, dict) and set(body) == {"event", "attempt"}:
-        return body["event"], int(body["attempt"])
-    return body, 1
+    return deploy_module().message_delivery(text)
 
 
 class LocalRequeue:

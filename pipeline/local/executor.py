@@ -288,7 +288,7 @@ def put_bundles(store: ArtifactStore, bundles: CodeBundles) -> None:
     """The code bundles at their s3 URIs, as the SageMaker backend uploads them before upsert.
     Content-addressed: an object already there has the same bytes and is left alone."""
     for bundle in bundles.all():
-        if not store.exists(bundle.s3_uri):
+        if not store.has_object(bundle.s3_uri):
             store.put_bytes(bundle.s3_uri, bundle.data)
 
 

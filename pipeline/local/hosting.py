@@ -102,7 +102,7 @@ class LocalHosting:
             artifact_uri = PrimaryContainer["ModelDataUrl"]
         else:
             raise _client_error("CreateModel", "PrimaryContainer needs ModelPackageName or ModelDataUrl")
-        if not self.store.exists(artifact_uri):
+        if not self.store.has_object(artifact_uri):
             raise _client_error("CreateModel", f"the model artifact {artifact_uri} is not in the local store")
         arn = _arn("model", ModelName)
         with write_transaction(self.conn):

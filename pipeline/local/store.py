@@ -95,6 +95,9 @@ class ArtifactStore:
         bucket, key = split_uri(uri)
         if not key or key.endswith("/"):
             raise StoreError(f"{uri} names a prefix (a folder), not an object: give the object's full key")
+        if (self.root / bucket / key).is_dir():
+            raise StoreError(f"{uri} is also the prefix of other objects ({key}/...): S3 allows a key and a folder of "
+                             "the same name, the local store does not; choose another key")
         return self.root / bucket / key
 
     def _matching(self, uri: str) -> Iterator[str]:
@@ -122,6 +125,13 @@ class ArtifactStore:
     def exists(self, uri: str) -> bool:
         """Whether ``uri`` matches any object as a prefix (what an S3Prefix input would read)."""
         return next(self._matching(uri), None) is not None
+
+    def has_object(self, uri: str) -> bool:
+        """Whether the one object ``uri`` names is there (a longer key beside it does not count)."""
+        try:
+            return self._object_path(uri).is_file()
+        except StoreError:
+            return False
 
     def put_bytes(self, uri: str, data: bytes) -> Path:
         """Write one object atomically."""
