@@ -1,6 +1,6 @@
 """sentiment-mlops: a movie-review sentiment model trained, gated, registered and served the SageMaker way.
 
-Each top-level package is a deployable unit (see DESIGN.md): ``pipeline`` runs on the user's
+Each top-level package is a deployable unit (see docs/ARCHITECTURE.md): ``pipeline`` runs on the user's
 machine, ``steps``/``train``/``evaluation`` inside SageMaker jobs, ``serve`` inside the endpoint.
 """
 from setuptools import find_packages, setup
@@ -29,7 +29,8 @@ setup(
     ],
     # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would;
     # selenium drives Debian's Chromium for the website's browser tests.
+    # ruff and mypy read the code (tests/test_code_checks.py), with ruff.toml and mypy.ini.
     extras_require={"test": ["pytest>=8", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2",
-                             "selenium>=4.20,<5"]},
+                             "selenium>=4.20,<5", "ruff>=0.6", "mypy>=1.11,<2"]},
     entry_points={"console_scripts": ["sentiment-mlops=pipeline.cli:main"]},
 )

@@ -1,6 +1,6 @@
 """Test accuracy and wall time of the whole job against a TF-IDF baseline, in one run.
 
-    .venv/bin/python benchmarks/accuracy.py --data ../shared/data/imdb --profile cpu
+    .venv/bin/python benchmarks/accuracy.py --data DIR --profile cpu   # DIR: train.jsonl.gz, test.jsonl.gz
     .venv/bin/python benchmarks/accuracy.py --profile gpu     # on a GPU machine
     .venv/bin/python benchmarks/accuracy.py -- --param MaxLen=300   # extra arguments go to `sentiment-mlops run`
 

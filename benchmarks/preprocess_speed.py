@@ -1,6 +1,6 @@
 """Preprocessing speed and memory against the original tutorial's preprocessing, in one run.
 
-    .venv/bin/python benchmarks/preprocess_speed.py --data ../shared/data/imdb
+    .venv/bin/python benchmarks/preprocess_speed.py --data DIR   # DIR: train.jsonl.gz, test.jsonl.gz
 
 The baseline is the 2020 tutorial's ``review_to_words`` (BeautifulSoup on every review,
 ``stopwords.words("english")`` looked up for every word, a new PorterStemmer per word), timed on

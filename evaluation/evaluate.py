@@ -24,10 +24,11 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, evaluation/) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serve.artifact_code import load_artifact_handlers
 from evaluation.metrics import binary_classification_report
 from evaluation.plots import plot_confusion_matrix, plot_roc_and_pr
 from serve.artifact import ArtifactError, resolve_model_dir
+from serve.artifact_code import load_artifact_handlers
+from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 
 log = logging.getLogger("evaluate")
 
@@ -144,13 +145,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
+
+    def work() -> int:
         report = run(Path(args.model), Path(args.test), Path(args.output_dir))
-    except (EvaluationError, ArtifactError) as exc:
-        log.error("%s", exc)
-        return 2
-    print(json.dumps({"accuracy": report["binary_classification_metrics"]["accuracy"]["value"]}))
-    return 0
+        print(json.dumps({"accuracy": report["binary_classification_metrics"]["accuracy"]["value"]}))
+        return 0
+
+    return report_failures(work, (EvaluationError, ArtifactError), PROCESSING_REASON_FILE, log)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Delet
 _ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/[A-Za-z0-9-]{1,63}/(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
 NAME_LIMIT = 63
+# INSTANCE_TYPE's default: pipeline/settings.py's DEFAULT_ENDPOINT_INSTANCE_TYPE, which this code, running
+# alone in Lambda, cannot import (tests/test_deploy_template.py keeps them equal).
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # The endpoint's record of the approval it follows (tag keys may hold ":"; "aws:" is reserved).
 APPROVED_AT_TAG = "sentiment-mlops:approved-at"
 APPROVED_PACKAGE_TAG = "sentiment-mlops:model-package-arn"
@@ -97,7 +100,7 @@ class DeployConfig:
     endpoint_name: str
     model_package_group: str
     execution_role_arn: str
-    instance_type: str = "ml.m5.large"
+    instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     retry_queue_url: str = ""  # empty: a busy endpoint raises at once
     retry_delays_s: tuple[int, ...] = RETRY_DELAYS_S
@@ -112,7 +115,7 @@ class DeployConfig:
         except ValueError:
             raise DeployError(f"INSTANCE_COUNT {environ['INSTANCE_COUNT']!r} is not a whole number") from None
         config = cls(environ["ENDPOINT_NAME"], environ["MODEL_PACKAGE_GROUP"], environ["EXECUTION_ROLE_ARN"],
-                     environ.get("INSTANCE_TYPE") or "ml.m5.large", count, environ.get("RETRY_QUEUE_URL") or "")
+                     environ.get("INSTANCE_TYPE") or DEFAULT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "")
         if not _NAME.match(config.endpoint_name) or len(config.endpoint_name) > NAME_LIMIT - 20:
             raise DeployError(f"ENDPOINT_NAME {config.endpoint_name!r} must be letters, digits and hyphens, "
                               f"at most {NAME_LIMIT - 20} characters (room for the version suffixes)")

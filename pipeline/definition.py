@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from pipeline.bundles import CodeBundles, build_bundles
-from pipeline.settings import Settings
+from pipeline.parameters import DEFAULT_PROCESSING_INSTANCE_TYPE, DEFAULT_TRAINING_INSTANCE_TYPE
+from pipeline.settings import DEFAULT_ENDPOINT_INSTANCE_TYPE, Settings
 
 if TYPE_CHECKING:  # the SDK is imported lazily, after the environment below is set
     from sagemaker.core.workflow.functions import Join
@@ -72,9 +73,9 @@ CONTENT_TYPES = ["application/json", "text/plain", "text/csv"]
 RESPONSE_TYPES = ["application/json", "text/plain"]
 # What a registered package says it runs on, by the processor its inference image is built for:
 # the CPU image cannot use a GPU instance's accelerator, and the GPU image needs one.
-# The first inference type is the one the SDK's ModelBuilder is given.
+# The first inference type is the one the SDK's ModelBuilder is given: the endpoint's default.
 INSTANCE_TYPES = {
-    "cpu": {"inference": ["ml.m5.large", "ml.m5.xlarge"], "transform": ["ml.m5.xlarge"]},
+    "cpu": {"inference": [DEFAULT_ENDPOINT_INSTANCE_TYPE, "ml.m5.xlarge"], "transform": ["ml.m5.xlarge"]},
     "gpu": {"inference": ["ml.g4dn.xlarge"], "transform": ["ml.g4dn.xlarge"]},
 }
 
@@ -188,9 +189,9 @@ def resolve_images(settings: Settings) -> Images:
                                    py_version=settings.py_version, instance_type=instance_type, image_scope=scope)
 
     return Images(
-        processing=settings.processing_image_uri or retrieve("training", "ml.m5.xlarge"),
-        training=settings.training_image_uri or retrieve("training", "ml.g5.xlarge"),
-        inference=settings.inference_image_uri or retrieve("inference", "ml.m5.xlarge"),
+        processing=settings.processing_image_uri or retrieve("training", DEFAULT_PROCESSING_INSTANCE_TYPE),
+        training=settings.training_image_uri or retrieve("training", DEFAULT_TRAINING_INSTANCE_TYPE),
+        inference=settings.inference_image_uri or retrieve("inference", DEFAULT_ENDPOINT_INSTANCE_TYPE),
     )
 
 

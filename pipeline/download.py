@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from pipeline.errors import UserError
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ _BLOCK = 1 << 20
 MAX_DOWNLOAD_BYTES = 1 << 30
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download that failed; the message says how to go on without it."""
 
 

@@ -20,10 +20,12 @@ would always be sent, so choosing ``TrainingProfile=cpu`` would still get the gp
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-
-from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
+from typing import TYPE_CHECKING
 
 from train.profiles import PROFILES
+
+if TYPE_CHECKING:  # the SDK is imported when the parameters are built: the constants here are cheap to import
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
 
 # Tied to the PyTorch image: a GPU DLC for training, a CPU one for processing.
 DEFAULT_PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"
@@ -32,6 +34,8 @@ DEFAULT_ACCURACY_THRESHOLD = 0.88
 DEFAULT_APPROVAL_STATUS = "PendingManualApproval"
 # steps.preprocess's --data-version default: no version given (a run started by hand).
 DEFAULT_INPUT_DATA_VERSION = ""
+# SageMaker's ModelApprovalStatus values: both registries check against these (and a test keeps the
+# state database's CHECK equal to them).
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # steps.preprocess.PreprocessOptions defaults (max_len is TextConfig's).
 DEFAULT_MAX_LEN = 400
@@ -86,6 +90,8 @@ def default_input_data_uri(bucket_uri: str) -> str:
 
 def pipeline_parameters(input_data_uri: str) -> PipelineParameters:
     """The parameters with their defaults; ``input_data_uri`` comes from the settings."""
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
+
     return PipelineParameters(
         input_data_uri=ParameterString(name="InputDataUri", default_value=input_data_uri),
         input_data_version=ParameterString(name="InputDataVersion", default_value=DEFAULT_INPUT_DATA_VERSION),

@@ -1,14 +1,13 @@
 """Review text normalization: the one function that preprocessing, training and serving share.
 
 It lives in ``serve/`` because the deployed model must turn raw text into tokens exactly as the
-preprocessing step did; the pipeline's other jobs import it from here (see DESIGN.md).
+preprocessing step did; the pipeline's other jobs import it from here (see docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
 import html
 import re
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 from bs4 import BeautifulSoup
 
@@ -142,6 +141,3 @@ class TextNormalizer:
         lowered = strip_html(text).lower().replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
         words = _TOKEN.findall(lowered)
         return list(filter(None, map(self._cache.__getitem__, words)))
-
-    def tokens_many(self, texts: Iterable[str]) -> list[list[str]]:
-        return [self.tokens(t) for t in texts]

@@ -72,8 +72,3 @@ def embeddings_from_cooccurrence(counts: sparse.csr_matrix, dim: int, seed: int 
         vectors /= scale
     log.info("pretrained %d-dim embeddings for %d of %d ids from %d co-occurring pairs", dim, int(seen.sum()), counts.shape[0], matrix.nnz)
     return vectors
-
-
-def pretrain_embeddings(sequences: Sequence[Sequence[int]], vocab_size: int, dim: int, window: int = 5, seed: int = 42) -> np.ndarray:
-    """Embeddings straight from id sequences (the preprocessing step counts in parallel chunks instead)."""
-    return embeddings_from_cooccurrence(cooccurrence(sequences, vocab_size, window), dim, seed)

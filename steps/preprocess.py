@@ -35,6 +35,7 @@ from serve.text import TextConfig, TextNormalizer
 from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
 from steps.arrays import EMBEDDINGS_FILE, save_split_arrays
 from steps.embeddings import cooccurrence, embeddings_from_cooccurrence
+from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 from steps.sources import DataError, ReviewData, load_reviews, stratified_split
 
 log = logging.getLogger("preprocess")
@@ -345,14 +346,14 @@ def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
+
+    def work() -> int:
         stats = run(Path(args.input_dir), Path(args.output_dir), options_from_args(args), overwrite=args.overwrite,
                     data_version=args.data_version)
-    except (DataError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
-    print(json.dumps({"seconds": stats["seconds"], "splits": {n: stats["splits"][n]["reviews"] for n in SPLITS}}))
-    return 0
+        print(json.dumps({"seconds": stats["seconds"], "splits": {n: stats["splits"][n]["reviews"] for n in SPLITS}}))
+        return 0
+
+    return report_failures(work, (DataError, ValueError), PROCESSING_REASON_FILE, log)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ Accepted, in the input directory (or given as the file itself):
 
 Unlabeled reviews (``train/unsup/`` in the archive and tree, ``unsup.jsonl[.gz]`` beside the JSON
 Lines) are read too when present: they only ever serve to learn word vectors.
+
+``load_reviews`` reads them all; ``check_dataset`` only looks, cheaply, whether a path holds
+reviews in one of these layouts, and refuses it with the message the readers would give.
 """
 from __future__ import annotations
 
@@ -22,9 +25,9 @@ import logging
 import re
 import tarfile
 import zlib
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -42,6 +45,7 @@ _TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/(\d+)(?:_\d+)?\.
 _CSV_TEXT_COLUMNS = ("review", "text")
 _CSV_LABEL_COLUMNS = ("sentiment", "label")
 _MAX_BAD_LABEL_EXAMPLES = 5
+_JSONL_LAYOUT = "JSON Lines"
 
 
 class DataError(ValueError):
@@ -128,6 +132,61 @@ class _LabelChecker:
 def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unlabeled: bool = True) -> ReviewData:
     """Find the layout under ``path`` and read every labeled review from it (and the unlabeled ones if asked)."""
     path = Path(path)
+    layout = _find_layout(path)
+    if layout.kind == "tree":
+        data = _read_tree(layout.paths[0], unlabeled)
+    elif layout.kind == "jsonl":
+        data = _read_jsonl(layout.paths[0], layout.paths[1], unlabeled)
+    elif layout.kind == "archive":
+        data = _read_archive(layout.paths[0], unlabeled)
+    else:
+        data = _read_csv(layout.paths[0], csv_test_fraction, seed)
+    data.drop_empty()
+    if data.empty:
+        log.warning("skipped %d empty reviews", data.empty)
+    for name, split in (("train", data.train), ("test", data.test)):
+        if not len(split):
+            raise _empty_split(name, path, data.layout)
+    if data.undecodable:
+        log.warning("skipped %d reviews that are not valid UTF-8", data.undecodable)
+    return data
+
+
+def check_dataset(path: Path) -> None:
+    """Refuse ``path`` unless it holds reviews in an accepted layout, with the readers' own messages.
+
+    Cheap, so that a command can refuse before it starts anything: it finds the layout as
+    ``load_reviews`` does and looks no further than the first reviews (a review file of each
+    split in the tree, the first record of each JSON Lines file, archive members up to the
+    first review, a CSV's header and first row). What only a full read finds (a bad label far
+    down a file, a truncated archive, an archive without a test split) is the step's to report.
+    """
+    path = Path(path)
+    layout = _find_layout(path)
+    if layout.kind == "tree":
+        root = layout.paths[0]
+        for name in ("train", "test"):
+            if not any(_TREE_MEMBER.search(f"{name}/{label}/{file.name}")
+                       for label in ("neg", "pos") for file in (root / name / label).glob("*.txt")):
+                raise _empty_split(name, path, _tree_layout(root))
+    elif layout.kind == "jsonl":
+        for name, file in zip(("train", "test"), layout.paths):
+            if not _has_jsonl_record(file):
+                raise _empty_split(name, path, _JSONL_LAYOUT)
+    elif layout.kind == "archive":
+        _check_archive(layout.paths[0])
+    else:
+        _check_csv(layout.paths[0])
+
+
+@dataclass(frozen=True)
+class _Layout:
+    kind: str  # "tree", "jsonl", "archive" or "csv"
+    paths: tuple[Path, ...]  # the tree's root; train and test files; the archive; the CSV file
+
+
+def _find_layout(path: Path) -> _Layout:
+    """Which accepted layout ``path`` holds (the first of tree, JSON Lines, one archive, one CSV)."""
     if not path.exists():
         raise DataError(f"input not found: {path}. Pass the folder (or file) that holds the reviews.")
     candidates = [path] if path.is_file() else sorted(p for p in path.iterdir() if not p.name.startswith("."))
@@ -137,28 +196,23 @@ def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unl
     tree = _find_tree(path) if path.is_dir() else None
 
     if tree is not None:
-        data = _read_tree(tree, unlabeled)
-    elif jsonl.get("train") and jsonl.get("test"):
-        data = _read_jsonl(jsonl["train"], jsonl["test"], unlabeled)
-    elif len(archives) == 1:
-        data = _read_archive(archives[0], unlabeled)
-    elif len(csvs) == 1:
-        data = _read_csv(csvs[0], csv_test_fraction, seed)
-    else:
-        found = ", ".join(p.name for p in candidates[:10]) or "nothing"
-        raise DataError(
-            f"no review data layout recognised in {path} (found: {found}). Accepted layouts:\n  - "
-            + "\n  - ".join(ACCEPTED_LAYOUTS)
-        )
-    data.drop_empty()
-    if data.empty:
-        log.warning("skipped %d empty reviews", data.empty)
-    for name, split in (("train", data.train), ("test", data.test)):
-        if not len(split):
-            raise DataError(f"the {name} split in {path} ({data.layout}) holds no usable reviews")
-    if data.undecodable:
-        log.warning("skipped %d reviews that are not valid UTF-8", data.undecodable)
-    return data
+        return _Layout("tree", (tree,))
+    train_file, test_file = jsonl.get("train"), jsonl.get("test")
+    if train_file and test_file:
+        return _Layout("jsonl", (train_file, test_file))
+    if len(archives) == 1:
+        return _Layout("archive", (archives[0],))
+    if len(csvs) == 1:
+        return _Layout("csv", (csvs[0],))
+    found = ", ".join(p.name for p in candidates[:10]) or "nothing"
+    raise DataError(
+        f"no review data layout recognised in {path} (found: {found}). Accepted layouts:\n  - "
+        + "\n  - ".join(ACCEPTED_LAYOUTS)
+    )
+
+
+def _empty_split(name: str, path: Path, layout: str) -> DataError:
+    return DataError(f"the {name} split in {path} ({layout}) holds no usable reviews")
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:
@@ -192,7 +246,11 @@ def _read_tree(root: Path, unlabeled: bool) -> ReviewData:
             match = _TREE_MEMBER.search(f"{split_name}/{label_name}/{file.name}")
             if match:
                 records.append((split_name, label_name, int(match.group(3)), file.read_bytes()))
-    return _records_to_data(records, f"aclImdb directory tree {root}", [str(root)])
+    return _records_to_data(records, _tree_layout(root), [str(root)])
+
+
+def _tree_layout(root: Path) -> str:
+    return f"aclImdb directory tree {root}"
 
 
 def _read_archive(archive: Path, unlabeled: bool) -> ReviewData:
@@ -208,11 +266,40 @@ def _read_archive(archive: Path, unlabeled: bool) -> ReviewData:
             # tarfile stops quietly at a damaged header; reading to the end makes gzip check its CRC.
             while tar.fileobj is not None and tar.fileobj.read(1 << 20):
                 pass
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"cannot read archive {archive}: {exc}. Download it again (sentiment-mlops download).") from exc
+    except _ARCHIVE_ERRORS as exc:
+        raise _unreadable_archive(archive, exc) from exc
     if not records:
-        raise DataError(f"archive {archive} holds no train|test/pos|neg/*.txt reviews: is it aclImdb_v1.tar.gz?")
-    return _records_to_data(records, f"archive {archive.name}", [str(archive)])
+        raise _archive_without_reviews(archive)
+    return _records_to_data(records, _archive_layout(archive), [str(archive)])
+
+
+def _check_archive(archive: Path) -> None:
+    """The archive opens and holds a labeled review; its members are read up to the first one
+    (a split missing from it is left to the reader: looking for both would read half the archive)."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                match = _TREE_MEMBER.search(member.name)
+                if match and member.isfile() and match.group(2) != "unsup":
+                    return
+    except _ARCHIVE_ERRORS as exc:
+        raise _unreadable_archive(archive, exc) from exc
+    raise _archive_without_reviews(archive)
+
+
+_ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+def _archive_layout(archive: Path) -> str:
+    return f"archive {archive.name}"
+
+
+def _unreadable_archive(archive: Path, exc: BaseException) -> DataError:
+    return DataError(f"cannot read archive {archive}: {exc}. Download it again (sentiment-mlops download).")
+
+
+def _archive_without_reviews(archive: Path) -> DataError:
+    return DataError(f"archive {archive} holds no train|test/pos|neg/*.txt reviews: is it aclImdb_v1.tar.gz?")
 
 
 def _records_to_data(records: list[tuple[str, str, int, bytes]], layout: str, sources: list[str]) -> ReviewData:
@@ -228,7 +315,7 @@ def _records_to_data(records: list[tuple[str, str, int, bytes]], layout: str, so
     return data
 
 
-def _open_lines(path: Path) -> Iterator[bytes]:
+def _open_lines(path: Path) -> Generator[bytes, None, None]:
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
@@ -237,8 +324,33 @@ def _open_lines(path: Path) -> Iterator[bytes]:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
+def _jsonl_record(line: str, path: Path, number: int) -> dict:
+    """One labeled JSON Lines record: an object with a "text" string."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{path.name} line {number} is not JSON ({exc}); each line must be one object") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise DataError(f'{path.name} line {number} has no "text" string; expected {{"text": ..., "label": 0|1}}')
+    return record
+
+
+def _has_jsonl_record(path: Path) -> bool:
+    """Whether ``path`` holds a record; reads up to its first one, which must be well formed."""
+    lines = _open_lines(path)
+    try:
+        for number, raw in enumerate(lines, start=1):
+            line = _decode(raw) if raw.strip() else None
+            if line is not None:
+                _jsonl_record(line, path, number)
+                return True
+        return False
+    finally:
+        lines.close()
+
+
 def _read_jsonl(train_path: Path, test_path: Path, unlabeled: bool) -> ReviewData:
-    data = ReviewData(Split(), Split(), "JSON Lines", sources=[str(train_path), str(test_path)])
+    data = ReviewData(Split(), Split(), _JSONL_LAYOUT, sources=[str(train_path), str(test_path)])
     labels = _LabelChecker()
     for split, path in ((data.train, train_path), (data.test, test_path)):
         for number, raw in enumerate(_open_lines(path), start=1):
@@ -248,12 +360,7 @@ def _read_jsonl(train_path: Path, test_path: Path, unlabeled: bool) -> ReviewDat
             if line is None:
                 data.undecodable += 1
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path.name} line {number} is not JSON ({exc}); each line must be one object") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataError(f'{path.name} line {number} has no "text" string; expected {{"text": ..., "label": 0|1}}')
+            record = _jsonl_record(line, path, number)
             label = labels.parse(record.get("label"), f"{path.name} line {number}")
             if label is not None:
                 split.add(record["text"], label)
@@ -275,10 +382,8 @@ def _read_jsonl(train_path: Path, test_path: Path, unlabeled: bool) -> ReviewDat
     return data
 
 
-def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
-    raw = path.read_bytes()
-    text = raw.decode("utf-8-sig", errors="surrogateescape")  # spreadsheets save "CSV UTF-8" with a BOM
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_columns(path: Path, reader: Iterator[list[str]]) -> tuple[list[str], int, int]:
+    """The header read from ``reader``, and the review and sentiment columns' indices in it."""
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
@@ -290,6 +395,35 @@ def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
             f"{path.name} needs a review column ({'/'.join(_CSV_TEXT_COLUMNS)}) and a sentiment column "
             f"({'/'.join(_CSV_LABEL_COLUMNS)}); its header is {header}"
         )
+    return header, text_col, label_col
+
+
+def _check_csv(path: Path) -> None:
+    """The CSV's header names its columns and a row follows it (only those are read)."""
+    # Spreadsheets save "CSV UTF-8" with a BOM; undecodable bytes are the reader's to count.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            _csv_columns(path, reader)
+            if next((row for row in reader if row), None) is None:
+                raise _csv_without_reviews(path)
+        except csv.Error as exc:
+            raise _invalid_csv(path, exc) from exc
+
+
+def _invalid_csv(path: Path, exc: csv.Error) -> DataError:
+    return DataError(f"{path.name} is not valid CSV: {exc}")
+
+
+def _csv_without_reviews(path: Path) -> DataError:
+    return DataError(f"{path.name} holds no labeled reviews below its header")
+
+
+def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
+    raw = path.read_bytes()
+    text = raw.decode("utf-8-sig", errors="surrogateescape")  # spreadsheets save "CSV UTF-8" with a BOM
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header, text_col, label_col = _csv_columns(path, reader)
     everything = Split()
     labels = _LabelChecker()
     undecodable = 0
@@ -307,10 +441,10 @@ def _read_csv(path: Path, test_fraction: float, seed: int) -> ReviewData:
             if label is not None:
                 everything.add(review, label)
     except csv.Error as exc:
-        raise DataError(f"{path.name} is not valid CSV: {exc}") from exc
+        raise _invalid_csv(path, exc) from exc
     labels.raise_if_bad()
     if not len(everything):
-        raise DataError(f"{path.name} holds no labeled reviews below its header")
+        raise _csv_without_reviews(path)
     train_rows, test_rows = stratified_split(np.asarray(everything.labels), test_fraction, seed)
     data = ReviewData(Split(), Split(), f"CSV {path.name} (test split {test_fraction:.0%}, seed {seed})", undecodable, [str(path)])
     for split, rows in ((data.train, train_rows), (data.test, test_rows)):

@@ -16,7 +16,7 @@ from pipeline.aws.errors import BackendError
 from pipeline.aws.stack import image_repository_arn, stack_parameters, stack_settings
 from pipeline.aws.teardown import teardown
 from pipeline.cli import main
-from pipeline.local.lambdas import LAMBDA_DIR
+from pipeline.lambdas import LAMBDA_DIR
 from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 

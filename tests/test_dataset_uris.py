@@ -19,7 +19,7 @@ from tests.test_retrain_data import _keys, _run
 
 
 def test_staged_local_data_is_a_folder_uri(tmp_path):
-    from pipeline.run_commands import stage_data
+    from pipeline.commands.run import stage_data
 
     settings = Settings(home=tmp_path / "home")
     data = write_jsonl(tmp_path / "raw", make_reviews(20, seed=1), make_reviews(10, seed=2))

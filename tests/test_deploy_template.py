@@ -14,10 +14,11 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from pipeline.local.events import DEPLOY_HANDLER, deploy_module
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import lambda_path, load_lambda
+from pipeline.local.events import deploy_module
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
+DEPLOY_HANDLER = lambda_path("deploy")
 TEMPLATE_PATH = DEPLOY_HANDLER.parent / "template.yaml"
 TEMPLATE = yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))
 RESOURCES = TEMPLATE["Resources"]
@@ -124,6 +125,18 @@ def test_the_functions_settings_are_the_ones_deploy_py_reads():
     assert config.endpoint_name == "sentiment-mlops"
     assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT",
                               "RETRY_QUEUE_URL"}
+
+
+def test_the_endpoint_instance_type_defaults_are_the_settings():
+    """The stack and the handler cannot import pipeline/, so each keeps a copy of the default
+    endpoint instance type; a local deploy and a deployed stack put the endpoint on the same one."""
+    from pipeline.settings import DEFAULT_ENDPOINT_INSTANCE_TYPE
+
+    assert TEMPLATE["Parameters"]["EndpointInstanceType"]["Default"] == DEFAULT_ENDPOINT_INSTANCE_TYPE
+    deploy = deploy_module()
+    assert deploy.DEFAULT_INSTANCE_TYPE == DEFAULT_ENDPOINT_INSTANCE_TYPE
+    environ = {"ENDPOINT_NAME": "e", "MODEL_PACKAGE_GROUP": "g", "EXECUTION_ROLE_ARN": "r"}
+    assert deploy.DeployConfig.from_env(environ).instance_type == DEFAULT_ENDPOINT_INSTANCE_TYPE
 
 
 def test_an_approval_that_meets_a_busy_endpoint_comes_back_through_the_retry_queue():

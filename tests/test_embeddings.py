@@ -9,7 +9,7 @@ import torch
 
 from serve.network import NetworkConfig, SentimentLSTM
 from steps.arrays import EMBEDDINGS_FILE, load_embeddings
-from steps.embeddings import cooccurrence, embeddings_from_cooccurrence, ppmi, pretrain_embeddings
+from steps.embeddings import cooccurrence, embeddings_from_cooccurrence, ppmi
 from steps.preprocess import PreprocessOptions, run as preprocess
 from steps.sources import load_reviews
 from tests.conftest import train_args
@@ -47,13 +47,13 @@ def test_words_sharing_contexts_end_up_close():
         group = rng.integers(0, 2)
         words, contexts = (range(2, 5), range(10, 15)) if group == 0 else (range(5, 8), range(15, 20))
         sequences.append(list(rng.choice(list(contexts), 4)) + [int(rng.choice(list(words)))] + list(rng.choice(list(contexts), 4)))
-    vectors = pretrain_embeddings(sequences, vocab_size=20, dim=4, window=2)
+    vectors = embeddings_from_cooccurrence(cooccurrence(sequences, vocab_size=20, window=2), dim=4)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
     assert unit[2] @ unit[3] > unit[2] @ unit[6] + 0.3
     assert unit[5] @ unit[7] > unit[5] @ unit[3] + 0.3
     assert np.all(vectors[[0, 1, 8, 9]] == 0)  # padding, unknown, unseen
     assert vectors[vectors.any(axis=1)].std() == pytest.approx(1.0, rel=1e-3)
-    assert np.array_equal(vectors, pretrain_embeddings(sequences, vocab_size=20, dim=4, window=2))
+    assert np.array_equal(vectors, embeddings_from_cooccurrence(cooccurrence(sequences, vocab_size=20, window=2), dim=4))
 
 
 def test_no_cooccurrence_at_all_is_a_clear_error():

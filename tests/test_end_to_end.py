@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.synthetic import make_reviews, write_archive
+from tests.synthetic import make_reviews, write_archive, write_jsonl
 
 COMMAND = shutil.which("sentiment-mlops") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sentiment-mlops")
 SMALL = ["--param", "Epochs=3", "--param", "MaxLen=40", "--param", "VocabSize=200", "--param", "EmbeddingDim=16"]
@@ -125,19 +125,32 @@ def test_bad_run_arguments_are_one_line_and_exit_2(tmp_path, archive, args, expe
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_a_failing_step_names_its_log(tmp_path):
+def test_a_path_with_no_reviews_is_refused_before_an_execution_is_recorded(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("not reviews")
+    result = _run(tmp_path / "home", "run", "--data", str(tmp_path / "data"), "--json")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --data ") and "Accepted layouts" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    listed = _run(tmp_path / "home", "executions", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def test_a_failing_step_names_its_reason_and_its_log(tmp_path):
+    """Data that passes the quick check but breaks the step (a download cut short)."""
+    write_jsonl(tmp_path / "data", make_reviews(400, seed=3), make_reviews(100, seed=4))
+    raw = (tmp_path / "data" / "train.jsonl.gz").read_bytes()
+    (tmp_path / "data" / "train.jsonl.gz").write_bytes(raw[: len(raw) * 2 // 3])
     result = _run(tmp_path / "home", "run", "--data", str(tmp_path / "data"), "--json")
     assert result.returncode == 1
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "Failed" and summary["steps"]["Preprocess"]["status"] == "Failed"
-    assert "Preprocess" in summary["failure_reason"] and ".log" in summary["failure_reason"]
-    assert "Accepted layouts" in Path(summary["steps"]["Preprocess"]["log"]).read_text()
+    assert "train.jsonl.gz" in summary["failure_reason"] and ".log" in summary["failure_reason"]
+    assert Path(summary["steps"]["Preprocess"]["log"]).is_file()
 
 
 def test_local_defaults_follow_the_chosen_profile():
-    from pipeline.run_commands import local_defaults
+    from pipeline.commands.run import local_defaults
     from train.profiles import PROFILES
 
     assert local_defaults("cpu") == {"TrainingProfile": "cpu", "Epochs": str(PROFILES["cpu"].epochs)}

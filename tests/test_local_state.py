@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.local import registry as registry_module
+from pipeline.local.cache import parse_expire_after, step_cache_key
 from pipeline.local.db import SCHEMA_VERSION, StateError, connect, schema_version, state_path
-from pipeline.local.executions import ExecutionError, ExecutionStore, parse_expire_after, step_cache_key
+from pipeline.local.errors import PolicyError
+from pipeline.local.executions import EXECUTION_STATUSES, STEP_STATUSES, ExecutionError, ExecutionStore
 from pipeline.local.registry import ModelRegistry, RegistryError
+from pipeline.parameters import APPROVAL_STATUSES
 
 SHA = "ab" * 32
 SPEC = {"Containers": [{"Image": "pytorch-inference:2.5-cpu-py311", "ModelDataUrl": "s3://b/model.tar.gz",
@@ -92,6 +95,19 @@ def test_a_newer_schema_is_refused(path: Path) -> None:
         connect(path)
 
 
+@pytest.mark.parametrize("table, column, values", [("model_packages", "approval_status", APPROVAL_STATUSES),
+                                                   ("executions", "status", EXECUTION_STATUSES),
+                                                   ("steps", "status", STEP_STATUSES)])
+def test_the_schemas_checks_allow_the_codes_statuses(path: Path, table: str, column: str, values: tuple) -> None:
+    """The migrations keep their SQL as it was applied (schema history), so their CHECK lists
+    are literals; this keeps each equal to the constant the code checks against."""
+    conn = connect(path)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+    conn.close()
+    (allowed,) = re.findall(rf"\b{column} IN\s*\(([^)]*)\)", sql)
+    assert tuple(re.findall(r"'([^']*)'", allowed)) == values
+
+
 # --- executions -----------------------------------------------------------------------------
 def test_execution_lifecycle(store: ExecutionStore, clock: Clock) -> None:
     created = store.create("sentiment-mlops", SHA, {"Epochs": 2, "AccuracyThreshold": 0.88})
@@ -104,6 +120,18 @@ def test_execution_lifecycle(store: ExecutionStore, clock: Clock) -> None:
     assert store.get(created.arn) == done
     with pytest.raises(ExecutionError, match="already ended as Failed"):
         store.set_status(created.execution_id, "Succeeded")
+
+
+def test_arns_are_cased_as_sagemaker_cases_them(store: ExecutionStore, registry: ModelRegistry) -> None:
+    """A pipeline's name is lower-cased in its ARNs, a model package group's is not; the ARN an
+    execution is recorded with is the one its steps see as Execution.PipelineExecutionArn."""
+    from pipeline.local.expressions import execution_variables
+
+    run = store.create("My-Pipeline", SHA, {})
+    assert run.arn == f"arn:aws:sagemaker:local:000000000000:pipeline/my-pipeline/execution/{run.execution_id}"
+    variables = execution_variables("My-Pipeline", run.execution_id, datetime.now(timezone.utc))
+    assert variables["PipelineExecutionArn"] == run.arn
+    assert register(registry, group="Sentiment-LSTM").arn == "arn:aws:sagemaker:local:000000000000:model-package/Sentiment-LSTM/1"
 
 
 def test_executions_are_listed_newest_first(store: ExecutionStore, clock: Clock) -> None:
@@ -168,12 +196,16 @@ def test_skipped_steps_are_recorded(store: ExecutionStore) -> None:
 
 
 # --- the step cache -------------------------------------------------------------------------
-def test_cache_key_depends_on_name_arguments_and_inputs() -> None:
-    key = step_cache_key("Train", {"HyperParameters": {"epochs": "2"}}, {"train": "sha-1"})
-    assert key == step_cache_key("Train", {"HyperParameters": {"epochs": "2"}}, {"train": "sha-1"})
-    assert len({key, step_cache_key("Evaluate", {"HyperParameters": {"epochs": "2"}}, {"train": "sha-1"}),
-                step_cache_key("Train", {"HyperParameters": {"epochs": "3"}}, {"train": "sha-1"}),
-                step_cache_key("Train", {"HyperParameters": {"epochs": "2"}}, {"train": "sha-2"})}) == 4
+def test_cache_key_depends_on_name_and_arguments() -> None:
+    key = step_cache_key("Train", {"HyperParameters": {"epochs": "2"}})
+    assert key == step_cache_key("Train", {"HyperParameters": {"epochs": "2"}})
+    assert len({key, step_cache_key("Evaluate", {"HyperParameters": {"epochs": "2"}}),
+                step_cache_key("Train", {"HyperParameters": {"epochs": "3"}})}) == 3
+
+
+def test_cache_keys_stay_those_the_state_already_holds() -> None:
+    """A changed formula would silently make every recorded step miss the cache."""
+    assert step_cache_key("Train", {"a": 1}) == "57c2c90175737fe5631035b00df12af2998b27f1a90a78a5826dabfbc08366f9"
 
 
 def test_cache_lookup_honours_expiry_pipeline_and_status(store: ExecutionStore, clock: Clock) -> None:
@@ -216,7 +248,7 @@ def test_expire_after_durations(text: str, expected: timedelta) -> None:
 
 @pytest.mark.parametrize("text", ["P", "PT", "P1DT", "1 day", "P-1D", "", "T"])
 def test_bad_expire_after_is_refused(text: str) -> None:
-    with pytest.raises(ExecutionError, match="ISO 8601 duration"):
+    with pytest.raises(PolicyError, match="ISO 8601 duration"):
         parse_expire_after(text)
 
 

@@ -12,7 +12,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
 
 predict = load_lambda("predict")
 CONFIG = predict.PredictConfig("sentiment-test", "https://reviews.example.com")

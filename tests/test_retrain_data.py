@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from pipeline.cli import main
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 from tests.test_aws_cli import BUCKET, PIPELINE, cloud  # noqa: F401  (cloud is a fixture)
 

@@ -17,7 +17,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
 retrain = load_lambda("retrain")
@@ -352,7 +352,7 @@ def test_a_run_older_than_the_cache_lifetime_is_not_repeated(sagemaker, s3):
 def test_the_cache_lifetime_is_the_steps_expire_after():
     """The Lambda cannot import pipeline/, so it keeps a copy of ExpireAfter; this keeps it equal."""
     from pipeline.definition import CACHE_EXPIRE_AFTER
-    from pipeline.local.executions import parse_expire_after
+    from pipeline.local.cache import parse_expire_after
 
     assert retrain.CACHE_LIFETIME == parse_expire_after(CACHE_EXPIRE_AFTER)
 
@@ -480,18 +480,18 @@ def test_a_pipeline_not_upserted_yet_raises_saying_so(aws_env):  # noqa: F811
 def test_aws_start_sends_the_same_data_version_as_a_schedule_tick(sagemaker, s3, monkeypatch):
     """`sentiment-mlops aws start` fills InputDataVersion with the Lambda's own digest (one home
     for it), unless the user gives one."""
-    from pipeline import aws_commands
+    from pipeline.commands.aws import start
     from pipeline.settings import Settings
 
     monkeypatch.setenv("SENTIMENT_MLOPS_REGION", REGION)
     settings = Settings(pipeline_name=PIPELINE, bucket=BUCKET)
-    started = aws_commands.start(settings, ["Epochs=2"], "by-hand", wait=False)
+    started = start(settings, ["Epochs=2"], "by-hand", wait=False)
     assert started["parameters"] == {"Epochs": "2", "InputDataVersion": retrain.data_version(s3, DEFAULT_DATA)}
     other = f"s3://{BUCKET}/sentiment-mlops/data/imdb-v2/"
     _put(s3, "sentiment-mlops/data/imdb-v2/train.jsonl", b"other")
-    started = aws_commands.start(settings, [f"InputDataUri={other}"], None, wait=False)
+    started = start(settings, [f"InputDataUri={other}"], None, wait=False)
     assert started["parameters"]["InputDataVersion"] == retrain.data_version(s3, other)
-    started = aws_commands.start(settings, ["InputDataVersion=my-label"], None, wait=False)
+    started = start(settings, ["InputDataVersion=my-label"], None, wait=False)
     assert started["parameters"] == {"InputDataVersion": "my-label"}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
 from tests.synthetic import make_reviews, write_jsonl
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
@@ -153,8 +153,8 @@ def test_local_and_s3_name_the_same_files_with_one_version(tmp_path, aws_env):  
     import boto3
     from moto import mock_aws
 
+    from pipeline.commands.run import RunError, store_data_version
     from pipeline.local.store import ArtifactStore
-    from pipeline.run_commands import RunError, store_data_version
     from pipeline.settings import Settings
 
     folder = write_jsonl(tmp_path / "imdb", make_reviews(20, seed=1), make_reviews(10, seed=2))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steps.sources import ACCEPTED_LAYOUTS, DataError, ReviewData, Split, load_reviews, stratified_split
+from steps.sources import ACCEPTED_LAYOUTS, DataError, ReviewData, Split, check_dataset, load_reviews, stratified_split
 from tests.synthetic import make_reviews, write_archive, write_csv, write_jsonl, write_tree
 
 TRAIN_N, TEST_N = 120, 80
@@ -579,3 +579,110 @@ def test_sample_keeps_exactly_n_per_split(tmp_path, per_split):
     assert len(data.train) == per_split
     assert len(data.test) == per_split
     assert abs(data.train.labels.count(1) - data.train.labels.count(0)) <= 1
+
+
+# --- check_dataset: the cheap refusal before a run starts ----------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "jsonl.gz", "tree", "archive", "csv"])
+def test_check_dataset_accepts_every_layout(tmp_path, records, layout):
+    train, test = records
+    path = {"jsonl": lambda: write_jsonl(tmp_path, train, test, gz=False),
+            "jsonl.gz": lambda: write_jsonl(tmp_path, train, test, gz=True),
+            "tree": lambda: write_tree(tmp_path, train, test),
+            "archive": lambda: write_archive(tmp_path / "aclImdb_v1.tar.gz", train, test),
+            "csv": lambda: write_csv(tmp_path / "IMDB Dataset.csv", train + test)}[layout]()
+    assert check_dataset(path) is None
+    assert check_dataset(tmp_path) is None
+
+
+def _no_layout(tmp_path: Path, records) -> Path:
+    (tmp_path / "notes.txt").write_text("not reviews", encoding="utf-8")
+    return tmp_path
+
+
+def _csv_without_review_column(tmp_path: Path, records) -> Path:
+    (tmp_path / "x.csv").write_text("body,sentiment\nnice film,positive\n", encoding="utf-8")
+    return tmp_path
+
+
+def _csv_header_only(tmp_path: Path, records) -> Path:
+    (tmp_path / "x.csv").write_text("review,sentiment\n\n", encoding="utf-8")
+    return tmp_path
+
+
+def _empty_csv(tmp_path: Path, records) -> Path:
+    (tmp_path / "x.csv").write_text("", encoding="utf-8")
+    return tmp_path
+
+
+def _empty_test_jsonl(tmp_path: Path, records) -> Path:
+    write_jsonl(tmp_path, records[0], [], gz=False)
+    return tmp_path
+
+
+def _first_line_not_json(tmp_path: Path, records) -> Path:
+    write_lines(tmp_path / "train.jsonl", [b"review,sentiment", jl("fine", 1)])
+    write_lines(tmp_path / "test.jsonl", [jl("poor", 0)])
+    return tmp_path
+
+
+def _tree_without_test_reviews(tmp_path: Path, records) -> Path:
+    root = write_tree(tmp_path, *records)
+    for file in (root / "test").rglob("*.txt"):
+        file.unlink()
+    return tmp_path
+
+
+def _archive_without_reviews(tmp_path: Path, records) -> Path:
+    with tarfile.open(tmp_path / "other.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("project/README.md")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    return tmp_path
+
+
+def _garbage_archive(tmp_path: Path, records) -> Path:
+    (tmp_path / "aclImdb_v1.tar.gz").write_bytes(b"<html>404 Not Found</html>" * 50)
+    return tmp_path
+
+
+def _missing(tmp_path: Path, records) -> Path:
+    return tmp_path / "nowhere"
+
+
+@pytest.mark.parametrize("make, says", [
+    (_no_layout, "no review data layout recognised"),
+    (_csv_without_review_column, "x.csv needs a review column"),
+    (_csv_header_only, "holds no labeled reviews below its header"),
+    (_empty_csv, "x.csv is empty"),
+    (_empty_test_jsonl, "the test split"),
+    (_first_line_not_json, "train.jsonl line 1 is not JSON"),
+    (_tree_without_test_reviews, "the test split"),
+    (_archive_without_reviews, "holds no train|test/pos|neg/*.txt reviews"),
+    (_garbage_archive, "cannot read archive"),
+    (_missing, "input not found"),
+])
+def test_check_dataset_refuses_with_the_readers_own_message(tmp_path, records, make, says):
+    path = make(tmp_path, records)
+    with pytest.raises(DataError) as checked:
+        check_dataset(path)
+    with pytest.raises(DataError) as read:
+        load_reviews(path)
+    assert says in str(checked.value)
+    assert str(checked.value) == str(read.value)
+
+
+def test_check_dataset_reads_only_the_first_records(tmp_path, records):
+    """What only a full read finds is the step's to report: the check stops at each split's first review."""
+    train, test = records
+    write_jsonl(tmp_path / "jsonl", train, test, gz=False)
+    with open(tmp_path / "jsonl" / "train.jsonl", "ab") as handle:
+        handle.write(b"not json\n")
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "x.csv").write_text("review,sentiment\ngood,positive\nno label here\n", encoding="utf-8")
+    write_archive(tmp_path / "archive" / "aclImdb_v1.tar.gz", train, [])  # no test split
+    for folder in ("jsonl", "csv", "archive"):
+        assert check_dataset(tmp_path / folder) is None
+        with pytest.raises(DataError):
+            load_reviews(tmp_path / folder)

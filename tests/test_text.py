@@ -12,7 +12,6 @@ from serve.text import (
     is_negation,
     strip_html,
 )
-from tests.synthetic import make_reviews
 
 RAW = TextConfig(stem=False, remove_stopwords=False)
 NO_STOPWORDS_RAW = TextConfig(stem=False, remove_stopwords=True)
@@ -106,13 +105,6 @@ def test_empty_and_markup_only_text_give_no_tokens():
     assert normalizer.tokens("") == []
     assert normalizer.tokens("<br /><br />") == []
     assert normalizer.tokens("!!! ... ???") == []
-
-
-def test_tokens_many_matches_tokens():
-    normalizer = TextNormalizer()
-    texts = [r["text"] for r in make_reviews(20, seed=3)]
-    assert normalizer.tokens_many(texts) == [normalizer.tokens(t) for t in texts]
-    assert all(normalizer.tokens_many(texts))
 
 
 # --- stemming ----------------------------------------------------------------------------------------

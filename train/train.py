@@ -30,6 +30,7 @@ from serve.network import NetworkConfig, SentimentLSTM
 from serve.text import TextConfig
 from serve.vocab import Vocabulary
 from steps.arrays import SplitFormatError, load_embeddings, load_split_arrays
+from steps.job_failure import TRAINING_REASON_FILE, report_failures
 from train.checkpoints import CheckpointStore
 from train.plots import plot_training_curves
 from train.profiles import PROFILES, Hyperparameters
@@ -299,12 +300,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyper
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, hp = parse_args(argv)
-    try:
+
+    def work() -> int:
         train(args, hp)
-    except (TrainingError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
+        return 0
+
+    return report_failures(work, (TrainingError, ValueError), TRAINING_REASON_FILE, log)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
 from pipeline.aws.upload import head_object
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,20 @@ import contextlib
 import re
 from typing import Iterator
 
-from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
-                                 PartialCredentialsError, ReadTimeoutError, TokenRetrievalError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    TokenRetrievalError,
+)
+
+from pipeline.errors import UserError
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """An expected failure of the SageMaker backend; ``str()`` is one line that says what to do."""
 
     def __init__(self, message: str):

@@ -198,7 +198,7 @@ def with_data_version(clients: AwsClients, definition: str | Mapping[str, Any],
     set and Preprocess will say what it found. The parameters' names are the Lambda's too: one
     home for them, which a test pins to ``pipeline/parameters.py``.
     """
-    from pipeline.local.lambdas import load_lambda
+    from pipeline.lambdas import load_lambda
 
     retrain = load_lambda("retrain")
     uri_name, version_name = retrain.INPUT_PARAMETER, retrain.VERSION_PARAMETER

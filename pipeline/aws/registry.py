@@ -18,11 +18,12 @@ from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
 from pipeline.aws.upload import split_s3_uri
 from pipeline.definition import report_accuracy
+from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
 log = logging.getLogger(__name__)
 
-APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
-DECISIONS = ("Approved", "Rejected")
+# What an approver may set: every status but the one a new version starts in.
+DECISIONS = tuple(status for status in APPROVAL_STATUSES if status != DEFAULT_APPROVAL_STATUS)
 MAX_APPROVAL_DESCRIPTION = 1024
 
 

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors, is_not_found
 from pipeline.aws.stack import describe_stack
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

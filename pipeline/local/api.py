@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.local.db import LOCAL_REGION
-from pipeline.local.lambdas import load_lambda
+from pipeline.lambdas import load_lambda
+from pipeline.local.aws_identity import REGION
 from pipeline.local.runtime import INVOKE_TIMEOUT_S, ensure_runtime
 from pipeline.settings import WEBSITE_DIR, Settings
 from serve.server.http import BodyRefused, json_response, name_server, read_body, refuse
@@ -50,7 +50,7 @@ def runtime_client(runtime_url: str, pool_size: int = HANDLER_THREADS):
 
     config = Config(max_pool_connections=pool_size, read_timeout=INVOKE_TIMEOUT_S + 5,
                     retries={"mode": "standard", "max_attempts": 3})
-    return boto3.session.Session().client("sagemaker-runtime", endpoint_url=runtime_url, region_name=LOCAL_REGION,
+    return boto3.session.Session().client("sagemaker-runtime", endpoint_url=runtime_url, region_name=REGION,
                                           aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_ACCESS_KEY,
                                           config=config)
 

@@ -15,11 +15,13 @@ One local addition: an entry whose outputs are gone from the artifact store (a c
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping
 
-from pipeline.local.executions import ExecutionError, parse_expire_after, step_cache_key
+from pipeline.local.db import sha256_text, to_json
+from pipeline.local.errors import PolicyError
 from pipeline.local.store import ArtifactStore
 
 CACHE_KEY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -29,6 +31,20 @@ CACHE_KEY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 # A CacheConfig without ExpireAfter never expires; a century stands for "never" in SQL text order.
 NO_EXPIRY = timedelta(days=36500)
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+
+def parse_expire_after(text: str) -> timedelta:
+    """An ISO 8601 duration as CacheConfig's ``ExpireAfter`` takes it (``P30D``, ``PT1H``, and
+    the short forms SageMaker's guide shows: ``30d``, ``T16m``). Years count 365 days and
+    months 30, which is all a cache expiry needs."""
+    normal = text.strip().upper()
+    normal = normal if normal.startswith("P") else "P" + normal
+    match = _DURATION.match(normal)
+    if not match or normal in ("P", "PT") or normal.endswith("T"):
+        raise PolicyError(f"cannot read the cache expiry {text!r}; write an ISO 8601 duration such as P30D or PT12H")
+    years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(days=365 * years + 30 * months + 7 * weeks + days, hours=hours, minutes=minutes, seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -44,8 +60,18 @@ def cache_policy(step: Mapping[str, Any]) -> CachePolicy | None:
     expire_after = config.get("ExpireAfter")
     try:
         return CachePolicy(parse_expire_after(expire_after) if expire_after else NO_EXPIRY)
-    except ExecutionError as exc:
-        raise ExecutionError(f"step {step.get('Name')}: {exc}") from None
+    except PolicyError as exc:
+        raise PolicyError(f"step {step.get('Name')}: {exc}") from None
+
+
+def step_cache_key(step_name: str, arguments: Any) -> str:
+    """sha256 of the step name and its resolved cache-key attributes (canonical JSON).
+
+    Like SageMaker, a step is reused only when what it would run is identical. The key holds
+    the step's URIs, not the content behind them (see the module's docstring). The empty
+    ``inputs`` member keeps keys equal to those that earlier versions recorded in the state.
+    """
+    return sha256_text(to_json({"step": step_name, "arguments": arguments, "inputs": {}}))
 
 
 def cache_key(step_name: str, step_type: str, arguments: Mapping[str, Any]) -> str:

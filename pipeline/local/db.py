@@ -11,6 +11,7 @@ Connections are per thread: open one with :func:`connect` in each thread or proc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 import time
@@ -18,15 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pipeline.errors import UserError
+
 STATE_FILE = "state.db"
 BUSY_TIMEOUT_S = 30.0
-ACCOUNT = "000000000000"
-LOCAL_REGION = "local"
 
 Clock = Callable[[], datetime]
 
 
-class StateError(Exception):
+class StateError(UserError):
     """A problem with the local state; the message is one line that says what to do."""
 
 
@@ -47,6 +48,11 @@ def to_json(value: Any) -> str:
     """Canonical JSON (sorted keys, no NaN): equal values give equal text, and a value that is
     not plain JSON fails here, inside the transaction, so nothing half-written remains."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    """The sha256 of ``text`` (canonical JSON, say): a definition's fingerprint, a step's cache key."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def state_path(home: Path | str) -> Path:

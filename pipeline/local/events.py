@@ -22,14 +22,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipeline.local.lambdas import lambda_path, load_lambda
+from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EVENTS_DIR = "events"
 DELIVERED_DIR = "delivered"
-DEPLOY_HANDLER = lambda_path("deploy")
 
 
 def deploy_module() -> ModuleType:

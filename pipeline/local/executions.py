@@ -7,10 +7,8 @@ cache lookup finds a previous successful run of a step with the same resolved ar
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import secrets
 import sqlite3
 import string
@@ -18,8 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping
 
-from pipeline.local.db import (ACCOUNT, LOCAL_REGION, Clock, StateError, iso, parse_iso, read_transaction,
-                               to_json, utc_now, write_transaction)
+from pipeline.local.aws_identity import REGION, execution_arn
+from pipeline.local.cache import parse_expire_after
+from pipeline.local.db import (Clock, StateError, iso, parse_iso, read_transaction, sha256_text, to_json, utc_now,
+                               write_transaction)
 from pipeline.local.processes import process_alive
 
 EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
@@ -77,40 +77,6 @@ def new_execution_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
-def execution_arn(pipeline_name: str, execution_id: str, region: str = LOCAL_REGION) -> str:
-    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:pipeline/{pipeline_name}/execution/{execution_id}"
-
-
-def sha256_text(text: str) -> str:
-    """The definition's fingerprint: the sha256 of its canonical JSON text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def step_cache_key(step_name: str, arguments: Any, inputs: Mapping[str, str] | None = None) -> str:
-    """sha256 of the step name, its resolved arguments and its inputs' content hashes.
-
-    Like SageMaker, a step is reused only when what it would run is identical; adding the input
-    hashes also catches changed data behind an unchanged URI.
-    """
-    return sha256_text(to_json({"step": step_name, "arguments": arguments, "inputs": dict(inputs or {})}))
-
-
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
-
-
-def parse_expire_after(text: str) -> timedelta:
-    """An ISO 8601 duration as CacheConfig's ``ExpireAfter`` takes it (``P30D``, ``PT1H``, and
-    the short forms SageMaker's guide shows: ``30d``, ``T16m``). Years count 365 days and
-    months 30, which is all a cache expiry needs."""
-    normal = text.strip().upper()
-    normal = normal if normal.startswith("P") else "P" + normal
-    match = _DURATION.match(normal)
-    if not match or normal in ("P", "PT") or normal.endswith("T"):
-        raise ExecutionError(f"cannot read the cache expiry {text!r}; write an ISO 8601 duration such as P30D or PT12H")
-    years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return timedelta(days=365 * years + 30 * months + 7 * weeks + days, hours=hours, minutes=minutes, seconds=seconds)
-
-
 def _execution(row: sqlite3.Row) -> Execution:
     return Execution(row["execution_id"], row["arn"], row["pipeline_name"], row["definition_sha256"],
                      json.loads(row["parameters"]), row["status"], row["start_time"], row["end_time"],
@@ -126,7 +92,7 @@ def _step(row: sqlite3.Row) -> Step:
 class ExecutionStore:
     """Executions and steps in one connection's database (one store per thread or process)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = utc_now, region: str = LOCAL_REGION) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = utc_now, region: str = REGION) -> None:
         self.conn, self.clock, self.region = conn, clock, region
 
     # --- executions -----------------------------------------------------------------------
@@ -147,7 +113,7 @@ class ExecutionStore:
                     self.conn.execute(
                         "INSERT INTO executions (execution_id, arn, pipeline_name, definition_sha256, parameters, "
                         "display_name, status, start_time, last_modified_time, runner_pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (execution_id, execution_arn(pipeline_name, execution_id, self.region), pipeline_name,
+                        (execution_id, execution_arn(pipeline_name, execution_id, region=self.region), pipeline_name,
                          definition_sha256, to_json(dict(parameters)), display_name, "Executing", now, now, os.getpid()))
             except sqlite3.IntegrityError:
                 continue

@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterator, Mapping
 from pipeline.bundles import CodeBundles
 from pipeline.local.cache import CachePolicy, cache_key, cache_policy, missing_outputs
 from pipeline.local.conditions import condition_step_outcome
-from pipeline.local.db import iso, open_state, parse_iso, utc_now
-from pipeline.local.executions import Execution, ExecutionStore, Step, sha256_text
+from pipeline.local.db import iso, open_state, parse_iso, sha256_text, utc_now
+from pipeline.local.executions import Execution, ExecutionStore, Step
 from pipeline.local.expressions import (ExecutionContext, ExpressionError, execution_variables, parameter_values,
                                         read_path, resolve)
 from pipeline.local.graph import Plan, StepNode, build_plan
@@ -47,6 +47,7 @@ from pipeline.local.processes import stop_process_group
 from pipeline.local.registry import ModelRegistry
 from pipeline.local.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.store import ArtifactStore
+from pipeline.parameters import DEFAULT_APPROVAL_STATUS
 from pipeline.settings import Settings
 
 JOBS_DIR = "jobs"
@@ -107,7 +108,6 @@ class _Run:
 
 def _context(run: _Run) -> ExecutionContext:
     variables = execution_variables(run.pipeline_name, run.execution_id, parse_iso(run.execution.start_time))
-    variables["PipelineExecutionArn"] = run.execution.arn  # the ARN the state database reports
     return ExecutionContext(run.execution.parameters, variables, read_property_file=run.read_property_file,
                             read_s3_json=run.store.read_json, now=lambda: iso(utc_now()))
 
@@ -150,7 +150,7 @@ def _register(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict
     metrics_uri = read_path(arguments, "ModelMetrics.ModelQuality.Statistics.S3Uri", f"step {node.name}")
     package = run.registry.register(
         arguments["ModelPackageGroupName"], artifact_uri, hashlib.sha256(run.store.read_bytes(artifact_uri)).hexdigest(),
-        run.store.read_json(metrics_uri), approval_status=arguments.get("ModelApprovalStatus") or "PendingManualApproval",
+        run.store.read_json(metrics_uri), approval_status=arguments.get("ModelApprovalStatus") or DEFAULT_APPROVAL_STATUS,
         inference_specification=specification, execution_id=run.execution_id,
         description=arguments.get("ModelPackageDescription"), metrics_uri=metrics_uri)
     return {"ModelPackageArn": package.arn, "ModelPackageGroupName": package.group_name,

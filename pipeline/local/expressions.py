@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
 
+from pipeline.local.aws_identity import ACCOUNT, REGION, execution_arn, pipeline_arn
+
 JsonValue = Any
 PropertyFileReader = Callable[[str, str], JsonValue]
 S3JsonReader = Callable[[str], JsonValue]
@@ -129,16 +131,14 @@ def format_datetime(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def execution_variables(pipeline_name: str, execution_id: str, start: datetime, region: str = "local",
-                        account: str = "000000000000") -> dict[str, str]:
-    """The ``Execution.*`` values of one execution, ARNs shaped like SageMaker's (whose
-    pipeline part is lower-cased)."""
-    pipeline_arn = f"arn:aws:sagemaker:{region}:{account}:pipeline/{pipeline_name.lower()}"
+def execution_variables(pipeline_name: str, execution_id: str, start: datetime, region: str = REGION,
+                        account: str = ACCOUNT) -> dict[str, str]:
+    """The ``Execution.*`` values of one execution, with the ARNs the state records for it."""
     return {
         "PipelineName": pipeline_name,
-        "PipelineArn": pipeline_arn,
+        "PipelineArn": pipeline_arn(pipeline_name, region=region, account=account),
         "PipelineExecutionId": execution_id,
-        "PipelineExecutionArn": f"{pipeline_arn}/execution/{execution_id}",
+        "PipelineExecutionArn": execution_arn(pipeline_name, execution_id, region=region, account=account),
         "StartDateTime": format_datetime(start),
     }
 

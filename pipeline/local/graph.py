@@ -138,10 +138,6 @@ class Plan:
             raise GraphError(f"unknown step {name!r}")
         return self.nodes[name]
 
-    def branch_steps(self, condition: str, outcome: bool) -> tuple[str, ...]:
-        """The steps a condition's outcome enables, in order."""
-        return tuple(n for n in self.order if self.nodes[n].condition == condition and self.nodes[n].branch == outcome)
-
     def _unchosen(self, node: StepNode, skipped: set[str], outcomes: Mapping[str, bool]) -> bool:
         if node.condition is None:
             return False

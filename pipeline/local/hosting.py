@@ -34,7 +34,8 @@ from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
 
-from pipeline.local.db import ACCOUNT, LOCAL_REGION, StateError, iso, to_json, utc_now, write_transaction
+from pipeline.local.aws_identity import sagemaker_arn
+from pipeline.local.db import StateError, iso, to_json, utc_now, write_transaction
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.registry import ModelRegistry
 from pipeline.local.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
@@ -50,10 +51,6 @@ STOP_TIMEOUT_S = 40.0
 
 def _client_error(operation: str, message: str, code: str = "ValidationException") -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
-
-
-def _arn(kind: str, name: str) -> str:
-    return f"arn:aws:sagemaker:{LOCAL_REGION}:{ACCOUNT}:{kind}/{name.lower()}"
 
 
 def _alive(pid: int | None) -> bool:
@@ -104,7 +101,7 @@ class LocalHosting:
             raise _client_error("CreateModel", "PrimaryContainer needs ModelPackageName or ModelDataUrl")
         if not self.store.has_object(artifact_uri):
             raise _client_error("CreateModel", f"the model artifact {artifact_uri} is not in the local store")
-        arn = _arn("model", ModelName)
+        arn = sagemaker_arn("model", ModelName)
         with write_transaction(self.conn):
             if self.conn.execute("SELECT 1 FROM hosted_models WHERE name = ?", (ModelName,)).fetchone():
                 raise _client_error("CreateModel", f'Cannot create already existing model "{arn}".')
@@ -125,7 +122,7 @@ class LocalHosting:
         if len(ProductionVariants) != 1:
             raise _client_error("CreateEndpointConfig", "the local runtime serves exactly one production variant")
         self.describe_model(ProductionVariants[0]["ModelName"])  # the model must exist, as SageMaker checks
-        arn = _arn("endpoint-config", EndpointConfigName)
+        arn = sagemaker_arn("endpoint-config", EndpointConfigName)
         with write_transaction(self.conn):
             if self.conn.execute("SELECT 1 FROM endpoint_configs WHERE name = ?", (EndpointConfigName,)).fetchone():
                 raise _client_error("CreateEndpointConfig", f'Cannot create already existing endpoint configuration "{arn}".')
@@ -159,7 +156,7 @@ class LocalHosting:
                         Tags: list | None = None) -> dict[str, str]:
         self.describe_endpoint_config(EndpointConfigName)
         self._ensure_runtime("CreateEndpoint")
-        arn, now = _arn("endpoint", EndpointName), iso(utc_now())
+        arn, now = sagemaker_arn("endpoint", EndpointName), iso(utc_now())
         with write_transaction(self.conn):
             if self.conn.execute("SELECT 1 FROM endpoints WHERE name = ?", (EndpointName,)).fetchone():
                 raise _client_error("CreateEndpoint", f'Cannot create already existing endpoint "{arn}".')
@@ -178,7 +175,7 @@ class LocalHosting:
         if self._serve(EndpointName, EndpointConfigName, on_failure={"status": "InService"}, failure_prefix=
                        f"update to {EndpointConfigName} failed: "):
             _stop(old_pid)
-        return {"EndpointArn": _arn("endpoint", EndpointName)}
+        return {"EndpointArn": sagemaker_arn("endpoint", EndpointName)}
 
     # --- tags (on endpoints: the deploy handler's record of the approval an endpoint follows) ---
     def add_tags(self, ResourceArn: str, Tags: list) -> dict[str, list]:  # noqa: N803
@@ -244,7 +241,7 @@ class LocalHosting:
             raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
         _stop(row["pid"])
         with write_transaction(self.conn):
-            self.conn.execute("DELETE FROM tags WHERE resource_arn = ?", (_arn("endpoint", EndpointName),))
+            self.conn.execute("DELETE FROM tags WHERE resource_arn = ?", (sagemaker_arn("endpoint", EndpointName),))
             self.conn.execute("DELETE FROM endpoints WHERE name = ?", (EndpointName,))
             last = self.conn.execute("SELECT 1 FROM endpoints").fetchone() is None
         if last:  # nothing left to route to; the runtime comes back on the same port with the next endpoint

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tarfile
@@ -31,14 +30,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pipeline.local.aws_identity import sagemaker_arn
+from pipeline.local.processes import stop_process_group
 from pipeline.local.store import ArtifactStore
 from serve.artifact import pack_model_dir
+from steps.job_failure import OUTPUT_DIR_ENV, PROCESSING_REASON_FILE, TRAINING_REASON_FILE
 
 OPT_ML = "/opt/ml"
 _OPT_ML_PATH = re.compile(r"(?<![\w./-])/opt/ml(?=/|$|[^\w.-])")
 SHIM_DIR = ".local-runtime/bin"
-ACCOUNT = "000000000000"
-REGION = "local"
 PIP_SHIM = """#!/bin/bash
 # Local runtime stand-in for the container's python (see pipeline/local/jobs.py): the project's
 # environment already has the bundle's requirements, so "pip install" is skipped.
@@ -84,10 +84,6 @@ def _mirror(container_path: str, job_dir: Path) -> Path:
     return job_dir / relative if relative else job_dir
 
 
-def job_arn(kind: str, job_name: str) -> str:
-    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{job_name.lower()}"
-
-
 def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str], log_path: Path,
          timeout_s: float | None, failure_file: Path | None = None, on_start: OnStart | None = None) -> None:
     """Run ``command`` with its output in ``log_path``; raise ``JobFailed`` on a non-zero exit
@@ -114,19 +110,16 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the job's process group (its own session), politely first."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    """Stop the job's whole process group (its own session), politely first, and return only
+    once every process of it is gone: a stopped job leaves nothing working in its folder."""
+    stop_process_group(process.pid)
+    process.poll()  # the leader is reaped already; this records it on the Popen object
 
 
 def _failure_reason(failure_file: Path | None, code: int) -> str:
-    """SageMaker's FailureReason comes from ``/opt/ml/output/failure`` when the job wrote one."""
+    """The reason the job wrote where SageMaker reads it, if it did: ``/opt/ml/output/failure``
+    for a training job (its FailureReason), ``/opt/ml/output/message`` for a processing job
+    (its ExitMessage)."""
     if failure_file is not None and failure_file.is_file():
         text = failure_file.read_text(encoding="utf-8", errors="replace").strip()
         if text:
@@ -186,11 +179,13 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
     env = _base_env(arguments, job_dir)
     env.update(SM_CODE_INPUT=str(job_dir / "processing/input/code"), SM_CODE_DIR=str(job_dir / "code"),
                PATH=f"{_write_shim(job_dir)}{os.pathsep}{env.get('PATH', '')}")
+    env[OUTPUT_DIR_ENV] = str(job_dir / "output")  # /opt/ml/output, where the scripts leave their ExitMessage
+    (job_dir / "output").mkdir(parents=True, exist_ok=True)
     _run([str(c) for c in command], job_name=job_name, cwd=job_dir, env=env, log_path=log_path,
-         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / "failure", on_start=on_start)
+         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / PROCESSING_REASON_FILE, on_start=on_start)
     for output in _processing_outputs(arguments):
         store.upload_dir(_mirror(output["S3Output"]["LocalPath"], job_dir), output["S3Output"]["S3Uri"])
-    return {"ProcessingJobName": job_name, "ProcessingJobArn": job_arn("processing-job", job_name),
+    return {"ProcessingJobName": job_name, "ProcessingJobArn": sagemaker_arn("processing-job", job_name),
             "ProcessingJobStatus": "Completed", "AppSpecification": dict(app),
             "ProcessingInputs": list(arguments.get("ProcessingInputs") or []),
             "ProcessingOutputConfig": dict(arguments.get("ProcessingOutputConfig") or {"Outputs": []})}
@@ -323,12 +318,12 @@ def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Pa
     command = [sys.executable, program] + [token for name, value in user_hps.items() for token in (f"--{name}", value)]
     try:
         _run(command, job_name=job_name, cwd=job_dir / "code", env=env, log_path=log_path,
-             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / "failure", on_start=on_start)
+             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / TRAINING_REASON_FILE, on_start=on_start)
     finally:
         _sync_checkpoints(checkpoint_config, checkpoint_dir, store, upload=True)
     model_uri = _upload_model(job_dir, (arguments.get("OutputDataConfig") or {})["S3OutputPath"], job_name, store)
     definitions = (arguments.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
-    return {"TrainingJobName": job_name, "TrainingJobArn": job_arn("training-job", job_name),
+    return {"TrainingJobName": job_name, "TrainingJobArn": sagemaker_arn("training-job", job_name),
             "TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
             "HyperParameters": all_hps, "OutputDataConfig": dict(arguments.get("OutputDataConfig") or {}),
             "CheckpointConfig": dict(checkpoint_config),

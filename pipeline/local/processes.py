@@ -27,15 +27,30 @@ def process_alive(pid: int | None) -> bool:
         return True
 
 
+KILL_WAIT_S = 5.0  # after SIGKILL, the kernel takes the processes down at once; this is a bound
+
+
 def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
     """Stop the process group ``pid`` leads, politely first (SIGTERM, then SIGKILL after
-    ``timeout_s``). The leader is reaped when it is this process's child; otherwise init does."""
+    ``timeout_s``), and return once no process of it is left. The leader is reaped when it is
+    this process's child; otherwise init does."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
+    if _group_gone(pid, timeout_s):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _group_gone(pid, KILL_WAIT_S)
+
+
+def _group_gone(pid: int, timeout_s: float) -> bool:
+    """Whether the group ``pid`` leads is gone within ``timeout_s`` (reaping the leader if it is ours)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
@@ -43,12 +58,10 @@ def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
-            return
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def process_runs(pid: int | None, module: str) -> bool:

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from pipeline.definition import report_accuracy
-from pipeline.local.db import ACCOUNT, LOCAL_REGION, Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
+from pipeline.local.aws_identity import ACCOUNT, REGION, model_package_arn, sagemaker_arn
+from pipeline.local.db import Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
+from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
-APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's ModelPackageGroupName pattern
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
@@ -74,14 +75,6 @@ class ApprovalChange:
         return self.event is not None
 
 
-def group_arn(group_name: str, region: str = LOCAL_REGION) -> str:
-    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:model-package-group/{group_name}"
-
-
-def package_arn(group_name: str, version: int, region: str = LOCAL_REGION) -> str:
-    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:model-package/{group_name}/{version}"
-
-
 def _package(row: sqlite3.Row) -> ModelPackage:
     return ModelPackage(
         row["group_name"], row["version"], row["arn"], row["artifact_uri"], row["artifact_sha256"],
@@ -108,12 +101,12 @@ def _check_group(group_name: str) -> None:
 class ModelRegistry:
     """Model packages in one connection's database (one registry per thread or process)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = utc_now, region: str = LOCAL_REGION,
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = utc_now, region: str = REGION,
                  event_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
         self.conn, self.clock, self.region, self.event_id = conn, clock, region, event_id
 
     def register(self, group_name: str, artifact_uri: str, artifact_sha256: str, metrics: Mapping[str, Any], *,
-                 approval_status: str = "PendingManualApproval", inference_specification: Mapping[str, Any],
+                 approval_status: str = DEFAULT_APPROVAL_STATUS, inference_specification: Mapping[str, Any],
                  execution_id: str | None = None, description: str | None = None, metrics_uri: str | None = None,
                  registered_by: str = "pipeline") -> ModelPackage:
         """A new version in the group (created on first use), all in one transaction: the group,
@@ -126,16 +119,16 @@ class ModelRegistry:
         now = iso(self.clock())
         with write_transaction(self.conn):
             self.conn.execute("INSERT OR IGNORE INTO model_package_groups VALUES (?,?,?)",
-                              (group_name, group_arn(group_name, self.region), now))
+                              (group_name, sagemaker_arn("model-package-group", group_name, region=self.region), now))
             version = self._next_version(group_name)
             try:
                 self.conn.execute(
                     "INSERT INTO model_packages (group_name, version, arn, artifact_uri, artifact_sha256, metrics, "
                     "metrics_uri, inference_specification, approval_status, execution_id, description, creation_time, "
                     "last_modified_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (group_name, version, package_arn(group_name, version, self.region), artifact_uri, artifact_sha256,
-                     to_json(dict(metrics)), metrics_uri, to_json(dict(inference_specification)), approval_status,
-                     execution_id, description, now, now))
+                    (group_name, version, model_package_arn(group_name, version, region=self.region), artifact_uri,
+                     artifact_sha256, to_json(dict(metrics)), metrics_uri, to_json(dict(inference_specification)),
+                     approval_status, execution_id, description, now, now))
             except sqlite3.IntegrityError as error:
                 raise RegistryError(f"cannot register in {group_name!r}: {error}; pass the id of an existing "
                                     "execution, or none") from error
@@ -248,7 +241,7 @@ def _customer_metadata(package: ModelPackage) -> dict[str, str]:
     return properties
 
 
-def state_change_event(package: ModelPackage, *, event_id: str, region: str = LOCAL_REGION,
+def state_change_event(package: ModelPackage, *, event_id: str, region: str = REGION,
                        updated_fields: list[str] | None = None) -> dict[str, Any]:
     """The "SageMaker Model Package State Change" event, in the shape of the example in
     SageMaker's EventBridge reference (versioned package: its name is the group's name)."""

@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from pipeline.local.executions import ExecutionError
+from pipeline.local.errors import PolicyError
 
 EXCEPTION_TYPES = ("Step.SERVICE_FAULT", "Step.THROTTLING", "SageMaker.JOB_INTERNAL_ERROR",
                    "SageMaker.CAPACITY_ERROR", "SageMaker.RESOURCE_LIMIT")
@@ -52,20 +52,20 @@ def retry_policies(step: Mapping[str, Any]) -> list[RetryPolicy]:
         types = tuple(raw.get("ExceptionType") or ())
         unknown = [t for t in types if t not in EXCEPTION_TYPES]
         if not types or unknown:
-            raise ExecutionError(f"step {step.get('Name')}: a RetryPolicy needs ExceptionType from "
-                                 f"{', '.join(EXCEPTION_TYPES)} (got {list(types)})")
+            raise PolicyError(f"step {step.get('Name')}: a RetryPolicy needs ExceptionType from "
+                              f"{', '.join(EXCEPTION_TYPES)} (got {list(types)})")
         try:
             policy = RetryPolicy(types, float(raw.get("IntervalSeconds", 1)), float(raw.get("BackoffRate", 2.0)),
                                  int(raw["MaxAttempts"]) if "MaxAttempts" in raw else None,
                                  float(raw["ExpireAfterMin"]) if "ExpireAfterMin" in raw else None)
         except (TypeError, ValueError) as exc:
-            raise ExecutionError(f"step {step.get('Name')}: a RetryPolicy has a value that is not a number: {exc}") from None
+            raise PolicyError(f"step {step.get('Name')}: a RetryPolicy has a value that is not a number: {exc}") from None
         if policy.interval_s < 0 or policy.backoff_rate < 1 or (policy.max_attempts or 1) < 1:
-            raise ExecutionError(f"step {step.get('Name')}: a RetryPolicy needs IntervalSeconds >= 0, "
-                                 "BackoffRate >= 1 and MaxAttempts >= 1")
+            raise PolicyError(f"step {step.get('Name')}: a RetryPolicy needs IntervalSeconds >= 0, "
+                              "BackoffRate >= 1 and MaxAttempts >= 1")
         if (policy.max_attempts is None) == (policy.expire_after_min is None):  # as the SDK requires
-            raise ExecutionError(f"step {step.get('Name')}: a RetryPolicy needs exactly one of MaxAttempts "
-                                 "and ExpireAfterMin")
+            raise PolicyError(f"step {step.get('Name')}: a RetryPolicy needs exactly one of MaxAttempts "
+                              "and ExpireAfterMin")
         policies.append(policy)
     return policies
 

@@ -39,7 +39,8 @@ from typing import Iterator
 import aiohttp
 from aiohttp import web
 
-from pipeline.local.db import ACCOUNT, LOCAL_REGION, connect, state_path
+from pipeline.local.aws_identity import ACCOUNT, endpoint_log_group_arn
+from pipeline.local.db import connect, state_path
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from serve.server.http import BodyRefused, json_response, name_server, ping, printable, read_body, refuse
 from serve.server.run import listening_socket, serve_forever, url_of, write_whole
@@ -103,8 +104,7 @@ def model_error(name: str, status: int, original: str, log_path: Path) -> web.Re
     message = (f"Received {kind} error ({status}) from primary with message \"{original}\". "
                f"See {log_path} for more information.")
     return aws_error(HTTPStatus.FAILED_DEPENDENCY, "ModelError", message, OriginalStatusCode=status,
-                     OriginalMessage=original, LogStreamArn=f"arn:aws:logs:{LOCAL_REGION}:{ACCOUNT}:log-group:"
-                                                           f"/aws/sagemaker/Endpoints/{name}")
+                     OriginalMessage=original, LogStreamArn=endpoint_log_group_arn(name))
 
 
 class Runtime:

@@ -1,23 +1,27 @@
-"""``sentiment-mlops run`` and ``executions``: the main job on the local runtime, and its records.
+"""``sentiment-mlops run``, ``executions`` and ``download``: the main job on the local runtime,
+its records, and the dataset it reads by default.
 
 ``run`` builds the very definition JSON that ``upsert`` would send to SageMaker, puts the data
 and the code bundles into the local artifact store, and executes it step by step.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.commands.common import Reply, followed_exit_code, parse_params, print_path, quiet_definition_json
+from pipeline.download import download, download_dataset
+from pipeline.errors import CommandError, UserError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.bundles import CodeBundles
     from pipeline.local.executions import Execution
 
 log = logging.getLogger(__name__)
@@ -26,19 +30,8 @@ LOCAL_PROFILE = "cpu"  # the definition's default is the GPU profile SageMaker r
 SKIPPED = "skipped"  # the status of a `run --skip-unchanged` that found nothing new to train on
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run that cannot start; one line that says what to do."""
-
-
-def quiet_definition_json(settings: Settings, bundles: CodeBundles | None = None) -> str:
-    """The definition JSON, without the SDK's own log lines and warnings about its choices."""
-    from pipeline.definition import definition_json
-
-    for name in ("sagemaker", "sagemaker.config"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return definition_json(settings, bundles)
 
 
 def local_defaults(profile: str) -> dict[str, str]:
@@ -50,16 +43,6 @@ def local_defaults(profile: str) -> dict[str, str]:
     if profile in PROFILES:
         defaults["Epochs"] = str(PROFILES[profile].epochs)
     return defaults
-
-
-def parse_params(pairs: list[str] | None) -> dict[str, str]:
-    params = {}
-    for pair in pairs or ():
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise RunError(f"--param {pair!r}: write parameters as Name=Value, for example --param Epochs=4")
-        params[name] = value
-    return params
 
 
 def _fingerprint(path: Path) -> str:
@@ -95,9 +78,16 @@ def stage_data(settings: Settings, data: Path, sample: int | None) -> str:
     """Put the reviews into the local store; returns the ``InputDataUri`` the pipeline reads.
 
     The URI is a folder and ends with "/": Preprocess reads it as a key prefix, and without the
-    slash ``…-2000`` would also take a staged ``…-20000``'s files.
+    slash ``…-2000`` would also take a staged ``…-20000``'s files. A path with no reviews in an
+    accepted layout is refused here, before an execution is recorded.
     """
     from pipeline.local.store import ArtifactStore
+    from steps.sources import DataError, check_dataset
+
+    try:
+        check_dataset(data)
+    except DataError as exc:  # one line, as the CLI's errors are: the accepted layouts joined onto it
+        raise RunError(f"--data {data}: " + " ".join(line.strip() for line in str(exc).splitlines())) from exc
 
     store = ArtifactStore(settings.home)
     with tempfile.TemporaryDirectory(prefix="sentiment-sample-") as scratch:
@@ -129,7 +119,7 @@ def store_data_version(settings: Settings, uri: str) -> str:
     data is replaced; without this version the replacement would look unchanged to
     ``--skip-unchanged``. The content is hashed, not just listed: local files have no ETag.
     """
-    from pipeline.local.lambdas import load_lambda
+    from pipeline.lambdas import load_lambda
     from pipeline.local.store import ArtifactStore, StoreError, split_uri
 
     store = ArtifactStore(settings.home)
@@ -175,12 +165,16 @@ def unchanged_since(settings: Settings, definition: str, values: dict[str, Any])
     """
     from pipeline.definition import CACHE_EXPIRE_AFTER
     from pipeline.local.db import iso, open_state, utc_now
-    from pipeline.local.executions import ExecutionStore, parse_expire_after, sha256_text
+    from pipeline.local.cache import parse_expire_after
+    from pipeline.local.db import sha256_text
+    from pipeline.local.executions import ExecutionStore
     from pipeline.local.expressions import parameter_values
 
     wanted = json.loads(json.dumps(parameter_values(json.loads(definition), values)))  # as the store keeps them
     cutoff = iso(utc_now() - parse_expire_after(CACHE_EXPIRE_AFTER))
-    for execution in ExecutionStore(open_state(settings.home)).list_executions(settings.pipeline_name):
+    with contextlib.closing(open_state(settings.home)) as conn:
+        executions = ExecutionStore(conn).list_executions(settings.pipeline_name)
+    for execution in executions:
         if execution.start_time < cutoff:
             break  # newest first: the rest are older still
         if (execution.status == "Succeeded" and execution.definition_sha256 == sha256_text(definition)
@@ -246,15 +240,16 @@ def retry_local(settings: Settings, execution_id: str, use_cache: bool = True) -
 
 def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
     """What a person or a script wants to know about an execution, from the state database."""
+    from pipeline.definition import REGISTER
     from pipeline.local.db import open_state
     from pipeline.local.executions import ExecutionStore
     from pipeline.local.registry import ModelRegistry
 
-    conn = open_state(settings.home)
-    execution, steps = ExecutionStore(conn).describe(execution_id)
-    versions = [p.version for p in ModelRegistry(conn).list_packages(settings.model_package_group)
-                if p.execution_id == execution.execution_id] if any(s.step_name == "Register" and s.status == "Succeeded"
-                                                                    for s in steps) else []
+    with contextlib.closing(open_state(settings.home)) as conn:
+        execution, steps = ExecutionStore(conn).describe(execution_id)
+        registered = any(s.step_name == REGISTER and s.status == "Succeeded" for s in steps)
+        versions = [p.version for p in ModelRegistry(conn).list_packages(settings.model_package_group)
+                    if p.execution_id == execution.execution_id] if registered else []
     return {
         "execution_id": execution.execution_id,
         "status": execution.status,
@@ -286,5 +281,107 @@ def list_executions(settings: Settings) -> list[dict[str, Any]]:
     from pipeline.local.db import open_state
     from pipeline.local.executions import ExecutionStore
 
-    return [{"execution_id": e.execution_id, "status": e.status, "started": e.start_time, "ended": e.end_time,
-             "failure_reason": e.failure_reason} for e in ExecutionStore(open_state(settings.home)).list_executions()]
+    with contextlib.closing(open_state(settings.home)) as conn:
+        return [{"execution_id": e.execution_id, "status": e.status, "started": e.start_time, "ended": e.end_time,
+                 "failure_reason": e.failure_reason} for e in ExecutionStore(conn).list_executions()]
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def register(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="execute the pipeline locally: preprocess, train, evaluate, gate, register")
+    run.add_argument("--data", help="folder or file with the reviews, or a URL (default: download the official archive)")
+    run.add_argument("--param", action="append", metavar="NAME=VALUE",
+                     help="set a pipeline parameter, e.g. --param Epochs=4 --param AccuracyThreshold=0.9 (see `definition`)")
+    run.add_argument("--sample", type=int, help="use only N reviews per split (a quick look, not a real run)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="run every step, even where an earlier run with the same inputs could be reused")
+    run.add_argument("--skip-unchanged", action="store_true",
+                     help="start nothing (exit 0, status skipped) when a successful run within the step cache's "
+                          "lifetime had the same data version, code and parameters: for scheduled runs, which would "
+                          "otherwise register the cached model again")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.set_defaults(handler=command_run)
+    executions = commands.add_parser("executions", help="local pipeline executions")
+    execution_actions = executions.add_subparsers(dest="action", required=True)
+    listing = execution_actions.add_parser("list", help="executions, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=command_executions_list)
+    show = execution_actions.add_parser("show", help="one execution: steps, times, accuracy, registered version")
+    show.add_argument("execution_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=command_executions_show)
+    retry = execution_actions.add_parser(
+        "retry", help="run a Failed or Stopped execution again from the step that failed (its steps that "
+                      "succeeded are kept; same id, definition and parameters)")
+    retry.add_argument("execution_id")
+    retry.add_argument("--no-cache", action="store_true", help="do not reuse cached results for the steps that run")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(handler=command_executions_retry)
+    download_parser = commands.add_parser("download", help="download and checksum the official IMDb archive into the cache")
+    download_parser.add_argument("--json", action="store_true")
+    download_parser.set_defaults(handler=command_download)
+
+
+def resolve_data(data: str | None, settings: Settings) -> Path:
+    if data is None:
+        return download_dataset(settings)
+    if data.startswith(("http://", "https://")):
+        return download(data, None, settings.cache_dir)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise CommandError(f"--data {data}: no such file or folder; pass the folder holding the reviews, or omit --data to download them")
+    return path
+
+
+def command_run(args: argparse.Namespace, settings: Settings) -> Reply:
+    params = parse_params(args.param)
+    data = resolve_data(args.data, settings) if "InputDataUri" not in params else Path(".")
+    result = run_local(settings, data, params, args.sample, use_cache=not args.no_cache,
+                       skip_unchanged=args.skip_unchanged)
+    if result["status"] == SKIPPED:  # nothing to do is an answer, not a failure: a cron line stays quiet
+        return Reply(result, _print_skipped)
+    return Reply(result, print_execution, followed_exit_code(result))
+
+
+def command_executions_list(args: argparse.Namespace, settings: Settings) -> Reply:
+    return Reply(list_executions(settings), _print_executions)
+
+
+def command_executions_show(args: argparse.Namespace, settings: Settings) -> Reply:
+    return Reply(summarize(settings, args.execution_id), print_execution)
+
+
+def command_executions_retry(args: argparse.Namespace, settings: Settings) -> Reply:
+    result = retry_local(settings, args.execution_id, use_cache=not args.no_cache)
+    return Reply(result, print_execution, followed_exit_code(result))
+
+
+def command_download(args: argparse.Namespace, settings: Settings) -> Reply:
+    return Reply({"path": str(download_dataset(settings))}, print_path)
+
+
+def _print_skipped(result: dict) -> None:
+    print(f"skipped: {result['reason']}")
+
+
+def print_execution(result: dict) -> None:
+    print(f"execution {result['execution_id']}: {result['status']}")
+    for name, step in result["steps"].items():
+        seconds = "" if step["seconds"] is None else f"{step['seconds']:>7.1f}s"
+        note = f"  (cached: the result of execution {step['cached_from']})" if step.get("cached_from") else ""
+        if step.get("attempts", 0) > 1:
+            note += f"  ({step['attempts']} attempts)"
+        print(f"  {name:<14} {step['status']:<10} {seconds}{note}")
+    if result["accuracy"] is not None:
+        print(f"  test accuracy {result['accuracy']:.4f} (threshold {result['threshold']})")
+    if result["model_package_version"] is not None:
+        print(f"  registered model version {result['model_package_version']} (approve it: sentiment-mlops registry approve "
+              f"{result['model_package_version']})")
+    if result["failure_reason"]:
+        print(f"  {result['failure_reason']}")
+
+
+def _print_executions(rows: list) -> None:
+    for row in rows:
+        print(f"  {row['execution_id']}  {row['status']:<10} {row['started']}  {row['failure_reason'] or ''}")

@@ -1,0 +1,74 @@
+"""What the command modules share: the reply a handler returns, and helpers more than one command needs.
+
+A handler is ``handler(args, settings) -> Reply``: the result (what ``--json`` prints), how to
+print it for people, and the exit status. ``pipeline.cli.main`` does the printing and returns
+the status; the handler decides both, so nothing downstream guesses which command ran.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import CommandError
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.bundles import CodeBundles
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer: ``result`` for ``--json``, ``show(result)`` for people, and the exit status."""
+
+    result: Any
+    show: Callable[[Any], None]
+    exit_code: int = 0
+
+    def print_text(self) -> None:
+        self.show(self.result)
+
+
+def as_text(value) -> str:
+    """Times from boto3 are datetimes: ISO 8601 in the output, JSON included."""
+    return value.isoformat() if isinstance(value, (datetime, date)) else str(value)
+
+
+def print_path(result: dict) -> None:
+    print(result["path"])
+
+
+def followed_exit_code(result: dict) -> int:
+    """A run, a retry or a wait whose pipeline ended other than Succeeded is a failure for scripts too."""
+    return 1 if result["status"] != "Succeeded" else 0
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    """``--param Name=Value`` pairs (``run``, ``aws start``) as a dict."""
+    params = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--param {pair!r}: write parameters as Name=Value, for example --param Epochs=4")
+        params[name] = value
+    return params
+
+
+def quiet_definition_json(settings: Settings, bundles: CodeBundles | None = None) -> str:
+    """The definition JSON, without the SDK's own log lines and warnings about its choices."""
+    from pipeline.definition import definition_json
+
+    for name in ("sagemaker", "sagemaker.config"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return definition_json(settings, bundles)
+
+
+def deployment_line(result: dict) -> str:
+    """One local deployment (an approval event the deploy handler acted on), for people."""
+    return (f"endpoint {result['endpoint']} {result['status']}: version {result['version']} "
+            f"({result['endpoint_config']})")
