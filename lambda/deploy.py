@@ -42,9 +42,10 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("deploy")
 log.setLevel(logging.INFO)
@@ -106,7 +107,7 @@ class DeployConfig:
     retry_delays_s: tuple[int, ...] = RETRY_DELAYS_S
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "DeployConfig":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DeployConfig:
         missing = [n for n in ("ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN") if not environ.get(n)]
         if missing:
             raise DeployError(f"the function's environment lacks {', '.join(missing)}: set them in the template")

@@ -27,8 +27,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 log = logging.getLogger("predict")
 log.setLevel(logging.INFO)
@@ -49,7 +50,7 @@ class PredictConfig:
     allowed_origin: str = "*"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "PredictConfig":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> PredictConfig:
         if not environ.get("ENDPOINT_NAME"):
             raise RuntimeError("the function's environment lacks ENDPOINT_NAME: set it in the template")
         return cls(environ["ENDPOINT_NAME"], environ.get("ALLOWED_ORIGIN") or "*")

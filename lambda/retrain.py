@@ -50,9 +50,10 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 log = logging.getLogger("retrain")
 log.setLevel(logging.INFO)
@@ -93,7 +94,7 @@ class RetrainConfig:
     data_prefix: str  # "sentiment-mlops/data/": keys under it are datasets
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "RetrainConfig":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RetrainConfig:
         missing = [n for n in ("PIPELINE_NAME", "DATA_BUCKET", "DATA_PREFIX") if not environ.get(n)]
         if missing:
             raise RetrainError(f"the function's environment lacks {', '.join(missing)}: set them in the template")
@@ -352,7 +353,7 @@ def _skip_reason(sagemaker, config: RetrainConfig, trigger: Trigger, definition:
     """Why the trigger should start nothing, or None when it should start. Only a schedule tick
     waits for a running execution; new data starts even then, unless it would repeat a run
     (``_unchanged_since``)."""
-    since = datetime.now(timezone.utc) - CACHE_LIFETIME
+    since = datetime.now(UTC) - CACHE_LIFETIME
     summaries = _recent_executions(sagemaker, config.pipeline_name, since)
     running = next((s["PipelineExecutionArn"] for s in summaries
                     if s.get("PipelineExecutionStatus") in RUNNING_STATUSES), None)

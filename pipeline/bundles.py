@@ -16,9 +16,9 @@ import gzip
 import hashlib
 import io
 import tarfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from pipeline.settings import REPO_ROOT, Settings
 from serve import dependencies

@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from pipeline.bundles import CodeBundles, build_bundles
 from pipeline.parameters import DEFAULT_PROCESSING_INSTANCE_TYPE, DEFAULT_TRAINING_INSTANCE_TYPE
@@ -210,7 +211,7 @@ def supported_instance_types(image_uri: str) -> dict[str, list[str]]:
     return INSTANCE_TYPES[image_processor(image_uri)]
 
 
-def build_pipeline(settings: Settings | None = None, bundles: CodeBundles | None = None) -> "Pipeline":
+def build_pipeline(settings: Settings | None = None, bundles: CodeBundles | None = None) -> Pipeline:
     """The pipeline as an SDK ``Pipeline`` object; nothing is sent anywhere.
 
     Its ``definition()`` is where the SDK computes the steps' arguments: call it through
@@ -223,32 +224,46 @@ def build_pipeline(settings: Settings | None = None, bundles: CodeBundles | None
         return _build_pipeline(settings, bundles)
 
 
-def _build_pipeline(settings: Settings, bundles: CodeBundles) -> "Pipeline":
+def _build_pipeline(settings: Settings, bundles: CodeBundles) -> Pipeline:
 
+    import boto3
+    from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.shapes import (
+        MetricDefinition,
+        ProcessingInput,
+        ProcessingOutput,
+        ProcessingS3Input,
+        ProcessingS3Output,
+    )
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        InputData,
+        OutputDataConfig,
+        StoppingCondition,
+    )
+    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
-    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.pipeline_context import PipelineSession
     from sagemaker.core.workflow.properties import PropertyFile
-    from sagemaker.core.processing import Processor
-    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
-    from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
-    from sagemaker.core.training.configs import CheckpointConfig, Compute, InputData, OutputDataConfig, StoppingCondition
-    from sagemaker.core.shapes import MetricDefinition
-    from sagemaker.train.model_trainer import ModelTrainer
-    from sagemaker.serve.model_builder import ModelBuilder
     from sagemaker.mlops.workflow.condition_step import ConditionStep
     from sagemaker.mlops.workflow.fail_step import FailStep
     from sagemaker.mlops.workflow.model_step import ModelStep
     from sagemaker.mlops.workflow.pipeline import Pipeline
-    from sagemaker.mlops.workflow.retry import (SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
-                                                StepExceptionTypeEnum, StepRetryPolicy)
+    from sagemaker.mlops.workflow.retry import (
+        SageMakerJobExceptionTypeEnum,
+        SageMakerJobStepRetryPolicy,
+        StepExceptionTypeEnum,
+        StepRetryPolicy,
+    )
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
+    from sagemaker.serve.model_builder import ModelBuilder
+    from sagemaker.train.model_trainer import ModelTrainer
 
     from pipeline.parameters import default_input_data_uri, pipeline_parameters
     from train.train import METRIC_DEFINITIONS
-
-    import boto3
 
     session = PipelineSession(boto_session=boto3.Session(region_name=settings.region),
                               default_bucket=settings.bucket, sagemaker_config=SDK_CONFIG,

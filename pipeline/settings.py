@@ -8,9 +8,9 @@ placeholder role ARN is fine offline and is replaced by a real one before ``upse
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -80,7 +80,7 @@ class Settings:
         """Whether the bucket or the role is left to the stack's outputs (not named in the settings)."""
         return not self.explicit_bucket or self.role_arn == PLACEHOLDER_ROLE_ARN
 
-    def from_stack(self, outputs: Mapping[str, str]) -> "Settings":
+    def from_stack(self, outputs: Mapping[str, str]) -> Settings:
         """These settings with the stack's bucket and pipeline role where none is named."""
         bucket = self.bucket if self.explicit_bucket else outputs["ArtifactBucketName"]
         role = self.role_arn if self.role_arn != PLACEHOLDER_ROLE_ARN else outputs["PipelineRoleArn"]

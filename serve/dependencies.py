@@ -18,9 +18,9 @@ and uses the standard library only, because the pipeline imports it while buildi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 CONSTRAINTS_FILE = Path(__file__).resolve().with_name("constraints.txt")
 REQUIREMENTS_NAME = "requirements.txt"

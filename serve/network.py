@@ -24,7 +24,7 @@ class NetworkConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NetworkConfig":
+    def from_dict(cls, data: dict) -> NetworkConfig:
         known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
         return cls(**known)
 

@@ -73,7 +73,7 @@ class TextConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TextConfig":
+    def from_dict(cls, data: dict) -> TextConfig:
         known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
         return cls(**known)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Vocabulary:
         return len(self.tokens) + 2
 
     @classmethod
-    def build(cls, counts: Counter, max_size: int, min_count: int = 1) -> "Vocabulary":
+    def build(cls, counts: Counter, max_size: int, min_count: int = 1) -> Vocabulary:
         """Most frequent tokens first; ties broken alphabetically so the same data gives the same ids."""
         if max_size < 3:
             raise ValueError(f"vocabulary size must be at least 3 (padding, unknown, one word), got {max_size}")
@@ -50,7 +50,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "Vocabulary":
+    def load(cls, path: Path) -> Vocabulary:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

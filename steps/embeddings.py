@@ -11,7 +11,7 @@ leading columns.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.preprocess import PreprocessOptions, run as preprocess
 from serve.text import TextConfig
+from steps.preprocess import PreprocessOptions
+from steps.preprocess import run as preprocess
 from tests.synthetic import make_reviews, write_jsonl
 
 # Hyperparameters for a network small enough to train in seconds on synthetic reviews.

@@ -15,9 +15,22 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from pipeline.aws import (AwsClients, BackendError, ExecutionTimeout, describe_execution, describe_model_package,
-                          list_executions, list_model_packages, make_clients, set_approval, start_execution,
-                          upload_bundles, upsert_pipeline, validate_parameters, wait_for_execution)
+from pipeline.aws import (
+    AwsClients,
+    BackendError,
+    ExecutionTimeout,
+    describe_execution,
+    describe_model_package,
+    list_executions,
+    list_model_packages,
+    make_clients,
+    set_approval,
+    start_execution,
+    upload_bundles,
+    upsert_pipeline,
+    validate_parameters,
+    wait_for_execution,
+)
 from pipeline.bundles import CodeBundles, build_bundles, content_addressed
 from pipeline.definition import canonical_json, definition_json
 from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings

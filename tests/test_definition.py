@@ -17,13 +17,13 @@ import tarfile
 import threading
 import time
 import warnings
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.bundles import (CodeBundles, TEXT_REQUIREMENTS, build_bundles, content_addressed,
-                              deterministic_tar_gz)
+from pipeline.bundles import TEXT_REQUIREMENTS, CodeBundles, build_bundles, content_addressed, deterministic_tar_gz
 from pipeline.settings import REPO_ROOT, Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "pipeline_definition.json"
@@ -252,11 +252,11 @@ def test_every_s3_path_is_explicit(definition):
 
 def _resolved(value, definition: dict, **parameters):
     """``value`` as SageMaker resolves it for an execution with these parameters."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pipeline.local.expressions import ExecutionContext, execution_variables, parameter_values, resolve
 
-    execution = execution_variables("sentiment-mlops-test", "exec1", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    execution = execution_variables("sentiment-mlops-test", "exec1", datetime(2026, 1, 1, tzinfo=UTC))
     return resolve(value, ExecutionContext(parameter_values(definition, parameters), execution))
 
 

@@ -10,11 +10,13 @@ import torch
 from serve.network import NetworkConfig, SentimentLSTM
 from steps.arrays import EMBEDDINGS_FILE, load_embeddings
 from steps.embeddings import cooccurrence, embeddings_from_cooccurrence, ppmi
-from steps.preprocess import PreprocessOptions, run as preprocess
+from steps.preprocess import PreprocessOptions
+from steps.preprocess import run as preprocess
 from steps.sources import load_reviews
 from tests.conftest import train_args
 from tests.synthetic import make_reviews, write_archive, write_jsonl, write_tree
-from train.train import TrainingError, _initialise_embeddings, main as train_main
+from train.train import TrainingError, _initialise_embeddings
+from train.train import main as train_main
 
 
 def test_cooccurrence_counts_within_the_window_weighted_by_distance():

@@ -6,17 +6,28 @@ else runs on small hand-written expressions, with fake property files and step p
 from __future__ import annotations
 
 import json
-import warnings
 import re
-from datetime import datetime, timezone
+import warnings
+from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.local.conditions import (ConditionError, condition_step_outcome, evaluate_condition,
-                                       evaluate_conditions)
-from pipeline.local.expressions import (ExecutionContext, ExpressionError, cast_parameter, evaluate,
-                                        execution_variables, is_expression, iter_expressions, parameter_values,
-                                        parse_path, read_path, referenced_steps, resolve, stringify)
+from pipeline.local.conditions import ConditionError, condition_step_outcome, evaluate_condition, evaluate_conditions
+from pipeline.local.expressions import (
+    ExecutionContext,
+    ExpressionError,
+    cast_parameter,
+    evaluate,
+    execution_variables,
+    is_expression,
+    iter_expressions,
+    parameter_values,
+    parse_path,
+    read_path,
+    referenced_steps,
+    resolve,
+    stringify,
+)
 
 DEFINITION = {"Parameters": [
     {"Name": "Uri", "Type": "String", "DefaultValue": "s3://b/in"},
@@ -25,7 +36,7 @@ DEFINITION = {"Parameters": [
     {"Name": "Flag", "Type": "Boolean", "DefaultValue": True},
     {"Name": "Status", "Type": "String", "DefaultValue": "Pending", "EnumValues": ["Pending", "Approved"]},
 ], "Steps": []}
-START = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc)
+START = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
 REPORT = {"binary_classification_metrics": {"accuracy": {"value": 0.9}, "curve": [{"x": 1}, {"x": 2.5}]},
           "odd-key": {"a b": 3}}
 PREPROCESS_PROPERTIES = {

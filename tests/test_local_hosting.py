@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-import time
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 

@@ -126,7 +126,7 @@ class Load:
                     self.failures.append(outcome)
         connection.close()
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self.threads:
             thread.start()
         return self

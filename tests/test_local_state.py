@@ -6,7 +6,7 @@ import multiprocessing
 import re
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
+        self.now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -129,7 +129,7 @@ def test_arns_are_cased_as_sagemaker_cases_them(store: ExecutionStore, registry:
 
     run = store.create("My-Pipeline", SHA, {})
     assert run.arn == f"arn:aws:sagemaker:local:000000000000:pipeline/my-pipeline/execution/{run.execution_id}"
-    variables = execution_variables("My-Pipeline", run.execution_id, datetime.now(timezone.utc))
+    variables = execution_variables("My-Pipeline", run.execution_id, datetime.now(UTC))
     assert variables["PipelineExecutionArn"] == run.arn
     assert register(registry, group="Sentiment-LSTM").arn == "arn:aws:sagemaker:local:000000000000:model-package/Sentiment-LSTM/1"
 

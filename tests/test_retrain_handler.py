@@ -8,7 +8,7 @@ schedule tick reads back to decide whether anything changed since."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -237,7 +237,7 @@ def _mark_running(arn: str) -> None:
 
 # Start times within the cache's lifetime of the real clock, which the handler measures against;
 # an execution the handler starts without _tick keeps moto's start time (now: newer than these).
-_CLOCK = iter(datetime.now(timezone.utc) - timedelta(days=10) + timedelta(minutes=n) for n in range(1000))
+_CLOCK = iter(datetime.now(UTC) - timedelta(days=10) + timedelta(minutes=n) for n in range(1000))
 
 
 def _tick(sagemaker, s3, event_id: str) -> dict:
@@ -345,7 +345,7 @@ def test_a_run_older_than_the_cache_lifetime_is_not_repeated(sagemaker, s3):
     """Past ExpireAfter SageMaker takes nothing from that run's cache: a tick trains afresh."""
     first = _tick(sagemaker, s3, "tick-1")
     _execution(first["execution_arn"]).start_time = (
-        datetime.now(timezone.utc) - retrain.CACHE_LIFETIME - timedelta(minutes=1))
+        datetime.now(UTC) - retrain.CACHE_LIFETIME - timedelta(minutes=1))
     assert _tick(sagemaker, s3, "tick-2")["status"] == "started"
 
 
@@ -385,7 +385,7 @@ class _Listing:
 
 
 def test_executions_are_read_back_newest_first_until_the_cache_lifetime_or_the_cap():
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     since = now - retrain.CACHE_LIFETIME
     hourly = _Listing([now - timedelta(hours=n) for n in range(30 * 24 + 100)], page_size=10)
     recent = retrain._recent_executions(hourly, PIPELINE, since)

@@ -222,7 +222,9 @@ def test_config_from_dict_still_validates():
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
         TextConfig().max_len = 5  # type: ignore[misc]
 
 

@@ -153,8 +153,9 @@ def test_missing_training_data_is_a_clear_error(tmp_path, caplog):
 @pytest.mark.parametrize("reviews", [24, 60])
 def test_a_tiny_dataset_trains_without_a_schedule_error(tmp_path, reviews):
     """One or a few batches per epoch must still give the one-cycle schedule a step per phase."""
-    from steps.preprocess import PreprocessOptions, run as preprocess
     from serve.text import TextConfig
+    from steps.preprocess import PreprocessOptions
+    from steps.preprocess import run as preprocess
     from tests.synthetic import make_reviews, write_jsonl
 
     data = write_jsonl(tmp_path / "data", make_reviews(reviews, seed=3), make_reviews(10, seed=4))

@@ -27,7 +27,7 @@ class Hyperparameters:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_overrides(self, overrides: dict) -> "Hyperparameters":
+    def with_overrides(self, overrides: dict) -> Hyperparameters:
         return replace(self, **overrides)
 
     @classmethod

@@ -7,10 +7,19 @@ Every expected failure is a ``BackendError`` with a one-line message that says w
 """
 from pipeline.aws.clients import AwsClients, make_clients
 from pipeline.aws.errors import BackendError, ExecutionTimeout
-from pipeline.aws.pipelines import (TERMINAL_STATUSES, deployed_definition, describe_execution, execution_steps,
-                                    list_executions, require_role, start_execution, upsert_pipeline,
-                                    validate_parameters, wait_for_execution)
-from pipeline.aws.registry import (describe_model_package, list_model_packages, read_accuracy, set_approval)
+from pipeline.aws.pipelines import (
+                                    TERMINAL_STATUSES,
+                                    deployed_definition,
+                                    describe_execution,
+                                    execution_steps,
+                                    list_executions,
+                                    require_role,
+                                    start_execution,
+                                    upsert_pipeline,
+                                    validate_parameters,
+                                    wait_for_execution,
+)
+from pipeline.aws.registry import describe_model_package, list_model_packages, read_accuracy, set_approval
 from pipeline.aws.upload import UploadReport, upload_bundles
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from botocore.exceptions import ClientError
 

@@ -164,9 +164,8 @@ def unchanged_since(settings: Settings, definition: str, values: dict[str, Any])
     leaves its cache entries in place.
     """
     from pipeline.definition import CACHE_EXPIRE_AFTER
-    from pipeline.local.db import iso, open_state, utc_now
     from pipeline.local.cache import parse_expire_after
-    from pipeline.local.db import sha256_text
+    from pipeline.local.db import iso, open_state, sha256_text, utc_now
     from pipeline.local.executions import ExecutionStore
     from pipeline.local.expressions import parameter_values
 

@@ -16,9 +16,10 @@ One local addition: an entry whose outputs are gone from the artifact store (a c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.local.db import sha256_text, to_json
 from pipeline.local.errors import PolicyError

@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 import operator
 import re
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pipeline.local.expressions import ExecutionContext, ExpressionError, resolve
 

@@ -12,14 +12,24 @@ import os
 import secrets
 import sqlite3
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.local.aws_identity import REGION, execution_arn
 from pipeline.local.cache import parse_expire_after
-from pipeline.local.db import (Clock, StateError, iso, parse_iso, read_transaction, sha256_text, to_json, utc_now,
-                               write_transaction)
+from pipeline.local.db import (
+    Clock,
+    StateError,
+    iso,
+    parse_iso,
+    read_transaction,
+    sha256_text,
+    to_json,
+    utc_now,
+    write_transaction,
+)
 from pipeline.local.processes import process_alive
 
 EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")

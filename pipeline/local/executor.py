@@ -30,17 +30,24 @@ import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from pipeline.bundles import CodeBundles
 from pipeline.local.cache import CachePolicy, cache_key, cache_policy, missing_outputs
 from pipeline.local.conditions import condition_step_outcome
 from pipeline.local.db import iso, open_state, parse_iso, sha256_text, utc_now
 from pipeline.local.executions import Execution, ExecutionStore, Step
-from pipeline.local.expressions import (ExecutionContext, ExpressionError, execution_variables, parameter_values,
-                                        read_path, resolve)
+from pipeline.local.expressions import (
+    ExecutionContext,
+    ExpressionError,
+    execution_variables,
+    parameter_values,
+    read_path,
+    resolve,
+)
 from pipeline.local.graph import Plan, StepNode, build_plan
 from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job
 from pipeline.local.processes import stop_process_group

@@ -27,9 +27,10 @@ exponents (``1e-05``) may be written differently by the service (``1.0E-5``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from pipeline.local.aws_identity import ACCOUNT, REGION, execution_arn, pipeline_arn
 
@@ -127,8 +128,8 @@ def parameter_values(definition: Mapping[str, Any], given: Mapping[str, Any] | N
 def format_datetime(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and ``Z``: the form SageMaker's APIs print."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def execution_variables(pipeline_name: str, execution_id: str, start: datetime, region: str = REGION,
@@ -161,13 +162,13 @@ class ExecutionContext:
     read_s3_json: S3JsonReader | None = None
     now: Callable[[], str] | None = None
 
-    def with_step_properties(self, step: str, properties: Mapping[str, Any]) -> "ExecutionContext":
+    def with_step_properties(self, step: str, properties: Mapping[str, Any]) -> ExecutionContext:
         """A copy that also knows ``step``'s properties (the context itself never changes)."""
         merged = {**self.step_properties, step: properties}
         return ExecutionContext(self.parameters, self.execution, merged, self.read_property_file,
                                 self.read_s3_json, self.now)
 
-    def with_execution(self, **variables: Any) -> "ExecutionContext":
+    def with_execution(self, **variables: Any) -> ExecutionContext:
         """A copy with more ``Execution.*`` variables (e.g. the step's TrainingJobName)."""
         return ExecutionContext(self.parameters, {**self.execution, **variables}, self.step_properties,
                                 self.read_property_file, self.read_s3_json, self.now)

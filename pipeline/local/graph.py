@@ -16,8 +16,9 @@ after their condition), so that every local run schedules the same way.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from pipeline.local.expressions import ExpressionError, referenced_steps
 

@@ -26,9 +26,10 @@ import re
 import subprocess
 import sys
 import tarfile
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import stop_process_group
@@ -250,7 +251,7 @@ def _training_env(arguments: Mapping[str, Any], job_dir: Path, channels: Mapping
 
 def parse_metrics(log_text: str, definitions: list[Mapping[str, str]], when: datetime | None = None) -> list[dict[str, Any]]:
     """``FinalMetricDataList``: each metric's last value in the log, by its definition's regex."""
-    stamp = (when or datetime.now(timezone.utc)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = (when or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     metrics = []
     for definition in definitions:
         values = [m.group(1) for m in re.finditer(definition["Regex"], log_text)]

@@ -13,8 +13,9 @@ import json
 import re
 import sqlite3
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pipeline.definition import report_accuracy
 from pipeline.local.aws_identity import ACCOUNT, REGION, model_package_arn, sagemaker_arn

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.local.errors import PolicyError
 

@@ -30,11 +30,11 @@ import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Iterator
 
 import aiohttp
 from aiohttp import web
@@ -169,7 +169,7 @@ class Runtime:
                 async with self.session.post(route.url + "/invocations", data=body, headers=headers) as response:
                     data = await response.read()
                     return self._answer(name, route, response, data)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if isinstance(error, asyncio.TimeoutError) or time.monotonic() + pause > deadline:
                     log.warning("endpoint %s: the model server at %s did not answer: %r", name, route.url, error)
                     return aws_error(HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailable",

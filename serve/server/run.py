@@ -12,8 +12,8 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from aiohttp import web
 
@@ -117,7 +117,7 @@ class BackgroundServer:
             self._error = error
             self._ready.set()
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -130,7 +130,7 @@ class BackgroundServer:
         self._thread.join()
         self.socket.close()
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

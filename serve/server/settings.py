@@ -13,8 +13,8 @@ inference container uses, so an endpoint's environment means the same here as on
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_DELAY_MS = 0.0
@@ -54,7 +54,7 @@ class ServerSettings:
     queue_size: int = DEFAULT_QUEUE_SIZE
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServerSettings":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
         return cls(workers=_number(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", cpu_count(), 1),
                    batch_size=_number(environ, "SAGEMAKER_TS_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1),
                    max_batch_delay_ms=_number(environ, "SAGEMAKER_TS_MAX_BATCH_DELAY", DEFAULT_MAX_BATCH_DELAY_MS, 0,

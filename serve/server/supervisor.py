@@ -23,9 +23,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from serve.server.run import listening_socket, url_of, write_whole
 from serve.server.settings import ServerSettings, SettingsError
