@@ -68,7 +68,8 @@ def run_job(data: Path, profile: str, home: Path, extra: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "imdb")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="the IMDb reviews: a folder with train.jsonl.gz and test.jsonl.gz, or aclImdb_v1.tar.gz")
     parser.add_argument("--profile", choices=sorted(TARGETS), default="cpu")
     parser.add_argument("--home", type=Path, help="the local runtime's home for this run (default: a temporary folder)")
     parser.add_argument("extra", nargs="*", help="more arguments for `sentiment-mlops run`, after --, e.g. -- --param MaxLen=300")

@@ -80,12 +80,13 @@ def run_ours(data: Path, workdir: Path, *options: str) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "imdb")
-    parser.add_argument("--stopwords", type=Path, default=REPO.parent / "shared" / "data" / "stopwords" / "english.txt")
+    parser.add_argument("--data", type=Path, required=True, help="a folder with train.jsonl.gz and test.jsonl.gz")
+    parser.add_argument("--stopwords", type=Path, required=True,
+                        help="NLTK's English stopwords file (corpora/stopwords/english), for the tutorial's baseline")
     parser.add_argument("--baseline-sample", type=int, default=500, help="reviews the slow baseline is timed on")
     args = parser.parse_args()
 
-    texts = []
+    texts: list[str] = []
     for name in ("train.jsonl.gz", "test.jsonl.gz"):
         with gzip.open(args.data / name, "rt", encoding="utf-8") as handle:
             texts.extend(json.loads(line)["text"] for line in handle)

@@ -59,6 +59,8 @@ def _test_reviews(settings: Settings, version: int, count: int) -> tuple[list[di
     """Reviews of 100 to 200 tokens from the execution's test split, with the evaluation's
     probability for each."""
     package = ModelRegistry(open_state(settings.home)).get(settings.model_package_group, version)
+    if package.metrics_uri is None:
+        raise SystemExit(f"version {version} has no evaluation metrics to take its test split from")
     store = ArtifactStore(settings.home)
     executions = package.metrics_uri.split("/executions/", 1)[0]
     reviews_uri = f"{executions}/executions/{package.execution_id}/{PREPROCESS}/test/reviews.jsonl"
@@ -118,14 +120,20 @@ def _wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
                            "-s", str(script), url], capture_output=True, text=True, check=True)
     out = done.stdout
 
+    def search(pattern: str, flags: int = 0) -> re.Match[str]:
+        match = re.search(pattern, out, flags)
+        if match is None:
+            raise SystemExit(f"wrk's output has no match for {pattern!r}:\n{out}")
+        return match
+
     def latency(percentile: str) -> float:
-        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        value, unit = search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", re.M).groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+    return {"rps": float(search(r"Requests/sec:\s+([\d.]+)").group(1)),
+            "requests": int(search(r"(\d+) requests in").group(1)),
             "p50": latency("50"), "p99": latency("99"),
             "socket_errors": sum(map(int, errors.groups())) if errors else 0,
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
@@ -141,6 +149,7 @@ def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--home", str(settings.home), "api",
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None  # stdout=PIPE
     line = process.stdout.readline()
     if not line.startswith("website and API on"):
         raise SystemExit(f"sentiment-mlops api did not start: {line!r}")
@@ -168,6 +177,7 @@ def _agreement(api_url: str, reviews: list[dict], expected: list[float]) -> tupl
     import http.client
 
     parts = urlsplit(api_url)
+    assert parts.hostname is not None, api_url
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     answers = []
     for review in reviews:

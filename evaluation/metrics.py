@@ -5,6 +5,8 @@ metric carries a ``standard_deviation`` from a seeded bootstrap over the test re
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import rankdata
 from sklearn import metrics as skm
@@ -87,7 +89,7 @@ def binary_classification_report(labels: np.ndarray, probabilities: np.ndarray, 
     values = _scalars(labels, probabilities)
     rng = np.random.default_rng(seed)
     samples = [_scalars(labels[rows], probabilities[rows]) for rows in (rng.integers(0, len(labels), len(labels)) for _ in range(BOOTSTRAP_ROUNDS))]
-    report = {
+    report: dict[str, Any] = {
         name: {"value": _json_number(value), "standard_deviation": _json_number(_spread([s[name] for s in samples]))}
         for name, value in values.items()
     }

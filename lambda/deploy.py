@@ -162,7 +162,7 @@ def parse_event(event: Any) -> Approval:
         raise EventError("the event has no detail object")
     arn, status, group = detail.get("ModelPackageArn"), detail.get("ModelApprovalStatus"), detail.get("ModelPackageGroupName")
     match = _ARN.match(arn) if isinstance(arn, str) else None
-    if match is None:
+    if match is None or not isinstance(arn, str):
         raise EventError(f"detail.ModelPackageArn {arn!r} is not a model package version ARN")
     if not isinstance(status, str) or not isinstance(group, str):
         raise EventError("detail lacks ModelApprovalStatus or ModelPackageGroupName")

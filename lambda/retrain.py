@@ -120,7 +120,8 @@ def _envelope(event: Any) -> tuple[str, str, str, str]:
     fields = [event.get(name) for name in ("id", "source", "detail-type", "time")]
     if not all(isinstance(value, str) and value for value in fields):
         raise EventError("the event lacks id, source, detail-type or time: not an EventBridge event")
-    return fields[0], fields[1], fields[2], fields[3]
+    event_id, source, detail_type, time = (str(value) for value in fields)
+    return event_id, source, detail_type, time
 
 
 def _dataset_uri(bucket: str, key: str) -> str | None:
@@ -176,7 +177,7 @@ def data_version(s3, uri: str) -> str | None:
     no object reads, however large the dataset.
     """
     bucket, prefix = split_s3_uri(uri)
-    objects = []
+    objects: list[tuple[str, str, int]] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         objects.extend((item["Key"], item.get("ETag", ""), item.get("Size", 0)) for item in page.get("Contents", []))
     return listing_digest(prefix, objects)
@@ -206,7 +207,7 @@ def parse_event(event: Any, config: RetrainConfig) -> Trigger:
     if uri is None:
         raise EventError(f"s3://{bucket}/{key} does not complete a dataset: upload an archive or a .csv, or "
                          f"put {READY_MARKER} in the folder once all its files are there")
-    etag = stored.get("etag")
+    etag = stored.get("etag") if isinstance(stored, Mapping) else None
     return Trigger(event_id, "new-data", time, f"New data s3://{bucket}/{key}" + (f" (etag {etag})" if etag else ""),
                    input_data_uri=uri)
 
@@ -371,6 +372,8 @@ def start(trigger: Trigger, config: RetrainConfig, sagemaker, s3) -> dict[str, A
     """Start the execution the trigger asks for, on the data as it is now (or say why not)."""
     definition = _deployed_definition(sagemaker, config)
     uri = trigger.input_data_uri or _declared(definition).get(INPUT_PARAMETER, {}).get("DefaultValue")
+    if not isinstance(uri, str):
+        raise RetrainError(f"the deployed pipeline declares no {INPUT_PARAMETER} default: run `sentiment-mlops aws upsert`")
     try:
         version = data_version(s3, uri)
     except ValueError as error:

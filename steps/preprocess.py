@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -217,7 +218,7 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
                    for name, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows))}
         vectors = _learn_vectors(joined, vector_rows, len(vocab), options, pool) if options.embedding_dim else None
 
-    stats = {
+    stats: dict[str, Any] = {
         "source": {"layout": data.layout, "files": data.sources, "undecodable_reviews_skipped": data.undecodable,
                    "empty_reviews_skipped": data.empty, "unlabeled_reviews": len(data.unlabeled)},
         "data_sha256": {"train": data.train.sha256(), "test": data.test.sha256()},

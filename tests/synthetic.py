@@ -11,6 +11,7 @@ import io
 import json
 import random
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 
 POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "delightful", "masterpiece", "loved", "charming", "excellent"]
@@ -36,7 +37,7 @@ def make_reviews(count: int, seed: int = 0) -> list[dict]:
     return reviews
 
 
-def write_jsonl(folder: Path, train: list[dict], test: list[dict], gz: bool = True, unlabeled: list[dict] = ()) -> Path:
+def write_jsonl(folder: Path, train: list[dict], test: list[dict], gz: bool = True, unlabeled: Sequence[dict] = ()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     named = [("train", train), ("test", test)] + ([("unsup", [{"text": r["text"]} for r in unlabeled])] if unlabeled else [])
     for name, records in named:
@@ -48,7 +49,7 @@ def write_jsonl(folder: Path, train: list[dict], test: list[dict], gz: bool = Tr
     return folder
 
 
-def _tree_files(train: list[dict], test: list[dict], unlabeled: list[dict] = ()) -> dict[str, bytes]:
+def _tree_files(train: list[dict], test: list[dict], unlabeled: Sequence[dict] = ()) -> dict[str, bytes]:
     files = {f"aclImdb/train/unsup/{i}_0.txt": r["text"].encode("utf-8") for i, r in enumerate(unlabeled)}
     for split, records in (("train", train), ("test", test)):
         counters = {0: 0, 1: 0}
@@ -60,7 +61,7 @@ def _tree_files(train: list[dict], test: list[dict], unlabeled: list[dict] = ())
     return files
 
 
-def write_tree(folder: Path, train: list[dict], test: list[dict], unlabeled: list[dict] = ()) -> Path:
+def write_tree(folder: Path, train: list[dict], test: list[dict], unlabeled: Sequence[dict] = ()) -> Path:
     for name, data in _tree_files(train, test, unlabeled).items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def write_tree(folder: Path, train: list[dict], test: list[dict], unlabeled: lis
     return folder / "aclImdb"
 
 
-def write_archive(path: Path, train: list[dict], test: list[dict], unlabeled: list[dict] = ()) -> Path:
+def write_archive(path: Path, train: list[dict], test: list[dict], unlabeled: Sequence[dict] = ()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for name, data in sorted(_tree_files(train, test, unlabeled).items()):

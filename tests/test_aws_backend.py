@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -92,7 +93,7 @@ def shared_session() -> boto3.Session:
 
 
 @pytest.fixture
-def aws(aws_env, shared_session) -> AwsClients:
+def aws(aws_env, shared_session) -> Iterator[AwsClients]:
     with mock_aws():
         clients = make_clients(SETTINGS, session=shared_session)
         clients.s3.create_bucket(Bucket=SETTINGS.bucket)

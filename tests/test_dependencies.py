@@ -62,8 +62,8 @@ def _imports(tree: ast.AST) -> list[tuple[str, tuple[str, ...]]]:
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.Try) and _guarded(node):
-            for child in node.handlers + node.orelse + node.finalbody:
-                visit(child)
+            for branch in node.handlers + node.orelse + node.finalbody:
+                visit(branch)
             return
         if isinstance(node, ast.Import):
             found.extend((alias.name, ()) for alias in node.names)
@@ -135,6 +135,7 @@ def _setup_ranges() -> dict[str, SpecifierSet]:
     tree = ast.parse((REPO_ROOT / "setup.py").read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "install_requires":
+            assert isinstance(node.value, ast.List), "install_requires is not a list literal"
             requirements = [Requirement(ast.literal_eval(item)) for item in node.value.elts]
             return {canonical_name(r.name): r.specifier for r in requirements}
     raise AssertionError("setup.py has no install_requires")
@@ -190,8 +191,13 @@ def test_pinned_versions_run_on_the_images_python():
 # --- the generated files ----------------------------------------------------------------------
 
 def _bundle_files(data: bytes) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return {name: tar.extractfile(name).read() for name in ("requirements.txt", "constraints.txt")}
+        for name in ("requirements.txt", "constraints.txt"):
+            member = tar.extractfile(name)
+            assert member is not None, f"{name} is not a regular file"
+            files[name] = member.read()
+    return files
 
 
 def _artifact_files(tmp_path: Path) -> dict[str, bytes]:

@@ -205,7 +205,9 @@ def _local_event(tmp_path: Path, status: str, group: str = "sentiment-mlops-imdb
 
     registry = ModelRegistry(connect(tmp_path / f"{status}-{group}.db"))
     registry.register(group, "s3://b/model.tar.gz", "0" * 64, {}, inference_specification={"Containers": []})
-    return registry.update_approval(group, 1, status).event
+    event = registry.update_approval(group, 1, status).event
+    assert event is not None, "an approval change sends an event"
+    return event
 
 
 @pytest.mark.parametrize("status, group, delivered", [("Approved", "sentiment-mlops-imdb-lstm", True),

@@ -84,6 +84,7 @@ def _serve_and_invoke(home: Path, version: str) -> None:
     port = _free_port()
     server = _start(home, "serve", "--version", version, "--port", str(port))
     try:
+        assert server.stdout is not None
         assert "serving" in server.stdout.readline()
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         connection.request("POST", "/invocations", body=b'{"reviews": ["a fine film", "a dull film"]}',

@@ -125,7 +125,7 @@ def test_content_type_parameters_and_case_are_ignored(content_type, body, expect
 # --- input_fn: the refusals --------------------------------------------------------------------------
 
 
-def _refused(body, content_type, error: type, status: int) -> InferenceError:
+def _refused(body, content_type, error: type[InferenceError], status: int) -> InferenceError:
     with pytest.raises(error) as info:
         input_fn(body, content_type)
     assert info.value.status == status

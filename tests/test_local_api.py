@@ -39,6 +39,7 @@ def api(home):
 def _request(server: BackgroundServer, method: str, path: str, body: bytes | None = None,
              headers: dict | None = None) -> tuple[int, dict, bytes]:
     parts = urlsplit(server.url)
+    assert parts.hostname is not None, server.url
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         connection.request(method, path, body=body, headers=headers or {})

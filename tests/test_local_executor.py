@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,9 +47,10 @@ def passed(built, tmp_path_factory):
 
 
 def _accuracy(metrics: dict) -> float:
+    value: Any = metrics
     for key in ACCURACY_PATH.split("."):
-        metrics = metrics[key]
-    return metrics
+        value = value[key]
+    return value
 
 
 def test_pass_branch_registers_one_pending_version(passed):

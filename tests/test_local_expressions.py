@@ -9,6 +9,7 @@ import json
 import re
 import warnings
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -49,15 +50,18 @@ TRAIN_PROPERTIES = {"ModelArtifacts": {"S3ModelArtifacts": "s3://b/models/job/ou
                     "FinalMetricDataList": [{"MetricName": "val_accuracy", "Value": 0.91}]}
 
 
-def reader(documents: dict):
+class Reader:
     """A fake property-file reader that records what it was asked."""
-    def read(step: str, name: str):
-        read.calls.append((step, name))
-        if (step, name) not in documents:
+
+    def __init__(self, documents: dict) -> None:
+        self.documents = documents
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, step: str, name: str) -> Any:
+        self.calls.append((step, name))
+        if (step, name) not in self.documents:
             raise ExpressionError(f"no property file {step}.{name}")
-        return documents[(step, name)]
-    read.calls = []
-    return read
+        return self.documents[(step, name)]
 
 
 @pytest.fixture
@@ -66,7 +70,7 @@ def context() -> ExecutionContext:
         parameters=parameter_values(DEFINITION, {"Epochs": "3"}),
         execution=execution_variables("My-Pipeline", "abc123xyz", START, region="us-east-1", account="123"),
         step_properties={"Preprocess": PREPROCESS_PROPERTIES, "Train": TRAIN_PROPERTIES},
-        read_property_file=reader({("Evaluate", "Report"): REPORT}),
+        read_property_file=Reader({("Evaluate", "Report"): REPORT}),
         read_s3_json=lambda uri: {"uri": uri, "n": [10, 20]},
         now=lambda: "2024-05-06T08:00:00.000Z",
     )
@@ -375,7 +379,7 @@ def real_context(definition: dict, given: dict | None = None, accuracy: float = 
     return ExecutionContext(
         parameters=parameter_values(definition, given),
         execution=execution_variables("sentiment-mlops", "exec0001", START),
-        read_property_file=reader({("Evaluate", "EvaluationReport"):
+        read_property_file=Reader({("Evaluate", "EvaluationReport"):
                                    {"binary_classification_metrics": {"accuracy": {"value": accuracy}}}}),
     )
 

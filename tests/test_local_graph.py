@@ -100,7 +100,7 @@ def test_arguments_of_a_condition_exclude_its_branches():
     ([step("A", depends_on=["C"]), step("B", depends_on=["A"]), step("C", depends_on=["B"])],
      "dependency cycle: A -> C -> B -> A"),
     ([condition("If", [step("Yes")], [], left=get("Yes"))], "dependency cycle: If -> Yes -> If"),
-    ([step("A", depends_on="B"), step("B")], "DependsOn must be a list"),
+    ([{**step("A"), "DependsOn": "B"}, step("B")], "DependsOn must be a list"),
     ([{"Type": "Processing"}], "no Name"),
     ([step("A", arguments={"x": {"Get": "Steps.A"}})], "malformed step reference"),
 ])

@@ -43,6 +43,7 @@ def _endpoint(capsys, home: Path) -> dict:
 
 def _invoke(url: str, review: str) -> tuple[int, dict]:
     parts = urlsplit(url)
+    assert parts.hostname is not None, url
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
         connection.request("POST", parts.path + "/invocations", body=json.dumps({"review": review}),

@@ -38,7 +38,9 @@ def _endpoint(home: Path) -> dict:
 
 
 def _client(home: Path):
-    return runtime_client(read_record(home)["url"])
+    record = read_record(home)
+    assert record is not None, "the runtime has not started"
+    return runtime_client(record["url"])
 
 
 def test_a_real_boto3_client_invokes_the_endpoint_by_name(home):
@@ -101,13 +103,16 @@ class Load:
 
     def __init__(self, url: str, clients: int = 8) -> None:
         self.parts = urlsplit(url)
+        assert self.parts.hostname is not None, url
+        self.host = self.parts.hostname
         self.stop = threading.Event()
-        self.ok, self.failures = 0, []
+        self.ok = 0
+        self.failures: list[str] = []
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
 
     def _client(self) -> None:
-        connection = http.client.HTTPConnection(self.parts.hostname, self.parts.port, timeout=60)
+        connection = http.client.HTTPConnection(self.host, self.parts.port, timeout=60)
         while not self.stop.is_set():
             try:
                 connection.request("POST", self.parts.path + "/invocations", body=b'{"review": "a fine, moving film"}',
@@ -118,7 +123,7 @@ class Load:
             except (OSError, http.client.HTTPException) as error:
                 outcome = repr(error)
                 connection.close()
-                connection = http.client.HTTPConnection(self.parts.hostname, self.parts.port, timeout=60)
+                connection = http.client.HTTPConnection(self.host, self.parts.port, timeout=60)
             with self.lock:
                 if outcome is None:
                     self.ok += 1

@@ -231,9 +231,13 @@ def test_a_cache_hit_points_at_the_execution_that_ran_the_step(store: ExecutionS
     runs = [store.create("p", SHA, {}) for _ in range(3)]
     store.start_step(runs[0].execution_id, "Train", "Training", cache_key=key)
     store.mark_step(runs[0].execution_id, "Train", "Succeeded", properties={"x": 1})
-    second = store.record_cache_hit(runs[1].execution_id, store.find_cached("p", "Train", key, "P1D"))
+    cached = store.find_cached("p", "Train", key, "P1D")
+    assert cached is not None
+    second = store.record_cache_hit(runs[1].execution_id, cached)
     assert (second.cache_hit, second.cache_source_execution_id, second.properties) == (True, runs[0].execution_id, {"x": 1})
-    third = store.record_cache_hit(runs[2].execution_id, store.find_cached("p", "Train", key, "P1D"))
+    cached = store.find_cached("p", "Train", key, "P1D")
+    assert cached is not None
+    third = store.record_cache_hit(runs[2].execution_id, cached)
     assert third.cache_source_execution_id == runs[0].execution_id
 
 
@@ -281,6 +285,7 @@ def test_approve_reject_and_history(registry: ModelRegistry, clock: Clock) -> No
     assert (again.changed, again.event, again.package) == (False, None, approved.package)
     clock.advance(minutes=1)
     rejected = registry.update_approval("sentiment-lstm", 1, "Rejected", approver="carol", comment="drift")
+    assert rejected.event is not None
     assert rejected.event["detail"]["ModelApprovalStatus"] == "Rejected"
     history = [(h.approver, h.from_status, h.to_status, h.comment) for h in registry.history("sentiment-lstm", 1)]
     assert history == [("pipeline", None, "PendingManualApproval", None),
@@ -294,6 +299,7 @@ def test_the_event_has_eventbridge_s_shape(registry: ModelRegistry, store: Execu
     register(registry, execution_id=run.execution_id, description="LSTM", metrics_uri="s3://b/eval/evaluation.json")
     clock.advance(hours=1)
     event = registry.update_approval("sentiment-lstm", 1, "Approved", approver="alice").event
+    assert event is not None
     arn = "arn:aws:sagemaker:local:000000000000:model-package/sentiment-lstm/1"
     assert {k: v for k, v in event.items() if k != "detail"} == {
         "version": "0", "id": "event-0", "detail-type": "SageMaker Model Package State Change",

@@ -101,6 +101,7 @@ def _reference_logits(model: SentimentLSTM, ids: torch.Tensor, lengths: torch.Te
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(lstm, f"{name}_l{layer}").copy_(getattr(model.forward_layers[layer], f"{name}_l0"))
                 if config.bidirectional:
+                    assert model.backward_layers is not None
                     getattr(lstm, f"{name}_l{layer}_reverse").copy_(getattr(model.backward_layers[layer], f"{name}_l0"))
     lstm.eval()
     with torch.no_grad():

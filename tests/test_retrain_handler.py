@@ -374,7 +374,8 @@ class _Listing:
     def __init__(self, starts: list[datetime], page_size: int) -> None:
         self.summaries = [{"PipelineExecutionArn": f"arn:{n}", "StartTime": start,
                            "PipelineExecutionStatus": "Succeeded"} for n, start in enumerate(starts)]
-        self.page_size, self.requests = page_size, []
+        self.page_size = page_size
+        self.requests: list[dict] = []
 
     def list_pipeline_executions(self, **request):
         self.requests.append(request)

@@ -43,7 +43,9 @@ def _config(home: Path, artifact_uri: str) -> dict:
     from pipeline.local.store import ArtifactStore
 
     with tarfile.open(ArtifactStore(home).path(artifact_uri)) as tar:
-        return json.load(tar.extractfile("config.json"))
+        config = tar.extractfile("config.json")
+        assert config is not None, "config.json is not a regular file"
+        return json.load(config)
 
 
 @pytest.fixture(scope="module")

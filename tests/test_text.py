@@ -225,7 +225,7 @@ def test_config_is_frozen():
     from dataclasses import FrozenInstanceError
 
     with pytest.raises(FrozenInstanceError):
-        TextConfig().max_len = 5  # type: ignore[misc]
+        TextConfig().max_len = 5
 
 
 # --- the stem cache ----------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +70,7 @@ class Batches:
         rng = np.random.default_rng(self.seed + epoch)
         order = rng.permutation(len(self.lengths))
         pool_size = self.batch_size * self.POOL
-        batches = []
+        batches: list[np.ndarray] = []
         for start in range(0, len(order), pool_size):
             pool = order[start : start + pool_size]
             pool = pool[np.argsort(self.lengths[pool], kind="stable")]
@@ -111,7 +113,7 @@ def _seed_everything(seed: int, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def _autocast_settings(device: torch.device) -> dict:
+def _autocast_settings(device: torch.device) -> dict[str, Any]:
     """bf16 autocast where the GPU and this build's cuDNN run LSTMs in bf16; full precision elsewhere.
 
     cuDNN gained bf16 RNNs only in 9.13, so older builds are probed with a tiny LSTM first rather
@@ -120,7 +122,7 @@ def _autocast_settings(device: torch.device) -> dict:
     if device.type != "cuda" or not torch.cuda.is_bf16_supported():
         return {"device_type": device.type, "enabled": False}
     torch.backends.cuda.matmul.allow_tf32 = True
-    settings = {"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}
+    settings: dict[str, Any] = {"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}
     try:
         probe = nn.LSTM(8, 8, batch_first=True).to(device)
         with torch.autocast(**settings):
@@ -282,8 +284,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyper
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="hyperparameter profile (default: gpu if a GPU is present)")
     types = {"bidirectional": _bool, "pretrained_embeddings": _bool}
     defaults = Hyperparameters()
+    kinds: dict[str, Callable[[str], Any]] = {}
     for name in Hyperparameters.names():
-        kind = types.get(name, type(getattr(defaults, name)))
+        kind = kinds[name] = types.get(name, type(getattr(defaults, name)))
         # SageMaker passes hyperparameters as --name value with the names as written: accept both spellings.
         parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
     args, unknown = parser.parse_known_args(_without_sagemaker_args(sys.argv[1:] if argv is None else argv))
@@ -292,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyper
     hps_env = json.loads(env.get("SM_HPS", "{}") or "{}")
     profile = args.profile or hps_env.get("profile") or ("gpu" if args.num_gpus != 0 and torch.cuda.is_available() else "cpu")
     args.profile = profile
-    overrides = {name: parser._option_string_actions[f"--{name}"].type(hps_env[name]) for name in Hyperparameters.names() if name in hps_env}
+    overrides = {name: kinds[name](hps_env[name]) for name in Hyperparameters.names() if name in hps_env}
     overrides.update({name: getattr(args, name) for name in Hyperparameters.names() if getattr(args, name) is not None})
     return args, PROFILES[profile].with_overrides(overrides)
 

@@ -16,6 +16,7 @@ nothing is deleted: the answer lists what would be.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -190,7 +191,7 @@ def _data_steps(clients: AwsClients, bucket: str | None, group: str) -> list[Ste
         packages = [p["ModelPackageArn"] for page in sagemaker.get_paginator("list_model_packages").paginate(
             ModelPackageGroupName=group) for p in page.get("ModelPackageSummaryList", [])]
     for arn in packages:  # a group is deleted only once it is empty
-        steps.append((f"model package {arn}", lambda a=arn: sagemaker.delete_model_package(ModelPackageName=a)))
+        steps.append((f"model package {arn}", functools.partial(sagemaker.delete_model_package, ModelPackageName=arn)))
     steps.append((f"model package group {group}", lambda: sagemaker.delete_model_package_group(ModelPackageGroupName=group)))
     return steps
 

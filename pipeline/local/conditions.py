@@ -81,8 +81,8 @@ def values_equal(left: Any, right: Any, where: str = "Equals") -> bool:
         a, b = _as_boolean(left), _as_boolean(right)
         return a is not None and b is not None and a == b
     if _is_number(left) or _is_number(right):
-        a, b = _as_number(left), _as_number(right)
-        return a is not None and b is not None and a == b
+        x, y = _as_number(left), _as_number(right)
+        return x is not None and y is not None and x == y
     return left == right
 
 

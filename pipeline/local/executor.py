@@ -183,10 +183,10 @@ def _run_step(run: _Run, node: StepNode) -> None:
     policy = cache_policy(node.definition) if run.use_cache else None  # checked valid before the run
     try:
         arguments = _job_arguments(run, node) if is_job else None
-        key = cache_key(node.name, node.type, arguments) if policy else None
+        key = cache_key(node.name, node.type, arguments) if policy and arguments is not None else None
     except Exception as error:  # recorded as the step's failure, once the step is started below
         preparation_error = error
-    if key is not None and _take_from_cache(run, node, key, policy):
+    if key is not None and policy is not None and _take_from_cache(run, node, key, policy):
         return
     run.executions.start_step(run.execution_id, node.name, node.type, cache_key=key,
                               log_path=str(log_path) if is_job else None)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from botocore.exceptions import ClientError
 
@@ -54,9 +54,9 @@ def _client_error(operation: str, message: str, code: str = "ValidationException
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
-def _alive(pid: int | None) -> bool:
+def _alive(pid: int | None) -> TypeGuard[int]:
     """Whether ``pid`` is still a model server (a reused pid of another program is not)."""
-    return process_runs(pid, "serve.server")
+    return pid is not None and process_runs(pid, "serve.server")
 
 
 class LocalHosting:

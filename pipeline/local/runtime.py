@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import TypeGuard
 
 import aiohttp
 from aiohttp import web
@@ -165,6 +166,7 @@ class Runtime:
                 return aws_error(HTTPStatus.BAD_REQUEST, "ValidationError",
                                  f"Endpoint {name} is {route.status}: it is not serving. "
                                  "See sentiment-mlops endpoints show for the reason.")
+            assert self.session is not None, "the client session starts with the application"
             try:
                 async with self.session.post(route.url + "/invocations", data=body, headers=headers) as response:
                     data = await response.read()
@@ -221,8 +223,8 @@ def read_record(home: Path) -> dict | None:
         return None
 
 
-def _running(record: dict | None) -> bool:
-    return bool(record) and process_runs(record.get("pid"), "pipeline.local.runtime")
+def _running(record: dict | None) -> TypeGuard[dict]:
+    return record is not None and process_runs(record.get("pid"), "pipeline.local.runtime")
 
 
 def runtime_url(home: Path) -> str | None:

@@ -62,7 +62,7 @@ class Batcher(Generic[T]):
             raise Overloaded("the server is shutting down: try again in a second")
         if len(self._jobs) >= self.queue_size:
             raise Overloaded(f"the server is busy ({len(self._jobs)} requests waiting): try again in a second")
-        job = _Job(reviews, asyncio.get_running_loop().create_future())
+        job: _Job[T] = _Job(reviews, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._arrived.set()
         return await job.future
