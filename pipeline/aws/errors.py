@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -23,6 +24,8 @@ from botocore.exceptions import (
 )
 
 from pipeline.errors import UserError
+
+T = TypeVar("T")
 
 
 class BackendError(UserError, RuntimeError):
@@ -64,6 +67,17 @@ def is_not_found(error: ClientError) -> bool:
     """Whether AWS said the thing asked about does not exist (by code, or SageMaker's wording)."""
     code = error_code(error)
     return code in _NOT_FOUND or (code == "ValidationException" and bool(_NOT_FOUND_MESSAGE.search(error_message(error))))
+
+
+def unless_missing(call: Callable[..., T], **kwargs: Any) -> T | None:
+    """``call(**kwargs)``, or None when AWS answers that the thing asked about does not exist
+    (any other error goes on up)."""
+    try:
+        return call(**kwargs)
+    except ClientError as error:
+        if is_not_found(error):
+            return None
+        raise
 
 
 def is_already_exists(error: ClientError) -> bool:

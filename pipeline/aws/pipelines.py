@@ -19,7 +19,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipeline.aws.clients import AwsClients
-from pipeline.aws.errors import BackendError, ExecutionTimeout, aws_errors, error_code, is_already_exists, is_not_found
+from pipeline.aws.errors import (
+    BackendError,
+    ExecutionTimeout,
+    aws_errors,
+    error_code,
+    is_already_exists,
+    unless_missing,
+)
 from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings
 
 log = logging.getLogger(__name__)
@@ -77,13 +84,8 @@ def upsert_pipeline(clients: AwsClients, settings: Settings, definition: str | N
     fields = dict(PipelineDisplayName=name, PipelineDefinition=definition, PipelineDescription=description,
                   RoleArn=settings.role_arn)
     sagemaker = clients.sagemaker
-    current = None
     with aws_errors(f"reading pipeline {name}"):
-        try:
-            current = sagemaker.describe_pipeline(PipelineName=name)
-        except ClientError as error:
-            if not is_not_found(error):
-                raise
+        current = unless_missing(sagemaker.describe_pipeline, PipelineName=name)
     if current is not None:
         if current.get("PipelineDefinition") == definition and current.get("RoleArn") == settings.role_arn:
             log.info("pipeline %s is unchanged", name)

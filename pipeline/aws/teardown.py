@@ -23,10 +23,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from pipeline.aws.clients import AwsClients
-from pipeline.aws.errors import BackendError, aws_errors, is_not_found
+from pipeline.aws.errors import BackendError, aws_errors, unless_missing
 from pipeline.aws.stack import describe_stack
 from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
@@ -84,16 +82,6 @@ def _names(settings: Settings, stack: dict | None) -> dict[str, str]:
             "ModelPackageGroupName": given.get("ModelPackageGroupName", settings.model_package_group)}
 
 
-def _described(call: Callable[..., dict], **kwargs: Any) -> dict | None:
-    """The description, or None when AWS says there is no such thing."""
-    try:
-        return call(**kwargs)
-    except ClientError as error:
-        if is_not_found(error):
-            return None
-        raise
-
-
 def _delete_stack(clients: AwsClients, name: str, website_bucket: str | None, poll_s: float, timeout_s: float) -> None:
     if website_bucket:
         _empty_bucket(clients, website_bucket)
@@ -110,7 +98,7 @@ def _hosting_step(clients: AwsClients, endpoint: str, poll_s: float, timeout_s: 
     create one of them meanwhile."""
     with aws_errors("listing the endpoint, its configs and models"):
         found = _hosting_names(clients, endpoint)
-    endpoint_found = _described(clients.sagemaker.describe_endpoint, EndpointName=endpoint) is not None
+    endpoint_found = unless_missing(clients.sagemaker.describe_endpoint, EndpointName=endpoint) is not None
     parts = ([f"endpoint {endpoint} (stops its billing)"] if endpoint_found else []) + found
     return ", ".join(parts), lambda: _delete_hosting(clients, endpoint, poll_s, timeout_s)
 
@@ -131,7 +119,7 @@ def _delete_hosting(clients: AwsClients, endpoint: str, poll_s: float, timeout_s
     the configs and models, listed afresh."""
     busy = load_lambda("deploy").BUSY_STATUSES
     deadline = time.monotonic() + timeout_s
-    while (found := _described(clients.sagemaker.describe_endpoint, EndpointName=endpoint)) is not None:
+    while (found := unless_missing(clients.sagemaker.describe_endpoint, EndpointName=endpoint)) is not None:
         status = found["EndpointStatus"]
         if status not in busy:
             clients.sagemaker.delete_endpoint(EndpointName=endpoint)
@@ -150,7 +138,7 @@ def _delete_hosting(clients: AwsClients, endpoint: str, poll_s: float, timeout_s
 
 def _pipeline_steps(clients: AwsClients, name: str, poll_s: float, timeout_s: float) -> list[Step]:
     with aws_errors(f"reading pipeline {name}"):
-        if _described(clients.sagemaker.describe_pipeline, PipelineName=name) is None:
+        if unless_missing(clients.sagemaker.describe_pipeline, PipelineName=name) is None:
             return []
         running = _running_executions(clients, name)
     what = f"pipeline {name}" + (f" (its {len(running)} running execution(s) stopped first)" if running else "")
@@ -186,7 +174,7 @@ def _data_steps(clients: AwsClients, bucket: str | None, group: str) -> list[Ste
         steps.append((f"artifact bucket {bucket} (every object version)", lambda: _delete_bucket(clients, bucket)))
     sagemaker = clients.sagemaker
     with aws_errors(f"listing model package group {group}"):
-        if _described(sagemaker.describe_model_package_group, ModelPackageGroupName=group) is None:
+        if unless_missing(sagemaker.describe_model_package_group, ModelPackageGroupName=group) is None:
             return steps
         packages = [p["ModelPackageArn"] for page in sagemaker.get_paginator("list_model_packages").paginate(
             ModelPackageGroupName=group) for p in page.get("ModelPackageSummaryList", [])]

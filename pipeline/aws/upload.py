@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from botocore.exceptions import ClientError
 
 from pipeline.aws.clients import AwsClients
-from pipeline.aws.errors import BackendError, aws_errors, error_code, is_not_found
+from pipeline.aws.errors import BackendError, aws_errors, error_code, unless_missing
 from pipeline.bundles import Bundle, CodeBundles
 from pipeline.settings import Settings
 
@@ -66,12 +66,7 @@ def check_bucket(clients: AwsClients, bucket: str) -> None:
 def head_object(clients: AwsClients, bucket: str, key: str) -> dict | None:
     """The object's HEAD, or None when there is no such object (any other failure is a BackendError)."""
     with aws_errors(f"checking s3://{bucket}/{key}"):
-        try:
-            return clients.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if is_not_found(error):
-                return None
-            raise
+        return unless_missing(clients.s3.head_object, Bucket=bucket, Key=key)
 
 
 def _in_place(clients: AwsClients, bucket: str, bundle: Bundle) -> bool:
