@@ -42,10 +42,10 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.commands.registry import set_status  # noqa: E402
 from pipeline.definition import PREPROCESS  # noqa: E402
-from pipeline.local.db import open_state  # noqa: E402
-from pipeline.local.hosting import LocalHosting  # noqa: E402
-from pipeline.local.registry import ModelRegistry  # noqa: E402
-from pipeline.local.store import ArtifactStore  # noqa: E402
+from pipeline.local.services.hosting import LocalHosting  # noqa: E402
+from pipeline.local.state.db import open_state  # noqa: E402
+from pipeline.local.state.registry import ModelRegistry  # noqa: E402
+from pipeline.local.state.store import ArtifactStore  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from serve.artifact import resolve_model_dir  # noqa: E402
 from serve.artifact_code import load_artifact_handlers  # noqa: E402

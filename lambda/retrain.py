@@ -65,7 +65,7 @@ READY_MARKER = "_SUCCESS"
 RUNNING_STATUSES = ("Executing", "Stopping")
 # pipeline/parameters.py's names for them (tests/test_retrain_handler.py keeps them equal).
 INPUT_PARAMETER, VERSION_PARAMETER = "InputDataUri", "InputDataVersion"
-# How far back a run can be repeated: the steps' CacheConfig ExpireAfter, pipeline/definition.py's
+# How far back a run can be repeated: the steps' CacheConfig ExpireAfter, pipeline/definition/contracts.py's
 # CACHE_EXPIRE_AFTER ("P30D"; tests/test_retrain_handler.py keeps them equal). Older results are
 # no longer taken from the cache.
 CACHE_LIFETIME = timedelta(days=30)

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.commands import MODULES
 from pipeline.commands.common import as_text
 from pipeline.errors import UserError
-from pipeline.local.db import state_path
+from pipeline.local.state.db import state_path
 from pipeline.settings import Settings
 
 log = logging.getLogger("sentiment-mlops")

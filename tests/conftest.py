@@ -63,9 +63,9 @@ def trained(prepared, tmp_path_factory) -> Path:
 def register_versions(home: Path, trained: Path, versions: int = 2, environment: dict | None = None) -> None:
     """``versions`` registered model versions in ``home``'s local registry, each with the tiny
     trained model as its artifact in the local store (what the pipeline's Register leaves)."""
-    from pipeline.local.db import open_state
-    from pipeline.local.registry import ModelRegistry
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.registry import ModelRegistry
+    from pipeline.local.state.store import ArtifactStore
     from pipeline.settings import Settings
     from serve.artifact import pack_model_dir
 
@@ -83,7 +83,7 @@ def register_versions(home: Path, trained: Path, versions: int = 2, environment:
 
 def endpoint_pid(home: Path) -> int:
     """The pid of the model server that serves the default endpoint now."""
-    from pipeline.local.db import open_state
+    from pipeline.local.state.db import open_state
     from pipeline.settings import Settings
 
     row = open_state(home).execute("SELECT pid FROM endpoints WHERE name = ?", (Settings().endpoint_name,)).fetchone()
@@ -92,9 +92,9 @@ def endpoint_pid(home: Path) -> int:
 
 def delete_endpoints(home: Path) -> None:
     """Stop every local endpoint's model server under ``home``, and the home's local runtime."""
-    from pipeline.local.db import open_state
-    from pipeline.local.hosting import LocalHosting
-    from pipeline.local.runtime import stop_runtime
+    from pipeline.local.services.hosting import LocalHosting
+    from pipeline.local.services.runtime import stop_runtime
+    from pipeline.local.state.db import open_state
 
     hosting = LocalHosting(home, open_state(home))
     for endpoint in hosting.list_endpoints():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.local.store import ArtifactStore
+from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
 from tests.synthetic import make_reviews, write_jsonl
 from tests.test_aws_backend import aws_env  # noqa: F401  (a fixture, which cloud needs)

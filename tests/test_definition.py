@@ -223,7 +223,7 @@ def test_training_step(definition):
 def test_no_cache_key_depends_on_the_execution(definition):
     """SageMaker reuses a step when the attributes of its cache key are unchanged: one that
     depended on the execution id (a per-execution checkpoint folder, say) would never be reused."""
-    from pipeline.local.cache import CACHE_KEY_ATTRIBUTES
+    from pipeline.local.engine.cache import CACHE_KEY_ATTRIBUTES
 
     for step in definition["Steps"]:
         if (step.get("CacheConfig") or {}).get("Enabled"):
@@ -254,7 +254,7 @@ def _resolved(value, definition: dict, **parameters):
     """``value`` as SageMaker resolves it for an execution with these parameters."""
     from datetime import datetime
 
-    from pipeline.local.expressions import ExecutionContext, execution_variables, parameter_values, resolve
+    from pipeline.local.engine.expressions import ExecutionContext, execution_variables, parameter_values, resolve
 
     execution = execution_variables("sentiment-mlops-test", "exec1", datetime(2026, 1, 1, tzinfo=UTC))
     return resolve(value, ExecutionContext(parameter_values(definition, parameters), execution))
@@ -340,6 +340,31 @@ def test_registered_instance_types_follow_a_pinned_gpu_inference_image():
         "gpu", "cpu", "cpu"]
 
 
+def test_the_sdk_config_is_checked_once_per_build_and_still_checked():
+    """The build skips the SDK's per-lookup schema check for its own config only (10 s of a 12 s
+    build); another config is still checked, an invalid one of ours is refused up front, and the
+    SDK's validator is back in place afterwards."""
+    import jsonschema
+
+    from pipeline.definition.offline import SDK_CONFIG, config_validated_once, prepare_sdk_environment
+
+    prepare_sdk_environment(SETTINGS)
+    from sagemaker.core.config.config_manager import SageMakerConfig
+
+    original = SageMakerConfig.__dict__["validate_sagemaker_config"]
+    invalid = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": "sure"}}}}
+    with config_validated_once(SDK_CONFIG) as shortened:
+        assert shortened, ("SageMakerConfig.validate_sagemaker_config is no longer a static method in this SDK: "
+                           "pipeline/definition/offline.py's shortcut is off and every build takes ~10 s longer")
+        SageMakerConfig.validate_sagemaker_config(SDK_CONFIG)
+        with pytest.raises(jsonschema.ValidationError):
+            SageMakerConfig.validate_sagemaker_config(invalid)
+    assert SageMakerConfig.__dict__["validate_sagemaker_config"] is original
+    with pytest.raises(jsonschema.ValidationError), config_validated_once(invalid):
+        pass
+    assert SageMakerConfig.__dict__["validate_sagemaker_config"] is original
+
+
 def test_a_package_mirror_reaches_every_job_and_the_model_only_when_set(definition):
     """Without a NAT, the start-up installs need a mirror: each container gets PIP_INDEX_URL."""
     from dataclasses import replace
@@ -391,8 +416,8 @@ def _passed_parameters(args: list) -> dict[str, str]:
 def test_a_new_data_version_changes_preprocess_cache_key(definition):
     """SageMaker keys a Processing step's cache on its resolved request, not the bytes in S3: the
     data's version must be in the request, or data replaced in place reuses the old results."""
-    from pipeline.local.cache import CACHE_KEY_ATTRIBUTES, cache_key
-    from pipeline.local.expressions import ExecutionContext, parameter_values, resolve
+    from pipeline.local.engine.cache import CACHE_KEY_ATTRIBUTES, cache_key
+    from pipeline.local.engine.expressions import ExecutionContext, parameter_values, resolve
 
     arguments = steps_by_name(definition)["Preprocess"]["Arguments"]
     keyed = {name: arguments.get(name) for name in CACHE_KEY_ATTRIBUTES["Processing"]}

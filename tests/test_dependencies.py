@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from pipeline.bundles import PROCESSING_PACKAGES, TRAINING_PACKAGES, build_bundles
-from pipeline.local import jobs
+from pipeline.local.engine import jobs
 from pipeline.settings import REPO_ROOT, Settings
 from serve import dependencies
 from serve.dependencies import ENDPOINT, JOBS, canonical_name, parse_pins

@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from pipeline.local.events import deploy_module
+from pipeline.local.services.events import deploy_module
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
 deploy = deploy_module()  # lambda/deploy.py, loaded as Lambda loads it
@@ -263,8 +263,8 @@ def test_bad_settings_are_refused(environ, message):
 
 def test_the_local_registrys_approval_event_is_understood(tmp_path):
     """The local runtime hands its events to this same handler: they must parse the same."""
-    from pipeline.local.db import connect
-    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.state.db import connect
+    from pipeline.local.state.registry import ModelRegistry
 
     registry = ModelRegistry(connect(tmp_path / "state.db"))
     registry.register(GROUP, "s3://b/model.tar.gz", "0" * 64, {}, inference_specification={"Containers": []})

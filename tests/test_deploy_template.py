@@ -15,7 +15,7 @@ import yaml
 from moto import mock_aws
 
 from pipeline.lambdas import lambda_path, load_lambda
-from pipeline.local.events import deploy_module
+from pipeline.local.services.events import deploy_module
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
 DEPLOY_HANDLER = lambda_path("deploy")
@@ -200,8 +200,8 @@ def rule_queue(aws_env):  # noqa: F811
 
 
 def _local_event(tmp_path: Path, status: str, group: str = "sentiment-mlops-imdb-lstm") -> dict:
-    from pipeline.local.db import connect
-    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.state.db import connect
+    from pipeline.local.state.registry import ModelRegistry
 
     registry = ModelRegistry(connect(tmp_path / f"{status}-{group}.db"))
     registry.register(group, "s3://b/model.tar.gz", "0" * 64, {}, inference_specification={"Containers": []})

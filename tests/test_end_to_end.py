@@ -168,8 +168,8 @@ def _start(home: Path, *args: str) -> subprocess.Popen:
 def _wait_for_step(home: Path, step: str, status: str, process: subprocess.Popen, timeout_s: float = 300):
     """The (execution, step) once the newest execution's ``step`` is ``status``, read from the
     state database as another process would watch it."""
-    from pipeline.local.db import open_state
-    from pipeline.local.executions import ExecutionError, ExecutionStore
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.executions import ExecutionError, ExecutionStore
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -263,7 +263,7 @@ def test_a_runner_killed_outright_leaves_an_execution_that_retry_takes_over(arch
     process.communicate(timeout=60)
     shown = json.loads(_run(home, "executions", "show", execution.execution_id, "--json").stdout)
     assert shown["status"] == "Executing" and shown["steps"]["Train"]["status"] == "Executing"
-    from pipeline.local.db import open_state
+    from pipeline.local.state.db import open_state
     orphan = open_state(home).execute("SELECT job_pid FROM steps WHERE step_name = 'Train'").fetchone()["job_pid"]
     os.killpg(orphan, 0)  # the killed runner's training job is still running
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job
-from pipeline.local.store import ArtifactStore
+from pipeline.local.engine.jobs import JobFailed, run_processing_job, run_training_job
+from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
 from steps import job_failure
 from steps.job_failure import (

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.cli import main
-from pipeline.local.api import api_app
+from pipeline.local.services.api import api_app
 from pipeline.settings import Settings
 from serve.server.run import BackgroundServer
 from tests.conftest import delete_endpoints, register_versions

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local import jobs
-from pipeline.local.db import StateError, iso, open_state, utc_now
-from pipeline.local.executions import ExecutionError, ExecutionStore
-from pipeline.local.executor import retry_execution, run_pipeline
-from pipeline.local.store import ArtifactStore
+from pipeline.local.engine import jobs
+from pipeline.local.engine.executor import retry_execution, run_pipeline
+from pipeline.local.state.db import StateError, iso, open_state, utc_now
+from pipeline.local.state.executions import ExecutionError, ExecutionStore
+from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
 
 # Appends a line to $COUNTER (how many times the step really ran) and writes argv[1] as output.
@@ -75,7 +75,7 @@ def _steps(settings: Settings, execution) -> dict:
 def test_a_step_with_the_same_key_is_taken_from_the_cache(settings, env, caplog):
     definition = _definition(_write_step(env))
     first = run_pipeline(definition, settings, {}, None)
-    caplog.set_level("INFO", logger="pipeline.local.executor")
+    caplog.set_level("INFO", logger="pipeline.local.engine.executor")
     second = run_pipeline(definition, settings, {}, None)
     assert (first.status, second.status) == ("Succeeded", "Succeeded")
     assert _runs(env) == 1

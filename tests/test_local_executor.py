@@ -8,12 +8,12 @@ import pytest
 
 from pipeline.bundles import build_bundles
 from pipeline.definition import ACCURACY_PATH, definition_json
-from pipeline.local.db import open_state
-from pipeline.local.executions import ExecutionStore
-from pipeline.local.executor import run_pipeline
-from pipeline.local.jobs import JobFailed, parse_metrics, rewrite_opt_ml, run_processing_job
-from pipeline.local.registry import ModelRegistry
-from pipeline.local.store import ArtifactStore, StoreError
+from pipeline.local.engine.executor import run_pipeline
+from pipeline.local.engine.jobs import JobFailed, parse_metrics, rewrite_opt_ml, run_processing_job
+from pipeline.local.state.db import open_state
+from pipeline.local.state.executions import ExecutionStore
+from pipeline.local.state.registry import ModelRegistry
+from pipeline.local.state.store import ArtifactStore, StoreError
 from pipeline.settings import Settings
 from tests.synthetic import make_reviews, write_jsonl
 

@@ -13,8 +13,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.local.conditions import ConditionError, condition_step_outcome, evaluate_condition, evaluate_conditions
-from pipeline.local.expressions import (
+from pipeline.local.engine.conditions import (
+    ConditionError,
+    condition_step_outcome,
+    evaluate_condition,
+    evaluate_conditions,
+)
+from pipeline.local.engine.expressions import (
     ExecutionContext,
     ExpressionError,
     cast_parameter,
@@ -336,10 +341,10 @@ def test_every_condition_is_evaluated_so_errors_are_not_hidden(context):
 
 def test_condition_shapes_are_the_sdks(context):
     """The JSON the v3 SDK emits for each condition type evaluates here (guards against drift)."""
-    from pipeline.definition import _prepare_sdk_environment
+    from pipeline.definition.offline import prepare_sdk_environment
     from pipeline.settings import Settings
 
-    _prepare_sdk_environment(Settings())
+    prepare_sdk_environment(Settings())
     from sagemaker.core.workflow import conditions as sdk
     from sagemaker.core.workflow.parameters import ParameterInteger, ParameterString
 

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from pipeline.local.graph import GraphError, Plan, build_plan
+from pipeline.local.engine.graph import GraphError, Plan, build_plan
 
 
 def step(name: str, depends_on: list | None = None, arguments: dict | None = None, type_: str = "Processing") -> dict:

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.cli import main
-from pipeline.local.db import open_state
-from pipeline.local.hosting import _alive
+from pipeline.local.services.hosting import _alive
+from pipeline.local.state.db import open_state
 from pipeline.settings import Settings
 from tests.conftest import delete_endpoints, endpoint_pid, register_versions
 

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.cli import main
-from pipeline.local.api import runtime_client
-from pipeline.local.db import open_state
-from pipeline.local.hosting import _alive
-from pipeline.local.runtime import read_record
+from pipeline.local.services.api import runtime_client
+from pipeline.local.services.hosting import _alive
+from pipeline.local.services.runtime import read_record
+from pipeline.local.state.db import open_state
 from pipeline.settings import Settings
 from tests.conftest import delete_endpoints, endpoint_pid, register_versions
 
@@ -32,7 +32,7 @@ def home(trained, tmp_path):
 
 
 def _endpoint(home: Path) -> dict:
-    from pipeline.local.hosting import LocalHosting
+    from pipeline.local.services.hosting import LocalHosting
 
     return LocalHosting(home, open_state(home)).describe_endpoint(ENDPOINT)
 

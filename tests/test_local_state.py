@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local import registry as registry_module
-from pipeline.local.cache import parse_expire_after, step_cache_key
-from pipeline.local.db import SCHEMA_VERSION, StateError, connect, schema_version, state_path
-from pipeline.local.errors import PolicyError
-from pipeline.local.executions import EXECUTION_STATUSES, STEP_STATUSES, ExecutionError, ExecutionStore
-from pipeline.local.registry import ModelRegistry, RegistryError
+from pipeline.local.engine.cache import parse_expire_after, step_cache_key
+from pipeline.local.engine.errors import PolicyError
+from pipeline.local.state import registry as registry_module
+from pipeline.local.state.db import SCHEMA_VERSION, StateError, connect, schema_version, state_path
+from pipeline.local.state.executions import EXECUTION_STATUSES, STEP_STATUSES, ExecutionError, ExecutionStore
+from pipeline.local.state.registry import ModelRegistry, RegistryError
 from pipeline.parameters import APPROVAL_STATUSES
 
 SHA = "ab" * 32
@@ -125,7 +125,7 @@ def test_execution_lifecycle(store: ExecutionStore, clock: Clock) -> None:
 def test_arns_are_cased_as_sagemaker_cases_them(store: ExecutionStore, registry: ModelRegistry) -> None:
     """A pipeline's name is lower-cased in its ARNs, a model package group's is not; the ARN an
     execution is recorded with is the one its steps see as Execution.PipelineExecutionArn."""
-    from pipeline.local.expressions import execution_variables
+    from pipeline.local.engine.expressions import execution_variables
 
     run = store.create("My-Pipeline", SHA, {})
     assert run.arn == f"arn:aws:sagemaker:local:000000000000:pipeline/my-pipeline/execution/{run.execution_id}"
@@ -217,12 +217,12 @@ def test_cache_lookup_honours_expiry_pipeline_and_status(store: ExecutionStore, 
     store.start_step(failed.execution_id, "Train", "Training", cache_key=key)
     store.mark_step(failed.execution_id, "Train", "Failed")
     clock.advance(days=29)
-    hit = store.find_cached("p", "Train", key, "P30D")
+    hit = store.find_cached("p", "Train", key, timedelta(days=30))
     assert hit is not None and hit.execution_id == first.execution_id
-    assert store.find_cached("other-pipeline", "Train", key, "P30D") is None
-    assert store.find_cached("p", "Train", step_cache_key("Train", {"a": 2}), "P30D") is None
+    assert store.find_cached("other-pipeline", "Train", key, timedelta(days=30)) is None
+    assert store.find_cached("p", "Train", step_cache_key("Train", {"a": 2}), timedelta(days=30)) is None
     clock.advance(days=1, seconds=1)
-    assert store.find_cached("p", "Train", key, "P30D") is None
+    assert store.find_cached("p", "Train", key, timedelta(days=30)) is None
     assert store.find_cached("p", "Train", key, timedelta(days=31)) is not None
 
 
@@ -231,11 +231,11 @@ def test_a_cache_hit_points_at_the_execution_that_ran_the_step(store: ExecutionS
     runs = [store.create("p", SHA, {}) for _ in range(3)]
     store.start_step(runs[0].execution_id, "Train", "Training", cache_key=key)
     store.mark_step(runs[0].execution_id, "Train", "Succeeded", properties={"x": 1})
-    cached = store.find_cached("p", "Train", key, "P1D")
+    cached = store.find_cached("p", "Train", key, timedelta(days=1))
     assert cached is not None
     second = store.record_cache_hit(runs[1].execution_id, cached)
     assert (second.cache_hit, second.cache_source_execution_id, second.properties) == (True, runs[0].execution_id, {"x": 1})
-    cached = store.find_cached("p", "Train", key, "P1D")
+    cached = store.find_cached("p", "Train", key, timedelta(days=1))
     assert cached is not None
     third = store.record_cache_hit(runs[2].execution_id, cached)
     assert third.cache_source_execution_id == runs[0].execution_id

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from pipeline.cli import main
-from pipeline.local import db
-from pipeline.local.db import open_state
-from pipeline.local.registry import ModelRegistry
+from pipeline.local.state import db
+from pipeline.local.state.db import open_state
+from pipeline.local.state.registry import ModelRegistry
 from pipeline.settings import Settings
 
 

@@ -352,7 +352,7 @@ def test_a_run_older_than_the_cache_lifetime_is_not_repeated(sagemaker, s3):
 def test_the_cache_lifetime_is_the_steps_expire_after():
     """The Lambda cannot import pipeline/, so it keeps a copy of ExpireAfter; this keeps it equal."""
     from pipeline.definition import CACHE_EXPIRE_AFTER
-    from pipeline.local.cache import parse_expire_after
+    from pipeline.local.engine.cache import parse_expire_after
 
     assert retrain.CACHE_LIFETIME == parse_expire_after(CACHE_EXPIRE_AFTER)
 

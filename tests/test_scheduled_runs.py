@@ -30,8 +30,8 @@ def _run(capsys, home: Path, data: Path, *flags: str) -> tuple[int, str]:
 
 
 def _versions(home: Path) -> list:
-    from pipeline.local.db import open_state
-    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.registry import ModelRegistry
     from pipeline.settings import Settings
 
     packages = ModelRegistry(open_state(home)).list_packages(Settings().model_package_group)
@@ -40,7 +40,7 @@ def _versions(home: Path) -> list:
 
 def _config(home: Path, artifact_uri: str) -> dict:
     """The config.json inside a registered model.tar.gz."""
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.store import ArtifactStore
 
     with tarfile.open(ArtifactStore(home).path(artifact_uri)) as tar:
         config = tar.extractfile("config.json")
@@ -122,7 +122,7 @@ def test_a_run_with_other_parameters_in_between_does_not_make_a_scheduled_run_re
 
 
 def _put_dataset(home: Path, uri: str, folder: Path) -> None:
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.store import ArtifactStore
 
     ArtifactStore(home).upload_dir(folder, uri)
 
@@ -156,7 +156,7 @@ def test_local_and_s3_name_the_same_files_with_one_version(tmp_path, aws_env):  
     from moto import mock_aws
 
     from pipeline.commands.run import RunError, store_data_version
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.store import ArtifactStore
     from pipeline.settings import Settings
 
     folder = write_jsonl(tmp_path / "imdb", make_reviews(20, seed=1), make_reviews(10, seed=2))

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from pipeline.local.api import api_app
+from pipeline.local.services.api import api_app
 from pipeline.settings import Settings
 from serve.server.run import BackgroundServer
 from tests.conftest import delete_endpoints

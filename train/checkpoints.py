@@ -3,7 +3,7 @@
 SageMaker syncs ``/opt/ml/checkpoints`` to S3 and restores it into a restarted job.  A
 checkpoint written by a job with other hyperparameters or other data is ignored, not resumed,
 and so is one marked finished: the checkpoint folder is shared by the executions that train
-the same profile (see ``pipeline.definition.checkpoint_uri``), and a new job must train anew,
+the same profile (see ``pipeline.definition.train_step.checkpoint_uri``), and a new job must train anew,
 not pick up where a completed one ended.
 """
 from __future__ import annotations

@@ -50,7 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 # --- events and endpoints --------------------------------------------------------------------------
 
 def command_events_deliver(args: argparse.Namespace, settings: Settings) -> Reply:
-    from pipeline.local.events import deliver_pending
+    from pipeline.local.services.events import deliver_pending
 
     try:
         return Reply(deliver_pending(settings), _print_events)
@@ -59,8 +59,8 @@ def command_events_deliver(args: argparse.Namespace, settings: Settings) -> Repl
 
 
 def command_endpoints(args: argparse.Namespace, settings: Settings) -> Reply:
-    from pipeline.local.db import open_state
-    from pipeline.local.hosting import LocalHosting
+    from pipeline.local.services.hosting import LocalHosting
+    from pipeline.local.state.db import open_state
 
     conn = open_state(settings.home)
     hosting = LocalHosting(settings.home, conn, runtime_port=settings.runtime_port)
@@ -128,9 +128,9 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> Reply:
 
 def artifact_path(settings: Settings, version: int) -> Path:
     """Where a locally registered version's ``model.tar.gz`` lies in the local artifact store."""
-    from pipeline.local.db import open_state
-    from pipeline.local.registry import ModelRegistry
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.registry import ModelRegistry
+    from pipeline.local.state.store import ArtifactStore
 
     with contextlib.closing(open_state(settings.home)) as conn:
         package = ModelRegistry(conn).get(settings.model_package_group, version)
@@ -143,7 +143,7 @@ def _print_served(result: dict) -> None:
 
 def command_api(args: argparse.Namespace, settings: Settings) -> Reply:
     """The website and its API, as the AWS stack serves them, until Ctrl-C."""
-    from pipeline.local.api import api_app
+    from pipeline.local.services.api import api_app
     from serve.server.run import listening_socket, serve_forever, url_of
 
     try:

@@ -17,7 +17,7 @@ from pipeline.parameters import APPROVAL_STATUSES
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.state.registry import ModelRegistry
 
 APPROVAL_VERBS = {"approve": "Approved", "reject": "Rejected"}
 
@@ -31,8 +31,8 @@ def _local_summary(package) -> dict[str, Any]:
 @contextlib.contextmanager
 def _local_registry(settings: Settings) -> Iterator[ModelRegistry]:
     """The local registry, on a connection closed when the command is done with it."""
-    from pipeline.local.db import open_state
-    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.registry import ModelRegistry
 
     with contextlib.closing(open_state(settings.home)) as conn:
         yield ModelRegistry(conn)
@@ -65,7 +65,7 @@ def set_status(settings: Settings, backend: str, version: int, verb: str, commen
     """Approve or reject. On SageMaker, EventBridge takes the event from there. Locally the
     event is recorded and (unless ``deliver`` is False) handed to the deploy handler at once;
     a deployment that fails leaves the approval in place and says why in ``deployment_error``."""
-    from pipeline.local.events import deliver_pending, record_event
+    from pipeline.local.services.events import deliver_pending, record_event
 
     status = APPROVAL_VERBS[verb]
     if backend == "sagemaker":

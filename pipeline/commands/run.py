@@ -22,7 +22,7 @@ from pipeline.errors import CommandError, UserError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.local.executions import Execution
+    from pipeline.local.state.executions import Execution
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def stage_data(settings: Settings, data: Path, sample: int | None) -> str:
     slash ``…-2000`` would also take a staged ``…-20000``'s files. A path with no reviews in an
     accepted layout is refused here, before an execution is recorded.
     """
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.store import ArtifactStore
     from steps.sources import DataError, check_dataset
 
     try:
@@ -120,7 +120,7 @@ def store_data_version(settings: Settings, uri: str) -> str:
     ``--skip-unchanged``. The content is hashed, not just listed: local files have no ETag.
     """
     from pipeline.lambdas import load_lambda
-    from pipeline.local.store import ArtifactStore, StoreError, split_uri
+    from pipeline.local.state.store import ArtifactStore, StoreError, split_uri
 
     store = ArtifactStore(settings.home)
     try:
@@ -164,10 +164,10 @@ def unchanged_since(settings: Settings, definition: str, values: dict[str, Any])
     leaves its cache entries in place.
     """
     from pipeline.definition import CACHE_EXPIRE_AFTER
-    from pipeline.local.cache import parse_expire_after
-    from pipeline.local.db import iso, open_state, sha256_text, utc_now
-    from pipeline.local.executions import ExecutionStore
-    from pipeline.local.expressions import parameter_values
+    from pipeline.local.engine.cache import parse_expire_after
+    from pipeline.local.engine.expressions import parameter_values
+    from pipeline.local.state.db import iso, open_state, sha256_text, utc_now
+    from pipeline.local.state.executions import ExecutionStore
 
     wanted = json.loads(json.dumps(parameter_values(json.loads(definition), values)))  # as the store keeps them
     cutoff = iso(utc_now() - parse_expire_after(CACHE_EXPIRE_AFTER))
@@ -202,8 +202,8 @@ def run_local(settings: Settings, data: Path, params: dict[str, str], sample: in
     execution (``unchanged_since``): what a scheduled run (a cron line) wants, so that it
     registers no duplicate."""
     from pipeline.bundles import build_bundles
-    from pipeline.local.executor import run_pipeline
-    from pipeline.local.expressions import ExpressionError, parameter_values
+    from pipeline.local.engine.executor import run_pipeline
+    from pipeline.local.engine.expressions import ExpressionError, parameter_values
 
     started = time.perf_counter()
     definition = quiet_definition_json(settings)
@@ -228,7 +228,7 @@ def run_local(settings: Settings, data: Path, params: dict[str, str], sample: in
 
 def retry_local(settings: Settings, execution_id: str, use_cache: bool = True) -> dict[str, Any]:
     """Run a Failed or Stopped execution again from its failed step (same id, definition, parameters)."""
-    from pipeline.local.executor import retry_execution
+    from pipeline.local.engine.executor import retry_execution
 
     started = time.perf_counter()
     execution = retry_execution(execution_id, settings, use_cache=use_cache)
@@ -240,9 +240,9 @@ def retry_local(settings: Settings, execution_id: str, use_cache: bool = True) -
 def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
     """What a person or a script wants to know about an execution, from the state database."""
     from pipeline.definition import REGISTER
-    from pipeline.local.db import open_state
-    from pipeline.local.executions import ExecutionStore
-    from pipeline.local.registry import ModelRegistry
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.executions import ExecutionStore
+    from pipeline.local.state.registry import ModelRegistry
 
     with contextlib.closing(open_state(settings.home)) as conn:
         execution, steps = ExecutionStore(conn).describe(execution_id)
@@ -266,7 +266,7 @@ def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
 def _accuracy(settings: Settings, steps: list) -> float | None:
     """The accuracy the gate saw: the Evaluate step's evaluation.json, read from the store."""
     from pipeline.definition import EVALUATE, EVALUATION_OUTPUT, report_accuracy
-    from pipeline.local.store import ArtifactStore
+    from pipeline.local.state.store import ArtifactStore
 
     evaluate = next((s for s in steps if s.step_name == EVALUATE and s.status == "Succeeded"), None)
     if evaluate is None:
@@ -277,8 +277,8 @@ def _accuracy(settings: Settings, steps: list) -> float | None:
 
 
 def list_executions(settings: Settings) -> list[dict[str, Any]]:
-    from pipeline.local.db import open_state
-    from pipeline.local.executions import ExecutionStore
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.executions import ExecutionStore
 
     with contextlib.closing(open_state(settings.home)) as conn:
         return [{"execution_id": e.execution_id, "status": e.status, "started": e.start_time, "ended": e.end_time,

@@ -109,8 +109,8 @@ def _next_due(settings: Settings) -> Path | None:
 def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
     """Deliver every pending event in order; returns the handler's answer for each one delivered.
     Raises the first failure (its event and the later ones stay pending)."""
-    from pipeline.local.db import open_state
-    from pipeline.local.hosting import LocalHosting
+    from pipeline.local.services.hosting import LocalHosting
+    from pipeline.local.state.db import open_state
 
     deploy = deploy_module()
     results = []

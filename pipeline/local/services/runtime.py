@@ -41,15 +41,15 @@ import aiohttp
 from aiohttp import web
 
 from pipeline.local.aws_identity import ACCOUNT, endpoint_log_group_arn
-from pipeline.local.db import connect, state_path
 from pipeline.local.processes import process_runs, start_server, stop_process_group
+from pipeline.local.state.db import connect, state_path
 from serve.server.http import BodyRefused, json_response, name_server, ping, printable, read_body, refuse
 from serve.server.run import listening_socket, serve_forever, url_of, write_whole
 
 log = logging.getLogger(__name__)
 
 # Local hosting's folder under the home: the endpoints' logs and model servers' models
-# (pipeline/local/hosting.py), and this runtime's record, lock and log.
+# (pipeline/local/services/hosting.py), and this runtime's record, lock and log.
 HOSTING_DIR = "hosting"
 RECORD_FILE = "runtime.json"
 # SageMaker's limit for a real-time invocation's payload.
@@ -224,7 +224,7 @@ def read_record(home: Path) -> dict | None:
 
 
 def _running(record: dict | None) -> TypeGuard[dict]:
-    return record is not None and process_runs(record.get("pid"), "pipeline.local.runtime")
+    return record is not None and process_runs(record.get("pid"), "pipeline.local.services.runtime")
 
 
 def runtime_url(home: Path) -> str | None:
@@ -251,7 +251,7 @@ def ensure_runtime(home: Path, port: int = 0) -> str:
 
 
 def _start(home: Path, port: int) -> str:
-    pid, url = start_server([sys.executable, "-m", "pipeline.local.runtime", "--home", str(Path(home).resolve()),
+    pid, url = start_server([sys.executable, "-m", "pipeline.local.services.runtime", "--home", str(Path(home).resolve()),
                              "--port", str(port)], hosting_folder(home) / "runtime.log",
                             f"the local SageMaker runtime (port {port or 'any'})", READY_TIMEOUT_S)
     write_whole(hosting_folder(home) / RECORD_FILE, json.dumps({"pid": pid, "url": url, "port": int(url.rsplit(":", 1)[1])}))
@@ -268,7 +268,7 @@ def stop_runtime(home: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.local.runtime", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.services.runtime", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

@@ -2,7 +2,7 @@
 another's machinery only for its error type."""
 from __future__ import annotations
 
-from pipeline.local.db import StateError
+from pipeline.local.state.db import StateError
 
 
 class PolicyError(StateError):

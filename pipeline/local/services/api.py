@@ -9,7 +9,7 @@ One HTTP server (``sentiment-mlops api``, port 3000 by default) does what the AW
 - ``/predict``, ``/health`` and any other API path: the request becomes an API Gateway
   payload-2.0 event, which goes to ``lambda/predict.py``'s ``handle`` (the code that runs in
   Lambda) with a real boto3 ``sagemaker-runtime`` client. The client's ``endpoint_url`` is the
-  home's local SageMaker runtime (``pipeline/local/runtime.py``), which routes the invocation to
+  home's local SageMaker runtime (``pipeline/local/services/runtime.py``), which routes the invocation to
   the endpoint's current model server, as SageMaker's runtime does on AWS.
 
 Handlers run on a pool of ``HANDLER_THREADS`` threads (boto3 blocks), as Lambda runs concurrent
@@ -29,7 +29,7 @@ from aiohttp import web
 
 from pipeline.lambdas import load_lambda
 from pipeline.local.aws_identity import REGION
-from pipeline.local.runtime import INVOKE_TIMEOUT_S, ensure_runtime
+from pipeline.local.services.runtime import INVOKE_TIMEOUT_S, ensure_runtime
 from pipeline.settings import WEBSITE_DIR, Settings
 from serve.server.http import BodyRefused, json_response, name_server, read_body, refuse
 

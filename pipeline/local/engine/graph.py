@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.local.expressions import ExpressionError, referenced_steps
+from pipeline.local.engine.expressions import ExpressionError, referenced_steps
 
 
 class GraphError(ValueError):

@@ -18,8 +18,8 @@ from datetime import timedelta
 from typing import Any
 
 from pipeline.local.aws_identity import REGION, execution_arn
-from pipeline.local.cache import parse_expire_after
-from pipeline.local.db import (
+from pipeline.local.processes import process_alive
+from pipeline.local.state.db import (
     Clock,
     StateError,
     iso,
@@ -30,7 +30,6 @@ from pipeline.local.db import (
     utc_now,
     write_transaction,
 )
-from pipeline.local.processes import process_alive
 
 EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
 EXECUTION_TERMINAL = ("Stopped", "Failed", "Succeeded")
@@ -322,12 +321,12 @@ class ExecutionStore:
                  to_json(source.properties), source.cache_key, origin))
         return self.step(execution_id, source.step_name)
 
-    def find_cached(self, pipeline_name: str, step_name: str, cache_key: str, expire_after: timedelta | str) -> Step | None:
+    def find_cached(self, pipeline_name: str, step_name: str, cache_key: str, expire_after: timedelta) -> Step | None:
         """The newest Succeeded run of this step, in this pipeline, with this cache key, that
         ended within ``expire_after`` of now; None if there is none. Only runs that really ran
-        count: a cache hit is not a new run, so reusing a result does not make it younger."""
-        ttl = parse_expire_after(expire_after) if isinstance(expire_after, str) else expire_after
-        cutoff = iso(self.clock() - ttl)
+        count: a cache hit is not a new run, so reusing a result does not make it younger.
+        Reading a CacheConfig's ``ExpireAfter`` text is the engine's (``engine.cache.cache_policy``)."""
+        cutoff = iso(self.clock() - expire_after)
         row = self.conn.execute(
             "SELECT s.* FROM steps s JOIN executions e USING (execution_id) WHERE e.pipeline_name = ? "
             "AND s.step_name = ? AND s.cache_key = ? AND s.status = 'Succeeded' AND s.end_time >= ? "

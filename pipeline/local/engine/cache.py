@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pipeline.local.db import sha256_text, to_json
-from pipeline.local.errors import PolicyError
-from pipeline.local.store import ArtifactStore
+from pipeline.local.engine.errors import PolicyError
+from pipeline.local.state.db import sha256_text, to_json
+from pipeline.local.state.store import ArtifactStore
 
 CACHE_KEY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),

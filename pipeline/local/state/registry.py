@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.definition import report_accuracy
 from pipeline.local.aws_identity import ACCOUNT, REGION, model_package_arn, sagemaker_arn
-from pipeline.local.db import Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
+from pipeline.local.state.db import Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
 from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's ModelPackageGroupName pattern

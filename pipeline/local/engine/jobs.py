@@ -33,7 +33,7 @@ from typing import Any
 
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import stop_process_group
-from pipeline.local.store import ArtifactStore
+from pipeline.local.state.store import ArtifactStore
 from serve.artifact import pack_model_dir
 from steps.job_failure import OUTPUT_DIR_ENV, PROCESSING_REASON_FILE, TRAINING_REASON_FILE
 
@@ -41,7 +41,7 @@ OPT_ML = "/opt/ml"
 _OPT_ML_PATH = re.compile(r"(?<![\w./-])/opt/ml(?=/|$|[^\w.-])")
 SHIM_DIR = ".local-runtime/bin"
 PIP_SHIM = """#!/bin/bash
-# Local runtime stand-in for the container's python (see pipeline/local/jobs.py): the project's
+# Local runtime stand-in for the container's python (see pipeline/local/engine/jobs.py): the project's
 # environment already has the bundle's requirements, so "pip install" is skipped.
 if [[ "${{1:-}}" == "-m" && "${{2:-}}" == "pip" && "${{3:-}}" == "install" ]]; then
     echo "local runtime: skipping pip install $*" >&2

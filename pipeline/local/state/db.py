@@ -137,7 +137,7 @@ MIGRATIONS: list[list[str]] = [
             creation_time TEXT NOT NULL)""",
     ],
     [
-        # Local hosting (pipeline/local/hosting.py): SageMaker's models, endpoint configs and
+        # Local hosting (pipeline/local/services/hosting.py): SageMaker's models, endpoint configs and
         # endpoints, each endpoint served by a model-server process on this machine.
         """CREATE TABLE hosted_models (
             name TEXT PRIMARY KEY,

@@ -36,11 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bundles import CodeBundles
-from pipeline.local.cache import CachePolicy, cache_key, cache_policy, missing_outputs
-from pipeline.local.conditions import condition_step_outcome
-from pipeline.local.db import iso, open_state, parse_iso, sha256_text, utc_now
-from pipeline.local.executions import Execution, ExecutionStore, Step
-from pipeline.local.expressions import (
+from pipeline.local.engine.cache import CachePolicy, cache_key, cache_policy, missing_outputs
+from pipeline.local.engine.conditions import condition_step_outcome
+from pipeline.local.engine.expressions import (
     ExecutionContext,
     ExpressionError,
     execution_variables,
@@ -48,12 +46,14 @@ from pipeline.local.expressions import (
     read_path,
     resolve,
 )
-from pipeline.local.graph import Plan, StepNode, build_plan
-from pipeline.local.jobs import JobFailed, run_processing_job, run_training_job
+from pipeline.local.engine.graph import Plan, StepNode, build_plan
+from pipeline.local.engine.jobs import JobFailed, run_processing_job, run_training_job
+from pipeline.local.engine.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.processes import stop_process_group
-from pipeline.local.registry import ModelRegistry
-from pipeline.local.retry import exception_type, matching_policy, retry_policies
-from pipeline.local.store import ArtifactStore
+from pipeline.local.state.db import iso, open_state, parse_iso, sha256_text, utc_now
+from pipeline.local.state.executions import Execution, ExecutionStore, Step
+from pipeline.local.state.registry import ModelRegistry
+from pipeline.local.state.store import ArtifactStore
 from pipeline.parameters import DEFAULT_APPROVAL_STATUS
 from pipeline.settings import Settings
 

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pipeline.local.expressions import ExecutionContext, ExpressionError, resolve
+from pipeline.local.engine.expressions import ExecutionContext, ExpressionError, resolve
 
 
 class ConditionError(ExpressionError):

@@ -14,7 +14,7 @@ serving, with the failure noted. State lives in the local SQLite database; serve
 outlive the command that started them and are found again by their recorded pid.
 
 Clients do not call the model servers directly. An endpoint's ``Url`` is the address of the
-home's local SageMaker runtime (``pipeline/local/runtime.py``) followed by
+home's local SageMaker runtime (``pipeline/local/services/runtime.py``) followed by
 ``/endpoints/NAME``: it stays the same across updates, as a SageMaker endpoint's name does. An
 update is a blue/green swap with no failed request: the new server takes new requests from the
 moment its address is committed; the old one is then asked to stop, finishes what it holds,
@@ -36,11 +36,11 @@ from typing import Any, TypeGuard
 from botocore.exceptions import ClientError
 
 from pipeline.local.aws_identity import sagemaker_arn
-from pipeline.local.db import StateError, iso, to_json, utc_now, write_transaction
 from pipeline.local.processes import process_runs, start_server, stop_process_group
-from pipeline.local.registry import ModelRegistry
-from pipeline.local.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
-from pipeline.local.store import ArtifactStore
+from pipeline.local.services.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
+from pipeline.local.state.db import StateError, iso, to_json, utc_now, write_transaction
+from pipeline.local.state.registry import ModelRegistry
+from pipeline.local.state.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
 
 log = logging.getLogger(__name__)
