@@ -26,7 +26,12 @@ setup(
         # The model server, the local SageMaker runtime and the local API: an event-loop HTTP
         # server and client with a C parser (see the README's "Dependencies").
         "aiohttp>=3.11,<4",
+        # The registry page's HTML (pipeline/review/templates/), written out with autoescaping so that
+        # review text from a data set is shown as text (see the README's "Dependencies").
+        "jinja2>=3.1,<4",
     ],
+    # The registry page's templates and style sheet travel with the package, installed or editable.
+    package_data={"pipeline.review": ["templates/*.html", "static/*.css"]},
     # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would;
     # selenium drives Debian's Chromium for the website's browser tests.
     # ruff and mypy read the code (tests/test_code_checks.py), with ruff.toml and mypy.ini; pinned,

@@ -25,16 +25,22 @@ if __package__ in (None, ""):  # run as a script: make the sibling packages (ser
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.metrics import binary_classification_report
+from evaluation.outputs import (
+    CONFUSION_MATRIX_FILE,
+    MISCLASSIFIED_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    ROC_PR_FILE,
+    TRAINING_CURVES_FILE,
+)
 from evaluation.plots import plot_confusion_matrix, plot_roc_and_pr
+from serve.artifact import TRAINING_CURVES_FILE as CURVES_IN_ARTIFACT
 from serve.artifact import ArtifactError, resolve_model_dir
 from serve.artifact_code import load_artifact_handlers
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 
 log = logging.getLogger("evaluate")
 
-REPORT_FILE = "evaluation.json"
-PREDICTIONS_FILE = "predictions.jsonl"
-MISCLASSIFIED_FILE = "worst_misclassified.md"
 REVIEWS_FILE = "reviews.jsonl"
 BATCH_SIZE = 500
 WORST_SHOWN = 20
@@ -96,6 +102,17 @@ def model_path(path: Path) -> Path:
     return path
 
 
+def copy_training_curves(model_dir: Path, destination: Path) -> bool:
+    """The training curves the artifact carries, beside the evaluation's plots, so that every plot
+    of a version lies in one folder. An artifact made before it carried them has none: no curves."""
+    curves = Path(model_dir) / CURVES_IN_ARTIFACT
+    if not curves.is_file():
+        log.info("the artifact carries no %s: the evaluation has no training curves", CURVES_IN_ARTIFACT)
+        return False
+    shutil.copyfile(curves, destination)
+    return True
+
+
 def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
     started = time.perf_counter()
     texts, labels = read_test_reviews(test_dir)
@@ -117,9 +134,10 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
             for label, probability in zip(labels, probabilities):
                 handle.write(json.dumps({"label": int(label), "positive_probability": round(float(probability), 6)}) + "\n")
         (results / MISCLASSIFIED_FILE).write_text(worst_misclassified(texts, labels, probabilities, WORST_SHOWN), encoding="utf-8")
-        plot_confusion_matrix(metrics["confusion_matrix"], results / "confusion_matrix.png")
+        plot_confusion_matrix(metrics["confusion_matrix"], results / CONFUSION_MATRIX_FILE)
         if "receiver_operating_characteristic_curve" in metrics:
-            plot_roc_and_pr(metrics, results / "roc_pr_curves.png")
+            plot_roc_and_pr(metrics, results / ROC_PR_FILE)
+        copy_training_curves(model_dir, results / TRAINING_CURVES_FILE)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         for item in results.iterdir():  # the report last, so a reader never sees it without its companions

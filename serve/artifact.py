@@ -7,6 +7,10 @@ Layout (self-contained, so registration needs no repack step)::
     vocab.json      the vocabulary
     code/           inference.py, the serve/ modules it imports, requirements.txt and the
                     constraints.txt it pins from (see serve/dependencies.py)
+    training_curves.png
+                    loss and accuracy per epoch (optional: older artifacts lack it). Nothing
+                    serves it; the evaluation step publishes it beside its own plots, so that
+                    every plot of a version lies in one folder
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 CODE_DIR = "code"
+TRAINING_CURVES_FILE = "training_curves.png"
 MODEL_FORMAT = "sentiment-mlops/model"
 SERVE_PACKAGE_DIR = Path(__file__).resolve().parent
 # What the inference container must install next to its own torch and numpy, at the exact pins

@@ -423,3 +423,99 @@ def test_registry_errors_say_what_to_do(registry):
     with pytest.raises(BackendError, match="model package group nope does not exist in us-east-1: check "
                                            "SENTIMENT_MLOPS_MODEL_PACKAGE_GROUP"):
         list_model_packages(registry, "nope")
+
+
+# --- the evaluation's files, linked from the package (CustomerMetadataProperties) ------------
+
+EVALUATION_FOLDER = "sentiment-mlops/executions/abcdef123456/Evaluate/evaluation"
+
+
+def _register_with_links(aws: AwsClients, written: tuple[str, ...]) -> dict[str, str]:
+    """A package registered as the Register step registers it: its metrics and its links to the
+    Evaluate step's files, of which only ``written`` are in S3."""
+    from evaluation.outputs import LINKS
+
+    links = {key: f"s3://{SETTINGS.bucket}/{EVALUATION_FOLDER}/{name}" for key, name in LINKS.items()}
+    for name in written:
+        body = _evaluation(0.9) if name == "evaluation.json" else b"\x89PNG fake" if name.endswith(".png") else b"text"
+        aws.s3.put_object(Bucket=SETTINGS.bucket, Key=f"{EVALUATION_FOLDER}/{name}", Body=body)
+    aws.sagemaker.create_model_package_group(ModelPackageGroupName=SETTINGS.model_package_group)
+    aws.sagemaker.create_model_package(
+        ModelPackageGroupName=SETTINGS.model_package_group, ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={"Containers": [{"Image": "pytorch-inference:2.5",
+                                                "ModelDataUrl": f"s3://{SETTINGS.bucket}/models/job/output/model.tar.gz"}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]},
+        ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": links["EvaluationReport"]}}},
+        CustomerMetadataProperties=links)
+    return links
+
+
+OLD_ARTIFACT = ("evaluation.json", "confusion_matrix.png", "roc_pr_curves.png", "worst_misclassified.md", "predictions.jsonl")
+
+
+def test_show_links_every_evaluation_file_with_a_presigned_https_url(aws):
+    """DescribeModelPackage returns the CustomerMetadataProperties; each link gets a GET URL a
+    browser opens for an hour (presigned: no call to AWS), shown inline, and says whether the file
+    is there (a model trained before the artifact carried its curves has none)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import requests
+
+    links = _register_with_links(aws, OLD_ARTIFACT)
+    calls = Calls(aws.s3)
+    shown = describe_model_package(aws, SETTINGS.model_package_group, 1)
+    assert shown["customer_metadata_properties"] == links and shown["accuracy"] == 0.9
+    assert [link["name"] for link in shown["links"]] == ["EvaluationReport", "ConfusionMatrix", "RocPrCurves",
+                                                         "TrainingCurves", "WorstMistakes", "Predictions"]
+    assert {link["name"]: link["uri"] for link in shown["links"]} == links
+    assert {link["name"]: link["exists"] for link in shown["links"]} == {
+        name: name != "TrainingCurves" for name in links}
+    assert calls.count("GetObject") == 1 and calls.count("HeadObject") == 6  # the report, and one look per file
+    by_name = {link["name"]: link for link in shown["links"]}
+    for name, link in by_name.items():
+        url = urlsplit(link["url"])
+        query = parse_qs(url.query)
+        assert url.scheme == "https" and url.path.endswith(links[name].rsplit("/", 1)[1])
+        assert query["X-Amz-Expires"] == ["3600"] and query["response-content-disposition"] == ["inline"]
+    assert parse_qs(urlsplit(by_name["ConfusionMatrix"]["url"]).query)["response-content-type"] == ["image/png"]
+    assert parse_qs(urlsplit(by_name["WorstMistakes"]["url"]).query)["response-content-type"] == [
+        "text/plain; charset=utf-8"]
+    assert shown["links_expire_s"] == 3600
+    # The link is what a browser fetches: here moto answers it, as S3 would.
+    answer = requests.get(by_name["ConfusionMatrix"]["url"], timeout=5)
+    assert answer.status_code == 200 and answer.content == b"\x89PNG fake"
+    assert answer.headers["Content-Type"] == "image/png"
+    # The listing carries the properties too (same field name as the local registry), without links.
+    (listed,) = list_model_packages(aws, SETTINGS.model_package_group)
+    assert listed["customer_metadata_properties"] == links and "links" not in listed
+
+
+def test_a_package_without_links_shows_none(registry):
+    shown = describe_model_package(registry, SETTINGS.model_package_group, 1)
+    assert shown["customer_metadata_properties"] == {} and shown["links"] == []
+
+
+def test_registry_show_on_sagemaker_prints_each_link_and_its_uri(aws, capsys, monkeypatch):
+    """``registry --backend sagemaker show``: the https link to click and the s3:// URI, and the
+    same in ``--json``."""
+    from pipeline.cli import main
+
+    for name, value in (("REGION", REGION), ("BUCKET", SETTINGS.bucket),
+                        ("MODEL_PACKAGE_GROUP", SETTINGS.model_package_group)):
+        monkeypatch.setenv(f"SENTIMENT_MLOPS_{name}", value)
+    links = _register_with_links(aws, (*OLD_ARTIFACT, "training_curves.png"))
+    assert main(["registry", "--backend", "sagemaker", "show", "1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(link["name"], link["uri"], link["exists"]) for link in shown["links"]] == [
+        (name, links[name], True) for name in ("EvaluationReport", "ConfusionMatrix", "RocPrCurves", "TrainingCurves",
+                                               "WorstMistakes", "Predictions")]
+    assert all(link["url"].startswith(f"https://{SETTINGS.bucket}.s3.amazonaws.com/") for link in shown["links"])
+    assert main(["registry", "--backend", "sagemaker", "show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "the evaluation's files (the https links work for 60 minutes):" in out
+    lines = out.splitlines()
+    for name, uri in links.items():
+        (at,) = [i for i, line in enumerate(lines) if line.split()[:1] == [name]]
+        assert lines[at].split()[1].startswith("https://") and lines[at + 1].split() == [uri]
+    assert "not there" not in out and "registry page" not in out

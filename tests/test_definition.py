@@ -198,6 +198,117 @@ def test_register_model_arguments(definition):
     assert spec["SupportedResponseMIMETypes"] == ["application/json", "text/plain"]
 
 
+# --- the links an approver opens: CustomerMetadataProperties into Evaluate's output ----------
+
+EVALUATION_FOLDER = {"Get": "Steps.Evaluate.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri"}
+
+
+def _register_links(definition: dict, execution_id: str = "abcdef123456") -> dict[str, str]:
+    """The package's CustomerMetadataProperties as they resolve in an execution with this id
+    (SageMaker's are 12 characters): Evaluate's output URI resolved first, then the links."""
+    from datetime import datetime
+
+    from pipeline.local.engine.expressions import ExecutionContext, execution_variables, parameter_values, resolve
+
+    context = ExecutionContext(parameter_values(definition, {}),
+                               execution_variables("sentiment-mlops-test", execution_id, datetime(2026, 1, 1, tzinfo=UTC)))
+    steps = steps_by_name(definition)
+    outputs = resolve(steps["Evaluate"]["Arguments"]["ProcessingOutputConfig"], context)
+    context = context.with_step_properties("Evaluate", {"ProcessingOutputConfig": outputs})
+    return resolve(steps["Register"]["Arguments"]["CustomerMetadataProperties"], context)
+
+
+def test_the_package_links_every_file_the_evaluate_step_writes(definition):
+    """Each link is Evaluate's output folder joined with a file name from evaluation/outputs.py,
+    the module evaluate.py writes its files by (tests/test_evaluate.py checks it writes exactly
+    those); the folder is the output evaluate.py is told to write to."""
+    from evaluation import evaluate, outputs
+
+    register = steps_by_name(definition)["Register"]["Arguments"]
+    assert register["CustomerMetadataProperties"] == {
+        key: {"Std:Join": {"On": "/", "Values": [EVALUATION_FOLDER, name]}} for key, name in outputs.LINKS.items()}
+    assert list(outputs.LINKS) == ["EvaluationReport", "ConfusionMatrix", "RocPrCurves", "TrainingCurves",
+                                   "WorstMistakes", "Predictions"]
+    assert outputs.LINKS["EvaluationReport"] == register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"][
+        "Std:Join"]["Values"][1] == "evaluation.json"
+    assert (evaluate.REPORT_FILE, evaluate.PREDICTIONS_FILE, evaluate.MISCLASSIFIED_FILE) == (
+        outputs.REPORT_FILE, outputs.PREDICTIONS_FILE, outputs.MISCLASSIFIED_FILE)  # imported, not copies
+    evaluate_args = steps_by_name(definition)["Evaluate"]["Arguments"]
+    (output,) = evaluate_args["ProcessingOutputConfig"]["Outputs"]
+    output_dir = evaluate_args["AppSpecification"]["ContainerArguments"]
+    assert output["OutputName"] == "evaluation"
+    assert output_dir[output_dir.index("--output-dir") + 1] == output["S3Output"]["LocalPath"]
+    links = _register_links(definition)
+    assert links == {key: f"s3://test-bucket/sentiment-mlops/executions/abcdef123456/Evaluate/evaluation/{name}"
+                     for key, name in outputs.LINKS.items()}
+
+
+def definition_json_for(settings: Settings) -> str:
+    from pipeline.definition import definition_json
+
+    return definition_json(settings, fixed_bundles(settings))
+
+
+def test_the_links_fit_sagemakers_limits_with_a_realistic_bucket_and_prefix():
+    """CustomerMetadataProperties values hold at most 256 characters. A stack's bucket name
+    (CloudFormation adds a suffix) with a longish prefix fits; the build checks the resolved
+    length, so the check and the definition must agree on it."""
+    from dataclasses import replace
+
+    from evaluation.outputs import LINKS
+    from pipeline.definition.contracts import (
+        CUSTOMER_METADATA_MAX_ENTRIES,
+        CUSTOMER_METADATA_MAX_VALUE,
+        customer_metadata_problem,
+    )
+
+    settings = replace(SETTINGS, bucket="sentiment-mlops-artifactbucket-1a2b3c4d5e6f7", prefix="teams/nlp/sentiment-mlops")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        definition = json.loads(definition_json_for(settings))
+    links = _register_links(definition)
+    assert customer_metadata_problem(links) is None and len(links) <= CUSTOMER_METADATA_MAX_ENTRIES
+    longest = max(links.values(), key=len)
+    assert longest.endswith("/Evaluate/evaluation/worst_misclassified.md") and len(longest) < CUSTOMER_METADATA_MAX_VALUE
+    from pipeline.definition.contracts import EXECUTION_ID_LENGTH
+    from pipeline.local.state.executions import new_execution_id
+
+    assert len(new_execution_id()) == EXECUTION_ID_LENGTH == len("abcdef123456")  # as SageMaker's
+    # How much room is left: the longest file name and a 63-character bucket leave the prefix 120.
+    room = CUSTOMER_METADATA_MAX_VALUE - len("s3:///executions/abcdef123456/Evaluate/evaluation/") - max(map(len, LINKS.values()))
+    assert room - 63 - 1 == 120
+
+
+def test_a_prefix_too_long_for_the_links_fails_the_build_saying_what_to_shorten():
+    from dataclasses import replace
+
+    from pipeline.definition.gate_step import DefinitionError
+    from pipeline.errors import UserError
+
+    settings = replace(SETTINGS, bucket="b" * 63, prefix="p" * 121)
+    with warnings.catch_warnings(), pytest.raises(DefinitionError) as raised:
+        warnings.simplefilter("ignore")
+        definition_json_for(settings)
+    assert isinstance(raised.value, UserError)
+    message = str(raised.value)
+    assert "'WorstMistakes'" in message and "has 257 characters: SageMaker takes 1 to 256" in message
+    assert "Shorten SENTIMENT_MLOPS_PREFIX" in message and "\n" not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        links = _register_links(json.loads(definition_json_for(replace(settings, prefix="p" * 120))))
+    assert max(len(v) for v in links.values()) == 256  # the longest that SageMaker takes
+
+
+def test_a_prefix_with_characters_sagemaker_refuses_in_metadata_fails_the_build():
+    from dataclasses import replace
+
+    from pipeline.definition.gate_step import DefinitionError
+
+    with warnings.catch_warnings(), pytest.raises(DefinitionError, match=r"holds '~'"):
+        warnings.simplefilter("ignore")
+        definition_json_for(replace(SETTINGS, prefix="~team/sentiment"))
+
+
 def test_training_step(definition):
     from train.train import METRIC_DEFINITIONS
 

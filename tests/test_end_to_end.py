@@ -49,6 +49,13 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert json.loads(listed.stdout)[0]["accuracy"] == pytest.approx(summary["accuracy"])
     shown = json.loads(_run(tmp_path, "executions", "show", summary["execution_id"], "--json").stdout)
     assert shown["status"] == "Succeeded" and shown["model_package_version"] == 1
+    # Every plot of the version in one folder, each linked from the registry: nothing to open by hand.
+    version = json.loads(_run(tmp_path, "registry", "show", "1", "--json").stdout)
+    assert {link["name"]: Path(link["path"]).name for link in version["links"] if link["exists"]} == {
+        "EvaluationReport": "evaluation.json", "ConfusionMatrix": "confusion_matrix.png",
+        "RocPrCurves": "roc_pr_curves.png", "TrainingCurves": "training_curves.png",
+        "WorstMistakes": "worst_misclassified.md", "Predictions": "predictions.jsonl"}
+    assert len({Path(link["path"]).parent for link in version["links"]}) == 1
     _serve_and_invoke(tmp_path, "1")
     _approve_and_invoke(tmp_path, "1")
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from evaluation import outputs
 from evaluation.evaluate import EvaluationError, main, run
 from evaluation.metrics import binary_classification_report
-from serve.artifact import ArtifactError, pack_model_dir
+from serve.artifact import TRAINING_CURVES_FILE, ArtifactError, pack_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,38 @@ def test_outputs_a_person_can_read(evaluated):
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     accuracy = np.mean([(p["positive_probability"] >= 0.5) == p["label"] for p in predictions])
     assert accuracy == pytest.approx(report["binary_classification_metrics"]["accuracy"]["value"], abs=1e-6)
+
+
+def test_every_file_the_registry_links_is_written_and_nothing_else(evaluated, trained):
+    """The Register step links ``outputs.LINKS`` from the model package: each names a file this
+    step writes, and the training curves come from the artifact, byte for byte."""
+    out, _ = evaluated
+    folder = out / "evaluation"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.LINKS.values())
+    assert (folder / outputs.TRAINING_CURVES_FILE).read_bytes() == (trained / "model" / TRAINING_CURVES_FILE).read_bytes()
+
+
+def test_an_artifact_without_training_curves_gives_no_curves_and_the_report_comes_last(trained, prepared, tmp_path,
+                                                                                      monkeypatch):
+    """An older artifact carries no curves: the evaluation has none. And whatever it writes, the
+    report is moved into place last, so a reader that sees it sees its companions too."""
+    import evaluation.evaluate as evaluate_module
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained / "model", model_dir)
+    (model_dir / TRAINING_CURVES_FILE).unlink()
+    moved = []
+    real_replace = evaluate_module.os.replace
+
+    def replace(source, destination):
+        moved.append(Path(destination).name)
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(evaluate_module.os, "replace", replace)
+    run(model_dir, prepared / "test", tmp_path / "out")
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(name for name in outputs.LINKS.values() if name != outputs.TRAINING_CURVES_FILE)
+    assert moved[-1] == outputs.REPORT_FILE and sorted(moved) == written
 
 
 def test_scores_through_the_artifacts_own_code_not_the_repository(trained, prepared, tmp_path):

@@ -40,7 +40,7 @@ def _request(server: BackgroundServer, method: str, path: str, body: bytes | Non
              headers: dict | None = None) -> tuple[int, dict, bytes]:
     parts = urlsplit(server.url)
     assert parts.hostname is not None, server.url
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)  # an approval deploys
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()

@@ -70,6 +70,45 @@ def test_pass_branch_registers_one_pending_version(passed):
     assert ArtifactStore(settings.home).path(package.artifact_uri).is_file()
 
 
+def test_the_registered_version_links_every_file_of_its_evaluation(passed, capsys):
+    """Register keeps the resolved CustomerMetadataProperties; each links a file the Evaluate step
+    wrote into its output folder, the training curves included (from the artifact), and
+    ``registry show`` prints where each lies in the local store and the registry page."""
+    import json
+
+    from evaluation.outputs import LINKS
+    from pipeline.cli import main
+
+    execution, steps, registry, settings = passed
+    (package,) = [p for p in registry.list(settings.model_package_group) if p.execution_id == execution.execution_id]
+    evaluate = next(s for s in steps if s.step_name == "Evaluate")
+    (output,) = evaluate.properties["ProcessingOutputConfig"]["Outputs"]
+    folder = output["S3Output"]["S3Uri"]
+    assert folder == settings.s3_uri("executions", execution.execution_id, "Evaluate", "evaluation")
+    assert package.customer_metadata_properties == {key: f"{folder}/{name}" for key, name in LINKS.items()}
+    event = registry.event(package)["detail"]["CustomerMetadataProperties"]
+    assert event == {**package.customer_metadata_properties, "ArtifactSha256": package.artifact_sha256,
+                     "Accuracy": event["Accuracy"], "PipelineExecutionId": execution.execution_id}
+
+    home = ["--home", str(settings.home)]
+    assert main([*home, "registry", "show", str(package.version), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["customer_metadata_properties"] == package.customer_metadata_properties
+    store = ArtifactStore(settings.home)
+    assert [(link["name"], link["uri"], link["path"], link["exists"]) for link in shown["links"]] == [
+        (key, f"{folder}/{name}", str(store.path(f"{folder}/{name}")), True) for key, name in LINKS.items()]
+    assert Path(shown["links"][0]["path"]).parent == store.path(folder)
+    assert Path(shown["links"][3]["path"]).read_bytes()[:4] == b"\x89PNG"  # the training curves
+    assert shown["registry_page"] == f"http://127.0.0.1:3000/registry/versions/{package.version}"
+    assert main([*home, "registry", "show", str(package.version)]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines()]
+    for link in shown["links"]:
+        at = lines.index([link["name"], link["path"]])
+        assert lines[at + 1] == [link["uri"]]
+    assert f"registry page: http://127.0.0.1:3000/registry/versions/{package.version}" in out
+
+
 def test_fail_branch_reuses_the_cached_jobs_fails_and_registers_nothing(built, passed):
     """Same data and hyperparameters, another threshold: the threshold is in no job's cache key,
     so Preprocess, Train and Evaluate come from the first run (the real definition's keys hold

@@ -339,6 +339,66 @@ def test_invalid_requests_say_what_to_do(registry: ModelRegistry, call, message:
     assert "\n" not in str(error.value)
 
 
+LINKS = {"EvaluationReport": "s3://b/executions/abcdef123456/Evaluate/evaluation/evaluation.json",
+         "TrainingCurves": "s3://b/executions/abcdef123456/Evaluate/evaluation/training_curves.png"}
+
+
+def test_customer_metadata_is_kept_and_the_event_carries_it_beside_the_registrys_own(
+        registry: ModelRegistry, store: ExecutionStore) -> None:
+    """As CreateModelPackage keeps CustomerMetadataProperties and the state-change event carries
+    them; the keys the local event already carried stay, and win a clash of keys."""
+    run = store.create("sentiment-mlops", SHA, {})
+    package = register(registry, execution_id=run.execution_id,
+                       customer_metadata_properties={**LINKS, "ArtifactSha256": "forged"})
+    assert package.customer_metadata_properties == {**LINKS, "ArtifactSha256": "forged"}
+    assert registry.get("sentiment-lstm", 1) == package
+    event = registry.update_approval("sentiment-lstm", 1, "Approved", approver="alice").event
+    assert event is not None
+    assert event["detail"]["CustomerMetadataProperties"] == {
+        **LINKS, "ArtifactSha256": SHA, "Accuracy": "0.905", "PipelineExecutionId": run.execution_id}
+    assert register(registry).customer_metadata_properties == {}  # none given, none kept
+
+
+@pytest.mark.parametrize("properties, message", [
+    ({"Report": "s3://b/" + "k" * 250}, "'Report' has 257 characters: SageMaker takes 1 to 256"),
+    ({"k" * 129: "v"}, "has 129 characters: SageMaker takes 1 to 128"),
+    ({"Report": "s3://b/~me/evaluation.json"}, "holds '~'"),
+    ({"Report": ""}, "has 0 characters"),
+    ({f"k{i}": "v" for i in range(51)}, "51 customer metadata properties: a model package holds at most 50"),
+])
+def test_customer_metadata_sagemaker_would_refuse_is_refused(registry: ModelRegistry, conn: sqlite3.Connection,
+                                                             properties: dict, message: str) -> None:
+    with pytest.raises(RegistryError, match=re.escape(message)) as error:
+        register(registry, customer_metadata_properties=properties)
+    assert "\n" not in str(error.value) and str(error.value).startswith("cannot register in 'sentiment-lstm': ")
+    assert conn.execute("SELECT count(*) FROM model_packages").fetchone()[0] == 0
+
+
+def test_packages_registered_before_customer_metadata_existed_read_as_having_none(path: Path) -> None:
+    """The column came with a migration of its own: a database at the schema before it keeps its
+    packages, which read as registered without properties."""
+    from pipeline.local.state import db
+
+    added = next(i for i, statements in enumerate(db.MIGRATIONS) if "customer_metadata_properties" in " ".join(statements))
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for version, statements in enumerate(db.MIGRATIONS[:added], start=1):
+        for statement in statements:
+            old.execute(statement)
+        old.execute("INSERT INTO schema_version VALUES (?, 'then')", (version,))
+    old.execute("INSERT INTO model_package_groups VALUES ('g', 'arn:g', '2026-01-01T00:00:00.000Z')")
+    old.execute("INSERT INTO model_packages (group_name, version, arn, artifact_uri, artifact_sha256, metrics, "
+                "inference_specification, approval_status, creation_time, last_modified_time) VALUES "
+                "('g', 1, 'arn:g/1', 's3://b/m', ?, '{}', '{}', 'PendingManualApproval', "
+                "'2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')", (SHA,))
+    old.close()
+    upgraded = connect(path)
+    assert schema_version(upgraded) == SCHEMA_VERSION == len(db.MIGRATIONS)
+    assert ModelRegistry(upgraded).get("g", 1).customer_metadata_properties == {}
+    upgraded.close()
+
+
 def test_failed_registration_leaves_nothing(registry: ModelRegistry, conn: sqlite3.Connection) -> None:
     with pytest.raises(ValueError):  # NaN is not JSON: refused inside the transaction
         registry.register("fresh", "s3://m", SHA, {"accuracy": float("nan")}, inference_specification=SPEC)

@@ -125,3 +125,36 @@ def test_a_file_that_is_not_a_database_is_one_line_saying_what_to_do(tmp_path, c
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "is not a sentiment-mlops state database" in err and "--home" in err
+
+
+def test_show_says_where_each_linked_file_lies_and_which_are_missing(tmp_path, capsys):
+    """A version's links (CustomerMetadataProperties) map to files in the local store; one the
+    evaluation did not write (the curves of a model trained before the artifact carried them)
+    is said to be missing, and a version without links shows none."""
+    from pipeline.local.state.store import ArtifactStore
+
+    folder = "s3://bucket/executions/abcdef123456/Evaluate/evaluation"
+    store = ArtifactStore(tmp_path)
+    store.put_bytes(f"{folder}/evaluation.json", json.dumps(_report(0.9)).encode())
+    registry = ModelRegistry(open_state(tmp_path))
+    group = Settings().model_package_group
+    registry.register(group, "s3://bucket/model.tar.gz", "0" * 64, _report(0.9), inference_specification={"Containers": []})
+    registry.register(group, "s3://bucket/model.tar.gz", "0" * 64, _report(0.9), inference_specification={"Containers": []},
+                      customer_metadata_properties={"EvaluationReport": f"{folder}/evaluation.json",
+                                                    "TrainingCurves": f"{folder}/training_curves.png",
+                                                    "Team": "nlp"})
+    code, out, _ = _run(capsys, "--home", str(tmp_path), "registry", "show", "2", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["customer_metadata_properties"]["Team"] == "nlp"
+    assert [(link["name"], link["path"], link["exists"]) for link in shown["links"]] == [
+        ("EvaluationReport", str(store.path(f"{folder}/evaluation.json")), True),
+        ("TrainingCurves", str(store.path(f"{folder}/training_curves.png")), False)]  # "Team" links nothing
+    code, out, _ = _run(capsys, "--home", str(tmp_path), "registry", "show", "2")
+    assert code == 0 and "the evaluation's files:" in out and "https" not in out
+    (curves,) = [line for line in out.splitlines() if line.split()[:1] == ["TrainingCurves"]]
+    assert curves.endswith("training_curves.png (not there: not written for this version)")
+    assert "registry page: http://127.0.0.1:3000/registry/versions/2 (while `sentiment-mlops api` runs)" in out
+    code, out, _ = _run(capsys, "--home", str(tmp_path), "registry", "show", "1")
+    assert code == 0 and "evaluation's files" not in out and "registry/versions/1" in out
+    code, out, _ = _run(capsys, "--home", str(tmp_path), "registry", "list", "--json")
+    assert [r["customer_metadata_properties"] for r in json.loads(out)][1] == {}

@@ -37,6 +37,15 @@ def test_training_writes_metrics_and_curves(trained):
     assert (trained / "output" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_artifact_carries_the_training_curves(trained):
+    """SM_OUTPUT_DATA_DIR goes to output.tar.gz, which no later step reads: the model dir (packed
+    into model.tar.gz, which Evaluate reads) carries the curves too, under the artifact's name."""
+    from serve.artifact import TRAINING_CURVES_FILE
+
+    assert train_module.CURVES_FILE == TRAINING_CURVES_FILE
+    assert (trained / "model" / TRAINING_CURVES_FILE).read_bytes() == (trained / "output" / "training_curves.png").read_bytes()
+
+
 def test_epoch_log_lines_match_the_metric_definitions(prepared, tmp_path, caplog):
     caplog.set_level("INFO", logger="train")
     assert main(train_args(prepared, tmp_path, "--epochs", "1")) == 0

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, steps/) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serve.artifact import write_artifact
+from serve.artifact import TRAINING_CURVES_FILE, write_artifact
 from serve.network import NetworkConfig, SentimentLSTM
 from serve.text import TextConfig
 from serve.vocab import Vocabulary
@@ -40,7 +41,7 @@ from train.profiles import PROFILES, Hyperparameters
 log = logging.getLogger("train")
 
 METRICS_FILE = "metrics.json"
-CURVES_FILE = "training_curves.png"
+CURVES_FILE = TRAINING_CURVES_FILE  # in SM_OUTPUT_DATA_DIR, and in the model dir (the artifact carries it)
 # The per-epoch log line; the pipeline's metric definitions parse these names.
 EPOCH_LINE = ("epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f} "
               "epoch_seconds={epoch_seconds:.1f} tokens_per_second={tokens_per_second:.0f}")
@@ -220,6 +221,8 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     plot_training_curves(state.history, output_dir / CURVES_FILE)
+    # In model.tar.gz too, so that the evaluation step can put it beside its own plots.
+    shutil.copyfile(output_dir / CURVES_FILE, Path(args.model_dir) / TRAINING_CURVES_FILE)
     log.info("best epoch %d: val_accuracy=%.4f; model written to %s", state.best_epoch, state.best_accuracy, args.model_dir)
     return summary
 

@@ -32,6 +32,17 @@ function ready(isReady) {
   submit.textContent = isReady ? "Check the sentiment" : "Checking…";
 }
 
+// Locally, `sentiment-mlops api` also serves the model registry page and names it in config.json;
+// the site published on AWS has no registry page, and its config.json names none.
+function showRegistryLink(url) {
+  const text = typeof url === "string" ? url : "";
+  if (!/^(\/(?!\/)|https?:\/\/)/.test(text)) {
+    return; // only a path on this site or an http(s) address, never a javascript: URL
+  }
+  document.getElementById("registry").href = text;
+  document.getElementById("registry-link").hidden = false;
+}
+
 review.addEventListener("input", () => {
   count.textContent = review.value.length.toLocaleString("en") + " / 50,000 characters";
 });
@@ -73,6 +84,7 @@ fetch("config.json")
   .then((response) => response.json())
   .then((config) => {
     apiUrl = String(config.apiUrl || "").replace(/\/$/, "");
+    showRegistryLink(config.registryUrl);
     ready(true);
   })
   .catch(() => showError("This page has no config.json saying where its API is; deploy the site with it."));

@@ -37,6 +37,9 @@ def make_clients(settings: Settings, session: boto3.Session | None = None) -> Aw
     session = session or boto3.Session(region_name=settings.region)
     config = Config(region_name=settings.region, retries={"mode": "standard", "max_attempts": 8},
                     user_agent_extra=USER_AGENT)
-    return AwsClients(s3=session.client("s3", config=config),
+    # SigV4 for the links it presigns too (botocore presigns S3 with the legacy SigV2 unless told,
+    # which regions opened since 2014 refuse); its API calls are SigV4 either way.
+    s3_config = config.merge(Config(signature_version="s3v4"))
+    return AwsClients(s3=session.client("s3", config=s3_config),
                       sagemaker=session.client("sagemaker", config=config),
                       region=settings.region, cloudformation=session.client("cloudformation", config=config))

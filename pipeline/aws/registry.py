@@ -5,6 +5,11 @@ Approving a version is what deploys it: SageMaker emits a "SageMaker Model Packa
 Change" event that the deploy handler acts on. The accuracy shown is the one the Evaluate step
 wrote (``evaluation.json``, SageMaker's model-quality format) and that the Register step linked
 as the package's ``ModelMetrics.ModelQuality.Statistics``: the number that passed the gate.
+
+The Register step also links every file of the evaluation (the report, the plots, the worst
+mistakes, the predictions) as the package's ``CustomerMetadataProperties``; ``describe_model_package``
+turns each into an HTTPS link a person can open for an hour (a presigned GET: made here, with the
+caller's credentials, without a call to AWS).
 """
 from __future__ import annotations
 
@@ -15,9 +20,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from evaluation.outputs import linked_files
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
-from pipeline.aws.upload import split_s3_uri
+from pipeline.aws.upload import head_object, split_s3_uri
 from pipeline.definition import report_accuracy
 from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
@@ -26,6 +32,11 @@ log = logging.getLogger(__name__)
 # What an approver may set: every status but the one a new version starts in.
 DECISIONS = tuple(status for status in APPROVAL_STATUSES if status != DEFAULT_APPROVAL_STATUS)
 MAX_APPROVAL_DESCRIPTION = 1024
+LINK_EXPIRES_S = 3600
+# How a browser should show what a link opens (S3 keeps whatever type the job's upload gave):
+# plots and the report in the page, the markdown and JSON Lines as text rather than a download.
+INLINE_CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".md": "text/plain; charset=utf-8",
+                        ".jsonl": "text/plain; charset=utf-8"}
 
 
 def _missing_group(group: str, region: str) -> str:
@@ -84,7 +95,35 @@ def _package(clients: AwsClients, found: Mapping[str, Any], with_accuracy: bool)
         "image": containers[0].get("Image"),
         "metrics_uri": metrics_uri,
         "accuracy": read_accuracy(clients, metrics_uri) if with_accuracy else None,
+        "customer_metadata_properties": dict(found.get("CustomerMetadataProperties") or {}),
     }
+
+
+def file_links(clients: AwsClients, properties: Mapping[str, str], expires_s: int = LINK_EXPIRES_S) -> list[dict[str, Any]]:
+    """Each property that links a file in S3 (``evaluation.outputs.linked_files``) as ``name``,
+    ``uri`` (s3://), ``url`` (an HTTPS GET presigned for ``expires_s`` seconds, to open in a browser;
+    it lasts no longer than the credentials that signed it) and ``exists`` (False when S3 says the
+    object is not there, as for the training curves of a model trained before the artifact carried
+    them; None when it cannot tell)."""
+    links = []
+    for name, uri in linked_files(properties):
+        link: dict[str, Any] = {"name": name, "uri": uri, "url": None, "exists": None}
+        try:
+            bucket, key = split_s3_uri(uri)
+        except BackendError:
+            links.append(link)
+            continue
+        params = {"Bucket": bucket, "Key": key, "ResponseContentDisposition": "inline"}
+        kind = next((kind for suffix, kind in INLINE_CONTENT_TYPES.items() if key.endswith(suffix)), None)
+        if kind:
+            params["ResponseContentType"] = kind
+        link["url"] = clients.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
+        try:
+            link["exists"] = head_object(clients, bucket, key) is not None
+        except BackendError as error:  # no permission to look, say: the link may still work
+            log.warning("cannot tell whether %s exists: %s", uri, error)
+        links.append(link)
+    return links
 
 
 def _describe_arn(clients: AwsClients, arn: str, with_accuracy: bool = True) -> dict[str, Any]:
@@ -99,7 +138,8 @@ def list_model_packages(clients: AwsClients, group: str, status: str | None = No
 
     Each is a dict: ``group``, ``version``, ``arn``, ``status`` (ModelApprovalStatus),
     ``package_status``, ``created``, ``approval_description``, ``model_data_url``, ``image``,
-    ``metrics_uri`` and ``accuracy`` (``None`` when the package has no readable report). The
+    ``metrics_uri``, ``accuracy`` (``None`` when the package has no readable report) and
+    ``customer_metadata_properties`` (as registered: the links to the evaluation's files). The
     metrics need one DescribeModelPackage and one S3 read per version.
     """
     _check_status(status, APPROVAL_STATUSES)
@@ -116,8 +156,12 @@ def _version_arn(clients: AwsClients, group: str, version: int) -> str:
 
 
 def describe_model_package(clients: AwsClients, group: str, version: int) -> dict[str, Any]:
-    """One version of the group, as in ``list_model_packages``."""
-    return _describe_arn(clients, _version_arn(clients, group, int(version)))
+    """One version of the group, as in ``list_model_packages``, with ``links``: its evaluation's
+    files, each with a presigned HTTPS URL (``file_links``)."""
+    package = _describe_arn(clients, _version_arn(clients, group, int(version)))
+    package["links"] = file_links(clients, package["customer_metadata_properties"])
+    package["links_expire_s"] = LINK_EXPIRES_S
+    return package
 
 
 def set_approval(clients: AwsClients, group: str, version: int, status: str, comment: str = "") -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -34,8 +35,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         action.add_argument("name")
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=command_endpoints)
-    api = commands.add_parser("api", help="the website and its API (API Gateway + the predict Lambda, locally)")
-    api.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    api = commands.add_parser("api", help="the website and its API (API Gateway + the predict Lambda, locally), "
+                                          "and the model registry page at /registry")
+    api.add_argument("--host", default="127.0.0.1",
+                     help="the address to listen on (default: this machine only; anything else prints a warning)")
     api.add_argument("--port", type=int, default=3000)
     api.set_defaults(handler=command_api)
     serve = commands.add_parser("serve", help="serve a model on /ping and /invocations, as a SageMaker endpoint does")
@@ -142,8 +145,9 @@ def _print_served(result: dict) -> None:
 
 
 def command_api(args: argparse.Namespace, settings: Settings) -> Reply:
-    """The website and its API, as the AWS stack serves them, until Ctrl-C."""
+    """The website, its API and the registry page, as the AWS stack serves the first two, until Ctrl-C."""
     from pipeline.local.services.api import api_app
+    from pipeline.review.web import PREFIX, is_loopback, registry_mount
     from serve.server.run import listening_socket, serve_forever, url_of
 
     try:
@@ -151,13 +155,17 @@ def command_api(args: argparse.Namespace, settings: Settings) -> Reply:
     except OSError as exc:
         raise CommandError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from exc
     url = url_of(sock)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: other machines can reach the website and the registry page, "
+              "which approves and deploys models, with no login; use it only on a network you trust",
+              file=sys.stderr, flush=True)
     try:
-        app = api_app(settings, url)
+        app = api_app(settings, url, mounts=[registry_mount(settings, url, args.host)])
     except RuntimeError as exc:  # the local runtime could not start
         sock.close()
         raise CommandError(str(exc)) from exc
-    print(f"website and API on {url} (predictions from endpoint {settings.endpoint_name}); Ctrl-C stops it",
-          flush=True)
+    print(f"website and API on {url} (predictions from endpoint {settings.endpoint_name}), the model registry on "
+          f"{url}{PREFIX}; Ctrl-C stops it", flush=True)
     serve_forever(app, [sock])
     return Reply({"url": url}, _print_stopped)
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pipeline.commands.common import Reply, deployment_line
 from pipeline.definition import report_accuracy
+from pipeline.errors import CommandError
 from pipeline.parameters import APPROVAL_STATUSES
 from pipeline.settings import Settings
 
@@ -20,12 +22,15 @@ if TYPE_CHECKING:
     from pipeline.local.state.registry import ModelRegistry
 
 APPROVAL_VERBS = {"approve": "Approved", "reject": "Rejected"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+TERMINAL_DISAGREEMENTS = 20  # `registry compare` lists these; --json all it has
 
 
 def _local_summary(package) -> dict[str, Any]:
     return {"version": package.version, "status": package.approval_status, "accuracy": report_accuracy(package.metrics),
             "arn": package.arn, "created": package.creation_time, "artifact": package.artifact_uri,
-            "execution_id": package.execution_id, "approval_description": package.approval_description}
+            "execution_id": package.execution_id, "approval_description": package.approval_description,
+            "customer_metadata_properties": dict(package.customer_metadata_properties)}
 
 
 @contextlib.contextmanager
@@ -48,41 +53,67 @@ def list_versions(settings: Settings, backend: str, status: str | None) -> list[
 
 
 def show_version(settings: Settings, backend: str, version: int) -> dict[str, Any]:
+    """One version, with ``links``: the files of its evaluation that the package links
+    (CustomerMetadataProperties). On SageMaker each has an HTTPS ``url`` presigned for an hour;
+    locally each has the ``path`` of the file in the local store, and ``registry_page`` is where
+    ``sentiment-mlops api`` shows the version."""
     if backend == "sagemaker":
         from pipeline.aws import describe_model_package, make_clients
 
         return describe_model_package(make_clients(settings), settings.model_package_group, version)
+    from evaluation.outputs import linked_files
+    from pipeline.local.state.store import ArtifactStore, StoreError
+
     with _local_registry(settings) as registry:
         package = registry.get(settings.model_package_group, version)
         history = [{"when": h.changed_at, "who": h.approver, "from": h.from_status, "to": h.to_status,
                     "comment": h.comment} for h in registry.history(settings.model_package_group, version)]
+    store = ArtifactStore(settings.home)
+    links: list[dict[str, Any]] = []
+    for name, uri in linked_files(package.customer_metadata_properties):
+        try:
+            path = store.path(uri)
+        except StoreError:  # not a URI the store can hold: shown as it is
+            links.append({"name": name, "uri": uri, "path": None, "exists": None})
+            continue
+        links.append({"name": name, "uri": uri, "path": str(path), "exists": path.is_file()})
     return {**_local_summary(package), "metrics": package.metrics, "inference_specification": package.inference_specification,
-            "history": history}
+            "history": history, "links": links,
+            # the page `sentiment-mlops api` serves (on its default port) for this version
+            "registry_page": f"http://127.0.0.1:3000/registry/versions/{package.version}"}
 
 
 def set_status(settings: Settings, backend: str, version: int, verb: str, comment: str | None,
                deliver: bool = True) -> dict[str, Any]:
     """Approve or reject. On SageMaker, EventBridge takes the event from there. Locally the
-    event is recorded and (unless ``deliver`` is False) handed to the deploy handler at once;
+    decision takes the path the registry page's takes too (``pipeline.review.decisions.decide``):
+    the event is recorded and (unless ``deliver`` is False) handed to the deploy handler at once;
     a deployment that fails leaves the approval in place and says why in ``deployment_error``."""
-    from pipeline.local.services.events import deliver_pending, record_event
+    from pipeline.review.decisions import check_comment, decide
 
-    status = APPROVAL_VERBS[verb]
+    comment = check_comment(comment)
     if backend == "sagemaker":
         from pipeline.aws import make_clients, set_approval
 
-        return set_approval(make_clients(settings), settings.model_package_group, version, status, comment or "")
-    with _local_registry(settings) as registry:
-        change = registry.update_approval(settings.model_package_group, version, status, comment=comment)
-    result = _local_summary(change.package)
-    result["event"] = str(record_event(settings, change.event)) if change.event else None
-    result["deployment"], result["deployment_error"] = [], None
-    if deliver:
-        try:
-            result["deployment"] = deliver_pending(settings)
-        except Exception as error:  # the deploy handler's or the hosting's own message, kept to one line
-            result["deployment_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+        return set_approval(make_clients(settings), settings.model_package_group, version, APPROVAL_VERBS[verb],
+                            comment or "")
+    decision = decide(settings, version, verb, comment, deliver=deliver)
+    result = _local_summary(decision.package)
+    result["event"], result["changed"] = decision.event, decision.changed
+    result["deployment"], result["deployment_error"] = decision.deployments, decision.deployment_error
     return result
+
+
+def compare_versions(settings: Settings, backend: str, champion: int, challenger: int) -> dict[str, Any]:
+    """The champion/challenger comparison the registry page shows, from the local store."""
+    if backend == "sagemaker":
+        raise CommandError("registry compare reads each version's saved predictions and test reviews from the local "
+                           "artifact store, so it works on the local registry only; run it without --backend sagemaker")
+    from pipeline.review.compare import compare
+    from pipeline.review.evidence import reading
+
+    with reading(settings) as evidence:
+        return compare(evidence, champion, challenger).as_dict()
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -109,6 +140,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  "(`events deliver` delivers it later)")
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=command_set_status)
+    comparing = actions.add_parser("compare", help="champion against challenger: metric deltas and the test reviews "
+                                                   "on which the two disagree (local registry)")
+    comparing.add_argument("champion", type=int, help="the version to compare against (the one serving, usually)")
+    comparing.add_argument("challenger", type=int, help="the candidate; deltas are challenger minus champion")
+    comparing.add_argument("--json", action="store_true")
+    comparing.set_defaults(handler=command_compare)
 
 
 def command_list(args: argparse.Namespace, settings: Settings) -> Reply:
@@ -125,8 +162,59 @@ def command_set_status(args: argparse.Namespace, settings: Settings) -> Reply:
     return Reply(result, _print_version, 1 if isinstance(result, dict) and result.get("deployment_error") else 0)
 
 
+def command_compare(args: argparse.Namespace, settings: Settings) -> Reply:
+    return Reply(compare_versions(settings, args.backend, args.champion, args.challenger), _print_comparison)
+
+
+def _print_comparison(result: dict) -> None:
+    champion, challenger, now = result["champion"], result["challenger"], result["serving"]
+
+    def role(row: dict) -> str:
+        return f"{row['status']}, serving" if row["serving"] else row["status"]
+
+    def number(value: float | None, signed: bool = False) -> str:
+        return "—" if value is None else (f"{value:+.4f}" if signed else f"{value:.4f}")
+
+    print(f"version {challenger['version']} ({role(challenger)}) against version {champion['version']} "
+          f"({role(champion)}); endpoint {now['endpoint']}: {now['status'] or 'not deployed'}")
+    print(f"  {'metric':<10} {'v' + str(champion['version']):>8} {'v' + str(challenger['version']):>8} {'change':>8}")
+    for row in result["deltas"]:
+        print(f"  {row['label']:<10} {number(row['champion']):>8} {number(row['challenger']):>8} "
+              f"{number(row['delta'], signed=True):>8}")
+    if not result["per_review"]:
+        print(f"  reviews not compared: {result['reason']}")
+        return
+    test_set = result["test_set"]
+    print(f"  same {test_set['count']:,} test reviews (sha256 {test_set['sha256'][:12]}…): the two disagree on "
+          f"{result['disagreements_total']:,}; version {challenger['version']} is right on "
+          f"{result['challenger_right']:,} of them, version {champion['version']} on {result['champion_right']:,}")
+    shown = result["disagreements"][:TERMINAL_DISAGREEMENTS]
+    for row in shown:
+        # one line per review, no terminal control characters (the text is the data set's, not ours)
+        text = " ".join(_CONTROL.sub(" ", row["text"].replace("<br />", " ")).split())
+        print(f"  #{row['index']:<6} actually {row['actual']:<8} v{champion['version']} "
+              f"{row['champion_probability']:.3f}  v{challenger['version']} {row['challenger_probability']:.3f}  "
+              f"{text[:80] + ('…' if len(text) > 80 else '')}")
+    if len(shown) < result["disagreements_total"]:
+        print(f"  … {result['disagreements_total'] - len(shown):,} more: --json and the registry page list the "
+              f"{len(result['disagreements'])} with the biggest difference in score")
+
+
 def _print_version(result: dict) -> None:
     _print_versions([result])
+    links = result.get("links")
+    if links:
+        expires = result.get("links_expire_s")
+        print("  the evaluation's files" + (f" (the https links work for {expires // 60} minutes):" if expires else ":"))
+        width = max(len(link["name"]) for link in links)
+        for link in links:
+            where = link.get("url") or link.get("path") or link["uri"]
+            missing = " (not there: not written for this version)" if link.get("exists") is False else ""
+            print(f"    {link['name']:<{width}}  {where}{missing}")
+            if where != link["uri"]:
+                print(f"    {'':<{width}}  {link['uri']}")
+    if result.get("registry_page"):
+        print(f"  registry page: {result['registry_page']} (while `sentiment-mlops api` runs)")
 
 
 def _print_versions(rows: list) -> None:

@@ -25,7 +25,13 @@ from sagemaker.mlops.workflow.retry import (
 from sagemaker.mlops.workflow.steps import CacheConfig
 
 from pipeline.bundles import CodeBundles
-from pipeline.definition.contracts import CACHE_EXPIRE_AFTER, CODE_INPUT_DIR, PROCESSING_MAX_RUNTIME_S, RUNNER_INPUT_DIR
+from pipeline.definition.contracts import (
+    CACHE_EXPIRE_AFTER,
+    CODE_INPUT_DIR,
+    EXECUTION_ID_LENGTH,
+    PROCESSING_MAX_RUNTIME_S,
+    RUNNER_INPUT_DIR,
+)
 from pipeline.definition.images import Images, resolve_images
 from pipeline.definition.offline import SDK_CONFIG
 from pipeline.parameters import PipelineParameters, default_input_data_uri, pipeline_parameters
@@ -74,6 +80,11 @@ class BuildContext:
         """Where a step's output goes: per execution, so two executions never share outputs."""
         return Join(on="/", values=[self.settings.s3_uri("executions"), ExecutionVariables.PIPELINE_EXECUTION_ID,
                                     step, name])
+
+    def resolved_output_uri(self, step: str, name: str, execution_id: str = "x" * EXECUTION_ID_LENGTH) -> str:
+        """``output_uri`` as it resolves in an execution (any execution: the ids have one length),
+        for checks at build time of what is only known at run time."""
+        return "/".join([self.settings.s3_uri("executions"), execution_id, step, name])
 
     def s3_input(self, name: str, source: Any, destination: str, data_type: str = "S3Prefix") -> ProcessingInput:
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(

@@ -3,6 +3,9 @@ shape, the container paths and script names the job scripts honour, and the limi
 under. Plain values, no SDK: the local runtime, the registries and the CLI import them cheaply."""
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Mapping
+
 # Step names: the definition's public interface (the local runtime, tests and docs use them).
 PREPROCESS, TRAIN, EVALUATE, CHECK_ACCURACY, REGISTER, FAIL = (
     "Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail")
@@ -45,3 +48,37 @@ TRAINING_MAX_RUNTIME_S = 4 * 3600
 TRAINING_MAX_WAIT_S = 8 * 3600
 PROCESSING_MAX_RUNTIME_S = 2 * 3600
 CACHE_EXPIRE_AFTER = "P30D"
+
+# SageMaker's pipeline execution ids are 12 lowercase letters and digits; an output URI that holds
+# one (``executions/<id>/<step>/<output>``) is that long once resolved.
+EXECUTION_ID_LENGTH = 12
+
+# CustomerMetadataProperties of a model package: botocore's SageMaker service model
+# (CustomerMetadataMap, CustomerMetadataKey, CustomerMetadataValue) allows 1 to 50 entries, keys of
+# 1 to 128 and values of 1 to 256 characters, each a letter, space, digit or one of _.:/=+-@.
+CUSTOMER_METADATA_MAX_ENTRIES = 50
+CUSTOMER_METADATA_MAX_KEY = 128
+CUSTOMER_METADATA_MAX_VALUE = 256
+_CUSTOMER_METADATA_PUNCTUATION = "_.:/=+-@"
+
+
+def _customer_metadata_character(c: str) -> bool:
+    """The service model's pattern: \\p{L}, \\p{Z}, \\p{N} and the punctuation above."""
+    return unicodedata.category(c)[0] in "LZN" or c in _CUSTOMER_METADATA_PUNCTUATION
+
+
+def customer_metadata_problem(properties: Mapping[str, str]) -> str | None:
+    """Why SageMaker would refuse these CustomerMetadataProperties, in words; None if it would not."""
+    if len(properties) > CUSTOMER_METADATA_MAX_ENTRIES:
+        return f"{len(properties)} customer metadata properties: a model package holds at most {CUSTOMER_METADATA_MAX_ENTRIES}"
+    for key, value in properties.items():
+        for what, text, limit in (("key", key, CUSTOMER_METADATA_MAX_KEY), ("value", value, CUSTOMER_METADATA_MAX_VALUE)):
+            name = f"the {what} of customer metadata property {str(key)[:60]!r}"
+            if not isinstance(text, str):
+                return f"{name} is a {type(text).__name__}: SageMaker takes only strings"
+            if not 1 <= len(text) <= limit:
+                return f"{name} has {len(text)} characters: SageMaker takes 1 to {limit}"
+            bad = "".join(sorted({c for c in text if not _customer_metadata_character(c)}))
+            if bad:
+                return f"{name} holds {bad!r}: SageMaker takes only letters, digits, spaces and {_CUSTOMER_METADATA_PUNCTUATION}"
+    return None

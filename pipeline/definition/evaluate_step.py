@@ -7,6 +7,7 @@ from typing import Any
 from sagemaker.core.workflow.properties import PropertyFile
 from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
 
+from evaluation.outputs import REPORT_FILE
 from pipeline.definition.context import BuildContext, job_retries
 from pipeline.definition.contracts import (
     EVALUATE,
@@ -22,7 +23,7 @@ from pipeline.definition.train_step import model_data
 
 
 def evaluation_report() -> PropertyFile:
-    return PropertyFile(name=EVALUATION_REPORT, output_name=EVALUATION_OUTPUT, path="evaluation.json")
+    return PropertyFile(name=EVALUATION_REPORT, output_name=EVALUATION_OUTPUT, path=REPORT_FILE)
 
 
 def evaluate_step(ctx: BuildContext, preprocess: ProcessingStep, train: TrainingStep,
@@ -40,5 +41,6 @@ def evaluate_step(ctx: BuildContext, preprocess: ProcessingStep, train: Training
 
 
 def evaluation_uri(evaluate: ProcessingStep) -> Any:
-    """The S3 folder holding evaluation.json and the plots, as a property read at run time."""
+    """The S3 folder holding evaluation.json and the plots (``evaluation/outputs.py`` names the
+    files), as a property read at run time."""
     return evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION_OUTPUT].S3Output.S3Uri

@@ -12,23 +12,47 @@ from sagemaker.mlops.workflow.model_step import ModelStep
 from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
 from sagemaker.serve.model_builder import ModelBuilder
 
+from evaluation.outputs import LINKS, REPORT_FILE
 from pipeline.definition.context import BuildContext, service_retries
 from pipeline.definition.contracts import (
     ACCURACY_PATH,
     CHECK_ACCURACY,
     CONTENT_TYPES,
     EVALUATE,
+    EVALUATION_OUTPUT,
     FAIL,
     REGISTER,
     RESPONSE_TYPES,
+    customer_metadata_problem,
 )
 from pipeline.definition.evaluate_step import evaluation_uri
 from pipeline.definition.images import supported_instance_types
 from pipeline.definition.train_step import model_data
+from pipeline.errors import UserError
+
+
+class DefinitionError(UserError, ValueError):
+    """Settings the definition cannot be built from; the message says which to change."""
+
+
+def evaluation_links(ctx: BuildContext, evaluate: ProcessingStep) -> dict[str, Join]:
+    """CustomerMetadataProperties that link the package to the Evaluate step's files
+    (``evaluation.outputs.LINKS``): what an approver opens from the registry, in Studio or with
+    ``registry show``. Checked now against SageMaker's limits with the URIs they resolve to, so
+    a bucket and prefix too long for them fail the build, not the Register step of a run."""
+    resolved = {key: f"{ctx.resolved_output_uri(EVALUATE, EVALUATION_OUTPUT)}/{name}" for key, name in LINKS.items()}
+    problem = customer_metadata_problem(resolved)
+    if problem:
+        raise DefinitionError(f"the Register step's links to the evaluation files cannot be registered: {problem}. "
+                              f"Shorten SENTIMENT_MLOPS_PREFIX (now {ctx.settings.prefix!r}) or the bucket's name "
+                              f"({ctx.settings.bucket!r}), and keep to the characters SageMaker takes")
+    return {key: Join(on="/", values=[evaluation_uri(evaluate), name]) for key, name in LINKS.items()}
 
 
 def register_step(ctx: BuildContext, train: TrainingStep, evaluate: ProcessingStep) -> ModelStep:
-    """The model package, pending approval, with evaluation.json as its model metrics.
+    """The model package, pending approval, with evaluation.json as its model metrics and links
+    to every file of the evaluation (the report, the plots, the worst mistakes, the predictions)
+    as its CustomerMetadataProperties.
 
     The artifact already holds ``code/inference.py``, so the container is pointed at it through
     ``SAGEMAKER_PROGRAM``/``SAGEMAKER_SUBMIT_DIRECTORY`` and the SDK adds no repack step.
@@ -43,12 +67,13 @@ def register_step(ctx: BuildContext, train: TrainingStep, evaluate: ProcessingSt
     )
     metrics = ModelMetrics(model_statistics=MetricsSource(
         content_type="application/json",
-        s3_uri=Join(on="/", values=[evaluation_uri(evaluate), "evaluation.json"])))
+        s3_uri=Join(on="/", values=[evaluation_uri(evaluate), REPORT_FILE])))
     step_args = builder.register(
         model_package_group_name=settings.model_package_group, approval_status=ctx.params.model_approval_status,
         content_types=CONTENT_TYPES, response_types=RESPONSE_TYPES,
         inference_instances=instance_types["inference"], transform_instances=instance_types["transform"],
         model_metrics=metrics, domain="NATURAL_LANGUAGE_PROCESSING", task="CLASSIFICATION",
+        customer_metadata_properties=evaluation_links(ctx, evaluate),
     )
     return ModelStep(name=REGISTER, step_args=step_args, retry_policies=service_retries(),
                      description="Register the model version for manual approval")

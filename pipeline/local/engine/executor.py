@@ -150,7 +150,8 @@ def _condition(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dic
 
 def _register(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     """RegisterModel: the artifact is hashed and the metrics read now, so that the registry holds
-    what was evaluated even if the store changes later."""
+    what was evaluated even if the store changes later. CustomerMetadataProperties (the links to
+    the evaluation's files) are kept as resolved, as CreateModelPackage keeps them."""
     arguments = resolve(node.arguments(), run.context)
     specification = arguments["InferenceSpecification"]
     artifact_uri = specification["Containers"][0]["ModelDataUrl"]
@@ -159,7 +160,8 @@ def _register(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict
         arguments["ModelPackageGroupName"], artifact_uri, hashlib.sha256(run.store.read_bytes(artifact_uri)).hexdigest(),
         run.store.read_json(metrics_uri), approval_status=arguments.get("ModelApprovalStatus") or DEFAULT_APPROVAL_STATUS,
         inference_specification=specification, execution_id=run.execution_id,
-        description=arguments.get("ModelPackageDescription"), metrics_uri=metrics_uri)
+        description=arguments.get("ModelPackageDescription"), metrics_uri=metrics_uri,
+        customer_metadata_properties=arguments.get("CustomerMetadataProperties"))
     return {"ModelPackageArn": package.arn, "ModelPackageGroupName": package.group_name,
             "ModelPackageVersion": package.version, "ModelApprovalStatus": package.approval_status}
 

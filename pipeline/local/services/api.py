@@ -12,6 +12,11 @@ One HTTP server (``sentiment-mlops api``, port 3000 by default) does what the AW
   home's local SageMaker runtime (``pipeline/local/services/runtime.py``), which routes the invocation to
   the endpoint's current model server, as SageMaker's runtime does on AWS.
 
+Other applications can be served by the same server: each ``Mount`` (a path prefix, an aiohttp
+application, and what ``config.json`` says about it) is added ahead of the API's catch-all route,
+since aiohttp resolves routes in the order they were added. ``sentiment-mlops api`` mounts the
+registry page (``pipeline/review/web.py``) this way; this module does not know it.
+
 Handlers run on a pool of ``HANDLER_THREADS`` threads (boto3 blocks), as Lambda runs concurrent
 invocations side by side. Like API Gateway, the server refuses a body over 10 MB before reading
 it (and a chunked one, or one that trickles in for longer than 30 s); the handler's own,
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +70,23 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) ->
             "body": base64.b64encode(body).decode("ascii") if body else None, "isBase64Encoded": bool(body)}
 
 
-class ApiApp:
-    """The site and the API for ``settings``' endpoint, answering at ``url``."""
+@dataclass(frozen=True)
+class Mount:
+    """An application served under ``prefix`` (``/registry`` answers ``/registry`` and everything
+    below it) ahead of the API's catch-all route, and the keys it adds to ``config.json``."""
 
-    def __init__(self, settings: Settings, url: str, runtime_url: str) -> None:
+    prefix: str
+    app: web.Application
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+class ApiApp:
+    """The site and the API for ``settings``' endpoint, answering at ``url``, with ``mounts``
+    served by the same server."""
+
+    def __init__(self, settings: Settings, url: str, runtime_url: str, mounts: Sequence[Mount] = ()) -> None:
         self.url = url
+        self.mounts = tuple(mounts)
         self.predict = load_lambda("predict")
         # The page is served from this same origin here; on AWS the API allows the site's origin.
         self.config = self.predict.PredictConfig(settings.endpoint_name, url)
@@ -76,6 +95,8 @@ class ApiApp:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=API_GATEWAY_MAX_BYTES)
+        for mount in self.mounts:  # before the catch-all: aiohttp resolves in the order routes were added
+            app.add_subapp(mount.prefix, mount.app)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_response_prepare.append(name_server)
         app.on_cleanup.append(self._close)
@@ -89,7 +110,10 @@ class ApiApp:
             name, content_type = STATIC_FILES[request.path]
             return web.Response(body=(WEBSITE_DIR / name).read_bytes(), headers={"Content-Type": content_type})
         if request.method in ("GET", "HEAD") and request.path == "/config.json":
-            return json_response(200, {"apiUrl": self.url})
+            config: dict[str, str] = {}
+            for mount in self.mounts:
+                config.update(mount.config)
+            return json_response(200, {**config, "apiUrl": self.url})
         return await self.api(request)
 
     async def api(self, request: web.Request) -> web.StreamResponse:
@@ -105,8 +129,9 @@ class ApiApp:
         return web.Response(status=answer["statusCode"], body=answer["body"].encode("utf-8"), headers=headers)
 
 
-def api_app(settings: Settings, url: str) -> web.Application:
-    """The application for ``sentiment-mlops api`` at ``url``; starts the home's runtime if needed."""
+def api_app(settings: Settings, url: str, mounts: Sequence[Mount] = ()) -> web.Application:
+    """The application for ``sentiment-mlops api`` at ``url``, with ``mounts`` ahead of the API;
+    starts the home's runtime if needed."""
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
-    return ApiApp(settings, url, ensure_runtime(home, settings.runtime_port)).app()
+    return ApiApp(settings, url, ensure_runtime(home, settings.runtime_port), mounts).app()

@@ -157,3 +157,15 @@ def _set_aside(path: Path, event: Any, result: dict) -> None:
     partial.write_text(json.dumps({"event": event, "result": result}, indent=2, default=str), encoding="utf-8")
     partial.replace(delivered / path.name)
     path.unlink()
+
+
+def delivered_result(settings: Settings, event_file: str) -> dict[str, Any] | None:
+    """The handler's answer to an event already delivered (by this process or another), by the
+    name its pending file had; None while it is still pending or if it never was one."""
+    path = events_dir(settings) / DELIVERED_DIR / Path(event_file).name
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    result = record.get("result") if isinstance(record, dict) else None
+    return result if isinstance(result, dict) else None

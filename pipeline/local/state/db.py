@@ -177,6 +177,11 @@ MIGRATIONS: list[list[str]] = [
             value TEXT NOT NULL,
             PRIMARY KEY (resource_arn, key))""",
     ],
+    [
+        # A package's CustomerMetadataProperties as the Register step gave them (the links to the
+        # evaluation's files), a JSON object of strings.
+        "ALTER TABLE model_packages ADD COLUMN customer_metadata_properties TEXT NOT NULL DEFAULT '{}'",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,10 +14,11 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.definition import report_accuracy
+from pipeline.definition.contracts import customer_metadata_problem
 from pipeline.local.aws_identity import ACCOUNT, REGION, model_package_arn, sagemaker_arn
 from pipeline.local.state.db import Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
 from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
@@ -48,6 +49,8 @@ class ModelPackage:
     description: str | None
     creation_time: str
     last_modified_time: str
+    # CustomerMetadataProperties as registered (the Register step's links to the evaluation's files).
+    customer_metadata_properties: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def _package(row: sqlite3.Row) -> ModelPackage:
         row["group_name"], row["version"], row["arn"], row["artifact_uri"], row["artifact_sha256"],
         json.loads(row["metrics"]), row["metrics_uri"], json.loads(row["inference_specification"]),
         row["approval_status"], row["approval_description"], row["execution_id"], row["execution_arn"],
-        row["description"], row["creation_time"], row["last_modified_time"])
+        row["description"], row["creation_time"], row["last_modified_time"], json.loads(row["customer_metadata_properties"]))
 
 
 _SELECT_PACKAGE = ("SELECT p.*, e.arn AS execution_arn FROM model_packages p "
@@ -109,14 +112,22 @@ class ModelRegistry:
     def register(self, group_name: str, artifact_uri: str, artifact_sha256: str, metrics: Mapping[str, Any], *,
                  approval_status: str = DEFAULT_APPROVAL_STATUS, inference_specification: Mapping[str, Any],
                  execution_id: str | None = None, description: str | None = None, metrics_uri: str | None = None,
+                 customer_metadata_properties: Mapping[str, str] | None = None,
                  registered_by: str = "pipeline") -> ModelPackage:
         """A new version in the group (created on first use), all in one transaction: the group,
-        the package and its first history row land together or not at all."""
+        the package and its first history row land together or not at all.
+
+        ``customer_metadata_properties`` are refused as CreateModelPackage refuses them (too many,
+        too long, characters it does not take), so a local run fails where the AWS one would."""
         _check_group(group_name)
         _check_status(approval_status)
         if not SHA256.match(artifact_sha256):
             raise RegistryError(f"artifact sha256 {artifact_sha256!r} is not 64 lowercase hex digits; pass the "
                                 "sha256 of model.tar.gz")
+        properties = dict(customer_metadata_properties or {})
+        problem = customer_metadata_problem(properties)
+        if problem:
+            raise RegistryError(f"cannot register in {group_name!r}: {problem}")
         now = iso(self.clock())
         with write_transaction(self.conn):
             self.conn.execute("INSERT OR IGNORE INTO model_package_groups VALUES (?,?,?)",
@@ -126,10 +137,10 @@ class ModelRegistry:
                 self.conn.execute(
                     "INSERT INTO model_packages (group_name, version, arn, artifact_uri, artifact_sha256, metrics, "
                     "metrics_uri, inference_specification, approval_status, execution_id, description, creation_time, "
-                    "last_modified_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "last_modified_time, customer_metadata_properties) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (group_name, version, model_package_arn(group_name, version, region=self.region), artifact_uri,
                      artifact_sha256, to_json(dict(metrics)), metrics_uri, to_json(dict(inference_specification)),
-                     approval_status, execution_id, description, now, now))
+                     approval_status, execution_id, description, now, now, to_json(properties)))
             except sqlite3.IntegrityError as error:
                 raise RegistryError(f"cannot register in {group_name!r}: {error}; pass the id of an existing "
                                     "execution, or none") from error
@@ -231,9 +242,11 @@ def _event_time(stamp: str) -> str:
 
 
 def _customer_metadata(package: ModelPackage) -> dict[str, str]:
-    """String-to-string properties (SageMaker's CustomerMetadataProperties): what a deploy
-    handler checks without fetching evaluation.json."""
-    properties = {"ArtifactSha256": package.artifact_sha256}
+    """String-to-string properties (SageMaker's CustomerMetadataProperties): those the package was
+    registered with (on AWS the event carries only these: the links to the evaluation's files),
+    and what the local registry adds, which a deploy handler could check without fetching
+    evaluation.json. The registry's own facts win a clash of keys."""
+    properties = {**package.customer_metadata_properties, "ArtifactSha256": package.artifact_sha256}
     accuracy = report_accuracy(package.metrics)
     if accuracy is not None:
         properties["Accuracy"] = str(accuracy)
