@@ -26,6 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the sibling packages (ser
 
 from evaluation.metrics import binary_classification_report
 from evaluation.outputs import (
+    ACCURACY_BY_LENGTH_FILE,
+    CALIBRATION_FILE,
     CONFUSION_MATRIX_FILE,
     MISCLASSIFIED_FILE,
     PREDICTIONS_FILE,
@@ -33,10 +35,12 @@ from evaluation.outputs import (
     ROC_PR_FILE,
     TRAINING_CURVES_FILE,
 )
-from evaluation.plots import plot_confusion_matrix, plot_roc_and_pr
+from evaluation.plots import plot_accuracy_by_length, plot_confusion_matrix, plot_reliability, plot_roc_and_pr
+from evaluation.slices import accuracy_by_length, expected_calibration_error, short_texts
 from serve.artifact import TRAINING_CURVES_FILE as CURVES_IN_ARTIFACT
 from serve.artifact import ArtifactError, resolve_model_dir
 from serve.artifact_code import load_artifact_handlers
+from serve.text import has_words
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 
 log = logging.getLogger("evaluate")
@@ -94,6 +98,20 @@ def worst_misclassified(texts: list[str], labels: np.ndarray, probabilities: np.
     return "\n".join(lines)
 
 
+def slice_report(handlers, model, texts: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy by length, on short texts taken from the test reviews (scored like any request),
+    and the calibration of the test set's probabilities (``evaluation.slices``)."""
+    short = {}
+    for kind, (sentences, sentence_labels) in short_texts(texts, labels).items():
+        scorable = [has_words(sentence) for sentence in sentences]  # markup alone is refused, as a request would be
+        sentences, sentence_labels = [s for s, keep in zip(sentences, scorable) if keep], sentence_labels[scorable]
+        if sentences:
+            right = (score(handlers, model, sentences) >= 0.5).astype(int) == sentence_labels
+            short[kind] = {"texts": len(sentences), "accuracy": round(float(right.mean()), 4)}
+    return {"by_length": accuracy_by_length(texts, labels, probabilities), "short_texts": short,
+            "calibration": expected_calibration_error(labels, probabilities)}
+
+
 def model_path(path: Path) -> Path:
     """A processing input mounts a folder holding model.tar.gz; accept that as well as the file itself."""
     path = Path(path)
@@ -126,6 +144,7 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
             raise EvaluationError(f"the artifact's model_fn cannot load {model_dir}: {exc}") from exc
         probabilities = score(handlers, loaded, texts)
         report = binary_classification_report(labels, probabilities)
+        report["slices"] = slice_report(handlers, loaded, texts, labels, probabilities)
         metrics = report["binary_classification_metrics"]
         results = scratch / "results"
         results.mkdir()
@@ -137,6 +156,8 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
         plot_confusion_matrix(metrics["confusion_matrix"], results / CONFUSION_MATRIX_FILE)
         if "receiver_operating_characteristic_curve" in metrics:
             plot_roc_and_pr(metrics, results / ROC_PR_FILE)
+        plot_accuracy_by_length(report["slices"], results / ACCURACY_BY_LENGTH_FILE)
+        plot_reliability(report["slices"]["calibration"], results / CALIBRATION_FILE)
         copy_training_curves(model_dir, results / TRAINING_CURVES_FILE)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

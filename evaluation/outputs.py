@@ -17,6 +17,8 @@ MISCLASSIFIED_FILE = "worst_misclassified.md"  # the most confident mistakes, fo
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 ROC_PR_FILE = "roc_pr_curves.png"            # only when the test split holds both classes
 TRAINING_CURVES_FILE = "training_curves.png"  # copied from the artifact, when it carries one
+ACCURACY_BY_LENGTH_FILE = "accuracy_by_length.png"  # test reviews by words, and sentences taken from them
+CALIBRATION_FILE = "calibration.png"          # "NN % sure" against how often it is right
 
 # The links the Register step puts on the model package (CustomerMetadataProperties), in the order
 # a person reads them: property key → file in the Evaluate step's output folder.
@@ -27,6 +29,8 @@ LINKS: dict[str, str] = {
     "TrainingCurves": TRAINING_CURVES_FILE,
     "WorstMistakes": MISCLASSIFIED_FILE,
     "Predictions": PREDICTIONS_FILE,
+    "AccuracyByLength": ACCURACY_BY_LENGTH_FILE,
+    "Calibration": CALIBRATION_FILE,
 }
 
 

@@ -1,4 +1,5 @@
-"""Evaluation plots a person can look at: the confusion matrix and the ROC and precision-recall curves."""
+"""Evaluation plots a person can look at: the confusion matrix, the ROC and precision-recall curves,
+accuracy by input length, and calibration."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,6 +38,38 @@ def plot_roc_and_pr(metrics: dict, path: Path) -> None:
     pr_axis.set(title="Precision-recall curve", xlabel="recall", ylabel="precision", ylim=(0, 1.02))
     for axis in (roc_axis, pr_axis):
         axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_accuracy_by_length(slices: dict, path: Path) -> None:
+    """Accuracy per length bucket of the test reviews, and on the short texts taken from them."""
+    rows = [(row["bucket"], row["accuracy"], row["texts"]) for row in slices["by_length"]]
+    rows += [(kind, row["accuracy"], row["texts"]) for kind, row in slices["short_texts"].items()]
+    figure, axis = plt.subplots(figsize=(10, 4.2))
+    colours = ["tab:blue"] * len(slices["by_length"]) + ["tab:orange"] * len(slices["short_texts"])
+    bars = axis.bar(range(len(rows)), [accuracy for _, accuracy, _ in rows], color=colours)
+    for bar, (_, accuracy, texts) in zip(bars, rows):
+        axis.text(bar.get_x() + bar.get_width() / 2, accuracy + 0.01, f"{accuracy:.3f}\n({texts:,})", ha="center", fontsize=8)
+    axis.set_xticks(range(len(rows)), [name for name, _, _ in rows], rotation=20, ha="right")
+    axis.set(ylim=(0.5, 1.05), ylabel="accuracy", title="Accuracy by length: test reviews (blue), sentences taken from them (orange)")
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_reliability(calibration: dict, path: Path) -> None:
+    """How sure the model said it was against how often it was right: on the diagonal is honest."""
+    bins = calibration["bins"]
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    axis.plot([0.5, 1], [0.5, 1], linestyle="--", color="grey", label="honest")
+    axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+              label=f"model (ECE {calibration['expected_calibration_error']:.3f})")
+    axis.set(xlim=(0.5, 1), ylim=(0, 1.02), xlabel="confidence (\"NN % sure\")", ylabel="accuracy", title="Calibration (test set)")
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -1,4 +1,5 @@
-"""The sentiment network: embedding → LSTM → max+mean pooling → dropout → one logit."""
+"""The sentiment network: embedding → LSTM → max+mean pooling → dropout → one logit, plus a
+bag of hashed word pairs whose logit is added to it, and a temperature that calibrates the sum."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -19,6 +20,18 @@ class NetworkConfig:
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.3
+    # Buckets of the word-and-word-pair bag (0: no bag, as in artifacts made before it existed).
+    ngram_buckets: int = 0
+    # The logits are divided by it: fitted on the validation split after training, so that a
+    # "90 % sure" answer is right about 90 % of the time. 1.0 leaves the logits as trained.
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ngram_buckets and self.ngram_buckets <= self.vocab_size:
+            raise ValueError(f"ngram_buckets ({self.ngram_buckets:,}) must exceed vocab_size ({self.vocab_size:,}): "
+                             "word ids keep their own buckets below it")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -27,6 +40,44 @@ class NetworkConfig:
     def from_dict(cls, data: dict) -> NetworkConfig:
         known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
         return cls(**known)
+
+
+PAIR_MULTIPLIER = 1_000_003  # a prime above any vocabulary size: (a, b) → a·P + b never collides before the modulo
+
+
+def ngram_ids(ids: torch.Tensor, lengths: torch.Tensor, buckets: int, vocab_size: int) -> torch.Tensor:
+    """Each review's words and hashed adjacent word pairs, as bucket ids (0 where there is none).
+
+    Words keep their own id (below ``vocab_size``); a pair goes to one of the buckets above it.
+    The hash is plain integer arithmetic on the ids, so training, evaluation and serving compute
+    it identically from the artifact alone.
+    """
+    steps = ids.size(1)
+    valid = torch.arange(steps, device=ids.device)[None, :] < lengths[:, None]
+    words = torch.where(valid, ids, 0)
+    if steps < 2:
+        return words
+    first, second = ids[:, :-1].long(), ids[:, 1:].long()
+    pairs = (first * PAIR_MULTIPLIER + second) % (buckets - vocab_size) + vocab_size
+    return torch.cat([words, torch.where(valid[:, 1:], pairs, 0)], dim=1)
+
+
+class NgramBag(nn.Module):
+    """One weight per word and per hashed word pair, summed over the review and divided by the
+    square root of its length: a linear model of the NBSVM kind inside the network.
+
+    It sees every word pair with the same weight wherever it stands, which the LSTM, reading in
+    order, learns slowly; the LSTM brings what a bag cannot (negation scope, order, long-range
+    contrast). Their logits add, and they are trained together.
+    """
+
+    def __init__(self, buckets: int) -> None:
+        super().__init__()
+        self.weights = nn.EmbeddingBag(buckets, 1, mode="sum", padding_idx=PAD_ID)
+        nn.init.zeros_(self.weights.weight)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.weights(features).squeeze(1) / lengths.to(torch.float32).clamp(min=1).sqrt()
 
 
 class SentimentLSTM(nn.Module):
@@ -49,9 +100,17 @@ class SentimentLSTM(nn.Module):
         self.backward_layers = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in inputs) if config.bidirectional else None
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(2 * directions * hidden, 1)
+        self.ngrams = NgramBag(config.ngram_buckets) if config.ngram_buckets else None
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Return one logit per review (positive sentiment)."""
+        recurrent, bag = self.branch_logits(ids, lengths)
+        logits = recurrent if bag is None else recurrent + bag
+        return logits / self.config.temperature
+
+    def branch_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LSTM's logit and the bag's (None without a bag), before they are added and
+        calibrated: training can give each branch a loss of its own."""
         lengths = lengths.to(ids.device)
         steps = int(lengths.max())
         positions = torch.arange(steps, device=ids.device)[None, :]
@@ -68,4 +127,12 @@ class SentimentLSTM(nn.Module):
         mask3 = mask.unsqueeze(-1)
         mean = (x * mask3).sum(1) / lengths.to(x.dtype)[:, None]
         maxed = x.masked_fill(~mask3, float("-inf")).max(1).values
-        return self.head(self.dropout(torch.cat([maxed, mean], dim=1))).squeeze(1)
+        recurrent = self.head(self.dropout(torch.cat([maxed, mean], dim=1))).squeeze(1)
+        if self.ngrams is None:
+            return recurrent, None
+        features = ngram_ids(ids[:, :steps], lengths, self.config.ngram_buckets, self.config.vocab_size)
+        return recurrent, self.ngrams(features, lengths)
+
+    def bag_parameters(self) -> list[nn.Parameter]:
+        """The bag's weights: sparse evidence that wants a higher learning rate than the LSTM."""
+        return list(self.ngrams.parameters()) if self.ngrams is not None else []

@@ -13,7 +13,7 @@ from tests.synthetic import make_reviews, write_jsonl
 
 # Hyperparameters for a network small enough to train in seconds on synthetic reviews.
 TINY = ["--epochs", "4", "--batch_size", "32", "--embedding_dim", "16", "--hidden_dim", "16", "--learning_rate", "0.01",
-        "--num_threads", "1"]
+        "--num_threads", "1", "--ngram_buckets", "4096"]
 
 
 @pytest.fixture(autouse=True, scope="session")

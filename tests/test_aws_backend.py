@@ -467,7 +467,7 @@ def test_show_links_every_evaluation_file_with_a_presigned_https_url(aws):
     shown = describe_model_package(aws, SETTINGS.model_package_group, 1)
     assert shown["customer_metadata_properties"] == links and shown["accuracy"] == 0.9
     assert [link["name"] for link in shown["links"]] == ["EvaluationReport", "ConfusionMatrix", "RocPrCurves",
-                                                         "TrainingCurves", "WorstMistakes", "Predictions"]
+                                                         "TrainingCurves", "WorstMistakes", "Predictions", "AccuracyByLength", "Calibration"]
     assert {link["name"]: link["uri"] for link in shown["links"]} == links
     assert {link["name"]: link["exists"] for link in shown["links"]} == {
         name: name != "TrainingCurves" for name in links}
@@ -509,7 +509,7 @@ def test_registry_show_on_sagemaker_prints_each_link_and_its_uri(aws, capsys, mo
     shown = json.loads(capsys.readouterr().out)
     assert [(link["name"], link["uri"], link["exists"]) for link in shown["links"]] == [
         (name, links[name], True) for name in ("EvaluationReport", "ConfusionMatrix", "RocPrCurves", "TrainingCurves",
-                                               "WorstMistakes", "Predictions")]
+                                               "WorstMistakes", "Predictions", "AccuracyByLength", "Calibration")]
     assert all(link["url"].startswith(f"https://{SETTINGS.bucket}.s3.amazonaws.com/") for link in shown["links"])
     assert main(["registry", "--backend", "sagemaker", "show", "1"]) == 0
     out = capsys.readouterr().out

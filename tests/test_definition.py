@@ -228,7 +228,7 @@ def test_the_package_links_every_file_the_evaluate_step_writes(definition):
     assert register["CustomerMetadataProperties"] == {
         key: {"Std:Join": {"On": "/", "Values": [EVALUATION_FOLDER, name]}} for key, name in outputs.LINKS.items()}
     assert list(outputs.LINKS) == ["EvaluationReport", "ConfusionMatrix", "RocPrCurves", "TrainingCurves",
-                                   "WorstMistakes", "Predictions"]
+                                   "WorstMistakes", "Predictions", "AccuracyByLength", "Calibration"]
     assert outputs.LINKS["EvaluationReport"] == register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"][
         "Std:Join"]["Values"][1] == "evaluation.json"
     assert (evaluate.REPORT_FILE, evaluate.PREDICTIONS_FILE, evaluate.MISCLASSIFIED_FILE) == (
@@ -269,7 +269,9 @@ def test_the_links_fit_sagemakers_limits_with_a_realistic_bucket_and_prefix():
     links = _register_links(definition)
     assert customer_metadata_problem(links) is None and len(links) <= CUSTOMER_METADATA_MAX_ENTRIES
     longest = max(links.values(), key=len)
-    assert longest.endswith("/Evaluate/evaluation/worst_misclassified.md") and len(longest) < CUSTOMER_METADATA_MAX_VALUE
+    folder, _, name = longest.rpartition("/")
+    assert folder.endswith("/Evaluate/evaluation") and len(name) == max(map(len, LINKS.values()))
+    assert len(longest) < CUSTOMER_METADATA_MAX_VALUE
     from pipeline.definition.contracts import EXECUTION_ID_LENGTH
     from pipeline.local.state.executions import new_execution_id
 

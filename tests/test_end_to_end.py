@@ -54,7 +54,8 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert {link["name"]: Path(link["path"]).name for link in version["links"] if link["exists"]} == {
         "EvaluationReport": "evaluation.json", "ConfusionMatrix": "confusion_matrix.png",
         "RocPrCurves": "roc_pr_curves.png", "TrainingCurves": "training_curves.png",
-        "WorstMistakes": "worst_misclassified.md", "Predictions": "predictions.jsonl"}
+        "WorstMistakes": "worst_misclassified.md", "Predictions": "predictions.jsonl",
+        "AccuracyByLength": "accuracy_by_length.png", "Calibration": "calibration.png"}
     assert len({Path(link["path"]).parent for link in version["links"]}) == 1
     _serve_and_invoke(tmp_path, "1")
     _approve_and_invoke(tmp_path, "1")

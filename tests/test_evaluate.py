@@ -39,6 +39,36 @@ def test_report_has_the_sagemaker_model_quality_shape(evaluated):
     assert metrics["accuracy"]["value"] > 0.9  # the tiny model learned the synthetic task
 
 
+def test_the_report_says_how_the_model_does_by_length_on_sentences_and_how_honest_it_is(evaluated, prepared):
+    out, report = evaluated
+    slices = report["slices"]
+    assert sum(row["texts"] for row in slices["by_length"]) == 200
+    overall = report["binary_classification_metrics"]["accuracy"]["value"]
+    weighted = sum(row["texts"] * row["accuracy"] for row in slices["by_length"]) / 200
+    assert weighted == pytest.approx(overall, abs=1e-3)
+    assert slices["short_texts"] == {}  # the synthetic reviews are one sentence each: none taken from a longer one
+    calibration = slices["calibration"]
+    assert 0.0 <= calibration["expected_calibration_error"] <= 0.5 and calibration["bins"]
+    for plot in ("accuracy_by_length.png", "calibration.png"):
+        assert (out / "evaluation" / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sentences_taken_from_the_reviews_are_scored_on_their_own(evaluated, prepared, tmp_path):
+    out, _ = evaluated
+    test = tmp_path / "test"
+    test.mkdir()
+    with open(test / "reviews.jsonl", "w", encoding="utf-8") as handle:
+        for line in (prepared / "test" / "reviews.jsonl").read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            words = record["text"].replace("<br />", " ").split()
+            half = len(words) // 2
+            record["text"] = " ".join(words[:half]) + ". " + " ".join(words[half:])
+            handle.write(json.dumps(record) + "\n")
+    short = run(out / "model.tar.gz", test, tmp_path / "evaluation")["slices"]["short_texts"]
+    assert set(short) == {"first sentence", "last sentence"}
+    assert all(row["texts"] > 100 and row["accuracy"] > 0.6 for row in short.values()), short
+
+
 def test_outputs_a_person_can_read(evaluated):
     out, report = evaluated
     folder = out / "evaluation"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from serve.network import NetworkConfig, SentimentLSTM
+from serve.network import NetworkConfig, SentimentLSTM, ngram_ids
 from serve.vocab import PAD_ID, pad_batch
 
 VOCAB = 50
@@ -211,7 +212,8 @@ def test_gradients_reach_every_parameter():
 def test_network_config_round_trip():
     config = NetworkConfig(vocab_size=123, embedding_dim=7, hidden_dim=5, num_layers=3, bidirectional=False, dropout=0.1)
     data = config.to_dict()
-    assert data == {"vocab_size": 123, "embedding_dim": 7, "hidden_dim": 5, "num_layers": 3, "bidirectional": False, "dropout": 0.1}
+    assert data == {"vocab_size": 123, "embedding_dim": 7, "hidden_dim": 5, "num_layers": 3, "bidirectional": False,
+                    "dropout": 0.1, "ngram_buckets": 0, "temperature": 1.0}
     assert NetworkConfig.from_dict(data) == config
     assert NetworkConfig.from_dict({**data, "unknown": 1}) == config
     assert NetworkConfig.from_dict({"vocab_size": 9}) == NetworkConfig(9)
@@ -228,3 +230,48 @@ def test_model_rebuilt_from_config_dict_gives_same_logits():
     clone.load_state_dict(model.state_dict())
     reviews = _reviews(5, seed=2)
     assert torch.equal(_logits(model, reviews), _logits(clone, reviews))
+
+
+# --- the word-pair bag and the temperature -------------------------------------------------------
+
+def test_ngram_ids_keep_words_and_hash_pairs_above_the_vocabulary():
+    ids = torch.tensor([[5, 7, 9, 0], [5, 7, 0, 0]])
+    features = ngram_ids(ids, torch.tensor([3, 2]), buckets=1000, vocab_size=50)
+    assert features.shape == (2, 4 + 3)
+    assert features[0, :4].tolist() == [5, 7, 9, 0] and features[1, :4].tolist() == [5, 7, 0, 0]
+    pairs = features[:, 4:]
+    assert pairs[0, 0] == pairs[1, 0]  # the same pair (5, 7) lands in the same bucket wherever it is
+    assert bool(((pairs[0, :2] >= 50) & (pairs[0, :2] < 1000)).all())
+    assert pairs[0, 2] == 0 and pairs[1, 1:].tolist() == [0, 0]  # no pair reaches into the padding
+
+
+def test_the_bag_sees_word_pairs_the_padding_does_not_change():
+    torch.manual_seed(0)
+    model = SentimentLSTM(NetworkConfig(vocab_size=60, embedding_dim=8, hidden_dim=8, ngram_buckets=500, dropout=0.0)).eval()
+    with torch.no_grad():
+        model.ngrams.weights.weight.normal_()
+    ids, lengths = pad_batch(_reviews(3), 32)
+    padded, padded_lengths = pad_batch(_reviews(3), 40)
+    first = model(torch.from_numpy(ids).long(), torch.from_numpy(lengths))
+    assert torch.allclose(first, model(torch.from_numpy(padded).long(), torch.from_numpy(padded_lengths)), atol=1e-5)
+    without = SentimentLSTM(replace(model.config, ngram_buckets=0)).eval()
+    without.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("ngrams.")})
+    assert not torch.allclose(first, without(torch.from_numpy(ids).long(), torch.from_numpy(lengths)))
+
+
+def test_the_temperature_divides_the_logits_and_an_old_config_has_none():
+    torch.manual_seed(0)
+    model = SentimentLSTM(NetworkConfig(vocab_size=60, embedding_dim=8, hidden_dim=8, dropout=0.0)).eval()
+    ids, lengths = pad_batch(_reviews(3), 32)
+    plain = model(torch.from_numpy(ids).long(), torch.from_numpy(lengths))
+    model.config = replace(model.config, temperature=2.0)
+    assert torch.allclose(model(torch.from_numpy(ids).long(), torch.from_numpy(lengths)), plain / 2.0)
+    old = {"vocab_size": 60, "embedding_dim": 8, "hidden_dim": 8}  # an artifact's config from before both
+    assert NetworkConfig.from_dict(old).ngram_buckets == 0 and NetworkConfig.from_dict(old).temperature == 1.0
+
+
+@pytest.mark.parametrize("changes, message", [({"ngram_buckets": 60}, "must exceed vocab_size"),
+                                              ({"temperature": 0.0}, "temperature must be positive")])
+def test_a_config_that_cannot_work_is_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkConfig(vocab_size=60, **changes)

@@ -138,7 +138,8 @@ def test_a_versions_page_shows_its_plots_mistakes_and_lineage(site, home):
     status, _, body = _request(site, "GET", "/registry/versions/1")
     page = body.decode()
     assert status == 200
-    for name in ("roc_pr_curves.png", "confusion_matrix.png", "training_curves.png"):
+    for name in ("roc_pr_curves.png", "confusion_matrix.png", "training_curves.png", "accuracy_by_length.png",
+                 "calibration.png"):
         assert f'src="/registry/versions/1/plots/{name}"' in page
         plot_status, plot_headers, png = _request(site, "GET", f"/registry/versions/1/plots/{name}")
         assert plot_status == 200 and plot_headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -101,7 +101,9 @@ def test_the_file_names_are_the_steps_own():
     from steps.preprocess import REVIEWS_FILE
 
     assert evidence.REVIEWS_FILE == REVIEWS_FILE
-    assert set(evidence.PLOTS) == {outputs.ROC_PR_FILE, outputs.CONFUSION_MATRIX_FILE, outputs.TRAINING_CURVES_FILE}
+    assert set(evidence.PLOTS) == {outputs.ROC_PR_FILE, outputs.CONFUSION_MATRIX_FILE, outputs.TRAINING_CURVES_FILE,
+                                   outputs.ACCURACY_BY_LENGTH_FILE, outputs.CALIBRATION_FILE}
+    assert set(evidence.PLOTS) == {name for name in outputs.LINKS.values() if name.endswith(".png")}
 
 
 def test_evidence_finds_the_test_reviews_predictions_plots_and_lineage(tmp_path):
@@ -117,7 +119,7 @@ def test_evidence_finds_the_test_reviews_predictions_plots_and_lineage(tmp_path)
         assert found.plot(package, "training_curves.png") == PNG + b"evaluation"
         assert found.code_bundles(package)[0].sha256 == "a" * 64
         detail = versions.detail(found, version)
-    assert [p.available for p in detail.plots] == [True, True, True]
+    assert [p.available for p in detail.plots] == [True, True, True, False, False]  # evaluated before the by-length and calibration plots existed
     assert detail.lineage.data_version == "one" and detail.lineage.data_sha256 == {"train": "1" * 64, "test": "2" * 64}
     assert detail.lineage.training["best_epoch"] == 2 and detail.lineage.parameters["Epochs"] == 3
     assert detail.lineage.test_set == test_set and detail.notes == []
@@ -134,7 +136,7 @@ def test_training_curves_of_older_versions_come_from_the_artifacts(tmp_path, whe
         curves = found.plot(found.package(version), "training_curves.png")
         detail = versions.detail(found, version)
     assert curves == (PNG + where.encode() if where else None)
-    assert detail.plots[-1].available is (where is not None)
+    assert {p.name: p.available for p in detail.plots}["training_curves.png"] is (where is not None)
 
 
 def test_a_plot_is_read_only_by_a_known_name_from_the_versions_own_folder(tmp_path):

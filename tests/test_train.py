@@ -90,7 +90,9 @@ def test_an_interrupted_job_resumes_from_its_checkpoint_and_ends_the_same(prepar
     resumed, uninterrupted = _weights(tmp_path / "model"), _weights(trained / "model")
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
     history = json.loads((tmp_path / "output" / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    expected = json.loads((trained / "output" / "metrics.json").read_text())["history"]
+    assert len(history) > 1 and [h["epoch"] for h in history] == [h["epoch"] for h in expected]
+    assert [h["val_accuracy"] for h in history] == [h["val_accuracy"] for h in expected]
 
 
 def test_a_checkpoint_from_other_hyperparameters_is_ignored(prepared, tmp_path, caplog):
@@ -172,3 +174,28 @@ def test_a_tiny_dataset_trains_without_a_schedule_error(tmp_path, reviews):
                                                               validation_fraction=0.2, text=TextConfig(max_len=20)))
     assert main(train_args(tmp_path / "prepared", tmp_path / "job", "--epochs", "2")) == 0
     assert (tmp_path / "job" / "model" / "model.pt").is_file()
+
+
+def test_the_gpu_profile_trains_its_exact_network_and_schedule_on_the_cpu(prepared, tmp_path):
+    """The SageMaker default (``gpu``) is never run here on a GPU: its network, bag, crops, epochs
+    and calibration run on tiny data on the CPU, so a change that breaks it fails here first."""
+    from train.profiles import PROFILES
+
+    gpu = PROFILES["gpu"]
+    args = ["--train", str(prepared / "train"), "--validation", str(prepared / "validation"),
+            "--model-dir", str(tmp_path / "model"), "--output-data-dir", str(tmp_path / "output"),
+            "--checkpoint-dir", str(tmp_path / "checkpoints"), "--num-gpus", "0", "--profile", "gpu", "--num_threads", "1"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert summary["hyperparameters"] == gpu.to_dict() | {"num_threads": 1}
+    network = load_model(tmp_path / "model").config["network"]
+    assert (network["hidden_dim"], network["num_layers"], network["ngram_buckets"]) == (gpu.hidden_dim, gpu.num_layers, gpu.ngram_buckets)
+    assert network["temperature"] == summary["calibration"]["temperature"] > 0
+    assert summary["best_val_accuracy"] > 0.8
+
+
+def test_calibration_is_stored_in_the_artifact_and_applied_when_it_is_loaded(trained):
+    summary = json.loads((trained / "output" / "metrics.json").read_text())
+    loaded = load_model(trained / "model")
+    assert loaded.network.config.temperature == summary["calibration"]["temperature"] != 1.0
+    assert summary["calibration"]["loss_after"] <= summary["calibration"]["loss_before"]

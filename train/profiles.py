@@ -23,6 +23,18 @@ class Hyperparameters:
     seed: int = 42
     num_threads: int = 0  # 0: one per core
     pretrained_embeddings: bool = True  # start from the preprocessing step's word vectors when it wrote some
+    # The bag of words and hashed word pairs beside the LSTM (serve.network.NgramBag); 0 turns it off.
+    ngram_buckets: int = 1 << 20
+    # Its weights are sparse evidence, each seen in few batches: they learn at a higher rate.
+    ngram_learning_rate: float = 2e-2
+    # Each branch (LSTM, bag) also gets a loss of its own, at this weight: the bag fits the training
+    # set fast, and without it the LSTM would stop learning once their sum is right.
+    branch_loss_weight: float = 0.5
+    calibrate: bool = True  # fit the temperature on the validation split after training
+    # Train also on short windows of the reviews (train.crops): the website's inputs are a sentence or two.
+    crop_probability: float = 0.0
+    crop_min_tokens: int = 4
+    crop_max_tokens: int = 40
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,7 +49,7 @@ class Hyperparameters:
 
 PROFILES: dict[str, Hyperparameters] = {
     # Sized so that preprocessing + training + evaluation fit in 10 minutes on 2 CPU cores.
-    "cpu": Hyperparameters(),
+    "cpu": Hyperparameters(epochs=4),
     # A wider two-layer network and bigger batches that keep a GPU busy; bf16 autocast on top.
     "gpu": Hyperparameters(
         epochs=8, batch_size=256, learning_rate=2e-3, embedding_dim=128, hidden_dim=256, num_layers=2, dropout=0.4, patience=2

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ from serve.text import TextConfig
 from serve.vocab import Vocabulary
 from steps.arrays import SplitFormatError, load_embeddings, load_split_arrays
 from steps.job_failure import TRAINING_REASON_FILE, report_failures
+from train.calibration import fit_temperature, log_loss, split_logits
 from train.checkpoints import CheckpointStore
+from train.crops import Crops
 from train.plots import plot_training_curves
 from train.profiles import PROFILES, Hyperparameters
 
@@ -80,27 +83,21 @@ class Batches:
         return batches
 
 
-def _to_tensors(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, rows: np.ndarray, device: torch.device):
+def _to_tensors(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, rows: np.ndarray, device: torch.device,
+                crops: tuple[Crops, np.random.Generator] | None = None):
     row_lengths = lengths[rows]
-    batch_ids = torch.from_numpy(ids[rows, : int(row_lengths.max())].astype(np.int64)).to(device, non_blocking=True)
+    row_ids = ids[rows, : int(row_lengths.max())]
+    if crops is not None:
+        row_ids, row_lengths = crops[0].apply(row_ids, row_lengths, crops[1])
+        row_ids = row_ids[:, : int(row_lengths.max())]
+    batch_ids = torch.from_numpy(row_ids.astype(np.int64)).to(device, non_blocking=True)
     return batch_ids, torch.from_numpy(row_lengths.astype(np.int64)), torch.from_numpy(labels[rows].astype(np.float32)).to(device)
 
 
 def evaluate(network: nn.Module, data: tuple, device: torch.device, batch_size: int, autocast: dict) -> tuple[float, float]:
     """Mean loss and accuracy over a split, batched by length."""
-    ids, lengths, labels = data
-    network.eval()
-    loss_sum, correct = 0.0, 0
-    order = np.argsort(lengths, kind="stable")
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size * 2):
-            rows = order[start : start + batch_size * 2]
-            batch_ids, batch_lengths, batch_labels = _to_tensors(ids, lengths, labels, rows, device)
-            with torch.autocast(**autocast):
-                logits = network(batch_ids, batch_lengths).float()
-            loss_sum += nn.functional.binary_cross_entropy_with_logits(logits, batch_labels, reduction="sum").item()
-            correct += int(((logits > 0).float() == batch_labels).sum())
-    return loss_sum / len(order), correct / len(order)
+    logits, labels = split_logits(network, data, device, batch_size, autocast)
+    return log_loss(logits, labels), float(np.mean((logits > 0) == (labels > 0.5)))
 
 
 def _device(requested_gpus: int) -> torch.device:
@@ -150,40 +147,40 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     _seed_everything(hp.seed, device)
     autocast = _autocast_settings(device)
 
-    config = NetworkConfig(len(vocab), hp.embedding_dim, hp.hidden_dim, hp.num_layers, hp.bidirectional, hp.dropout)
+    config = NetworkConfig(len(vocab), hp.embedding_dim, hp.hidden_dim, hp.num_layers, hp.bidirectional, hp.dropout,
+                           ngram_buckets=hp.ngram_buckets)
     network = SentimentLSTM(config)
     if hp.pretrained_embeddings:
         _initialise_embeddings(network, train_dir)
     network.to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    optimizer, max_rates = _optimizer(network, hp)
     batches = Batches(train_data[1], hp.batch_size, hp.seed)
+    crops = Crops(hp.crop_probability, hp.crop_min_tokens, hp.crop_max_tokens, hp.seed)
     steps_per_epoch = len(batches.epoch(0))
     # OneCycleLR divides by the length of each phase: tiny datasets need at least a step in each.
     total_steps = max(steps_per_epoch * hp.epochs, 3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=total_steps,
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_rates, total_steps=total_steps,
                                                    pct_start=max(0.1, 2 / total_steps), anneal_strategy="linear")
     store = CheckpointStore(Path(args.checkpoint_dir), signature={"hyperparameters": hp.to_dict(), "data": prep_stats.get("data_sha256")})
     state = store.resume(network, optimizer, schedule)
     log.info("training on %s: %d train / %d validation reviews, %d parameters, starting at epoch %d",
              device, len(train_data[2]), len(val_data[2]), sum(p.numel() for p in network.parameters()), state.epoch + 1)
 
-    loss_fn = nn.BCEWithLogitsLoss()
     for epoch in range(state.epoch + 1, hp.epochs + 1):
         network.train()
         torch.manual_seed(hp.seed + epoch)  # dropout masks replay the same after a resume
         epoch_started, loss_sum, tokens = time.perf_counter(), 0.0, 0
-        plan = batches.epoch(epoch)
+        plan, cropping = batches.epoch(epoch), (crops, crops.generator(epoch))
         for rows in tqdm(plan, desc=f"epoch {epoch}/{hp.epochs}", unit="batch", mininterval=5.0, disable=None, leave=False):
-            batch_ids, batch_lengths, batch_labels = _to_tensors(*train_data, rows, device)
+            batch_ids, batch_lengths, batch_labels = _to_tensors(*train_data, rows, device, cropping)
             with torch.autocast(**autocast):
-                logits = network(batch_ids, batch_lengths).float()
-            loss = loss_fn(logits, batch_labels)
+                loss, reported = _training_loss(network, batch_ids, batch_lengths, batch_labels, hp.branch_loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
             optimizer.step()
             schedule.step()
-            loss_sum += loss.item() * len(rows)
+            loss_sum += reported * len(rows)
             tokens += int(batch_lengths.sum())
         val_loss, val_accuracy = evaluate(network, val_data, device, hp.batch_size, autocast)
         seconds = time.perf_counter() - epoch_started
@@ -199,6 +196,7 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     store.save(state, network, optimizer, schedule, finished=True)
 
     network.load_state_dict(state.best_state)
+    calibration = _calibrate(network, val_data, device, hp, autocast) if hp.calibrate else None
     summary = {
         "best_epoch": state.best_epoch,
         "best_val_accuracy": state.best_accuracy,
@@ -208,6 +206,7 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
         "profile": args.profile,
         "hyperparameters": hp.to_dict(),
         "history": state.history,
+        "calibration": calibration,
     }
     metadata = {
         "training": {k: v for k, v in summary.items() if k != "history"},
@@ -225,6 +224,48 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     shutil.copyfile(output_dir / CURVES_FILE, Path(args.model_dir) / TRAINING_CURVES_FILE)
     log.info("best epoch %d: val_accuracy=%.4f; model written to %s", state.best_epoch, state.best_accuracy, args.model_dir)
     return summary
+
+
+def _training_loss(network: SentimentLSTM, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                   branch_weight: float) -> tuple[torch.Tensor, float]:
+    """What to minimize: the cross-entropy of the summed logit plus ``branch_weight`` times each
+    branch's own; and the summed logit's cross-entropy alone (the reported training loss)."""
+    recurrent, bag = network.branch_logits(ids, lengths)
+    recurrent = recurrent.float()
+    if bag is None:
+        loss = nn.functional.binary_cross_entropy_with_logits(recurrent, labels)
+        return loss, loss.item()
+    bag = bag.float()
+    loss = nn.functional.binary_cross_entropy_with_logits(recurrent + bag, labels)
+    reported = loss.item()
+    if branch_weight:
+        loss = loss + branch_weight * (nn.functional.binary_cross_entropy_with_logits(recurrent, labels)
+                                       + nn.functional.binary_cross_entropy_with_logits(bag, labels))
+    return loss, reported
+
+
+def _optimizer(network: SentimentLSTM, hp: Hyperparameters) -> tuple[torch.optim.Optimizer, list[float]]:
+    """AdamW with the bag's weights in a group of their own (``ngram_learning_rate``, no weight
+    decay); returns it with each group's peak rate for the schedule."""
+    bag = {id(p) for p in network.bag_parameters()}
+    rates = [hp.learning_rate] + ([hp.ngram_learning_rate] if bag else [])
+    groups: list[dict[str, Any]] = [{"params": [p for p in network.parameters() if id(p) not in bag], "lr": rates[0],
+                                     "weight_decay": hp.weight_decay}]
+    if bag:
+        groups.append({"params": network.bag_parameters(), "lr": rates[1], "weight_decay": 0.0})
+    return torch.optim.AdamW(groups), rates
+
+
+def _calibrate(network: SentimentLSTM, data: tuple, device: torch.device, hp: Hyperparameters,
+               autocast: dict) -> dict[str, float]:
+    """Fit the temperature on the validation split and set it on the network, so the artifact's
+    probabilities mean what they say (``train.calibration``)."""
+    logits, labels = split_logits(network, data, device, hp.batch_size, autocast)
+    fitted = fit_temperature(logits, labels)
+    network.config = replace(network.config, temperature=fitted.temperature)
+    log.info("calibration: temperature %.3f (validation log loss %.4f before, %.4f after)",
+             fitted.temperature, fitted.loss_before, fitted.loss_after)
+    return fitted.to_dict()
 
 
 def _initialise_embeddings(network: SentimentLSTM, train_dir: Path) -> None:
@@ -285,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Hyper
     parser.add_argument("--checkpoint-dir", default=env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
     parser.add_argument("--num-gpus", type=int, default=int(env.get("SM_NUM_GPUS", "-1")), help="0 forces the CPU")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="hyperparameter profile (default: gpu if a GPU is present)")
-    types = {"bidirectional": _bool, "pretrained_embeddings": _bool}
+    types = {"bidirectional": _bool, "pretrained_embeddings": _bool, "calibrate": _bool}
     defaults = Hyperparameters()
     kinds: dict[str, Callable[[str], Any]] = {}
     for name in Hyperparameters.names():

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from evaluation.outputs import (
+    ACCURACY_BY_LENGTH_FILE,
+    CALIBRATION_FILE,
     CONFUSION_MATRIX_FILE,
     PREDICTIONS_FILE,
     ROC_PR_FILE,
@@ -57,6 +59,8 @@ PLOTS = {
     ROC_PR_FILE: "ROC and precision-recall curves",
     CONFUSION_MATRIX_FILE: "Confusion matrix",
     TRAINING_CURVES_FILE: "Training curves (loss and accuracy per epoch)",
+    ACCURACY_BY_LENGTH_FILE: "Accuracy by length (whole reviews and single sentences)",
+    CALIBRATION_FILE: "Calibration (how sure against how often right)",
 }
 # Members read out of an archive are small; anything larger is not what the steps write.
 MAX_MEMBER_BYTES = 20 * 1024 * 1024
