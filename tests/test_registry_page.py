@@ -28,6 +28,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.local.services.api import api_app
 from pipeline.local.state.db import open_state
+from pipeline.review.evidence import PLOTS
 from pipeline.review.web import registry_mount
 from pipeline.settings import Settings
 from serve.server.run import BackgroundServer
@@ -335,7 +336,7 @@ def test_list_version_compare_approve_then_the_new_version_serves(browser, site,
     _wait(browser).until(lambda driver: driver.find_elements(By.ID, "decision-form"))
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Version 2")
     images = browser.find_elements(By.CSS_SELECTOR, "#plots img")
-    assert len(images) == 3 and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
+    assert len(images) == len(PLOTS) and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
     _screenshot(browser, screens, "2-version")
     browser.find_element(By.ID, "compare").click()
     _wait(browser).until(lambda driver: driver.find_elements(By.ID, "deltas"))
