@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def process_alive(pid: int | None) -> bool:
@@ -25,6 +30,45 @@ def process_alive(pid: int | None) -> bool:
         return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except OSError:  # no /proc (macOS), or it ended just now: the probe above is what we know
         return True
+
+
+class HeldInterrupts:
+    """Holds Ctrl-C, SIGTERM and SIGHUP while a child process is being started, to hand them on
+    once its pid is known (``deliver``).
+
+    An interrupt that lands inside ``subprocess.Popen``, after the fork and before Popen returns,
+    leaves a child running that nobody holds a handle to: the job would go on after its
+    execution was stopped. Held, the interrupt arrives where the caller can stop the child.
+    Only the main thread receives signals; elsewhere this holds nothing.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self.previous[number] = signal.signal(number, self._hold)
+        return self
+
+    def _hold(self, number: int, frame: FrameType | None) -> None:
+        self.pending.append(number)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def deliver(self) -> None:
+        """Act on the held interrupts as their own handlers would have (KeyboardInterrupt, for
+        the command line's); call it once the child can be stopped."""
+        for number in self.pending:
+            handler = self.previous.get(number)
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), number)
+        self.pending.clear()
 
 
 KILL_WAIT_S = 5.0  # after SIGKILL, the kernel takes the processes down at once; this is a bound

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.local.aws_identity import sagemaker_arn
-from pipeline.local.processes import stop_process_group
+from pipeline.local.processes import HeldInterrupts, stop_process_group
 from pipeline.local.state.store import ArtifactStore
 from serve.artifact import pack_model_dir
 from steps.job_failure import OUTPUT_DIR_ENV, PROCESSING_REASON_FILE, TRAINING_REASON_FILE
@@ -94,9 +94,11 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(command)}\n".encode())
         log.flush()
-        process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        with HeldInterrupts() as held:  # a stop that comes while the child starts waits for its pid
+            process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         try:
+            held.deliver()
             if on_start is not None:
                 on_start(process.pid)
             code = process.wait(timeout=timeout_s)
