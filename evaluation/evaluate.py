@@ -41,11 +41,11 @@ from serve.artifact import TRAINING_CURVES_FILE as CURVES_IN_ARTIFACT
 from serve.artifact import ArtifactError, resolve_model_dir
 from serve.artifact_code import load_artifact_handlers
 from serve.text import has_words
+from steps.arrays import REVIEWS_FILE
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 
 log = logging.getLogger("evaluate")
 
-REVIEWS_FILE = "reviews.jsonl"
 BATCH_SIZE = 500
 WORST_SHOWN = 20
 

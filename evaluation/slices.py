@@ -17,18 +17,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from serve.text import BREAK_TAG
+
 # Upper bounds of the length buckets, in words; the last bucket is open.
 LENGTH_BUCKETS = (10, 25, 50, 100, 250, 500)
 SHORT_MIN_WORDS, SHORT_MAX_WORDS = 3, 40
 SHORT_SAMPLE = 5_000  # per kind of sentence: enough for ±1.4 % at 95 %, cheap to score
 CALIBRATION_BINS = 15
-_BREAK = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[^\W_]+")  # what the tokenizer keeps: "..." or ":)" is no word
 
 
 def words(text: str) -> list[str]:
-    return _BREAK.sub(" ", text).split()
+    return BREAK_TAG.sub(" ", text).split()
 
 
 def bucket_name(index: int) -> str:

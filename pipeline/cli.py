@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.commands import MODULES
 from pipeline.commands.common import as_text
 from pipeline.errors import UserError
+from pipeline.local.processes import STOP_SIGNALS
 from pipeline.local.state.db import state_path
 from pipeline.settings import Settings
 
@@ -54,7 +55,7 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop_signals = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    stop_signals = [s for s in STOP_SIGNALS if s != signal.SIGINT]  # Ctrl-C raises KeyboardInterrupt already
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         return _main(argv)
     previous = {s: signal.signal(s, _interrupt) for s in stop_signals}

@@ -46,7 +46,7 @@ def is_negation(word: str) -> bool:
 
 STOPWORDS: frozenset[str] = frozenset(w for w in NLTK_ENGLISH_STOPWORDS if not is_negation(w))
 
-_BREAK_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+BREAK_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 # Words (any script, so "naïve" stays whole) with an optional apostrophe suffix, so that "don't"
 # stays one token and keeps its negation.
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
@@ -85,7 +85,7 @@ def strip_html(text: str) -> str:
     only on the rare review with other tags.
     """
     if "<" in text:
-        text = _BREAK_TAG.sub(" ", text)
+        text = BREAK_TAG.sub(" ", text)
         if "<" in text and ">" in text:
             return BeautifulSoup(text, "html.parser").get_text(" ")
     if "&" in text:

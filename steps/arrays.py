@@ -1,4 +1,5 @@
-"""The on-disk form of an encoded split, shared by the preprocessing step and the training job.
+"""The on-disk form of an encoded split, shared by the preprocessing step, the training job, the
+evaluation step and the registry page.
 
 One ``data.npz`` per split: ``ids`` (right-padded token ids), ``lengths`` and ``labels``.  It is read
 with ``allow_pickle=False``: a data channel can never smuggle in code.
@@ -12,6 +13,9 @@ import numpy as np
 ARRAYS_FILE = "data.npz"
 # Optional, in the train/ folder: pretrained word vectors, one row per vocabulary id.
 EMBEDDINGS_FILE = "embeddings.npy"
+# In the test/ folder: the raw test reviews, one {text, label} per line, in the arrays' order (the
+# evaluation scores them through the artifact's own code, and its predictions follow this order).
+REVIEWS_FILE = "reviews.jsonl"
 
 
 class SplitFormatError(ValueError):

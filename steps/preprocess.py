@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the sibling packages (ser
 
 from serve.text import TextConfig, TextNormalizer
 from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
-from steps.arrays import EMBEDDINGS_FILE, save_split_arrays
+from steps.arrays import EMBEDDINGS_FILE, REVIEWS_FILE, save_split_arrays
 from steps.embeddings import cooccurrence, embeddings_from_cooccurrence
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 from steps.sources import DataError, ReviewData, load_reviews, stratified_split
@@ -42,7 +42,6 @@ from steps.sources import DataError, ReviewData, load_reviews, stratified_split
 log = logging.getLogger("preprocess")
 
 SPLITS = ("train", "validation", "test")
-REVIEWS_FILE = "reviews.jsonl"
 VOCAB_FILE = "vocab.json"
 STATS_FILE = "stats.json"
 DEFAULT_INPUT = "/opt/ml/processing/input/data"

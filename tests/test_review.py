@@ -98,7 +98,7 @@ def _settings(home: Path) -> Settings:
 
 def test_the_file_names_are_the_steps_own():
     from evaluation import outputs
-    from steps.preprocess import REVIEWS_FILE
+    from steps.arrays import REVIEWS_FILE
 
     assert evidence.REVIEWS_FILE == REVIEWS_FILE
     assert set(evidence.PLOTS) == {outputs.ROC_PR_FILE, outputs.CONFUSION_MATRIX_FILE, outputs.TRAINING_CURVES_FILE,

@@ -170,7 +170,8 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
         network.train()
         torch.manual_seed(hp.seed + epoch)  # dropout masks replay the same after a resume
         epoch_started, loss_sum, tokens = time.perf_counter(), 0.0, 0
-        plan, cropping = batches.epoch(epoch), (crops, crops.generator(epoch))
+        plan = batches.epoch(epoch)
+        cropping = (crops, crops.generator(epoch)) if crops.probability else None  # no copy of each batch for nothing
         for rows in tqdm(plan, desc=f"epoch {epoch}/{hp.epochs}", unit="batch", mininterval=5.0, disable=None, leave=False):
             batch_ids, batch_lengths, batch_labels = _to_tensors(*train_data, rows, device, cropping)
             with torch.autocast(**autocast):

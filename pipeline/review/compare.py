@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.review.evidence import EvaluationSet, Evidence, EvidenceError, Prediction, Review
+from pipeline.review.evidence import EvaluationSet, Evidence, EvidenceError, Prediction, Review, lines_up
 from pipeline.review.versions import METRICS, Serving, VersionSummary, label_name, serving, summary
 
 SHOWN_DISAGREEMENTS = 50
@@ -123,7 +123,7 @@ def _shared_reviews(evidence: Evidence, champion, challenger) -> tuple[
     predictions = []
     for package in (champion, challenger):
         found = evidence.predictions(package)
-        if len(found) != len(reviews) or any(p.label != r.label for p, r in zip(found, reviews)):
+        if not lines_up(found, reviews):
             raise EvidenceError(f"the saved predictions of version {package.version} ({len(found):,}) do not line up "
                                 f"with the {len(reviews):,} test reviews it was evaluated on")
         predictions.append(found)

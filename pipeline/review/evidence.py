@@ -47,11 +47,11 @@ from pipeline.local.state.executions import Execution, ExecutionError, Execution
 from pipeline.local.state.registry import ModelPackage, ModelRegistry
 from pipeline.local.state.store import ArtifactStore, StoreError, landing_path, split_uri
 from pipeline.settings import Settings
+from steps.arrays import REVIEWS_FILE
 
 # The files the Evaluate step writes have their names in evaluation/outputs.py; the test reviews'
 # file is the preprocessing step's (steps/preprocess.py, which imports torch: repeated here, and
 # tests/test_review.py checks that the two agree).
-REVIEWS_FILE = "reviews.jsonl"
 TRAINING_OUTPUT_ARCHIVE = "output.tar.gz"
 MODEL_CONFIG_FILE = "config.json"
 # The plots a page may show, by the only names a request may ask for.
@@ -113,6 +113,9 @@ class Evidence:
         self.registry = ModelRegistry(conn)
         self.executions = ExecutionStore(conn)
         self.store = ArtifactStore(settings.home)
+        # The test reviews each Evaluate step read (tens of MB), by its test input's URI: a page
+        # needs their digest and their text, a comparison two versions' digests; read once.
+        self._test_reviews: dict[str, tuple[str, bytes]] = {}
 
     # --- the registry -----------------------------------------------------------------------------
     def package(self, version: int) -> ModelPackage:
@@ -197,6 +200,11 @@ class Evidence:
 
     def _test_reviews_bytes(self, package: ModelPackage) -> tuple[str, bytes]:
         prefix_uri = self.test_input_uri(package)
+        if prefix_uri not in self._test_reviews:
+            self._test_reviews[prefix_uri] = self._read_test_reviews(package, prefix_uri)
+        return self._test_reviews[prefix_uri]
+
+    def _read_test_reviews(self, package: ModelPackage, prefix_uri: str) -> tuple[str, bytes]:
         try:
             bucket, prefix = split_uri(prefix_uri)
             keys = self.store.keys(prefix_uri)
@@ -293,3 +301,8 @@ def _json_lines(data: bytes, source: str, shape: str, parse: Callable[[dict], T]
         except (ValueError, KeyError, TypeError) as error:
             raise EvidenceError(f"{source} line {number} is not a {shape} record: {error}") from None
     return found
+
+
+def lines_up(predictions: list[Prediction], reviews: list[Review]) -> bool:
+    """Whether saved predictions are about these test reviews: one each, with the same labels."""
+    return len(predictions) == len(reviews) and all(p.label == r.label for p, r in zip(predictions, reviews))

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from pipeline.local.services.hosting import LocalHosting
 from pipeline.local.state.db import StateError
 from pipeline.local.state.registry import ModelPackage
-from pipeline.review.evidence import PLOTS, CodeBundle, EvaluationSet, Evidence, EvidenceError
+from pipeline.review.evidence import PLOTS, CodeBundle, EvaluationSet, Evidence, EvidenceError, lines_up
 
 # The metrics a person compares, as evaluation.json names them (evaluation/metrics.py).
 METRICS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1", "auc": "AUC"}
@@ -234,7 +234,7 @@ def _mistakes(evidence: Evidence, package: ModelPackage, notes: list[str]) -> tu
     except EvidenceError as error:
         notes.append(f"The most confident mistakes cannot be shown: {error}")
         return [], None, None
-    if len(predictions) != len(reviews) or any(p.label != r.label for p, r in zip(predictions, reviews)):
+    if not lines_up(predictions, reviews):
         notes.append(f"The most confident mistakes cannot be shown: {len(predictions)} saved predictions do not "
                      f"line up with the {len(reviews)} test reviews of version {package.version}")
         return [], None, None
