@@ -38,7 +38,7 @@ DEFAULT_INPUT_DATA_VERSION = ""
 # state database's CHECK equal to them).
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # steps.preprocess.PreprocessOptions defaults (max_len is TextConfig's).
-DEFAULT_MAX_LEN = 400
+DEFAULT_MAX_LEN = 1000
 DEFAULT_VOCAB_SIZE = 20_000
 DEFAULT_EMBEDDING_DIM = 128
 DEFAULT_TRAINING_PROFILE = "gpu"

@@ -60,7 +60,7 @@ class TextConfig:
 
     stem: bool = True
     remove_stopwords: bool = False
-    max_len: int = 400
+    max_len: int = 1000
     truncate: str = "tail"
 
     def __post_init__(self) -> None:

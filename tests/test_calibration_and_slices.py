@@ -13,7 +13,7 @@ from evaluation.slices import (
     sentences,
     short_texts,
 )
-from train.calibration import fit_temperature, log_loss
+from train.calibration import fit_branch_weights, fit_temperature, log_loss
 
 
 def _overconfident(temperature: float, count: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +40,31 @@ def test_an_honest_model_keeps_a_temperature_near_one_and_no_change_of_side():
 def test_fitting_needs_examples():
     with pytest.raises(ValueError, match="no validation examples"):
         fit_temperature(np.array([]), np.array([]))
+
+
+def _two_branches(lstm: float, bag: float, count: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two branch logits and labels drawn from sigmoid(lstm · first + bag · second)."""
+    rng = np.random.default_rng(seed)
+    branches = rng.normal(0.0, 3.0, (count, 2))
+    labels = (rng.random(count) < 1.0 / (1.0 + np.exp(-(branches @ np.array([lstm, bag]))))).astype(float)
+    return branches, labels
+
+
+def test_the_branch_weights_are_the_ones_the_labels_were_drawn_with():
+    branches, labels = _two_branches(0.4, 0.7)
+    fitted = fit_branch_weights(branches, labels)
+    assert fitted.temperature == pytest.approx(1 / 0.4, rel=0.05)
+    assert fitted.bag_weight == pytest.approx(0.7 / 0.4, rel=0.05)
+    combined = (branches[:, 0] + fitted.bag_weight * branches[:, 1]) / fitted.temperature
+    assert fitted.loss_after == pytest.approx(log_loss(combined, labels), rel=1e-4)
+    assert fitted.loss_after < fitted.loss_before == pytest.approx(log_loss(branches.sum(axis=1), labels))
+
+
+def test_a_branch_that_earns_nothing_keeps_weight_one_and_only_the_temperature_is_fitted():
+    branches, labels = _two_branches(0.5, -0.3, seed=2)  # the bag points the wrong way
+    fitted = fit_branch_weights(branches, labels)
+    assert fitted.bag_weight == 1.0
+    assert fitted.temperature == fit_temperature(branches.sum(axis=1), labels).temperature
 
 
 def test_calibration_error_of_an_honest_and_an_overconfident_model():

@@ -552,7 +552,7 @@ def test_processing_steps_match_the_scripts_cli(definition):
     assert pre_args[0] == "steps/preprocess.py"
     parsed = preprocess.parse_args(pre_args[1:])
     assert (parsed.input_dir, parsed.output_dir) == ("/opt/ml/processing/input/data", "/opt/ml/processing/output")
-    assert (parsed.max_len, parsed.vocab_size, parsed.embedding_dim) == (400, 20_000, 128)
+    assert (parsed.max_len, parsed.vocab_size, parsed.embedding_dim) == (1000, 20_000, 128)
     assert parsed.data_version == ""  # parse_args exits on an argument the script does not declare
     passed = _passed_parameters(pre["AppSpecification"]["ContainerArguments"])
     assert passed == {"--max-len": "MaxLen", "--vocab-size": "VocabSize", "--embedding-dim": "EmbeddingDim",

@@ -213,7 +213,8 @@ def test_network_config_round_trip():
     config = NetworkConfig(vocab_size=123, embedding_dim=7, hidden_dim=5, num_layers=3, bidirectional=False, dropout=0.1)
     data = config.to_dict()
     assert data == {"vocab_size": 123, "embedding_dim": 7, "hidden_dim": 5, "num_layers": 3, "bidirectional": False,
-                    "dropout": 0.1, "ngram_buckets": 0, "temperature": 1.0}
+                    "dropout": 0.1, "ngram_buckets": 0, "ngram_order": 2, "ngram_binary": False, "bag_weight": 1.0,
+                    "temperature": 1.0}
     assert NetworkConfig.from_dict(data) == config
     assert NetworkConfig.from_dict({**data, "unknown": 1}) == config
     assert NetworkConfig.from_dict({"vocab_size": 9}) == NetworkConfig(9)

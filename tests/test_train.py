@@ -199,3 +199,21 @@ def test_calibration_is_stored_in_the_artifact_and_applied_when_it_is_loaded(tra
     loaded = load_model(trained / "model")
     assert loaded.network.config.temperature == summary["calibration"]["temperature"] != 1.0
     assert summary["calibration"]["loss_after"] <= summary["calibration"]["loss_before"]
+
+
+def test_the_bag_is_the_nbsvm_fitted_before_training_and_the_calibration_weighs_it(prepared, trained):
+    """The bag's weights are the convex NBSVM fit on the training split, untouched by the LSTM's
+    training; the artifact's config holds the fitted bag weight the network multiplies them by."""
+    from serve.network import NgramBag
+    from steps.arrays import load_split_arrays
+    from train.nbsvm import fit_nbsvm
+
+    summary = json.loads((trained / "output" / "metrics.json").read_text())
+    hp = summary["hyperparameters"]
+    loaded = load_model(trained / "model")
+    config = loaded.network.config
+    assert config.ngram_binary and config.ngram_buckets == hp["ngram_buckets"] == 4096
+    assert config.bag_weight == summary["calibration"]["bag_weight"] > 0
+    expected = fit_nbsvm(load_split_arrays(prepared / "train"), hp["ngram_buckets"], config.vocab_size, hp["ngram_order"], hp["ngram_c"])
+    assert isinstance(loaded.network.ngrams, NgramBag)
+    assert torch.equal(loaded.network.ngrams.weights.weight[:, 0], expected)

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch import nn
+
+from serve.network import SentimentLSTM
 
 # The search interval for 1/temperature: from "almost no confidence" to ten times sharper.
 MIN_SHARPNESS, MAX_SHARPNESS = 0.01, 10.0
@@ -21,8 +22,9 @@ SEARCH_STEPS = 60  # golden-section steps: the interval shrinks to 1e-12 of its 
 @dataclass(frozen=True)
 class Temperature:
     temperature: float
-    loss_before: float  # validation log loss at temperature 1
+    loss_before: float  # validation log loss at temperature 1 (and the bag at weight 1)
     loss_after: float
+    bag_weight: float = 1.0  # the bag's logit is multiplied by it before the sum is divided by the temperature
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -56,18 +58,64 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Temperature:
                        loss_after=log_loss(logits, labels, sharpness))
 
 
-def split_logits(network: nn.Module, data: tuple, device: torch.device, batch_size: int,
-                      autocast: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The network's logits for a split, in the split's order, with its labels."""
+NEWTON_STEPS = 50  # the two-weight fit converges quadratically, in well under ten steps
+
+
+def fit_branch_weights(branches: np.ndarray, labels: np.ndarray) -> Temperature:
+    """The weights ``a`` (LSTM) and ``b`` (bag) that minimize the log loss of ``a·lstm + b·bag``,
+    given as a temperature ``1/a`` and a bag weight ``b/a``: stacking on the validation split,
+    which both calibrates the sum and lets each branch count as much as it earns there.
+
+    The loss is convex in (a, b); Newton's method with step halving finds the minimum without
+    any randomness. Where the optimum gives a branch no positive weight (tiny or degenerate
+    validation data), the bag keeps weight 1 and only the temperature is fitted.
+    """
+    x = np.asarray(branches, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if len(y) == 0:
+        raise ValueError("no validation examples to fit the branch weights on")
+    weights = np.ones(2)
+    loss = log_loss(x @ weights, y)
+    for _ in range(NEWTON_STEPS):
+        p = 1.0 / (1.0 + np.exp(-(x @ weights)))
+        gradient = x.T @ (p - y) / len(y)
+        hessian = (x * (p * (1.0 - p))[:, None]).T @ x / len(y) + 1e-9 * np.eye(2)
+        step, scale = np.linalg.solve(hessian, gradient), 1.0
+        while scale > 1e-6 and log_loss(x @ (weights - scale * step), y) > loss:
+            scale /= 2.0
+        if scale <= 1e-6:
+            break
+        weights = weights - scale * step
+        loss = log_loss(x @ weights, y)
+    before = log_loss(x.sum(axis=1), y)
+    if not (weights[0] > 0 and weights[1] > 0):
+        fitted = fit_temperature(x.sum(axis=1), y)
+        return Temperature(fitted.temperature, before, fitted.loss_after)
+    return Temperature(temperature=round(1.0 / weights[0], 6), loss_before=before, loss_after=loss,
+                       bag_weight=round(weights[1] / weights[0], 6))
+
+
+def split_logits(network: SentimentLSTM, data: tuple, device: torch.device, batch_size: int,
+                 autocast: dict, branches: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The network's logits for a split, in the split's order, with its labels; with ``branches``,
+    the LSTM's and the bag's logits side by side (``[reviews, 2]``) instead."""
     ids, lengths, labels = data
     network.eval()
-    logits = np.empty(len(labels), dtype=np.float64)
+    logits = np.empty((len(labels), 2) if branches else len(labels), dtype=np.float64)
     order = np.argsort(lengths, kind="stable")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size * 2):
             rows = order[start : start + batch_size * 2]
             row_lengths = lengths[rows]
             batch = torch.from_numpy(ids[rows, : int(row_lengths.max())].astype(np.int64)).to(device)
+            batch_lengths = torch.from_numpy(row_lengths.astype(np.int64))
             with torch.autocast(**autocast):
-                logits[rows] = network(batch, torch.from_numpy(row_lengths.astype(np.int64))).float().cpu().numpy()
+                if branches:
+                    recurrent, bag = network.branch_logits(batch, batch_lengths)
+                    if bag is None:
+                        raise ValueError("branch logits need a network with a bag")
+                    outputs = torch.stack([recurrent.float(), bag.float()], dim=1)
+                else:
+                    outputs = network(batch, batch_lengths).float()
+            logits[rows] = outputs.cpu().numpy()
     return logits, np.asarray(labels, dtype=np.float64)

@@ -25,11 +25,9 @@ class Hyperparameters:
     pretrained_embeddings: bool = True  # start from the preprocessing step's word vectors when it wrote some
     # The bag of words and hashed word pairs beside the LSTM (serve.network.NgramBag); 0 turns it off.
     ngram_buckets: int = 1 << 20
-    # Its weights are sparse evidence, each seen in few batches: they learn at a higher rate.
-    ngram_learning_rate: float = 2e-2
-    # Each branch (LSTM, bag) also gets a loss of its own, at this weight: the bag fits the training
-    # set fast, and without it the LSTM would stop learning once their sum is right.
-    branch_loss_weight: float = 0.5
+    ngram_order: int = 2  # words and pairs; 3 adds runs of three
+    # The inverse L2 strength of the bag's NBSVM fit (train.nbsvm), as scikit-learn's C.
+    ngram_c: float = 0.1
     calibrate: bool = True  # fit the temperature on the validation split after training
     # Train also on short windows of the reviews (train.crops): the website's inputs are a sentence or two.
     crop_probability: float = 0.0

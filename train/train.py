@@ -35,9 +35,10 @@ from serve.text import TextConfig
 from serve.vocab import Vocabulary
 from steps.arrays import SplitFormatError, load_embeddings, load_split_arrays
 from steps.job_failure import TRAINING_REASON_FILE, report_failures
-from train.calibration import fit_temperature, log_loss, split_logits
+from train.calibration import fit_branch_weights, fit_temperature, log_loss, split_logits
 from train.checkpoints import CheckpointStore
 from train.crops import Crops
+from train.nbsvm import fit_nbsvm
 from train.plots import plot_training_curves
 from train.profiles import PROFILES, Hyperparameters
 
@@ -94,7 +95,7 @@ def _to_tensors(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, rows: 
     return batch_ids, torch.from_numpy(row_lengths.astype(np.int64)), torch.from_numpy(labels[rows].astype(np.float32)).to(device)
 
 
-def evaluate(network: nn.Module, data: tuple, device: torch.device, batch_size: int, autocast: dict) -> tuple[float, float]:
+def evaluate(network: SentimentLSTM, data: tuple, device: torch.device, batch_size: int, autocast: dict) -> tuple[float, float]:
     """Mean loss and accuracy over a split, batched by length."""
     logits, labels = split_logits(network, data, device, batch_size, autocast)
     return log_loss(logits, labels), float(np.mean((logits > 0) == (labels > 0.5)))
@@ -148,10 +149,12 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     autocast = _autocast_settings(device)
 
     config = NetworkConfig(len(vocab), hp.embedding_dim, hp.hidden_dim, hp.num_layers, hp.bidirectional, hp.dropout,
-                           ngram_buckets=hp.ngram_buckets)
+                           ngram_buckets=hp.ngram_buckets, ngram_order=hp.ngram_order, ngram_binary=True)
     network = SentimentLSTM(config)
     if hp.pretrained_embeddings:
         _initialise_embeddings(network, train_dir)
+    if network.ngrams is not None:
+        _fit_bag(network, train_data, hp)
     network.to(device)
     optimizer, max_rates = _optimizer(network, hp)
     batches = Batches(train_data[1], hp.batch_size, hp.seed)
@@ -175,13 +178,14 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
         for rows in tqdm(plan, desc=f"epoch {epoch}/{hp.epochs}", unit="batch", mininterval=5.0, disable=None, leave=False):
             batch_ids, batch_lengths, batch_labels = _to_tensors(*train_data, rows, device, cropping)
             with torch.autocast(**autocast):
-                loss, reported = _training_loss(network, batch_ids, batch_lengths, batch_labels, hp.branch_loss_weight)
+                loss = nn.functional.binary_cross_entropy_with_logits(network.recurrent_logit(batch_ids, batch_lengths).float(),
+                                                                      batch_labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
             optimizer.step()
             schedule.step()
-            loss_sum += reported * len(rows)
+            loss_sum += loss.item() * len(rows)
             tokens += int(batch_lengths.sum())
         val_loss, val_accuracy = evaluate(network, val_data, device, hp.batch_size, autocast)
         seconds = time.perf_counter() - epoch_started
@@ -227,45 +231,37 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     return summary
 
 
-def _training_loss(network: SentimentLSTM, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
-                   branch_weight: float) -> tuple[torch.Tensor, float]:
-    """What to minimize: the cross-entropy of the summed logit plus ``branch_weight`` times each
-    branch's own; and the summed logit's cross-entropy alone (the reported training loss)."""
-    recurrent, bag = network.branch_logits(ids, lengths)
-    recurrent = recurrent.float()
-    if bag is None:
-        loss = nn.functional.binary_cross_entropy_with_logits(recurrent, labels)
-        return loss, loss.item()
-    bag = bag.float()
-    loss = nn.functional.binary_cross_entropy_with_logits(recurrent + bag, labels)
-    reported = loss.item()
-    if branch_weight:
-        loss = loss + branch_weight * (nn.functional.binary_cross_entropy_with_logits(recurrent, labels)
-                                       + nn.functional.binary_cross_entropy_with_logits(bag, labels))
-    return loss, reported
+def _fit_bag(network: SentimentLSTM, train_data: tuple, hp: Hyperparameters) -> None:
+    """Set the bag to the NBSVM fitted on the training split and freeze it: the LSTM trains on its
+    own loss, and the calibration weighs the two (``train.nbsvm``)."""
+    started = time.perf_counter()
+    assert network.ngrams is not None
+    weights = fit_nbsvm(train_data, hp.ngram_buckets, network.config.vocab_size, hp.ngram_order, hp.ngram_c)
+    with torch.no_grad():
+        network.ngrams.weights.weight[:, 0] = weights
+    network.ngrams.requires_grad_(False)
+    log.info("the bag's NBSVM took %.1f s", time.perf_counter() - started)
 
 
 def _optimizer(network: SentimentLSTM, hp: Hyperparameters) -> tuple[torch.optim.Optimizer, list[float]]:
-    """AdamW with the bag's weights in a group of their own (``ngram_learning_rate``, no weight
-    decay); returns it with each group's peak rate for the schedule."""
-    bag = {id(p) for p in network.bag_parameters()}
-    rates = [hp.learning_rate] + ([hp.ngram_learning_rate] if bag else [])
-    groups: list[dict[str, Any]] = [{"params": [p for p in network.parameters() if id(p) not in bag], "lr": rates[0],
-                                     "weight_decay": hp.weight_decay}]
-    if bag:
-        groups.append({"params": network.bag_parameters(), "lr": rates[1], "weight_decay": 0.0})
-    return torch.optim.AdamW(groups), rates
+    """AdamW over what trains (the fitted bag does not); returns it with its peak rate for the schedule."""
+    trained = [p for p in network.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=hp.learning_rate, weight_decay=hp.weight_decay), [hp.learning_rate]
 
 
 def _calibrate(network: SentimentLSTM, data: tuple, device: torch.device, hp: Hyperparameters,
                autocast: dict) -> dict[str, float]:
-    """Fit the temperature on the validation split and set it on the network, so the artifact's
-    probabilities mean what they say (``train.calibration``)."""
-    logits, labels = split_logits(network, data, device, hp.batch_size, autocast)
-    fitted = fit_temperature(logits, labels)
-    network.config = replace(network.config, temperature=fitted.temperature)
-    log.info("calibration: temperature %.3f (validation log loss %.4f before, %.4f after)",
-             fitted.temperature, fitted.loss_before, fitted.loss_after)
+    """Fit the temperature (and, with a bag, the bag's weight) on the validation split and set it
+    on the network, so the artifact's probabilities mean what they say (``train.calibration``)."""
+    if network.ngrams is None:
+        logits, labels = split_logits(network, data, device, hp.batch_size, autocast)
+        fitted = fit_temperature(logits, labels)
+    else:
+        branches, labels = split_logits(network, data, device, hp.batch_size, autocast, branches=True)
+        fitted = fit_branch_weights(branches, labels)
+    network.config = replace(network.config, temperature=fitted.temperature, bag_weight=fitted.bag_weight)
+    log.info("calibration: temperature %.3f, bag weight %.3f (validation log loss %.4f before, %.4f after)",
+             fitted.temperature, fitted.bag_weight, fitted.loss_before, fitted.loss_after)
     return fitted.to_dict()
 
 
