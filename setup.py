@@ -19,6 +19,7 @@ setup(
         "torch>=2.2",
         "numpy>=1.26",
         "scikit-learn>=1.4",
+        "scipy>=1.11",  # imported directly (sparse matrices, L-BFGS); scikit-learn brings it too
         "nltk>=3.8,<4",
         "beautifulsoup4>=4.12,<5",
         "matplotlib>=3.8",

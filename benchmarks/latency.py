@@ -4,7 +4,7 @@ Each review goes through the artifact's own handlers (``input_fn`` → ``predict
 ``output_fn``), one at a time, the way a web user's request reaches the endpoint; the two models
 take turns review by review, so the machine's other load falls on both alike::
 
-    .venv/bin/python benchmarks/latency.py --model NEW_MODEL_DIR --baseline OLD_MODEL_DIR --reviews TEST_JSONL[.gz]
+    .venv/bin/python benchmarks/latency.py --model NEW_MODEL_DIR --baseline OLD_MODEL_DIR --data DIR
 
 Model folders are what the training job writes (or an unpacked ``model.tar.gz``). The figure the
 project holds itself to: the median may grow by at most 50 % over the baseline.
@@ -12,7 +12,6 @@ project holds itself to: the median may grow by at most 50 % over the baseline.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
@@ -24,19 +23,15 @@ if __package__ in (None, ""):
 
 import torch
 
+from benchmarks.accuracy import read_split
 from serve import handlers
 
 WARMUP = 20
 MAX_GROWTH = 1.5
 
 
-def read_reviews(path: Path, count: int) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        return [json.loads(line)["text"] for line, _ in zip(lines, range(count))]
-
-
 def one_review_seconds(model: handlers.SentimentModel, review: str) -> float:
+    """One request's worth of work, as the model server does it: JSON in, JSON out."""
     started = time.perf_counter()
     handlers.output_fn(handlers.predict_fn(handlers.input_fn(json.dumps({"review": review}), "application/json"), model),
                        "application/json")
@@ -47,13 +42,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the model folder to measure")
     parser.add_argument("--baseline", type=Path, required=True, help="the model folder to compare with")
-    parser.add_argument("--reviews", type=Path, required=True, help="JSON Lines of {\"text\": ...}, e.g. the IMDb test split")
+    parser.add_argument("--data", type=Path, required=True, help="the IMDb reviews: a folder with test.jsonl.gz")
     parser.add_argument("--count", type=int, default=1000, help="reviews, each scored once by each model")
     args = parser.parse_args()
+    if args.count <= WARMUP:
+        parser.error(f"--count must exceed the {WARMUP} warm-up reviews")
 
     torch.set_num_threads(1)  # a model server worker's setting: one thread per worker
     models = {"baseline": handlers.model_fn(str(args.baseline)), "model": handlers.model_fn(str(args.model))}
-    reviews = read_reviews(args.reviews, args.count)
+    reviews = read_split(args.data, "test")[0][: args.count]
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for index, review in enumerate(reviews):
         for name, model in models.items():
@@ -63,7 +60,7 @@ def main() -> int:
     for name, values in seconds.items():
         ordered = sorted(values)
         print(f"{name:<9} median {statistics.median(values) * 1e3:.2f} ms  p90 {ordered[int(0.9 * len(ordered))] * 1e3:.2f} ms  "
-              f"mean {statistics.mean(values) * 1e3:.2f} ms  ({len(values)} reviews)")
+              f"p99 {ordered[int(0.99 * len(ordered))] * 1e3:.2f} ms  mean {statistics.mean(values) * 1e3:.2f} ms  ({len(values)} reviews)")
     growth = statistics.median(seconds["model"]) / statistics.median(seconds["baseline"])
     print(f"{'PASS' if growth <= MAX_GROWTH else 'FAIL'}  median latency {growth:.2f}x the baseline's (at most {MAX_GROWTH}x)")
     return 0 if growth <= MAX_GROWTH else 1

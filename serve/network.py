@@ -1,5 +1,6 @@
 """The sentiment network: embedding → LSTM → max+mean pooling → dropout → one logit, plus a
-bag of hashed word pairs whose logit is added to it, and a temperature that calibrates the sum."""
+bag of words and hashed word pairs whose logit, times a fitted weight, is added to it, and a
+temperature that calibrates the sum."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -89,7 +90,9 @@ def binary_features(features: torch.Tensor) -> torch.Tensor:
 
 class NgramBag(nn.Module):
     """One weight per word and per hashed run of words, summed over the review: a linear model of
-    the NBSVM kind inside the network.
+    the NBSVM kind inside the network. Binary (each feature once, a plain sum) is the NBSVM that
+    training fits; otherwise every occurrence counts and the sum is divided by √length, as in
+    artifacts whose bag trained beside the LSTM.
 
     It sees every word pair with the same weight wherever it stands, which the LSTM, reading in
     order, learns slowly; the LSTM brings what a bag cannot (negation scope, order, long-range

@@ -13,7 +13,8 @@ from evaluation.slices import (
     sentences,
     short_texts,
 )
-from train.calibration import fit_branch_weights, fit_temperature, log_loss
+from serve.network import NetworkConfig
+from train.calibration import MAX_SHARPNESS, MIN_SHARPNESS, fit_branch_weights, fit_temperature, log_loss
 
 
 def _overconfident(temperature: float, count: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,11 +61,21 @@ def test_the_branch_weights_are_the_ones_the_labels_were_drawn_with():
     assert fitted.loss_after < fitted.loss_before == pytest.approx(log_loss(branches.sum(axis=1), labels))
 
 
-def test_a_branch_that_earns_nothing_keeps_weight_one_and_only_the_temperature_is_fitted():
-    branches, labels = _two_branches(0.5, -0.3, seed=2)  # the bag points the wrong way
+def test_a_bag_that_points_the_wrong_way_gets_weight_zero_and_the_lstm_alone_is_calibrated():
+    branches, labels = _two_branches(0.5, -0.3, seed=2)
     fitted = fit_branch_weights(branches, labels)
-    assert fitted.bag_weight == 1.0
-    assert fitted.temperature == fit_temperature(branches.sum(axis=1), labels).temperature
+    assert fitted.bag_weight == 0.0
+    assert fitted.temperature == fit_temperature(branches[:, 0], labels).temperature
+
+
+def test_separable_validation_data_gives_a_bounded_temperature_not_an_unbounded_fit():
+    """Tiny or easy validation splits can be separated perfectly: the unregularized optimum is at
+    infinity, and the fit falls back to the bounded one-number search."""
+    branches = np.array([[2.0, 1.0], [1.0, 3.0], [-1.0, -2.0], [-3.0, -1.0]])
+    fitted = fit_branch_weights(branches, np.array([1.0, 1.0, 0.0, 0.0]))
+    assert 1 / MAX_SHARPNESS <= fitted.temperature <= 1 / MIN_SHARPNESS and 0 < fitted.bag_weight <= MAX_SHARPNESS
+    assert isinstance(fitted.temperature, float) and isinstance(fitted.bag_weight, float)
+    assert NetworkConfig(vocab_size=10, temperature=fitted.temperature, bag_weight=fitted.bag_weight)  # an artifact can hold it
 
 
 def test_calibration_error_of_an_honest_and_an_overconfident_model():

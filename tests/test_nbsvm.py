@@ -87,3 +87,31 @@ def test_a_stronger_penalty_gives_smaller_weights(c):
     train = _reviews(300, seed=3)
     weak, strong = fit_nbsvm(train, BUCKETS, VOCAB, 2, c=100.0), fit_nbsvm(train, BUCKETS, VOCAB, 2, c=c)
     assert strong.abs().sum() < weak.abs().sum()
+
+
+def test_runs_of_three_get_buckets_of_their_own_after_the_pairs():
+    ids, lengths = torch.tensor([[5, 7, 9, 11]]), torch.tensor([3])
+    features = ngram_ids(ids, lengths, BUCKETS, VOCAB, order=3)
+    assert features.shape == (1, 4 + 3 + 2)
+    assert features[0, :4].tolist() == [5, 7, 9, 0]  # words, the padding zeroed
+    pairs, triples = features[0, 4:7], features[0, 7:]
+    assert pairs.tolist() == ngram_ids(ids, lengths, BUCKETS, VOCAB, order=2)[0, 4:].tolist()  # order 3 keeps order 2's pairs
+    assert VOCAB <= int(triples[0]) < BUCKETS and int(triples[1]) == 0  # (5, 7, 9), then none reaching into the padding
+    assert int(triples[0]) not in pairs.tolist()
+
+
+def test_the_legacy_bag_counts_every_occurrence_and_divides_by_the_root_of_the_length():
+    """Artifacts whose bag trained beside the LSTM have no ``ngram_binary`` in their config: they
+    must score exactly as they did."""
+    config = NetworkConfig.from_dict({"vocab_size": VOCAB, "ngram_buckets": BUCKETS})
+    assert not config.ngram_binary and config.bag_weight == 1.0
+    bag = SentimentLSTM(config).ngrams
+    with torch.no_grad():
+        bag.weights.weight[GOOD, 0] = 1.5
+    assert bag(torch.tensor([[GOOD, GOOD, GOOD, 9]]), torch.tensor([4])).item() == pytest.approx(3 * 1.5 / 2.0)
+
+
+@pytest.mark.parametrize("c", [0.0, -1.0])
+def test_a_penalty_strength_that_is_not_positive_is_refused(c):
+    with pytest.raises(ValueError, match="ngram_c must be positive"):
+        fit_nbsvm(_reviews(20, seed=4), BUCKETS, VOCAB, 2, c=c)

@@ -272,6 +272,7 @@ def test_the_temperature_divides_the_logits_and_an_old_config_has_none():
 
 
 @pytest.mark.parametrize("changes, message", [({"ngram_buckets": 60}, "must exceed vocab_size"),
+                                              ({"ngram_order": 4}, "ngram_order must be 1, 2 or 3"),
                                               ({"temperature": 0.0}, "temperature must be positive")])
 def test_a_config_that_cannot_work_is_refused(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -1,9 +1,11 @@
-"""Temperature scaling (Guo et al. 2017): one number that makes the model's confidence honest.
+"""Calibration on the validation split (never the test split): what makes the model's confidence honest.
 
 A network trained to low loss is usually over-confident: "99 % sure" answers are wrong more
-often than 1 in 100. Dividing every logit by one temperature, fitted on the validation split
-(never the test split), fixes most of that without changing a single prediction's side: the
-accuracy stays the same, the website's "NN % sure" becomes a frequency a person can trust.
+often than 1 in 100. Temperature scaling (Guo et al. 2017) divides every logit by one number,
+which fixes most of that without changing a single prediction's side. A network with a bag
+gets one more number, the bag's weight against the LSTM (``fit_branch_weights``): that one
+does move predictions, towards whichever branch the validation split trusts more. Either way
+the website's "NN % sure" becomes a frequency a person can trust.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from serve.network import SentimentLSTM
 
@@ -20,7 +23,7 @@ SEARCH_STEPS = 60  # golden-section steps: the interval shrinks to 1e-12 of its 
 
 
 @dataclass(frozen=True)
-class Temperature:
+class Calibration:
     temperature: float
     loss_before: float  # validation log loss at temperature 1 (and the bag at weight 1)
     loss_after: float
@@ -37,7 +40,7 @@ def log_loss(logits: np.ndarray, labels: np.ndarray, sharpness: float = 1.0) -> 
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Temperature:
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     """The temperature that minimizes the log loss of ``labels`` under ``logits / T``.
 
     The loss is convex in 1/T, so a golden-section search finds its minimum without any
@@ -54,32 +57,48 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Temperature:
         else:
             low = left
     sharpness = (low + high) / 2.0
-    return Temperature(temperature=round(1.0 / sharpness, 6), loss_before=log_loss(logits, labels),
+    return Calibration(temperature=round(float(1.0 / sharpness), 6), loss_before=log_loss(logits, labels),
                        loss_after=log_loss(logits, labels, sharpness))
 
 
 NEWTON_STEPS = 50  # the two-weight fit converges quadratically, in well under ten steps
 
 
-def fit_branch_weights(branches: np.ndarray, labels: np.ndarray) -> Temperature:
+def fit_branch_weights(branches: np.ndarray, labels: np.ndarray) -> Calibration:
     """The weights ``a`` (LSTM) and ``b`` (bag) that minimize the log loss of ``a·lstm + b·bag``,
     given as a temperature ``1/a`` and a bag weight ``b/a``: stacking on the validation split,
     which both calibrates the sum and lets each branch count as much as it earns there.
 
     The loss is convex in (a, b); Newton's method with step halving finds the minimum without
-    any randomness. Where the optimum gives a branch no positive weight (tiny or degenerate
-    validation data), the bag keeps weight 1 and only the temperature is fitted.
+    any randomness. Where the optimum is no usable answer (separable or tiny validation data
+    drive the weights towards infinity; a branch earns no positive weight), the result is the
+    bounded one-number fit instead: the LSTM alone when the bag points the wrong way, the plain
+    sum otherwise.
     """
     x = np.asarray(branches, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if len(y) == 0:
         raise ValueError("no validation examples to fit the branch weights on")
-    weights = np.ones(2)
+    weights = _newton_log_loss(x, y)
+    before = log_loss(x.sum(axis=1), y)
+    if MIN_SHARPNESS <= weights[0] <= MAX_SHARPNESS and 0.0 < weights[1] <= MAX_SHARPNESS:
+        return Calibration(temperature=round(float(1.0 / weights[0]), 6), loss_before=before,
+                           loss_after=log_loss(x @ weights, y), bag_weight=round(float(weights[1] / weights[0]), 6))
+    if weights[0] > 0 >= weights[1]:
+        alone = fit_temperature(x[:, 0], y)
+        return Calibration(alone.temperature, before, alone.loss_after, bag_weight=0.0)
+    summed = fit_temperature(x.sum(axis=1), y)
+    return Calibration(summed.temperature, before, summed.loss_after)
+
+
+def _newton_log_loss(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The logistic regression of ``y`` on the columns of ``x`` (no intercept), from all ones."""
+    weights = np.ones(x.shape[1])
     loss = log_loss(x @ weights, y)
     for _ in range(NEWTON_STEPS):
-        p = 1.0 / (1.0 + np.exp(-(x @ weights)))
+        p = expit(x @ weights)
         gradient = x.T @ (p - y) / len(y)
-        hessian = (x * (p * (1.0 - p))[:, None]).T @ x / len(y) + 1e-9 * np.eye(2)
+        hessian = (x * (p * (1.0 - p))[:, None]).T @ x / len(y) + 1e-9 * np.eye(x.shape[1])
         step, scale = np.linalg.solve(hessian, gradient), 1.0
         while scale > 1e-6 and log_loss(x @ (weights - scale * step), y) > loss:
             scale /= 2.0
@@ -87,12 +106,7 @@ def fit_branch_weights(branches: np.ndarray, labels: np.ndarray) -> Temperature:
             break
         weights = weights - scale * step
         loss = log_loss(x @ weights, y)
-    before = log_loss(x.sum(axis=1), y)
-    if not (weights[0] > 0 and weights[1] > 0):
-        fitted = fit_temperature(x.sum(axis=1), y)
-        return Temperature(fitted.temperature, before, fitted.loss_after)
-    return Temperature(temperature=round(1.0 / weights[0], 6), loss_before=before, loss_after=loss,
-                       bag_weight=round(weights[1] / weights[0], 6))
+    return weights
 
 
 def split_logits(network: SentimentLSTM, data: tuple, device: torch.device, batch_size: int,
@@ -100,6 +114,8 @@ def split_logits(network: SentimentLSTM, data: tuple, device: torch.device, batc
     """The network's logits for a split, in the split's order, with its labels; with ``branches``,
     the LSTM's and the bag's logits side by side (``[reviews, 2]``) instead."""
     ids, lengths, labels = data
+    if branches and network.ngrams is None:
+        raise ValueError("branch logits need a network with a bag")
     network.eval()
     logits = np.empty((len(labels), 2) if branches else len(labels), dtype=np.float64)
     order = np.argsort(lengths, kind="stable")
@@ -112,8 +128,7 @@ def split_logits(network: SentimentLSTM, data: tuple, device: torch.device, batc
             with torch.autocast(**autocast):
                 if branches:
                     recurrent, bag = network.branch_logits(batch, batch_lengths)
-                    if bag is None:
-                        raise ValueError("branch logits need a network with a bag")
+                    assert bag is not None  # checked above
                     outputs = torch.stack([recurrent.float(), bag.float()], dim=1)
                 else:
                     outputs = network(batch, batch_lengths).float()

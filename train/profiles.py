@@ -28,7 +28,7 @@ class Hyperparameters:
     ngram_order: int = 2  # words and pairs; 3 adds runs of three
     # The inverse L2 strength of the bag's NBSVM fit (train.nbsvm), as scikit-learn's C.
     ngram_c: float = 0.1
-    calibrate: bool = True  # fit the temperature on the validation split after training
+    calibrate: bool = True  # fit the temperature (and the bag's weight) on the validation split; off: the bag counts at weight 1
     # Train also on short windows of the reviews (train.crops): the website's inputs are a sentence or two.
     crop_probability: float = 0.0
     crop_min_tokens: int = 4

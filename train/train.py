@@ -95,9 +95,20 @@ def _to_tensors(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, rows: 
     return batch_ids, torch.from_numpy(row_lengths.astype(np.int64)), torch.from_numpy(labels[rows].astype(np.float32)).to(device)
 
 
-def evaluate(network: SentimentLSTM, data: tuple, device: torch.device, batch_size: int, autocast: dict) -> tuple[float, float]:
-    """Mean loss and accuracy over a split, batched by length."""
-    logits, labels = split_logits(network, data, device, batch_size, autocast)
+def evaluate(network: SentimentLSTM, data: tuple, device: torch.device, batch_size: int, autocast: dict,
+             calibrate: bool) -> tuple[float, float]:
+    """Mean loss and accuracy over a split of the model as it would ship from this epoch.
+
+    With a bag and calibration, that is the two branches weighed by their fit on this split
+    (as ``_calibrate`` will do for the best epoch): the LSTM and the fixed bag at weight 1 would
+    rank epochs by a mix that is never deployed.
+    """
+    if network.ngrams is not None and calibrate:
+        branches, labels = split_logits(network, data, device, batch_size, autocast, branches=True)
+        fitted = fit_branch_weights(branches, labels)
+        logits = (branches[:, 0] + fitted.bag_weight * branches[:, 1]) / fitted.temperature
+    else:
+        logits, labels = split_logits(network, data, device, batch_size, autocast)
     return log_loss(logits, labels), float(np.mean((logits > 0) == (labels > 0.5)))
 
 
@@ -187,7 +198,7 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
             schedule.step()
             loss_sum += loss.item() * len(rows)
             tokens += int(batch_lengths.sum())
-        val_loss, val_accuracy = evaluate(network, val_data, device, hp.batch_size, autocast)
+        val_loss, val_accuracy = evaluate(network, val_data, device, hp.batch_size, autocast, hp.calibrate)
         seconds = time.perf_counter() - epoch_started
         record = {"epoch": epoch, "train_loss": loss_sum / len(train_data[2]), "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "epoch_seconds": seconds, "tokens_per_second": tokens / seconds}
@@ -236,7 +247,8 @@ def _fit_bag(network: SentimentLSTM, train_data: tuple, hp: Hyperparameters) -> 
     own loss, and the calibration weighs the two (``train.nbsvm``)."""
     started = time.perf_counter()
     assert network.ngrams is not None
-    weights = fit_nbsvm(train_data, hp.ngram_buckets, network.config.vocab_size, hp.ngram_order, hp.ngram_c)
+    config = network.config
+    weights = fit_nbsvm(train_data, config.ngram_buckets, config.vocab_size, config.ngram_order, hp.ngram_c)
     with torch.no_grad():
         network.ngrams.weights.weight[:, 0] = weights
     network.ngrams.requires_grad_(False)
