@@ -114,10 +114,10 @@ def test_fail_branch_reuses_the_cached_jobs_fails_and_registers_nothing(built, p
     so Preprocess, Train and Evaluate come from the first run (the real definition's keys hold
     nothing execution-specific), and only the gate runs again, this time to Fail."""
     first, _, _, settings = passed
-    execution, steps, registry, _ = _execute(built, settings.home, 1.0)
+    execution, steps, registry, _ = _execute(built, settings.home, 1.01)  # above any accuracy
     assert execution.status == "Failed"
     assert execution.failure_reason.startswith("Test accuracy ")
-    assert "is below the threshold 1.0 - the model was not registered." in execution.failure_reason
+    assert "is below the threshold 1.01 - the model was not registered." in execution.failure_reason
     by_name = {s.step_name: s for s in steps}
     assert {n: s.status for n, s in by_name.items()}["Fail"] == "Failed" and by_name["Register"].status == "Skipped"
     assert [n for n, s in by_name.items() if s.cache_hit] == ["Preprocess", "Train", "Evaluate"]

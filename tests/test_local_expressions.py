@@ -398,7 +398,7 @@ def test_real_train_arguments_resolve_to_concrete_uris_and_string_hyperparameter
     context = real_context(definition, {"Epochs": "2"})
     preprocess = resolve(steps["Preprocess"]["Arguments"], context)
     assert not contains_expression(preprocess)
-    assert preprocess["AppSpecification"]["ContainerArguments"][-7:] == ["400", "--vocab-size", "20000",
+    assert preprocess["AppSpecification"]["ContainerArguments"][-7:] == ["1000", "--vocab-size", "20000",
                                                                           "--embedding-dim", "128",
                                                                           "--data-version", ""]
     context = context.with_step_properties("Preprocess", {**preprocess, "ProcessingJobName": "p-1"})
