@@ -32,6 +32,11 @@ class Calibration:
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def apply(self, branches: np.ndarray) -> np.ndarray:
+        """The calibrated logits of ``[reviews, 2]`` branch logits: what ``SentimentLSTM.forward``
+        computes once the two numbers are in its config."""
+        return (branches[:, 0] + self.bag_weight * branches[:, 1]) / self.temperature
+
 
 def log_loss(logits: np.ndarray, labels: np.ndarray, sharpness: float = 1.0) -> float:
     """Mean binary cross-entropy of ``sigmoid(sharpness · logits)``, computed stably."""
@@ -134,3 +139,16 @@ def split_logits(network: SentimentLSTM, data: tuple, device: torch.device, batc
                     outputs = network(batch, batch_lengths).float()
             logits[rows] = outputs.cpu().numpy()
     return logits, np.asarray(labels, dtype=np.float64)
+
+
+def fit_calibration(network: SentimentLSTM, data: tuple, device: torch.device, batch_size: int,
+                    autocast: dict) -> tuple[Calibration, np.ndarray, np.ndarray]:
+    """The calibration of the network's current weights on a split (the temperature, and with a
+    bag its weight too), with the calibrated logits and the labels of that split."""
+    if network.ngrams is None:
+        logits, labels = split_logits(network, data, device, batch_size, autocast)
+        fitted = fit_temperature(logits, labels)
+        return fitted, logits / fitted.temperature, labels
+    branches, labels = split_logits(network, data, device, batch_size, autocast, branches=True)
+    fitted = fit_branch_weights(branches, labels)
+    return fitted, fitted.apply(branches), labels

@@ -35,7 +35,7 @@ from serve.text import TextConfig
 from serve.vocab import Vocabulary
 from steps.arrays import SplitFormatError, load_embeddings, load_split_arrays
 from steps.job_failure import TRAINING_REASON_FILE, report_failures
-from train.calibration import fit_branch_weights, fit_temperature, log_loss, split_logits
+from train.calibration import fit_calibration, log_loss, split_logits
 from train.checkpoints import CheckpointStore
 from train.crops import Crops
 from train.nbsvm import fit_nbsvm
@@ -104,9 +104,7 @@ def evaluate(network: SentimentLSTM, data: tuple, device: torch.device, batch_si
     rank epochs by a mix that is never deployed.
     """
     if network.ngrams is not None and calibrate:
-        branches, labels = split_logits(network, data, device, batch_size, autocast, branches=True)
-        fitted = fit_branch_weights(branches, labels)
-        logits = (branches[:, 0] + fitted.bag_weight * branches[:, 1]) / fitted.temperature
+        _, logits, labels = fit_calibration(network, data, device, batch_size, autocast)
     else:
         logits, labels = split_logits(network, data, device, batch_size, autocast)
     return log_loss(logits, labels), float(np.mean((logits > 0) == (labels > 0.5)))
@@ -167,13 +165,15 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     if network.ngrams is not None:
         _fit_bag(network, train_data, hp)
     network.to(device)
-    optimizer, max_rates = _optimizer(network, hp)
+    # Over what trains: the fitted bag does not.
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=hp.learning_rate,
+                                  weight_decay=hp.weight_decay)
     batches = Batches(train_data[1], hp.batch_size, hp.seed)
     crops = Crops(hp.crop_probability, hp.crop_min_tokens, hp.crop_max_tokens, hp.seed)
     steps_per_epoch = len(batches.epoch(0))
     # OneCycleLR divides by the length of each phase: tiny datasets need at least a step in each.
     total_steps = max(steps_per_epoch * hp.epochs, 3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_rates, total_steps=total_steps,
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=total_steps,
                                                    pct_start=max(0.1, 2 / total_steps), anneal_strategy="linear")
     store = CheckpointStore(Path(args.checkpoint_dir), signature={"hyperparameters": hp.to_dict(), "data": prep_stats.get("data_sha256")})
     state = store.resume(network, optimizer, schedule)
@@ -255,22 +255,11 @@ def _fit_bag(network: SentimentLSTM, train_data: tuple, hp: Hyperparameters) -> 
     log.info("the bag's NBSVM took %.1f s", time.perf_counter() - started)
 
 
-def _optimizer(network: SentimentLSTM, hp: Hyperparameters) -> tuple[torch.optim.Optimizer, list[float]]:
-    """AdamW over what trains (the fitted bag does not); returns it with its peak rate for the schedule."""
-    trained = [p for p in network.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trained, lr=hp.learning_rate, weight_decay=hp.weight_decay), [hp.learning_rate]
-
-
 def _calibrate(network: SentimentLSTM, data: tuple, device: torch.device, hp: Hyperparameters,
                autocast: dict) -> dict[str, float]:
     """Fit the temperature (and, with a bag, the bag's weight) on the validation split and set it
     on the network, so the artifact's probabilities mean what they say (``train.calibration``)."""
-    if network.ngrams is None:
-        logits, labels = split_logits(network, data, device, hp.batch_size, autocast)
-        fitted = fit_temperature(logits, labels)
-    else:
-        branches, labels = split_logits(network, data, device, hp.batch_size, autocast, branches=True)
-        fitted = fit_branch_weights(branches, labels)
+    fitted, _, _ = fit_calibration(network, data, device, hp.batch_size, autocast)
     network.config = replace(network.config, temperature=fitted.temperature, bag_weight=fitted.bag_weight)
     log.info("calibration: temperature %.3f, bag weight %.3f (validation log loss %.4f before, %.4f after)",
              fitted.temperature, fitted.bag_weight, fitted.loss_before, fitted.loss_after)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.review.evidence import EvaluationSet, Evidence, EvidenceError, Prediction, Review, lines_up
-from pipeline.review.versions import METRICS, Serving, VersionSummary, label_name, serving, summary
+from pipeline.review.versions import METRICS, LabelledReview, Serving, VersionSummary, serving, summary
 
 SHOWN_DISAGREEMENTS = 50
 
@@ -40,16 +40,9 @@ class MetricDelta:
 
 
 @dataclass(frozen=True)
-class Disagreement:
-    index: int
-    text: str
-    label: int
+class Disagreement(LabelledReview):
     champion_probability: float
     challenger_probability: float
-
-    @property
-    def actual(self) -> str:
-        return label_name(self.label)
 
     @property
     def challenger_right(self) -> bool:

@@ -150,17 +150,23 @@ def overview(evidence: Evidence) -> Overview:
 
 
 @dataclass(frozen=True)
-class Mistake:
-    """A test review the version got wrong, with the score it gave."""
+class LabelledReview:
+    """A test review by its place in the test split, with its label: what a page shows a score against."""
 
     index: int
     text: str
     label: int
-    positive_probability: float
 
     @property
     def actual(self) -> str:
         return label_name(self.label)
+
+
+@dataclass(frozen=True)
+class Mistake(LabelledReview):
+    """A test review the version got wrong, with the score it gave."""
+
+    positive_probability: float
 
     @property
     def confidence(self) -> float:
