@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ from evaluation.outputs import (
     ACCURACY_BY_LENGTH_FILE,
     CALIBRATION_FILE,
     CONFUSION_MATRIX_FILE,
+    DATASETS_KEY,
+    DEFAULT_DATASET,
+    GATE_KEY,
     MISCLASSIFIED_FILE,
     PREDICTIONS_FILE,
     REPORT_FILE,
@@ -40,7 +44,7 @@ from evaluation.slices import accuracy_by_length, expected_calibration_error, sh
 from serve.artifact import TRAINING_CURVES_FILE as CURVES_IN_ARTIFACT
 from serve.artifact import ArtifactError, resolve_model_dir
 from serve.artifact_code import load_artifact_handlers
-from serve.text import has_words
+from serve.text import REVIEWS, TEXT_KINDS, has_words
 from steps.arrays import REVIEWS_FILE
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 
@@ -54,22 +58,48 @@ class EvaluationError(ValueError):
     """Inputs the evaluation cannot use; the message says how to fix them."""
 
 
-def read_test_reviews(test_dir: Path) -> tuple[list[str], np.ndarray]:
+@dataclass
+class TestSet:
+    """The test texts Preprocess wrote, each with its label and the dataset (and kind) it came from."""
+
+    texts: list[str]
+    labels: np.ndarray
+    datasets: list[str]
+    kinds: dict[str, str]  # dataset name -> "reviews" or "sentences", in the order the datasets first appear
+
+    def rows(self, dataset: str) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.datasets) == dataset)
+
+    def kind_rows(self, kind: str) -> np.ndarray:
+        return np.flatnonzero(np.asarray([self.kinds[d] for d in self.datasets]) == kind)
+
+
+def read_test_reviews(test_dir: Path) -> TestSet:
+    """The test split's ``reviews.jsonl``. A file written before several datasets were possible has
+    no ``dataset``/``kind``: its texts are one dataset of reviews."""
     path = Path(test_dir) / REVIEWS_FILE
     if not path.is_file():
         raise EvaluationError(f"{test_dir} has no {REVIEWS_FILE}: --test must be the preprocessing step's test/ output")
-    texts, labels = [], []
+    texts: list[str] = []
+    labels: list[int] = []
+    datasets: list[str] = []
+    kinds: dict[str, str] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 record = json.loads(line)
                 texts.append(record["text"])
                 labels.append(int(record["label"]))
-            except (ValueError, KeyError, TypeError) as exc:
+                datasets.append(str(record.get("dataset", DEFAULT_DATASET)))
+                kind = kinds.setdefault(datasets[-1], str(record.get("kind", REVIEWS)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationError(f"{path} line {number} is not a {{text, label}} record: {exc}") from exc
+            if kind not in TEXT_KINDS or record.get("kind", kind) != kind:
+                raise EvaluationError(f"{path} line {number}: dataset {datasets[-1]!r} has kind {record.get('kind')!r}; "
+                                      f"expected one of {', '.join(TEXT_KINDS)}, the same on every line")
     if not texts:
         raise EvaluationError(f"{path} holds no reviews")
-    return texts, np.asarray(labels, dtype=int)
+    return TestSet(texts, np.asarray(labels, dtype=int), datasets, kinds)
 
 
 def score(handlers, model, texts: list[str]) -> np.ndarray:
@@ -98,18 +128,48 @@ def worst_misclassified(texts: list[str], labels: np.ndarray, probabilities: np.
     return "\n".join(lines)
 
 
-def slice_report(handlers, model, texts: list[str], labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """Accuracy by length, on short texts taken from the test reviews (scored like any request),
-    and the calibration of the test set's probabilities (``evaluation.slices``)."""
+def slice_report(handlers, model, test: TestSet, probabilities: np.ndarray) -> dict:
+    """Accuracy by length, on short texts taken from the test reviews (scored like any request;
+    sentence datasets are short texts already), and the calibration of the test set's
+    probabilities (``evaluation.slices``)."""
     short = {}
-    for kind, (sentences, sentence_labels) in short_texts(texts, labels).items():
+    reviews = test.kind_rows(REVIEWS)
+    review_texts = [test.texts[i] for i in reviews]
+    for kind, (sentences, sentence_labels) in short_texts(review_texts, test.labels[reviews]).items():
         scorable = [has_words(sentence) for sentence in sentences]  # markup alone is refused, as a request would be
         sentences, sentence_labels = [s for s, keep in zip(sentences, scorable) if keep], sentence_labels[scorable]
         if sentences:
             right = (score(handlers, model, sentences) >= 0.5).astype(int) == sentence_labels
             short[kind] = {"texts": len(sentences), "accuracy": round(float(right.mean()), 4)}
-    return {"by_length": accuracy_by_length(texts, labels, probabilities), "short_texts": short,
-            "calibration": expected_calibration_error(labels, probabilities)}
+    return {"by_length": accuracy_by_length(test.texts, test.labels, probabilities), "short_texts": short,
+            "calibration": expected_calibration_error(test.labels, probabilities)}
+
+
+def dataset_reports(test: TestSet, probabilities: np.ndarray) -> dict[str, dict]:
+    """Each test set's own model-quality report, its size and kind, and its calibration error: the
+    pooled figures would let 25,000 reviews hide what 1,821 sentences say."""
+    reports = {}
+    for name, kind in test.kinds.items():
+        rows = test.rows(name)
+        labels, chosen = test.labels[rows], probabilities[rows]
+        reports[name] = {"kind": kind, "texts": int(len(rows)),
+                         "calibration_error": expected_calibration_error(labels, chosen)["expected_calibration_error"],
+                         **binary_classification_report(labels, chosen)}
+    return reports
+
+
+def gate_figures(test: TestSet, probabilities: np.ndarray) -> dict[str, dict]:
+    """What CheckAccuracy holds against each threshold: the accuracy over every test text of a kind.
+
+    The definition reads both kinds in every run, so a kind this run has no test set of is written
+    too, with ``texts`` 0 (and accuracy 0.0, never read: the gate passes a kind with no texts).
+    """
+    figures = {}
+    for kind in TEXT_KINDS:
+        rows = test.kind_rows(kind)
+        right = (probabilities[rows] >= 0.5).astype(int) == test.labels[rows]
+        figures[kind] = {"texts": int(len(rows)), "accuracy": round(float(right.mean()), 6) if len(rows) else 0.0}
+    return figures
 
 
 def model_path(path: Path) -> Path:
@@ -133,7 +193,8 @@ def copy_training_curves(model_dir: Path, destination: Path) -> bool:
 
 def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
     started = time.perf_counter()
-    texts, labels = read_test_reviews(test_dir)
+    test = read_test_reviews(test_dir)
+    texts, labels = test.texts, test.labels
     scratch = Path(tempfile.mkdtemp(prefix="sentiment-eval-"))
     try:
         model_dir = resolve_model_dir(model_path(model), scratch / "model")
@@ -144,14 +205,17 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
             raise EvaluationError(f"the artifact's model_fn cannot load {model_dir}: {exc}") from exc
         probabilities = score(handlers, loaded, texts)
         report = binary_classification_report(labels, probabilities)
-        report["slices"] = slice_report(handlers, loaded, texts, labels, probabilities)
+        report["slices"] = slice_report(handlers, loaded, test, probabilities)
+        report[DATASETS_KEY] = dataset_reports(test, probabilities)
+        report[GATE_KEY] = gate_figures(test, probabilities)
         metrics = report["binary_classification_metrics"]
         results = scratch / "results"
         results.mkdir()
         (results / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
         with open(results / PREDICTIONS_FILE, "w", encoding="utf-8") as handle:
-            for label, probability in zip(labels, probabilities):
-                handle.write(json.dumps({"label": int(label), "positive_probability": round(float(probability), 6)}) + "\n")
+            for label, probability, dataset in zip(labels, probabilities, test.datasets):
+                handle.write(json.dumps({"label": int(label), "positive_probability": round(float(probability), 6),
+                                         "dataset": dataset}) + "\n")
         (results / MISCLASSIFIED_FILE).write_text(worst_misclassified(texts, labels, probabilities, WORST_SHOWN), encoding="utf-8")
         plot_confusion_matrix(metrics["confusion_matrix"], results / CONFUSION_MATRIX_FILE)
         if "receiver_operating_characteristic_curve" in metrics:

@@ -20,6 +20,15 @@ TRAINING_CURVES_FILE = "training_curves.png"  # copied from the artifact, when i
 ACCURACY_BY_LENGTH_FILE = "accuracy_by_length.png"  # test reviews by words, and sentences taken from them
 CALIBRATION_FILE = "calibration.png"          # "NN % sure" against how often it is right
 
+# evaluation.json's section that CheckAccuracy reads: per kind of test text (serve.text.TEXT_KINDS),
+# ``texts`` and ``accuracy`` (``gate.<kind>.accuracy``). Each kind has its own threshold, and every
+# run writes every kind.
+GATE_KEY = "gate"
+# evaluation.json's section with each dataset's own report, by dataset name.
+DATASETS_KEY = "datasets"
+# The dataset name of test texts written before reviews.jsonl named theirs (one dataset of reviews).
+DEFAULT_DATASET = "imdb"
+
 # The links the Register step puts on the model package (CustomerMetadataProperties), in the order
 # a person reads them: property key → file in the Evaluate step's output folder.
 LINKS: dict[str, str] = {

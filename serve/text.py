@@ -46,6 +46,12 @@ def is_negation(word: str) -> bool:
 
 STOPWORDS: frozenset[str] = frozenset(w for w in NLTK_ENGLISH_STOPWORDS if not is_negation(w))
 
+# The kinds of labelled text a dataset holds: whole reviews (IMDb), or a sentence or two (SST-2,
+# and what web users type). Preprocess records each dataset's kind, training can weigh them, and
+# the gate holds each kind to its own threshold; here because every bundle and the model carry serve/.
+REVIEWS, SENTENCES = "reviews", "sentences"
+TEXT_KINDS = (REVIEWS, SENTENCES)
+
 BREAK_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 # Words (any script, so "naïve" stays whole) with an optional apostrophe suffix, so that "don't"
 # stays one token and keeps its negation.

@@ -22,9 +22,26 @@ class SplitFormatError(ValueError):
     """A split folder that the preprocessing step did not write."""
 
 
-def save_split_arrays(folder: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, vocab_size: int) -> None:
+def save_split_arrays(folder: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, vocab_size: int,
+                      datasets: np.ndarray | None = None) -> None:
+    """``datasets``: each row's index into stats.json's ``datasets`` (several datasets in one run)."""
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-    np.savez(Path(folder) / ARRAYS_FILE, ids=ids.astype(dtype), lengths=lengths.astype(np.int32), labels=labels.astype(np.int8))
+    extra = {} if datasets is None else {"datasets": datasets.astype(np.int16)}
+    np.savez(Path(folder) / ARRAYS_FILE, ids=ids.astype(dtype), lengths=lengths.astype(np.int32), labels=labels.astype(np.int8),
+             **extra)
+
+
+def load_split_datasets(folder: Path, rows: int) -> np.ndarray:
+    """Each row's dataset index; all zeros for a split written before several datasets were possible."""
+    path = Path(folder) / ARRAYS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            datasets = arrays["datasets"] if "datasets" in arrays.files else np.zeros(rows, dtype=np.int16)
+    except (ValueError, OSError) as exc:
+        raise SplitFormatError(f"{path} is not a preprocessing output ({exc})") from exc
+    if datasets.shape != (rows,) or (datasets < 0).any():
+        raise SplitFormatError(f"{path} has {datasets.shape} dataset indices for {rows} rows")
+    return datasets.astype(np.int64)
 
 
 def load_split_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,9 +35,10 @@ if __package__ in (None, ""):  # run as a script: make the sibling packages (ser
 from serve.text import TextConfig, TextNormalizer
 from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
 from steps.arrays import EMBEDDINGS_FILE, REVIEWS_FILE, save_split_arrays
+from steps.datasets import Corpus, load_corpus
 from steps.embeddings import cooccurrence, embeddings_from_cooccurrence
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
-from steps.sources import DataError, ReviewData, load_reviews, stratified_split
+from steps.sources import DataError
 
 log = logging.getLogger("preprocess")
 
@@ -140,6 +141,13 @@ class EncodedSplit:
     full_lengths: np.ndarray
     unknown: int
     labels: np.ndarray
+    datasets: np.ndarray  # each row's index into stats.json's "datasets"
+
+    def subset(self, dataset: int) -> EncodedSplit:
+        """The rows of one dataset (their unknown tokens are not counted apart: the rate is the split's)."""
+        rows = self.datasets == dataset
+        return EncodedSplit(self.ids[rows], self.lengths[rows], self.full_lengths[rows], self.unknown, self.labels[rows],
+                            self.datasets[rows])
 
 
 def _chunks(rows: np.ndarray) -> list[np.ndarray]:
@@ -185,6 +193,8 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
         data_version: str | None = None) -> dict:
     """Read, split, tokenize, build the vocabulary, encode, learn word vectors and write; returns the stats.
 
+    ``input_dir`` holds one dataset or a folder per dataset (``steps.datasets``); each is split on
+    its own and the splits are joined, so one model learns from all and each test set is kept.
     ``data_version`` is what the caller calls this data (the pipeline's ``InputDataVersion``): it
     is recorded in stats.json as ``data_version`` (None when not given), so that training can
     write it into the model's config.json next to the content hashes.
@@ -195,56 +205,58 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
     workers = options.workers or os.cpu_count() or 1
     # The tokenizer workers start (and import NLTK) while this process reads the data.
     with _worker_pool(workers, _init_tokenizer, (options.text,)) as pool:
-        data = load_reviews(Path(input_dir), options.csv_test_fraction, options.seed,
-                            unlabeled=bool(options.embedding_dim and options.unlabeled))
-        if options.sample:
-            data.sample(options.sample, options.seed)
-        log.info("read %d train, %d test and %d unlabeled reviews (%s) in %.1fs", len(data.train), len(data.test),
-                 len(data.unlabeled), data.layout, time.perf_counter() - started)
-        train_labels = np.asarray(data.train.labels, dtype=np.int64)
-        train_rows, val_rows = _validation_split(train_labels, options)
-        texts = data.train.texts + data.test.texts + data.unlabeled
-        joined, counts = _tokenize(texts, train_rows, pool)
+        corpus = load_corpus(Path(input_dir), options.validation_fraction, options.csv_test_fraction, options.seed,
+                             unlabeled=bool(options.embedding_dim and options.unlabeled), sample=options.sample)
+        log.info("read %s: %d train, %d validation, %d test and %d unlabeled texts in %.1fs", ", ".join(corpus.names),
+                 len(corpus.train), len(corpus.validation), len(corpus.test), len(corpus.unlabeled),
+                 time.perf_counter() - started)
+        texts = corpus.train.texts + corpus.validation.texts + corpus.test.texts + corpus.unlabeled
+        bounds = np.cumsum([0, len(corpus.train), len(corpus.validation), len(corpus.test), len(corpus.unlabeled)])
+        rows = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate((*SPLITS, "unlabeled"))}
+        joined, counts = _tokenize(texts, rows["train"], pool)
     vocab = Vocabulary.build(counts, options.vocab_size, options.min_count)
     coverage = sum(counts[t] for t in vocab.tokens) / max(sum(counts.values()), 1)
     log.info("vocabulary: %d ids covering %.1f%% of training tokens", len(vocab), 100 * coverage)
 
-    test_rows = np.arange(len(data.train), len(data.train) + len(data.test))
-    labels = np.concatenate([train_labels, np.asarray(data.test.labels, dtype=np.int64)])
-    vector_rows = np.concatenate([train_rows, np.arange(len(data.train) + len(data.test), len(texts))])
+    labels = np.asarray(corpus.train.labels + corpus.validation.labels + corpus.test.labels, dtype=np.int64)
+    dataset_ids = np.asarray(corpus.train.dataset + corpus.validation.dataset + corpus.test.dataset, dtype=np.int64)
+    vector_rows = np.concatenate([rows["train"], rows["unlabeled"]])
     with _worker_pool(workers, _init_encoder, (vocab, options.text)) as pool:
-        encoded = {name: _encode(joined, rows, labels, pool, name)
-                   for name, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows))}
+        encoded = {name: _encode(joined, rows[name], labels, dataset_ids, pool, name) for name in SPLITS}
         vectors = _learn_vectors(joined, vector_rows, len(vocab), options, pool) if options.embedding_dim else None
 
-    stats: dict[str, Any] = {
-        "source": {"layout": data.layout, "files": data.sources, "undecodable_reviews_skipped": data.undecodable,
-                   "empty_reviews_skipped": data.empty, "unlabeled_reviews": len(data.unlabeled)},
-        "data_sha256": {"train": data.train.sha256(), "test": data.test.sha256()},
-        "data_version": data_version or None,
-        "options": {**{k: v for k, v in options.__dict__.items() if k != "text"}, "text": options.text.to_dict()},
-        "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
-                       "training_token_coverage": round(coverage, 5)},
-        "splits": {name: _split_stats(encoded[name], options.text.max_len) for name in SPLITS},
-        "duplicates": _duplicates(data.train.texts, data.test.texts),
-        "embeddings": None if vectors is None else {
-            "dim": int(vectors.shape[1]), "window": options.embedding_window,
-            "training_reviews": len(train_rows), "unlabeled_reviews": len(data.unlabeled)},
-    }
-    _write_outputs(output_dir, data, encoded, vocab, stats, vectors)
+    stats = _stats(corpus, encoded, vocab, options, coverage, vectors, data_version)
+    _write_outputs(output_dir, corpus, encoded, vocab, stats, vectors)
     stats["seconds"] = round(time.perf_counter() - started, 2)
     log.info("preprocessing done in %.1fs: %s", stats["seconds"], {n: stats["splits"][n]["reviews"] for n in SPLITS})
     return stats
 
 
-def _validation_split(train_labels: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, np.ndarray]:
-    if len(np.unique(train_labels)) < 2:
-        raise DataError("the training data holds only one label: a classifier needs positive and negative reviews")
-    train_rows, val_rows = stratified_split(train_labels, options.validation_fraction, options.seed)
-    if not len(train_rows) or not len(val_rows):
-        raise DataError(f"{len(train_labels)} training reviews are too few for a {options.validation_fraction:.1%} "
-                        "validation split: use more reviews (a larger --sample) or change --validation-fraction")
-    return train_rows, val_rows
+def _stats(corpus: Corpus, encoded: dict[str, EncodedSplit], vocab: Vocabulary, options: PreprocessOptions,
+           coverage: float, vectors: np.ndarray | None, data_version: str | None) -> dict[str, Any]:
+    """stats.json: where the data came from, the options, the vocabulary and each split, overall
+    and per dataset (``datasets`` lists them in the order of the arrays' dataset indices)."""
+    datasets = [{**info.to_dict(), "splits": {name: _split_stats(encoded[name].subset(index), options.text.max_len)
+                                              for name in SPLITS}}
+                for index, info in enumerate(corpus.datasets)]
+    single = corpus.datasets[0] if len(corpus.datasets) == 1 else None
+    return {
+        "source": {"layout": single.layout if single else "one folder per dataset",
+                   "files": [file for info in corpus.datasets for file in info.sources],
+                   "undecodable_reviews_skipped": sum(d.undecodable for d in corpus.datasets),
+                   "empty_reviews_skipped": sum(d.empty for d in corpus.datasets), "unlabeled_reviews": len(corpus.unlabeled)},
+        "data_sha256": corpus.data_sha256(),
+        "data_version": data_version or None,
+        "datasets": datasets,
+        "options": {**{k: v for k, v in options.__dict__.items() if k != "text"}, "text": options.text.to_dict()},
+        "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
+                       "training_token_coverage": round(coverage, 5)},
+        "splits": {name: _split_stats(encoded[name], options.text.max_len) for name in SPLITS},
+        "duplicates": _duplicates(corpus.train.texts + corpus.validation.texts, corpus.test.texts),
+        "embeddings": None if vectors is None else {
+            "dim": int(vectors.shape[1]), "window": options.embedding_window,
+            "training_reviews": len(corpus.train), "unlabeled_reviews": len(corpus.unlabeled)},
+    }
 
 
 def _tokenize(texts: list[str], vocabulary_rows: np.ndarray, pool) -> tuple[list[str], Counter]:
@@ -261,11 +273,11 @@ def _tokenize(texts: list[str], vocabulary_rows: np.ndarray, pool) -> tuple[list
     return joined, counts
 
 
-def _encode(joined: list[str], rows: np.ndarray, labels: np.ndarray, pool, name: str) -> EncodedSplit:
+def _encode(joined: list[str], rows: np.ndarray, labels: np.ndarray, datasets: np.ndarray, pool, name: str) -> EncodedSplit:
     chunks = _chunks(rows)
     parts = list(_imap(_encode_chunk, [[joined[i] for i in c] for c in chunks], pool, f"encode {name}", [len(c) for c in chunks]))
     return EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                        np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), labels[rows])
+                        np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), labels[rows], datasets[rows])
 
 
 def _learn_vectors(joined: list[str], rows: np.ndarray, vocab_size: int, options: PreprocessOptions, pool) -> np.ndarray:
@@ -280,7 +292,7 @@ def _learn_vectors(joined: list[str], rows: np.ndarray, vocab_size: int, options
     return vectors
 
 
-def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, EncodedSplit], vocab: Vocabulary, stats: dict,
+def _write_outputs(output_dir: Path, corpus: Corpus, encoded: dict[str, EncodedSplit], vocab: Vocabulary, stats: dict,
                    vectors: np.ndarray | None) -> None:
     """Write everything into a scratch folder first, then move it into place: no half-written output."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -289,14 +301,16 @@ def _write_outputs(output_dir: Path, data: ReviewData, encoded: dict[str, Encode
         for name in SPLITS:
             (scratch / name).mkdir()
             split = encoded[name]
-            save_split_arrays(scratch / name, split.ids, split.lengths, split.labels, len(vocab))
+            save_split_arrays(scratch / name, split.ids, split.lengths, split.labels, len(vocab), split.datasets)
         vocab.save(scratch / "train" / VOCAB_FILE)
         if vectors is not None:
             np.save(scratch / "train" / EMBEDDINGS_FILE, vectors, allow_pickle=False)
         (scratch / "train" / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
         with open(scratch / "test" / REVIEWS_FILE, "w", encoding="utf-8") as handle:
-            for review, label in zip(data.test.texts, data.test.labels):
-                handle.write(json.dumps({"text": review, "label": label}, ensure_ascii=False) + "\n")
+            for review, label, index in zip(corpus.test.texts, corpus.test.labels, corpus.test.dataset):
+                info = corpus.datasets[index]
+                record = {"text": review, "label": label, "dataset": info.name, "kind": info.kind}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         for name in SPLITS:
             target = output_dir / name
             if target.exists():

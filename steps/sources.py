@@ -5,6 +5,8 @@ Accepted, in the input directory (or given as the file itself):
 - ``aclImdb_v1.tar.gz`` (any ``*.tar.gz``/``*.tgz``/``*.tar`` holding ``train|test/pos|neg/*.txt``);
 - its unpacked ``aclImdb/`` tree (or a directory that has ``train/pos`` ... itself);
 - ``train.jsonl[.gz]`` and ``test.jsonl[.gz]`` with ``text`` and ``label`` per line;
+- SST-2's ``stsa.binary.train`` and ``stsa.binary.test`` (and ``stsa.binary.dev``), one labeled
+  sentence per line (read by ``steps/sst.py``);
 - one ``*.csv`` with a review column and a sentiment column (the 50k "IMDB Dataset.csv" shape);
   it has no split, so a seeded, stratified test split is carved from it.
 
@@ -38,6 +40,8 @@ ACCEPTED_LAYOUTS = (
     "its unpacked aclImdb/ directory",
     "train.jsonl[.gz] and test.jsonl[.gz] with 'text' and 'label' (0/1 or neg/pos) per line "
     "(and optionally unsup.jsonl[.gz] with unlabeled 'text')",
+    "SST-2 as Yoon Kim prepared it: stsa.binary.train and stsa.binary.test (and optionally stsa.binary.dev), "
+    "one 'LABEL sentence' per line, label 0 or 1",
     "one .csv file with a review column and a sentiment column (the 50k 'IMDB Dataset.csv' shape)",
 )
 _LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1}
@@ -83,10 +87,20 @@ class ReviewData:
     empty: int = 0
     # Reviews without a label (IMDb's train/unsup): used only to learn word vectors.
     unlabeled: list[str] = field(default_factory=list)
+    # What one record is ("reviews", or "sentences" for SST-2) and which dataset it came from.
+    kind: str = "reviews"
+    name: str = "imdb"
+    # A split the dataset ships for choosing epochs (SST-2's dev file); None: carve one from train.
+    validation: Split | None = None
+
+    def labeled_splits(self) -> list[tuple[str, Split]]:
+        """The labeled splits by name: train, test, and validation when the dataset ships one."""
+        splits = [("train", self.train), ("test", self.test)]
+        return splits + ([("validation", self.validation)] if self.validation is not None else [])
 
     def drop_empty(self) -> None:
         """Blank reviews teach nothing and the serving side refuses them: drop and count them."""
-        for split in (self.train, self.test):
+        for _, split in self.labeled_splits():
             keep = [i for i, text in enumerate(split.texts) if text.strip()]
             self.empty += len(split) - len(keep)
             split.texts = [split.texts[i] for i in keep]
@@ -95,8 +109,7 @@ class ReviewData:
 
     def sample(self, per_split: int, seed: int) -> None:
         """Keep a seeded, stratified ``per_split`` reviews of each split (for quick looks and demos)."""
-        for name in ("train", "test"):
-            split = getattr(self, name)
+        for name, split in self.labeled_splits():
             if per_split < len(split):
                 rows = stratified_sample(np.asarray(split.labels), per_split, seed)
                 setattr(self, name, Split([split.texts[i] for i in rows], [split.labels[i] for i in rows]))
@@ -137,6 +150,10 @@ def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unl
         data = _read_tree(layout.paths[0], unlabeled)
     elif layout.kind == "jsonl":
         data = _read_jsonl(layout.paths[0], layout.paths[1], unlabeled)
+    elif layout.kind == "sst":
+        from steps.sst import read_sst  # steps.sst builds on this module's types
+
+        data = read_sst(layout.paths[0], layout.paths[1], layout.paths[2] if len(layout.paths) > 2 else None)
     elif layout.kind == "archive":
         data = _read_archive(layout.paths[0], unlabeled)
     else:
@@ -144,7 +161,7 @@ def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unl
     data.drop_empty()
     if data.empty:
         log.warning("skipped %d empty reviews", data.empty)
-    for name, split in (("train", data.train), ("test", data.test)):
+    for name, split in data.labeled_splits():
         if not len(split):
             raise _empty_split(name, path, data.layout)
     if data.undecodable:
@@ -173,6 +190,12 @@ def check_dataset(path: Path) -> None:
         for name, file in zip(("train", "test"), layout.paths):
             if not _has_jsonl_record(file):
                 raise _empty_split(name, path, _JSONL_LAYOUT)
+    elif layout.kind == "sst":
+        from steps.sst import LAYOUT, has_sentence  # steps.sst builds on this module's types
+
+        for name, file in zip(("train", "test", "validation"), layout.paths):
+            if not has_sentence(file):
+                raise _empty_split(name, path, LAYOUT)
     elif layout.kind == "archive":
         _check_archive(layout.paths[0])
     else:
@@ -181,12 +204,12 @@ def check_dataset(path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Layout:
-    kind: str  # "tree", "jsonl", "archive" or "csv"
-    paths: tuple[Path, ...]  # the tree's root; train and test files; the archive; the CSV file
+    kind: str  # "tree", "jsonl", "sst", "archive" or "csv"
+    paths: tuple[Path, ...]  # the tree's root; train and test files; SST-2's train, test (and dev); the archive; the CSV
 
 
 def _find_layout(path: Path) -> _Layout:
-    """Which accepted layout ``path`` holds (the first of tree, JSON Lines, one archive, one CSV)."""
+    """Which accepted layout ``path`` holds (the first of tree, JSON Lines, SST-2, one archive, one CSV)."""
     if not path.exists():
         raise DataError(f"input not found: {path}. Pass the folder (or file) that holds the reviews.")
     candidates = [path] if path.is_file() else sorted(p for p in path.iterdir() if not p.name.startswith("."))
@@ -200,6 +223,9 @@ def _find_layout(path: Path) -> _Layout:
     train_file, test_file = jsonl.get("train"), jsonl.get("test")
     if train_file and test_file:
         return _Layout("jsonl", (train_file, test_file))
+    sst = _find_sst(path) if path.is_dir() else None
+    if sst is not None:
+        return sst
     if len(archives) == 1:
         return _Layout("archive", (archives[0],))
     if len(csvs) == 1:
@@ -213,6 +239,20 @@ def _find_layout(path: Path) -> _Layout:
 
 def _empty_split(name: str, path: Path, layout: str) -> DataError:
     return DataError(f"the {name} split in {path} ({layout}) holds no usable reviews")
+
+
+def _find_sst(folder: Path) -> _Layout | None:
+    """SST-2's files in ``folder`` (None when it has neither train nor test); one of the two
+    without the other is refused here, naming the missing file."""
+    from steps.sst import LAYOUT, TEST_FILE, TRAIN_FILE, find_sst  # steps.sst builds on this module's types
+
+    files = find_sst(folder)
+    if files is None:
+        return None
+    if files.train is None or files.test is None:
+        name, file_name = ("train", TRAIN_FILE) if files.train is None else ("test", TEST_FILE)
+        raise DataError(f"{_empty_split(name, folder, LAYOUT)}: {file_name} is missing")
+    return _Layout("sst", (files.train, files.test) + ((files.dev,) if files.dev is not None else ()))
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:

@@ -88,3 +88,25 @@ def write_csv(path: Path, records: list[dict]) -> Path:
         writer.writerow([record["text"], "positive" if record["label"] else "negative"])
     path.write_text(buffer.getvalue(), encoding="utf-8")
     return path
+
+
+def make_sentences(count: int, seed: int = 0) -> list[dict]:
+    """``count`` short labelled sentences (5 to 12 words), half positive, half negative: SST-2's shape."""
+    rng = random.Random(seed)
+    sentences = []
+    for i in range(count):
+        label = i % 2
+        strong = POSITIVE if label else NEGATIVE
+        words = rng.choices(FILLER, k=rng.randint(3, 9)) + rng.choices(strong, k=rng.randint(1, 2))
+        rng.shuffle(words)
+        sentences.append({"text": " ".join(words) + " .", "label": label})
+    return sentences
+
+
+def write_sst(folder: Path, train: list[dict], test: list[dict], dev: Sequence[dict] = ()) -> Path:
+    """SST-2's files as Yoon Kim wrote them: ``stsa.binary.{train,dev,test}``, ``LABEL sentence`` per line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    named = [("train", train), ("test", test)] + ([("dev", dev)] if dev else [])
+    for name, records in named:
+        (folder / f"stsa.binary.{name}").write_text("".join(f"{r['label']} {r['text']}\n" for r in records), encoding="utf-8")
+    return folder

@@ -31,8 +31,6 @@ SETTINGS = Settings(region="us-east-1", bucket="test-bucket", prefix="sentiment-
                     role_arn="arn:aws:iam::111111111111:role/TestSageMakerRole", pipeline_name="sentiment-mlops-test",
                     model_package_group="sentiment-test-group", framework_version="2.5", py_version="py311",
                     training_image_uri=None, processing_image_uri=None, inference_image_uri=None)
-JSON_GET = {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
-                            "Path": "binary_classification_metrics.accuracy.value"}}
 
 
 def fixed_bundles(settings: Settings) -> CodeBundles:
@@ -86,12 +84,17 @@ def definition(built) -> dict:
 
 
 def steps_by_name(definition: dict) -> dict:
-    found = {}
-    for step in definition["Steps"]:
-        found[step["Name"]] = step
-        if step["Type"] == "Condition":
-            for branch in ("IfSteps", "ElseSteps"):
-                found.update({inner["Name"]: inner for inner in step["Arguments"][branch]})
+    """Every step by name, those in condition branches (nested ones too) included, in definition order."""
+    found: dict = {}
+
+    def add(steps: list) -> None:
+        for step in steps:
+            found[step["Name"]] = step
+            if step["Type"] == "Condition":
+                for branch in ("IfSteps", "ElseSteps"):
+                    add(step["Arguments"][branch])
+
+    add(definition["Steps"])
     return found
 
 
@@ -116,13 +119,17 @@ def test_steps_types_and_order(definition):
     assert [(s["Name"], s["Type"]) for s in definition["Steps"]] == [
         ("Preprocess", "Processing"), ("Train", "Training"), ("Evaluate", "Processing"), ("CheckAccuracy", "Condition")]
     check = definition["Steps"][3]["Arguments"]
-    assert [(s["Name"], s["Type"]) for s in check["IfSteps"]] == [("Register", "RegisterModel")]
+    assert [(s["Name"], s["Type"]) for s in check["IfSteps"]] == [("CheckSentenceAccuracy", "Condition")]
     assert [(s["Name"], s["Type"]) for s in check["ElseSteps"]] == [("Fail", "Fail")]
+    sentences = check["IfSteps"][0]["Arguments"]
+    assert [(s["Name"], s["Type"]) for s in sentences["IfSteps"]] == [("Register", "RegisterModel")]
+    assert [(s["Name"], s["Type"]) for s in sentences["ElseSteps"]] == [("FailSentences", "Fail")]
 
 
 def test_no_repack_step(definition):
     names = list(steps_by_name(definition))
-    assert names == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail"]
+    assert names == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "CheckSentenceAccuracy", "Register",
+                     "FailSentences", "Fail"]
     assert "Repack" not in json.dumps(definition)
 
 
@@ -142,6 +149,7 @@ def test_dependencies_flow_through_properties(definition):
 def test_parameters(definition):
     params = {p["Name"]: p for p in definition["Parameters"]}
     assert params["AccuracyThreshold"] == {"Name": "AccuracyThreshold", "Type": "Float", "DefaultValue": 0.88}
+    assert params["SentenceAccuracyThreshold"] == {"Name": "SentenceAccuracyThreshold", "Type": "Float", "DefaultValue": 0.82}
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["TrainingProfile"]["DefaultValue"] == "gpu"
     assert params["TrainingInstanceType"]["DefaultValue"] == "ml.g5.xlarge"
@@ -165,19 +173,35 @@ def test_parameter_defaults_match_the_scripts():
     assert parameters.DEFAULT_TRAINING_PROFILE in PROFILES
 
 
-def test_condition_reads_accuracy_from_the_property_file(definition):
+def gate_figure(kind: str, figure: str) -> dict:
+    return {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
+                            "Path": f"gate.{kind}.{figure}"}}
+
+
+@pytest.mark.parametrize("step, kind, threshold", [("CheckAccuracy", "reviews", "AccuracyThreshold"),
+                                                   ("CheckSentenceAccuracy", "sentences", "SentenceAccuracyThreshold")])
+def test_each_gate_reads_its_kind_of_text_from_the_property_file(definition, step, kind, threshold):
+    """A run with no test texts of a kind passes that gate; otherwise their accuracy must reach its threshold."""
+    assert steps_by_name(definition)[step]["Arguments"]["Conditions"] == [{"Type": "Or", "Conditions": [
+        {"Type": "Equals", "LeftValue": gate_figure(kind, "texts"), "RightValue": 0},
+        {"Type": "GreaterThanOrEqualTo", "LeftValue": gate_figure(kind, "accuracy"),
+         "RightValue": {"Get": f"Parameters.{threshold}"}}]}]
+
+
+def test_the_evaluation_report_is_a_property_file(definition):
     steps = steps_by_name(definition)
-    assert steps["CheckAccuracy"]["Arguments"]["Conditions"] == [
-        {"Type": "GreaterThanOrEqualTo", "LeftValue": JSON_GET, "RightValue": {"Get": "Parameters.AccuracyThreshold"}}]
     assert steps["Evaluate"]["PropertyFiles"] == [
         {"PropertyFileName": "EvaluationReport", "OutputName": "evaluation", "FilePath": "evaluation.json"}]
     outputs = steps["Evaluate"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
     assert [(o["OutputName"], o["S3Output"]["LocalPath"]) for o in outputs] == [("evaluation", "/opt/ml/processing/evaluation")]
 
 
-def test_fail_message_states_accuracy_and_threshold(definition):
-    message = steps_by_name(definition)["Fail"]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
-    assert JSON_GET in message and {"Get": "Parameters.AccuracyThreshold"} in message
+@pytest.mark.parametrize("step, kind, threshold", [("Fail", "reviews", "AccuracyThreshold"),
+                                                   ("FailSentences", "sentences", "SentenceAccuracyThreshold")])
+def test_each_fail_message_names_the_figure_that_missed_and_its_threshold(definition, step, kind, threshold):
+    message = steps_by_name(definition)[step]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert f"Test accuracy on {kind}" in message
+    assert gate_figure(kind, "accuracy") in message and {"Get": f"Parameters.{threshold}"} in message
 
 
 def test_register_model_arguments(definition):
@@ -493,7 +517,7 @@ def test_a_package_mirror_reaches_every_job_and_the_model_only_when_set(definiti
     assert steps["Preprocess"]["Arguments"]["Environment"]["PIP_INDEX_URL"] == mirror
     assert steps["Evaluate"]["Arguments"]["Environment"]["PIP_INDEX_URL"] == mirror
     assert steps["Train"]["Arguments"]["Environment"]["PIP_INDEX_URL"] == mirror
-    register = [s for s in steps["CheckAccuracy"]["Arguments"]["IfSteps"] if s["Type"] == "RegisterModel"][0]
+    register = steps_by_name({"Steps": list(steps.values())})["Register"]
     (container,) = register["Arguments"]["InferenceSpecification"]["Containers"]
     assert container["Environment"]["PIP_INDEX_URL"] == mirror
 

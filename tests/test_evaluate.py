@@ -175,3 +175,65 @@ def test_a_corrupt_archive_is_a_clear_error(prepared, tmp_path):
     (tmp_path / "model.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(ArtifactError, match="cannot unpack"):
         run(tmp_path / "model.tar.gz", prepared / "test", tmp_path / "out")
+
+
+def write_test_set(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reviews.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return folder
+
+
+def test_each_test_set_gets_its_own_report_and_each_kind_its_gate_figure(evaluated, tmp_path):
+    """Reviews and sentences in one test split: a report per dataset, and what each gate reads."""
+    from tests.synthetic import make_reviews, make_sentences
+
+    out, _ = evaluated
+    reviews = [{**r, "dataset": "imdb", "kind": "reviews"} for r in make_reviews(60, seed=8)]
+    sentences = [{**r, "dataset": "sst2", "kind": "sentences"} for r in make_sentences(40, seed=9)]
+    test = write_test_set(tmp_path / "test", reviews + sentences)
+    report = run(out / "model.tar.gz", test, tmp_path / "evaluation")
+    by_dataset = report[outputs.DATASETS_KEY]
+    assert list(by_dataset) == ["imdb", "sst2"]
+    assert (by_dataset["imdb"]["kind"], by_dataset["imdb"]["texts"]) == ("reviews", 60)
+    assert (by_dataset["sst2"]["kind"], by_dataset["sst2"]["texts"]) == ("sentences", 40)
+    predictions = [json.loads(line) for line in (tmp_path / "evaluation" / "predictions.jsonl").read_text().splitlines()]
+    assert [p["dataset"] for p in predictions] == ["imdb"] * 60 + ["sst2"] * 40
+    for name, rows in (("imdb", slice(0, 60)), ("sst2", slice(60, 100))):
+        right = [(p["positive_probability"] >= 0.5) == bool(p["label"]) for p in predictions[rows]]
+        accuracy = by_dataset[name]["binary_classification_metrics"]["accuracy"]["value"]
+        assert accuracy == pytest.approx(np.mean(right), abs=1e-6)
+        assert 0.0 <= by_dataset[name]["calibration_error"] <= 1.0
+    gate = report[outputs.GATE_KEY]
+    assert gate["reviews"] == {"texts": 60, "accuracy": pytest.approx(by_dataset["imdb"]["binary_classification_metrics"]
+                                                                       ["accuracy"]["value"], abs=1e-6)}
+    assert gate["sentences"]["texts"] == 40
+    # Short texts are taken from reviews only: a sentence dataset is short texts already.
+    assert sum(row["texts"] for row in report["slices"]["by_length"]) == 100
+
+
+def test_a_run_without_sentences_writes_a_sentence_gate_with_no_texts(evaluated):
+    _, report = evaluated
+    assert report[outputs.GATE_KEY]["sentences"] == {"texts": 0, "accuracy": 0.0}
+    assert report[outputs.GATE_KEY]["reviews"]["texts"] == 200
+    assert list(report[outputs.DATASETS_KEY]) == ["imdb"]
+
+
+def test_a_test_file_from_before_datasets_reads_as_one_dataset_of_reviews(evaluated, tmp_path):
+    from tests.synthetic import make_reviews
+
+    out, _ = evaluated
+    test = write_test_set(tmp_path / "test", make_reviews(30, seed=3))
+    report = run(out / "model.tar.gz", test, tmp_path / "evaluation")
+    assert list(report[outputs.DATASETS_KEY]) == ["imdb"] and report[outputs.GATE_KEY]["reviews"]["texts"] == 30
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"text": "good", "label": 1, "dataset": "x", "kind": "tweets"}], "kind 'tweets'"),
+    ([{"text": "good", "label": 1, "dataset": "x", "kind": "reviews"},
+      {"text": "bad", "label": 0, "dataset": "x", "kind": "sentences"}], "line 2"),
+])
+def test_a_test_file_with_an_unknown_or_changing_kind_is_refused(evaluated, tmp_path, records, message):
+    out, _ = evaluated
+    test = write_test_set(tmp_path / "test", records)
+    with pytest.raises(EvaluationError, match=message):
+        run(out / "model.tar.gz", test, tmp_path / "evaluation")

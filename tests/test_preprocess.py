@@ -189,7 +189,8 @@ def test_stats(baseline):
 
 def test_test_reviews_file_holds_the_raw_test_reviews_in_order(baseline):
     lines = (baseline["output"] / "test" / "reviews.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == baseline["test"]
+    # each with the dataset it came from: one folder of JSON Lines is one dataset of reviews, "imdb"
+    assert [json.loads(line) for line in lines] == [{**r, "dataset": "imdb", "kind": "reviews"} for r in baseline["test"]]
     _, _, labels = load_split_arrays(baseline["output"] / "test")
     assert labels.tolist() == [r["label"] for r in baseline["test"]]
 
@@ -252,7 +253,7 @@ def test_csv_input_gets_a_carved_test_split(tmp_path):
     assert stats["splits"]["train"]["reviews"] + stats["splits"]["validation"]["reviews"] == 120
     lines = (tmp_path / "out" / "test" / "reviews.jsonl").read_text(encoding="utf-8").splitlines()
     carved = [json.loads(line) for line in lines]
-    assert len(carved) == 40 and all(r in reviews for r in carved)
+    assert len(carved) == 40 and all({"text": r["text"], "label": r["label"]} in reviews for r in carved)
     assert stats["source"]["layout"].startswith("CSV IMDB Dataset.csv")
 
 

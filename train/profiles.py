@@ -33,6 +33,8 @@ class Hyperparameters:
     crop_probability: float = 0.0
     crop_min_tokens: int = 4
     crop_max_tokens: int = 40
+    # How often an epoch visits each text of a "sentences" dataset (SST-2) when the run has one.
+    sentence_repeats: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)

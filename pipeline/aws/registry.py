@@ -24,7 +24,7 @@ from evaluation.outputs import linked_files
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
 from pipeline.aws.upload import head_object, split_s3_uri
-from pipeline.definition import report_accuracy
+from pipeline.definition import report_accuracy, report_accuracy_by_dataset
 from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
 log = logging.getLogger(__name__)
@@ -64,25 +64,24 @@ def _summaries(clients: AwsClients, group: str, status: str | None = None) -> li
     return summaries
 
 
-def read_accuracy(clients: AwsClients, metrics_uri: str | None) -> float | None:
-    """``binary_classification_metrics.accuracy.value`` from the evaluation report at
-    ``metrics_uri``; ``None`` when there is no report or it cannot be read (a listing should
-    not fail because one old report was deleted)."""
+def read_report(clients: AwsClients, metrics_uri: str | None) -> Any:
+    """The evaluation report at ``metrics_uri``; ``None`` when there is none or it cannot be read
+    (a listing should not fail because one old report was deleted)."""
     if not metrics_uri:
         return None
     try:
         bucket, key = split_s3_uri(metrics_uri)
-        report: Any = json.loads(clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return json.loads(clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except (BackendError, ClientError, BotoCoreError, ValueError) as error:
         log.warning("cannot read the evaluation report %s: %s", metrics_uri, error)
         return None
-    return report_accuracy(report)
 
 
 def _package(clients: AwsClients, found: Mapping[str, Any], with_accuracy: bool) -> dict[str, Any]:
     containers = (found.get("InferenceSpecification") or {}).get("Containers") or [{}]
     statistics = ((found.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}
     metrics_uri = statistics.get("S3Uri")
+    report = read_report(clients, metrics_uri) if with_accuracy else None
     return {
         "group": found.get("ModelPackageGroupName"),
         "version": found.get("ModelPackageVersion"),
@@ -94,7 +93,8 @@ def _package(clients: AwsClients, found: Mapping[str, Any], with_accuracy: bool)
         "model_data_url": containers[0].get("ModelDataUrl"),
         "image": containers[0].get("Image"),
         "metrics_uri": metrics_uri,
-        "accuracy": read_accuracy(clients, metrics_uri) if with_accuracy else None,
+        "accuracy": report_accuracy(report),
+        "accuracy_by_dataset": report_accuracy_by_dataset(report),
         "customer_metadata_properties": dict(found.get("CustomerMetadataProperties") or {}),
     }
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pipeline.commands.common import Reply, deployment_line
-from pipeline.definition import report_accuracy
+from pipeline.definition import report_accuracy, report_accuracy_by_dataset
 from pipeline.errors import CommandError
 from pipeline.parameters import APPROVAL_STATUSES
 from pipeline.settings import Settings
@@ -28,6 +28,7 @@ TERMINAL_DISAGREEMENTS = 20  # `registry compare` lists these; --json all it has
 
 def _local_summary(package) -> dict[str, Any]:
     return {"version": package.version, "status": package.approval_status, "accuracy": report_accuracy(package.metrics),
+            "accuracy_by_dataset": report_accuracy_by_dataset(package.metrics),
             "arn": package.arn, "created": package.creation_time, "artifact": package.artifact_uri,
             "execution_id": package.execution_id, "approval_description": package.approval_description,
             "customer_metadata_properties": dict(package.customer_metadata_properties)}
@@ -177,9 +178,10 @@ def _print_comparison(result: dict) -> None:
 
     print(f"version {challenger['version']} ({role(challenger)}) against version {champion['version']} "
           f"({role(champion)}); endpoint {now['endpoint']}: {now['status'] or 'not deployed'}")
-    print(f"  {'metric':<10} {'v' + str(champion['version']):>8} {'v' + str(challenger['version']):>8} {'change':>8}")
+    width = max(10, *(len(row["label"]) for row in result["deltas"]))
+    print(f"  {'metric':<{width}} {'v' + str(champion['version']):>8} {'v' + str(challenger['version']):>8} {'change':>8}")
     for row in result["deltas"]:
-        print(f"  {row['label']:<10} {number(row['champion']):>8} {number(row['challenger']):>8} "
+        print(f"  {row['label']:<{width}} {number(row['champion']):>8} {number(row['challenger']):>8} "
               f"{number(row['delta'], signed=True):>8}")
     if not result["per_review"]:
         print(f"  reviews not compared: {result['reason']}")
@@ -222,7 +224,9 @@ def _print_versions(rows: list) -> None:
         print("no model versions registered")
     for row in rows:
         accuracy = "—" if row.get("accuracy") is None else f"{row['accuracy']:.4f}"
-        print(f"  version {row['version']:<4} {row['status']:<22} accuracy {accuracy}  {row.get('created', '')}")
+        by_dataset = row.get("accuracy_by_dataset") or {}
+        each = "".join(f", {name} {value:.4f}" for name, value in by_dataset.items()) if len(by_dataset) > 1 else ""
+        print(f"  version {row['version']:<4} {row['status']:<22} accuracy {accuracy}{each}  {row.get('created', '')}")
         for deployment in row.get("deployment") or []:
             print(f"  {deployment.get('reason') or deployment_line(deployment)}")
         if row.get("deployment_error"):

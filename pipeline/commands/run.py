@@ -11,15 +11,18 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.commands.common import Reply, followed_exit_code, parse_params, print_path, quiet_definition_json
-from pipeline.download import download, download_dataset
+from pipeline.download import download, download_known
 from pipeline.errors import CommandError, UserError
-from pipeline.settings import Settings
+from pipeline.settings import KNOWN_DATASETS, Settings
 
 if TYPE_CHECKING:
     from pipeline.local.state.executions import Execution
@@ -55,8 +58,18 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """One ``--data`` argument: a dataset's folder or file, and the name it was given (``NAME=PATH``)."""
+
+    path: Path
+    name: str | None = None
+
+
 def _sampled_copy(data: Path, count: int, scratch: Path) -> Path:
-    """A stratified ``count`` reviews per split as JSON Lines, read with the preprocessing step's own readers."""
+    """A stratified ``count`` texts per split as JSON Lines, read with the preprocessing step's own
+    readers; ``dataset.json`` keeps the dataset's name and kind (a sample of SST-2 is still sentences)."""
+    from steps.datasets import DATASET_FILE
     from steps.sources import DataError, load_reviews
 
     try:
@@ -64,40 +77,67 @@ def _sampled_copy(data: Path, count: int, scratch: Path) -> Path:
     except DataError as exc:
         raise RunError(str(exc).splitlines()[0]) from exc
     reviews.sample(count, seed=42)
-    for name, split in (("train", reviews.train), ("test", reviews.test)):
+    splits = [("train", reviews.train), ("test", reviews.test)]
+    if reviews.validation is not None and len(reviews.validation):
+        splits.append(("validation", reviews.validation))
+    for name, split in splits:
         with open(scratch / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             for text, label in zip(split.texts, split.labels):
                 handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
     if reviews.unlabeled:
         with open(scratch / "unsup.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in reviews.unlabeled)
+    (scratch / DATASET_FILE).write_text(json.dumps({"name": reviews.name, "kind": reviews.kind}), encoding="utf-8")
     return scratch
 
 
-def stage_data(settings: Settings, data: Path, sample: int | None) -> str:
-    """Put the reviews into the local store; returns the ``InputDataUri`` the pipeline reads.
-
-    The URI is a folder and ends with "/": Preprocess reads it as a key prefix, and without the
-    slash ``…-2000`` would also take a staged ``…-20000``'s files. A path with no reviews in an
-    accepted layout is refused here, before an execution is recorded.
-    """
-    from pipeline.local.state.store import ArtifactStore
-    from steps.sources import DataError, check_dataset
+def _checked(source: DataSource) -> str:
+    """The dataset's name (as given, or its reader's), once its path is known to hold a dataset."""
+    from steps.datasets import check_name, describe_dataset
+    from steps.sources import DataError
 
     try:
-        check_dataset(data)
+        name, _ = describe_dataset(source.path)
+        return check_name(source.name, f"--data {source.name}={source.path}") if source.name else name
     except DataError as exc:  # one line, as the CLI's errors are: the accepted layouts joined onto it
-        raise RunError(f"--data {data}: " + " ".join(line.strip() for line in str(exc).splitlines())) from exc
+        raise RunError(f"--data {source.path}: " + " ".join(line.strip() for line in str(exc).splitlines())) from exc
 
+
+def stage_data(settings: Settings, sources: Sequence[DataSource], sample: int | None) -> str:
+    """Put the datasets into the local store; returns the ``InputDataUri`` the pipeline reads.
+
+    One unnamed dataset lands at the URI itself, as it always has; several (or a named one) land
+    in a folder each, named by the dataset (``steps.datasets``), as ``aws upload-data`` lays them
+    out in S3. The URI is a folder and ends with "/": Preprocess reads it as a key prefix, and
+    without the slash ``…-2000`` would also take a staged ``…-20000``'s files. A path with no
+    dataset in an accepted layout, or two datasets of one name, is refused here, before an
+    execution is recorded.
+    """
+    from pipeline.local.state.store import ArtifactStore
+
+    names = [_checked(source) for source in sources]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RunError(f"two --data datasets are named {repeated[0]!r}: name each with --data NAME=PATH")
     store = ArtifactStore(settings.home)
     with tempfile.TemporaryDirectory(prefix="sentiment-sample-") as scratch:
-        source = _sampled_copy(data, sample, Path(scratch)) if sample else data
-        uri = settings.s3_uri("data", f"{_fingerprint(source)}-{sample or 'all'}") + "/"
+        staged = []
+        for name, source in zip(names, sources):
+            folder = Path(scratch) / name
+            if sample:
+                folder.mkdir()
+            staged.append((name, _sampled_copy(source.path, sample, folder) if sample else source.path))
+        one_at_root = len(sources) == 1 and sources[0].name is None
+        fingerprint = (_fingerprint(staged[0][1]) if one_at_root else
+                       hashlib.sha256("".join(f"{n}\0{_fingerprint(p)}\n" for n, p in staged).encode()).hexdigest()[:16])
+        uri = settings.s3_uri("data", f"{fingerprint}-{sample or 'all'}") + "/"
         if not store.exists(uri):
-            if source.is_dir():
-                store.upload_dir(source, uri)
-            else:
-                store.upload_file(source, f"{uri}{source.name}")
+            for name, path in staged:
+                target = uri if one_at_root else f"{uri}{name}/"
+                if path.is_dir():
+                    store.upload_dir(path, target)
+                else:
+                    store.upload_file(path, f"{target}{path.name}")
     return uri
 
 
@@ -195,7 +235,7 @@ def _skipped(settings: Settings, previous: Execution, values: dict[str, Any]) ->
             "parameters": previous.parameters}
 
 
-def run_local(settings: Settings, data: Path, params: dict[str, str], sample: int | None,
+def run_local(settings: Settings, data: Sequence[DataSource], params: dict[str, str], sample: int | None,
               use_cache: bool = True, skip_unchanged: bool = False) -> dict[str, Any]:
     """Stage the data (or read it at the ``InputDataUri`` given) and execute the pipeline; with
     ``skip_unchanged``, start nothing (status ``skipped``) when the run would repeat a Succeeded
@@ -239,7 +279,7 @@ def retry_local(settings: Settings, execution_id: str, use_cache: bool = True) -
 
 def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
     """What a person or a script wants to know about an execution, from the state database."""
-    from pipeline.definition import REGISTER
+    from pipeline.definition import REGISTER, report_accuracy, report_accuracy_by_dataset
     from pipeline.local.state.db import open_state
     from pipeline.local.state.executions import ExecutionStore
     from pipeline.local.state.registry import ModelRegistry
@@ -249,23 +289,26 @@ def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
         registered = any(s.step_name == REGISTER and s.status == "Succeeded" for s in steps)
         versions = [p.version for p in ModelRegistry(conn).list_packages(settings.model_package_group)
                     if p.execution_id == execution.execution_id] if registered else []
+    report = _evaluation_report(settings, steps)
     return {
         "execution_id": execution.execution_id,
         "status": execution.status,
         "failure_reason": execution.failure_reason,
         "steps": {s.step_name: {"status": s.status, "seconds": s.seconds, "log": s.log_path, "attempts": s.attempts,
                                 "cached_from": s.cache_source_execution_id} for s in steps},
-        "accuracy": _accuracy(settings, steps),
+        "accuracy": report_accuracy(report),
+        "accuracy_by_dataset": report_accuracy_by_dataset(report),
         "threshold": execution.parameters.get("AccuracyThreshold"),
+        "sentence_threshold": execution.parameters.get("SentenceAccuracyThreshold"),
         "model_package_version": versions[0] if versions else None,
         "parameters": execution.parameters,
         "started": execution.start_time,
     }
 
 
-def _accuracy(settings: Settings, steps: list) -> float | None:
-    """The accuracy the gate saw: the Evaluate step's evaluation.json, read from the store."""
-    from pipeline.definition import EVALUATE, EVALUATION_OUTPUT, report_accuracy
+def _evaluation_report(settings: Settings, steps: list) -> dict | None:
+    """The report the gate saw: the Evaluate step's evaluation.json, read from the store."""
+    from pipeline.definition import EVALUATE, EVALUATION_OUTPUT
     from pipeline.local.state.store import ArtifactStore
 
     evaluate = next((s for s in steps if s.step_name == EVALUATE and s.status == "Succeeded"), None)
@@ -273,7 +316,7 @@ def _accuracy(settings: Settings, steps: list) -> float | None:
         return None
     outputs = evaluate.properties["ProcessingOutputConfig"]["Outputs"]
     uri = next(o["S3Output"]["S3Uri"] for o in outputs if o["OutputName"] == EVALUATION_OUTPUT)
-    return report_accuracy(ArtifactStore(settings.home).read_json(f"{uri.rstrip('/')}/evaluation.json"))
+    return ArtifactStore(settings.home).read_json(f"{uri.rstrip('/')}/evaluation.json")
 
 
 def list_executions(settings: Settings) -> list[dict[str, Any]]:
@@ -289,7 +332,10 @@ def list_executions(settings: Settings) -> list[dict[str, Any]]:
 
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="execute the pipeline locally: preprocess, train, evaluate, gate, register")
-    run.add_argument("--data", help="folder or file with the reviews, or a URL (default: download the official archive)")
+    run.add_argument("--data", action="append", metavar="[NAME=]PATH",
+                     help="a dataset's folder or file, or a URL; give it more than once to train one model on several "
+                          "(each keeps its own test set; NAME names it, else its layout does: imdb, sst2). "
+                          "Default: download IMDb and SST-2")
     run.add_argument("--param", action="append", metavar="NAME=VALUE",
                      help="set a pipeline parameter, e.g. --param Epochs=4 --param AccuracyThreshold=0.9 (see `definition`)")
     run.add_argument("--sample", type=int, help="use only N reviews per split (a quick look, not a real run)")
@@ -317,25 +363,42 @@ def register(commands: argparse._SubParsersAction) -> None:
     retry.add_argument("--no-cache", action="store_true", help="do not reuse cached results for the steps that run")
     retry.add_argument("--json", action="store_true")
     retry.set_defaults(handler=command_executions_retry)
-    download_parser = commands.add_parser("download", help="download and checksum the official IMDb archive into the cache")
+    download_parser = commands.add_parser(
+        "download", help="download and checksum a dataset into the cache: the official IMDb archive, or SST-2")
+    download_parser.add_argument(
+        "dataset", nargs="?", choices=KNOWN_DATASETS, default="imdb",
+        help="imdb (default): aclImdb_v1.tar.gz; sst2: stsa.binary.train/dev/test in one folder that --data accepts")
     download_parser.add_argument("--json", action="store_true")
     download_parser.set_defaults(handler=command_download)
 
 
-def resolve_data(data: str | None, settings: Settings) -> Path:
-    if data is None:
-        return download_dataset(settings)
+_NAMED = re.compile(r"([a-z0-9][a-z0-9_-]{0,39})=(.+)")
+
+
+def resolve_data(data: list[str] | None, settings: Settings) -> list[DataSource]:
+    """The ``--data`` arguments as datasets; none given: every known dataset, downloaded once and
+    cached (IMDb's reviews and SST-2's sentences), so the default model learns both."""
+    if not data:
+        return [DataSource(download_known(name, settings)) for name in KNOWN_DATASETS]
+    return [_resolve_one(value, settings) for value in data]
+
+
+def _resolve_one(value: str, settings: Settings) -> DataSource:
+    """``PATH``, ``URL`` or ``NAME=PATH`` (an existing path that holds "=" is a path)."""
+    named = _NAMED.fullmatch(value)
+    name, data = (named.group(1), named.group(2)) if named and not Path(value).expanduser().exists() else (None, value)
     if data.startswith(("http://", "https://")):
-        return download(data, None, settings.cache_dir)
+        return DataSource(download(data, None, settings.cache_dir), name)
     path = Path(data).expanduser()
     if not path.exists():
-        raise CommandError(f"--data {data}: no such file or folder; pass the folder holding the reviews, or omit --data to download them")
-    return path
+        raise CommandError(f"--data {value}: no such file or folder; pass the folder holding the reviews, or omit --data "
+                           "to download them")
+    return DataSource(path, name)
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> Reply:
     params = parse_params(args.param)
-    data = resolve_data(args.data, settings) if "InputDataUri" not in params else Path(".")
+    data = resolve_data(args.data, settings) if "InputDataUri" not in params else []
     result = run_local(settings, data, params, args.sample, use_cache=not args.no_cache,
                        skip_unchanged=args.skip_unchanged)
     if result["status"] == SKIPPED:  # nothing to do is an answer, not a failure: a cron line stays quiet
@@ -357,7 +420,7 @@ def command_executions_retry(args: argparse.Namespace, settings: Settings) -> Re
 
 
 def command_download(args: argparse.Namespace, settings: Settings) -> Reply:
-    return Reply({"path": str(download_dataset(settings))}, print_path)
+    return Reply({"path": str(download_known(args.dataset, settings))}, print_path)
 
 
 def _print_skipped(result: dict) -> None:
@@ -373,7 +436,14 @@ def print_execution(result: dict) -> None:
             note += f"  ({step['attempts']} attempts)"
         print(f"  {name:<14} {step['status']:<10} {seconds}{note}")
     if result["accuracy"] is not None:
-        print(f"  test accuracy {result['accuracy']:.4f} (threshold {result['threshold']})")
+        by_dataset = result.get("accuracy_by_dataset") or {}
+        if len(by_dataset) > 1:
+            print(f"  test accuracy {result['accuracy']:.4f} over every test set")
+            for name, accuracy in by_dataset.items():
+                print(f"    {name:<12} {accuracy:.4f}")
+            print(f"  thresholds: reviews {result['threshold']}, sentences {result['sentence_threshold']}")
+        else:
+            print(f"  test accuracy {result['accuracy']:.4f} (threshold {result['threshold']})")
     if result["model_package_version"] is not None:
         print(f"  registered model version {result['model_package_version']} (approve it: sentiment-mlops registry approve "
               f"{result['model_package_version']})")

@@ -37,19 +37,22 @@ from pipeline.definition.contracts import (
     ACCURACY_PATH,
     CACHE_EXPIRE_AFTER,
     CHECK_ACCURACY,
+    CHECK_SENTENCE_ACCURACY,
     EVALUATE,
     EVALUATION_OUTPUT,
     EVALUATION_REPORT,
     FAIL,
+    FAIL_SENTENCES,
     PREPROCESS,
     REGISTER,
     TRAIN,
     report_accuracy,
+    report_accuracy_by_dataset,
 )
 from pipeline.definition.images import Images, image_processor, resolve_images, supported_instance_types
 
 __all__ = [
-    "ACCURACY_PATH", "CACHE_EXPIRE_AFTER", "CHECK_ACCURACY", "EVALUATE", "EVALUATION_OUTPUT", "EVALUATION_REPORT",
-    "FAIL", "PREPROCESS", "REGISTER", "TRAIN", "Images", "build_pipeline", "canonical_json", "definition_json",
-    "image_processor", "report_accuracy", "resolve_images", "supported_instance_types",
+    "ACCURACY_PATH", "CACHE_EXPIRE_AFTER", "CHECK_ACCURACY", "CHECK_SENTENCE_ACCURACY", "EVALUATE", "EVALUATION_OUTPUT", "EVALUATION_REPORT",
+    "FAIL", "FAIL_SENTENCES", "PREPROCESS", "REGISTER", "TRAIN", "Images", "build_pipeline", "canonical_json", "definition_json",
+    "image_processor", "report_accuracy", "report_accuracy_by_dataset", "resolve_images", "supported_instance_types",
 ]

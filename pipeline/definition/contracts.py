@@ -6,17 +6,36 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 
+from evaluation.outputs import DATASETS_KEY, GATE_KEY
+
 # Step names: the definition's public interface (the local runtime, tests and docs use them).
 PREPROCESS, TRAIN, EVALUATE, CHECK_ACCURACY, REGISTER, FAIL = (
     "Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail")
+# The second gate, on sentences (SST-2), between CheckAccuracy and Register, and its Fail step.
+CHECK_SENTENCE_ACCURACY, FAIL_SENTENCES = "CheckSentenceAccuracy", "FailSentences"
 EVALUATION_REPORT = "EvaluationReport"
 EVALUATION_OUTPUT = "evaluation"
+# The pooled accuracy over every test text, in SageMaker's model-quality format.
 ACCURACY_PATH = "binary_classification_metrics.accuracy.value"
 
 
+def gate_path(kind: str, figure: str) -> str:
+    """The JSON path in evaluation.json of a gate's figure (``texts`` or ``accuracy``) for a kind of text."""
+    return f"{GATE_KEY}.{kind}.{figure}"
+
+
+def report_accuracy_by_dataset(report: object) -> dict[str, float]:
+    """``{dataset name: test accuracy}`` from an evaluation.json report; empty for a report written
+    before Evaluate reported each dataset."""
+    datasets = report.get(DATASETS_KEY) if isinstance(report, dict) else None
+    if not isinstance(datasets, dict):
+        return {}
+    return {name: accuracy for name, entry in datasets.items() if (accuracy := report_accuracy(entry)) is not None}
+
+
 def report_accuracy(report: object) -> float | None:
-    """The number the CheckAccuracy gate reads (``ACCURACY_PATH``) from an evaluation.json report;
-    None when the report has none (SageMaker's reports write undefined values as "NaN")."""
+    """The accuracy over every test text (``ACCURACY_PATH``) of an evaluation.json report (the gates
+    read each kind's own, ``gate_path``); None when the report has none (SageMaker's reports write undefined values as "NaN")."""
     for key in ACCURACY_PATH.split("."):
         report = report.get(key) if isinstance(report, dict) else None
     return float(report) if isinstance(report, (int, float)) and not isinstance(report, bool) else None

@@ -1,9 +1,12 @@
-"""CheckAccuracy (Condition): Register the model for manual approval when its test accuracy
-reaches AccuracyThreshold, Fail with the figures otherwise."""
+"""CheckAccuracy and CheckSentenceAccuracy (Conditions): Register the model for manual approval
+when its test accuracy on reviews reaches AccuracyThreshold and on sentences reaches
+SentenceAccuracyThreshold; Fail (or FailSentences) with the figure that missed otherwise."""
 from __future__ import annotations
 
+from typing import Any
+
 from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
-from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+from sagemaker.core.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo, ConditionOr
 from sagemaker.core.workflow.functions import Join, JsonGet
 from sagemaker.core.workflow.properties import PropertyFile
 from sagemaker.mlops.workflow.condition_step import ConditionStep
@@ -15,20 +18,23 @@ from sagemaker.serve.model_builder import ModelBuilder
 from evaluation.outputs import LINKS, REPORT_FILE
 from pipeline.definition.context import BuildContext, service_retries
 from pipeline.definition.contracts import (
-    ACCURACY_PATH,
     CHECK_ACCURACY,
+    CHECK_SENTENCE_ACCURACY,
     CONTENT_TYPES,
     EVALUATE,
     EVALUATION_OUTPUT,
     FAIL,
+    FAIL_SENTENCES,
     REGISTER,
     RESPONSE_TYPES,
     customer_metadata_problem,
+    gate_path,
 )
 from pipeline.definition.evaluate_step import evaluation_uri
 from pipeline.definition.images import supported_instance_types
 from pipeline.definition.train_step import model_data
 from pipeline.errors import UserError
+from serve.text import REVIEWS, SENTENCES
 
 
 class DefinitionError(UserError, ValueError):
@@ -79,13 +85,26 @@ def register_step(ctx: BuildContext, train: TrainingStep, evaluate: ProcessingSt
                      description="Register the model version for manual approval")
 
 
-def check_accuracy_step(ctx: BuildContext, report: PropertyFile, register: ModelStep) -> ConditionStep:
-    accuracy = JsonGet(step_name=EVALUATE, property_file=report, json_path=ACCURACY_PATH)
-    threshold = ctx.params.accuracy_threshold
-    fail = FailStep(name=FAIL, error_message=Join(on=" ", values=[
-        "Test accuracy", accuracy, "is below the threshold", threshold, "- the model was not registered."]))
+def _gate(ctx: BuildContext, report: PropertyFile, kind: str, threshold: Any, name: str, fail_name: str,
+          next_step: ConditionStep | ModelStep) -> ConditionStep:
+    """Go on to ``next_step`` when this kind's test texts reach ``threshold`` or the run has none of
+    them (``gate.<kind>.texts`` 0); Fail, saying which figure missed which threshold, otherwise."""
+    accuracy = JsonGet(step_name=EVALUATE, property_file=report, json_path=gate_path(kind, "accuracy"))
+    texts = JsonGet(step_name=EVALUATE, property_file=report, json_path=gate_path(kind, "texts"))
+    fail = FailStep(name=fail_name, error_message=Join(on=" ", values=[
+        f"Test accuracy on {kind}", accuracy, "is below the threshold", threshold, "- the model was not registered."]))
     return ConditionStep(
-        name=CHECK_ACCURACY,
-        conditions=[ConditionGreaterThanOrEqualTo(left=accuracy, right=threshold)],
-        if_steps=[register], else_steps=[fail],
-        description="Register only a model whose test accuracy reaches AccuracyThreshold")
+        name=name,
+        conditions=[ConditionOr(conditions=[ConditionEquals(left=texts, right=0),
+                                            ConditionGreaterThanOrEqualTo(left=accuracy, right=threshold)])],
+        if_steps=[next_step], else_steps=[fail],
+        description=f"Go on only when the test accuracy on {kind} reaches its threshold (or the run tests no {kind})")
+
+
+def check_accuracy_step(ctx: BuildContext, report: PropertyFile, register: ModelStep) -> ConditionStep:
+    """CheckAccuracy holds the reviews to AccuracyThreshold, then CheckSentenceAccuracy the sentences
+    to SentenceAccuracyThreshold, then Register: two gates in a row, so that the Fail step that
+    ends a run names the one figure that missed."""
+    sentences = _gate(ctx, report, SENTENCES, ctx.params.sentence_accuracy_threshold, CHECK_SENTENCE_ACCURACY,
+                      FAIL_SENTENCES, register)
+    return _gate(ctx, report, REVIEWS, ctx.params.accuracy_threshold, CHECK_ACCURACY, FAIL, sentences)

@@ -1,7 +1,8 @@
 """Champion against challenger: a candidate beside the version it would replace (the one serving
 now, by default), from what each version's evaluation saved. Nothing is scored again.
 
-- Metric deltas (challenger − champion) for accuracy, precision, recall, F1 and AUC, always.
+- Metric deltas (challenger − champion) for accuracy, precision, recall, F1 and AUC, always, and
+  the accuracy on each test set either version was evaluated on (IMDb's reviews, SST-2's sentences).
 - The test reviews on which the two disagree (one says positive, the other negative), with both
   scores, biggest difference first: only when both versions were evaluated on the same test
   reviews. "The same" means the same bytes: the sha256 of the ``reviews.jsonl`` each version's
@@ -84,7 +85,7 @@ def compare(evidence: Evidence, champion: int | None, challenger: int) -> Compar
     packages = evidence.package(champion), evidence.package(challenger)  # RegistryError names the versions there are
     champ, chall = (summary(evidence, p, now) for p in packages)
     deltas = [MetricDelta(name, label, champ.metrics[name].value, chall.metrics[name].value)
-              for name, label in METRICS.items()]
+              for name, label in METRICS.items()] + _dataset_deltas(champ, chall)
     try:
         test_set, reviews, ours, theirs = _shared_reviews(evidence, packages[0], packages[1])
     except EvidenceError as why:
@@ -95,6 +96,18 @@ def compare(evidence: Evidence, champion: int | None, challenger: int) -> Compar
     shown = sorted(differ, key=lambda d: -abs(d.challenger_probability - d.champion_probability))[:SHOWN_DISAGREEMENTS]
     return Comparison(champ, chall, now, deltas, True, None, test_set, len(differ),
                       sum(d.challenger_right for d in differ), shown)
+
+
+def _dataset_deltas(champion: VersionSummary, challenger: VersionSummary) -> list[MetricDelta]:
+    """Accuracy on each test set, by dataset name; a set only one version was tested on shows one figure."""
+    names = list(dict.fromkeys([*champion.datasets, *challenger.datasets]))
+
+    def accuracy(version: VersionSummary, name: str) -> float | None:
+        figures = version.datasets.get(name)
+        return figures.accuracy.value if figures else None
+
+    return [MetricDelta(f"accuracy:{name}", f"Accuracy on {name}", accuracy(champion, name), accuracy(challenger, name))
+            for name in names]
 
 
 def _shared_reviews(evidence: Evidence, champion, challenger) -> tuple[

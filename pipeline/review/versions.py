@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from evaluation.outputs import DATASETS_KEY
 from pipeline.local.services.hosting import LocalHosting
 from pipeline.local.state.db import StateError
 from pipeline.local.state.registry import ModelPackage
@@ -51,6 +52,32 @@ def metrics_of(report: dict[str, Any]) -> dict[str, Metric]:
         entry = _mapping(found.get(name))
         metrics[name] = Metric(name, label, _number(entry.get("value")), _number(entry.get("standard_deviation")))
     return metrics
+
+
+@dataclass(frozen=True)
+class DatasetFigures:
+    """One test set's figures from evaluation.json's ``datasets``: a model that is right on reviews
+    and wrong on the sentences web users type shows it here, not in the pooled accuracy."""
+
+    name: str
+    kind: str
+    texts: int | None
+    accuracy: Metric
+    auc: Metric
+    calibration_error: float | None
+
+
+def datasets_of(report: dict[str, Any]) -> dict[str, DatasetFigures]:
+    """Each test set's figures by dataset name; none for a report from before Evaluate wrote them."""
+    found = _mapping(report.get(DATASETS_KEY) if isinstance(report, dict) else None)
+    figures = {}
+    for name, entry in found.items():
+        entry = _mapping(entry)
+        metrics = metrics_of(entry)
+        texts = entry.get("texts")
+        figures[str(name)] = DatasetFigures(str(name), str(entry.get("kind", "")), texts if isinstance(texts, int) else None,
+                                            metrics["accuracy"], metrics["auc"], _number(entry.get("calibration_error")))
+    return figures
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -117,6 +144,7 @@ class VersionSummary:
     version: int
     status: str
     metrics: dict[str, Metric]
+    datasets: dict[str, DatasetFigures]
     registered: str
     execution_id: str | None
     approval_description: str | None
@@ -132,7 +160,7 @@ def summary(evidence: Evidence, package: ModelPackage, now_serving: Serving) -> 
     history = [HistoryEntry(h.changed_at, h.approver, h.from_status, h.to_status, h.comment)
                for h in evidence.registry.history(package.group_name, package.version)]
     return VersionSummary(package.version, package.approval_status, metrics_of(package.metrics),
-                          package.creation_time, package.execution_id, package.approval_description, history,
+                          datasets_of(package.metrics), package.creation_time, package.execution_id, package.approval_description, history,
                           now_serving.version == package.version and now_serving.status is not None)
 
 
