@@ -24,11 +24,11 @@ class SplitFormatError(ValueError):
 
 def save_split_arrays(folder: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, vocab_size: int,
                       datasets: np.ndarray | None = None) -> None:
-    """``datasets``: each row's index into stats.json's ``datasets`` (several datasets in one run)."""
+    """``datasets``: each row's index into stats.json's ``datasets`` (several datasets in one run; all 0 if not given)."""
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-    extra = {} if datasets is None else {"datasets": datasets.astype(np.int16)}
+    datasets = np.zeros(len(labels), dtype=np.int16) if datasets is None else datasets
     np.savez(Path(folder) / ARRAYS_FILE, ids=ids.astype(dtype), lengths=lengths.astype(np.int32), labels=labels.astype(np.int8),
-             **extra)
+             datasets=datasets.astype(np.int16))
 
 
 def load_split_datasets(folder: Path, rows: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 
 from serve.text import REVIEWS, SENTENCES, TEXT_KINDS
 from steps.sources import DataError, ReviewData, Split, check_dataset, load_reviews, stratified_split
+
+log = logging.getLogger(__name__)
 
 # Optional, in a dataset's folder: {"name": ..., "kind": "reviews" | "sentences"}, for a dataset whose
 # layout does not say what it is (your own sentences as JSON Lines; a sample `run --sample` staged).
@@ -88,8 +91,12 @@ def dataset_folders(path: Path) -> list[tuple[str | None, Path]]:
         return [(None, path)]
     except DataError as root_error:
         folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
-        if not folders or any(p.is_file() and not p.name.startswith(".") for p in path.iterdir()):
+        if not folders:
             raise root_error
+    # Files beside the dataset folders are no dataset: `aws upload-data` puts its _SUCCESS marker there.
+    ignored = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if ignored:
+        log.info("%s: reading the datasets in its folders; ignoring the files beside them (%s)", path, ", ".join(ignored))
     for folder in folders:
         check_name(folder.name, str(path))
         try:

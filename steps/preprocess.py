@@ -96,13 +96,13 @@ def _init_encoder(vocab: Vocabulary, text: TextConfig) -> None:
     _worker_vocab, _worker_text = vocab, text
 
 
-def _encode_chunk(joined: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Padded ids, kept lengths, full lengths and the unknown-token count of a chunk."""
+def _encode_chunk(joined: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Padded ids, kept lengths, full lengths and unknown-token counts of a chunk's rows."""
     assert _worker_vocab is not None and _worker_text is not None
     ids = [_worker_vocab.encode(j.split()) for j in joined]
     padded, lengths = pad_batch(ids, _worker_text.max_len, _worker_text.truncate)
     full = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
-    return padded, lengths, full, sum(s.count(UNK_ID) for s in ids)
+    return padded, lengths, full, np.fromiter((s.count(UNK_ID) for s in ids), dtype=np.int64, count=len(ids))
 
 
 def _cooccurrence_chunk(joined: list[str], window: int) -> sparse.csr_matrix:
@@ -139,14 +139,14 @@ class EncodedSplit:
     ids: np.ndarray
     lengths: np.ndarray
     full_lengths: np.ndarray
-    unknown: int
+    unknown: np.ndarray  # unknown tokens per row
     labels: np.ndarray
     datasets: np.ndarray  # each row's index into stats.json's "datasets"
 
     def subset(self, dataset: int) -> EncodedSplit:
-        """The rows of one dataset (their unknown tokens are not counted apart: the rate is the split's)."""
+        """The rows of one dataset."""
         rows = self.datasets == dataset
-        return EncodedSplit(self.ids[rows], self.lengths[rows], self.full_lengths[rows], self.unknown, self.labels[rows],
+        return EncodedSplit(self.ids[rows], self.lengths[rows], self.full_lengths[rows], self.unknown[rows], self.labels[rows],
                             self.datasets[rows])
 
 
@@ -174,7 +174,7 @@ def _split_stats(split: EncodedSplit, max_len: int) -> dict:
         "positive": int(split.labels.sum()),
         "negative": int(len(split.labels) - split.labels.sum()),
         "tokens": tokens,
-        "unknown_token_rate": round(split.unknown / max(tokens, 1), 5),
+        "unknown_token_rate": round(int(split.unknown.sum()) / max(tokens, 1), 5),
         "truncated_fraction": round(float((split.full_lengths > max_len).mean()), 5),
         "length_percentiles": _percentiles(split.full_lengths),
     }
@@ -277,7 +277,7 @@ def _encode(joined: list[str], rows: np.ndarray, labels: np.ndarray, datasets: n
     chunks = _chunks(rows)
     parts = list(_imap(_encode_chunk, [[joined[i] for i in c] for c in chunks], pool, f"encode {name}", [len(c) for c in chunks]))
     return EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                        np.concatenate([p[2] for p in parts]), sum(p[3] for p in parts), labels[rows], datasets[rows])
+                        np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]), labels[rows], datasets[rows])
 
 
 def _learn_vectors(joined: list[str], rows: np.ndarray, vocab_size: int, options: PreprocessOptions, pool) -> np.ndarray:

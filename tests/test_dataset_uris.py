@@ -12,17 +12,17 @@ import pytest
 
 from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
-from tests.synthetic import make_reviews, write_jsonl
+from pipeline.commands.run import DataSource, RunError, stage_data
+from steps.datasets import load_corpus
+from tests.synthetic import make_reviews, make_sentences, write_jsonl, write_sst
 from tests.test_aws_backend import aws_env  # noqa: F401  (a fixture, which cloud needs)
 from tests.test_aws_cli import BUCKET, cloud  # noqa: F401  (cloud is a fixture)
 from tests.test_retrain_data import _keys, _run
 
 
 def test_staged_local_data_is_a_folder_uri(tmp_path):
-    from pipeline.commands.run import stage_data
-
     settings = Settings(home=tmp_path / "home")
-    data = write_jsonl(tmp_path / "raw", make_reviews(20, seed=1), make_reviews(10, seed=2))
+    data = [DataSource(write_jsonl(tmp_path / "raw", make_reviews(20, seed=1), make_reviews(10, seed=2)))]
     uri = stage_data(settings, data, None)
     assert uri.startswith(settings.s3_uri("data") + "/") and uri.endswith("-all/")
     store = ArtifactStore(settings.home)
@@ -69,3 +69,59 @@ def test_folder_datasets_with_shared_name_prefixes_stay_apart(cloud, capsys, tmp
     prefix = uris[name].split(f"s3://{BUCKET}/", 1)[1]
     assert prefix.endswith(f"/{name}/")
     assert {k.rsplit("/", 2)[1] for k in _keys(cloud) if k.startswith(prefix)} == {name}
+
+
+def two_datasets(folder) -> tuple:
+    reviews = write_jsonl(folder / "reviews", make_reviews(20, seed=1), make_reviews(10, seed=2))
+    sentences = write_sst(folder / "sentences", make_sentences(20, seed=3), make_sentences(10, seed=4))
+    return reviews, sentences
+
+
+def test_several_local_datasets_are_staged_in_a_folder_each_named_by_their_layout(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    reviews, sentences = two_datasets(tmp_path)
+    uri = stage_data(settings, [DataSource(reviews), DataSource(sentences)], None)
+    store = ArtifactStore(settings.home)
+    assert sorted(k.split(uri.split("/", 3)[3], 1)[1] for k in store.keys(uri)) == [
+        "imdb/test.jsonl.gz", "imdb/train.jsonl.gz", "sst2/stsa.binary.test", "sst2/stsa.binary.train"]
+    corpus = load_corpus(store.path(uri), 0.25)  # what Preprocess reads from that prefix
+    assert [(d.name, d.kind) for d in corpus.datasets] == [("imdb", "reviews"), ("sst2", "sentences")]
+    # A name given on the command line wins, and a sample keeps each dataset's name and kind.
+    uri = stage_data(settings, [DataSource(reviews, "movies"), DataSource(sentences)], 6)
+    corpus = load_corpus(store.path(uri), 0.25)
+    assert [(d.name, d.kind, len(d.sources)) for d in corpus.datasets] == [("movies", "reviews", 2), ("sst2", "sentences", 2)]
+
+
+def test_two_local_datasets_of_one_name_are_refused_before_anything_is_staged(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    reviews, _ = two_datasets(tmp_path)
+    other = write_jsonl(tmp_path / "more", make_reviews(20, seed=5), make_reviews(10, seed=6))
+    with pytest.raises(RunError, match="two --data datasets are named 'imdb': name each with --data NAME=PATH"):
+        stage_data(settings, [DataSource(reviews), DataSource(other)], None)
+    with pytest.raises(RunError, match="dataset name 'Big Reviews' must be"):
+        stage_data(settings, [DataSource(reviews, "Big Reviews")], None)
+    assert not (settings.home / "s3").exists()
+
+
+def test_a_folder_of_datasets_round_trips_through_s3(cloud, capsys, tmp_path):  # noqa: F811
+    """``aws upload-data`` of a folder holding a folder per dataset: the keys SageMaker's File-mode
+    input would copy under Preprocess's input folder are read back as the same two datasets."""
+    mixed = tmp_path / "mixed"
+    reviews, sentences = two_datasets(tmp_path)
+    mixed.mkdir()
+    reviews.rename(mixed / "imdb")
+    sentences.rename(mixed / "sst2")
+    code, uploaded, _ = _run(capsys, "aws", "upload-data", str(mixed), "--json")
+    assert code == 0 and uploaded["input_data_uri"] == f"s3://{BUCKET}/sentiment-mlops/data/mixed/"
+    keys = _keys(cloud)
+    assert [k.split("/data/mixed/", 1)[1] for k in keys] == [
+        "_SUCCESS", "imdb/test.jsonl.gz", "imdb/train.jsonl.gz", "sst2/stsa.binary.test", "sst2/stsa.binary.train"]
+    landed = tmp_path / "landed"
+    prefix = "sentiment-mlops/data/mixed/"
+    for key in keys:
+        target = landed / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(cloud.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    corpus = load_corpus(landed, 0.25)  # the _SUCCESS marker beside the folders is no dataset
+    assert [(d.name, d.kind) for d in corpus.datasets] == [("imdb", "reviews"), ("sst2", "sentences")]
+    assert len(corpus.test) == 20

@@ -103,6 +103,11 @@ def test_preprocess_writes_each_text_with_its_dataset_and_kind(tmp_path):
     assert [(d["name"], d["kind"]) for d in stats["datasets"]] == [("imdb", "reviews"), ("sst2", "sentences")]
     assert {d["name"]: d["splits"]["test"]["reviews"] for d in stats["datasets"]} == {"imdb": 40, "sst2": 30}
     assert stats["splits"]["test"]["reviews"] == 70
+    for split in ("train", "validation", "test"):  # each dataset's figures add up to the split's
+        parts = [d["splits"][split] for d in stats["datasets"]]
+        assert sum(p["tokens"] for p in parts) == stats["splits"][split]["tokens"]
+        unknown = sum(p["unknown_token_rate"] * p["tokens"] for p in parts) / stats["splits"][split]["tokens"]
+        assert unknown == pytest.approx(stats["splits"][split]["unknown_token_rate"], abs=1e-4)
     lines = [json.loads(line) for line in (tmp_path / "out" / "test" / "reviews.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["dataset"], r["kind"]) for r in lines] == [("imdb", "reviews")] * 40 + [("sst2", "sentences")] * 30
     assert lines[-1]["text"].endswith(" .") is False  # SST-2's sentences are detokenized: "... word."

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.synthetic import make_reviews, write_archive, write_jsonl
+from tests.synthetic import make_reviews, make_sentences, write_archive, write_jsonl, write_sst
 
 COMMAND = shutil.which("sentiment-mlops") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sentiment-mlops")
 SMALL = ["--param", "Epochs=3", "--param", "MaxLen=40", "--param", "VocabSize=200", "--param", "EmbeddingDim=16"]
@@ -36,7 +36,8 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "Succeeded"
-    assert [s for s in summary["steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail"]
+    assert [s for s in summary["steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "CheckSentenceAccuracy",
+                                             "Register", "FailSentences", "Fail"]
     assert summary["steps"]["Register"]["status"] == "Succeeded" and summary["steps"]["Fail"]["status"] == "Skipped"
     assert summary["accuracy"] > 0.6 and summary["threshold"] == 0.6
     assert summary["model_package_version"] == 1
@@ -120,8 +121,41 @@ def test_an_unreachable_threshold_fails_the_run_and_registers_nothing(archive, t
     assert json.loads(_run(tmp_path, "registry", "list", "--json").stdout) == []
 
 
+@pytest.fixture(scope="module")
+def sentences(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sst2")
+    return write_sst(folder, make_sentences(300, seed=8), make_sentences(100, seed=9), dev=make_sentences(60, seed=10))
+
+
+def test_one_model_on_reviews_and_sentences_is_gated_and_reported_on_each(archive, sentences, tmp_path):
+    """`run --data A --data B`: one execution, one model, each test set reported and gated on its own."""
+    result = _run(tmp_path, "run", "--data", str(archive), "--data", str(sentences), "--json", *SMALL,
+                  "--param", "AccuracyThreshold=0.6", "--param", "SentenceAccuracyThreshold=0.6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "Succeeded" and summary["model_package_version"] == 1
+    assert list(summary["accuracy_by_dataset"]) == ["imdb", "sst2"]
+    assert all(accuracy > 0.6 for accuracy in summary["accuracy_by_dataset"].values())
+    assert summary["steps"]["CheckSentenceAccuracy"]["status"] == "Succeeded"
+    assert summary["parameters"]["InputDataUri"].endswith("-all/")
+    listed = json.loads(_run(tmp_path, "registry", "list", "--json").stdout)
+    assert listed[0]["accuracy_by_dataset"] == summary["accuracy_by_dataset"]
+    printed = _run(tmp_path, "executions", "show", summary["execution_id"]).stdout
+    assert "sst2" in printed and "thresholds: reviews 0.6, sentences 0.6" in printed
+    # The same data and model against a sentence threshold no model reaches: only the gates run again.
+    failed = _run(tmp_path, "run", "--data", str(archive), "--data", str(sentences), "--json", *SMALL,
+                  "--param", "AccuracyThreshold=0.6", "--param", "SentenceAccuracyThreshold=1.01")
+    assert failed.returncode == 1
+    summary = json.loads(failed.stdout.strip().splitlines()[-1])
+    assert summary["failure_reason"].startswith("Test accuracy on sentences ")
+    assert "below the threshold 1.01" in summary["failure_reason"]
+    assert summary["steps"]["FailSentences"]["status"] == "Failed" and summary["steps"]["Register"]["status"] == "Skipped"
+    assert summary["steps"]["Train"]["cached_from"] is not None
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--data", "{missing}"], "no such file or folder"),
+    (["--data", "{data}", "--data", "{data}"], "two --data datasets are named 'imdb'"),
     (["--data", "{data}", "--param", "Epochz=2"], "Epochz"),
     (["--data", "{data}", "--param", "Epochs=many"], "Epochs"),
     (["--data", "{data}", "--param", "Epochs"], "Name=Value"),

@@ -58,7 +58,8 @@ def test_pass_branch_registers_one_pending_version(passed):
     assert execution.status == "Succeeded", execution.failure_reason
     status = {s.step_name: s.status for s in steps}
     assert status == {"Preprocess": "Succeeded", "Train": "Succeeded", "Evaluate": "Succeeded",
-                      "CheckAccuracy": "Succeeded", "Register": "Succeeded", "Fail": "Skipped"}
+                      "CheckAccuracy": "Succeeded", "CheckSentenceAccuracy": "Succeeded",
+                      "Register": "Succeeded", "FailSentences": "Skipped", "Fail": "Skipped"}
     assert not any(s.cache_hit for s in steps)
     train = next(s for s in steps if s.step_name == "Train")
     assert train.properties["ModelArtifacts"]["S3ModelArtifacts"].endswith(f"/{train.properties['TrainingJobName']}/output/model.tar.gz")
@@ -116,10 +117,11 @@ def test_fail_branch_reuses_the_cached_jobs_fails_and_registers_nothing(built, p
     first, _, _, settings = passed
     execution, steps, registry, _ = _execute(built, settings.home, 1.01)  # above any accuracy
     assert execution.status == "Failed"
-    assert execution.failure_reason.startswith("Test accuracy ")
+    assert execution.failure_reason.startswith("Test accuracy on reviews ")
     assert "is below the threshold 1.01 - the model was not registered." in execution.failure_reason
     by_name = {s.step_name: s for s in steps}
     assert {n: s.status for n, s in by_name.items()}["Fail"] == "Failed" and by_name["Register"].status == "Skipped"
+    assert by_name["CheckSentenceAccuracy"].status == "Skipped"  # the branch CheckAccuracy did not take
     assert [n for n, s in by_name.items() if s.cache_hit] == ["Preprocess", "Train", "Evaluate"]
     assert {by_name[n].cache_source_execution_id for n in ("Preprocess", "Train", "Evaluate")} == {first.execution_id}
     assert not [p for p in registry.list(settings.model_package_group) if p.execution_id == execution.execution_id]

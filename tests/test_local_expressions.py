@@ -373,19 +373,29 @@ def definition() -> dict:
 
 
 def steps_by_name(definition: dict) -> dict:
-    steps = {s["Name"]: s for s in definition["Steps"]}
-    check = steps["CheckAccuracy"]["Arguments"]
-    for nested in check["IfSteps"] + check["ElseSteps"]:
-        steps[nested["Name"]] = nested
+    """Every step by name, those in the gates' branches (CheckSentenceAccuracy sits in CheckAccuracy's) too."""
+    steps: dict = {}
+
+    def add(found: list) -> None:
+        for step in found:
+            steps[step["Name"]] = step
+            if step["Type"] == "Condition":
+                add(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
+
+    add(definition["Steps"])
     return steps
 
 
-def real_context(definition: dict, given: dict | None = None, accuracy: float = 0.9) -> ExecutionContext:
+def real_context(definition: dict, given: dict | None = None, accuracy: float = 0.9,
+                 sentences: tuple[int, float] = (0, 0.0)) -> ExecutionContext:
+    """An execution whose Evaluate step measured ``accuracy`` on 100 reviews, and (texts, accuracy) on sentences."""
+    report = {"binary_classification_metrics": {"accuracy": {"value": accuracy}},
+              "gate": {"reviews": {"texts": 100, "accuracy": accuracy},
+                       "sentences": {"texts": sentences[0], "accuracy": sentences[1]}}}
     return ExecutionContext(
         parameters=parameter_values(definition, given),
         execution=execution_variables("sentiment-mlops", "exec0001", START),
-        read_property_file=Reader({("Evaluate", "EvaluationReport"):
-                                   {"binary_classification_metrics": {"accuracy": {"value": accuracy}}}}),
+        read_property_file=Reader({("Evaluate", "EvaluationReport"): report}),
     )
 
 
@@ -418,7 +428,11 @@ def test_real_train_arguments_resolve_to_concrete_uris_and_string_hyperparameter
 def test_real_fail_message_names_the_accuracy_and_the_threshold(definition):
     fail = steps_by_name(definition)["Fail"]
     message = resolve(fail["Arguments"], real_context(definition, {"AccuracyThreshold": "0.95"}, 0.8125))["ErrorMessage"]
-    assert message == "Test accuracy 0.8125 is below the threshold 0.95 - the model was not registered."
+    assert message == "Test accuracy on reviews 0.8125 is below the threshold 0.95 - the model was not registered."
+    fail = steps_by_name(definition)["FailSentences"]
+    context = real_context(definition, {"SentenceAccuracyThreshold": "0.85"}, 0.9, sentences=(1821, 0.8125))
+    assert resolve(fail["Arguments"], context)["ErrorMessage"] == (
+        "Test accuracy on sentences 0.8125 is below the threshold 0.85 - the model was not registered.")
 
 
 def test_real_check_accuracy_condition(definition):
@@ -426,6 +440,19 @@ def test_real_check_accuracy_condition(definition):
     assert condition_step_outcome(check, real_context(definition, {"AccuracyThreshold": "0.88"}, 0.9)) is True
     assert condition_step_outcome(check, real_context(definition, {"AccuracyThreshold": "1.0"}, 0.9)) is False
     assert condition_step_outcome(check, real_context(definition, None, 0.88)) is True  # the default, reached exactly
+
+
+@pytest.mark.parametrize("sentences, threshold, passes", [
+    ((0, 0.0), "0.82", True),          # no sentences tested: nothing to hold against the threshold
+    ((1821, 0.85), "0.82", True),
+    ((1821, 0.82), None, True),        # the default, reached exactly
+    ((1821, 0.80), "0.82", False),
+    ((1821, 0.0), "0.0", True),
+])
+def test_real_check_sentence_accuracy_condition(definition, sentences, threshold, passes):
+    check = steps_by_name(definition)["CheckSentenceAccuracy"]
+    given = None if threshold is None else {"SentenceAccuracyThreshold": threshold}
+    assert condition_step_outcome(check, real_context(definition, given, 0.9, sentences)) is passes
 
 
 def test_real_register_arguments_resolve(definition):

@@ -133,7 +133,8 @@ def plan() -> Plan:
 
 
 def test_real_order(plan):
-    assert plan.order == ("Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail")
+    assert plan.order == ("Preprocess", "Train", "Evaluate", "CheckAccuracy", "CheckSentenceAccuracy", "Register",
+                          "FailSentences", "Fail")
     assert plan.step("Train").dependencies == ("Preprocess",)
     assert set(plan.step("Evaluate").dependencies) == {"Train", "Preprocess"}
     assert plan.step("CheckAccuracy").dependencies == ("Evaluate",)
@@ -144,7 +145,13 @@ def test_real_register_and_fail_only_after_the_condition_chooses(plan):
     assert plan.ready_steps([], {}) == ("Preprocess",)
     assert plan.ready_steps(done, {}) == ("CheckAccuracy",)
     done.append("CheckAccuracy")
-    assert plan.ready_steps(done, {"CheckAccuracy": True}) == ("Register",)
+    assert plan.ready_steps(done, {"CheckAccuracy": True}) == ("CheckSentenceAccuracy",)
     assert plan.ready_steps(done, {"CheckAccuracy": False}) == ("Fail",)
-    assert run_all(plan, {"CheckAccuracy": True}) == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register"]
-    assert run_all(plan, {"CheckAccuracy": False}) == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "Fail"]
+    done.append("CheckSentenceAccuracy")
+    assert plan.ready_steps(done, {"CheckAccuracy": True, "CheckSentenceAccuracy": True}) == ("Register",)
+    assert plan.ready_steps(done, {"CheckAccuracy": True, "CheckSentenceAccuracy": False}) == ("FailSentences",)
+    gates = ["Preprocess", "Train", "Evaluate", "CheckAccuracy"]
+    assert run_all(plan, {"CheckAccuracy": True, "CheckSentenceAccuracy": True}) == [*gates, "CheckSentenceAccuracy", "Register"]
+    assert run_all(plan, {"CheckAccuracy": True, "CheckSentenceAccuracy": False}) == [
+        *gates, "CheckSentenceAccuracy", "FailSentences"]
+    assert run_all(plan, {"CheckAccuracy": False}) == [*gates, "Fail"]
