@@ -104,8 +104,15 @@ def test_two_local_datasets_of_one_name_are_refused_before_anything_is_staged(tm
 
 
 def test_a_folder_of_datasets_round_trips_through_s3(cloud, capsys, tmp_path):  # noqa: F811
-    """``aws upload-data`` of a folder holding a folder per dataset: the keys SageMaker's File-mode
-    input would copy under Preprocess's input folder are read back as the same two datasets."""
+    """``aws upload-data`` of a folder holding a folder per dataset: its marker starts one run of the
+    upserted pipeline on the whole prefix, and the keys SageMaker's File-mode input would copy under
+    Preprocess's input folder are read back as the same two datasets."""
+    import boto3
+
+    from tests.test_aws_backend import REGION
+    from tests.test_retrain_data import _deliver_all, retrain
+
+    assert _run(capsys, "aws", "upsert", "--json")[0] == 0
     mixed = tmp_path / "mixed"
     reviews, sentences = two_datasets(tmp_path)
     mixed.mkdir()
@@ -113,11 +120,16 @@ def test_a_folder_of_datasets_round_trips_through_s3(cloud, capsys, tmp_path):  
     sentences.rename(mixed / "sst2")
     code, uploaded, _ = _run(capsys, "aws", "upload-data", str(mixed), "--json")
     assert code == 0 and uploaded["input_data_uri"] == f"s3://{BUCKET}/sentiment-mlops/data/mixed/"
-    keys = _keys(cloud)
+    keys = [key for key in _keys(cloud) if "/data/" in key]
     assert [k.split("/data/mixed/", 1)[1] for k in keys] == [
         "_SUCCESS", "imdb/test.jsonl.gz", "imdb/train.jsonl.gz", "sst2/stsa.binary.test", "sst2/stsa.binary.train"]
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    (started,) = [r for r in _deliver_all(cloud, sagemaker) if r["status"] != "ignored"]
+    assert started["status"] == "started" and started["parameters"] == {
+        "InputDataUri": uploaded["input_data_uri"], "InputDataVersion": retrain.data_version(cloud, uploaded["input_data_uri"])}
     landed = tmp_path / "landed"
     prefix = "sentiment-mlops/data/mixed/"
+    keys = [key for key in _keys(cloud) if key.startswith(prefix)]
     for key in keys:
         target = landed / key[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)

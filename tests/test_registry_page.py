@@ -144,7 +144,12 @@ def test_a_versions_page_shows_its_plots_mistakes_and_lineage(site, home):
         assert f'src="/registry/versions/1/plots/{name}"' in page
         plot_status, plot_headers, png = _request(site, "GET", f"/registry/versions/1/plots/{name}")
         assert plot_status == 200 and plot_headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
-    execution = json.loads(_run(home, "registry", "show", "1", "--json").stdout)["execution_id"]
+    shown = json.loads(_run(home, "registry", "show", "1", "--json").stdout)
+    execution = shown["execution_id"]
+    # Each test set's figures: one dataset here, named by its layout, with the accuracy the gate read.
+    row = re.search(r'<tr id="dataset-imdb">(.*?)</tr>', page, re.S)
+    assert row and "reviews" in row.group(1) and "201" in row.group(1)
+    assert f"{shown['accuracy_by_dataset']['imdb']:.4f}" in row.group(1)
     assert execution in page and "InputDataVersion" in page and "sourcedir.tar.gz" in page and "reviews.jsonl" in page
     index = _markup_index(home)
     assert f'id="mistake-{index}"' in page  # the most confident mistake of all: every word says positive
@@ -181,13 +186,15 @@ def test_registry_compare_prints_the_same_comparison(home, capsys):
     assert result["per_review"] and result["disagreements_total"] > 0
     assert (result["champion"]["version"], result["challenger"]["version"]) == (1, 2)
     assert result["champion"]["serving"] and not result["challenger"]["serving"]
-    assert [d["name"] for d in result["deltas"]] == ["accuracy", "precision", "recall", "f1", "auc"]
+    assert [d["name"] for d in result["deltas"]] == ["accuracy", "precision", "recall", "f1", "auc", "accuracy:imdb"]
+    by_dataset = result["deltas"][-1]
+    assert by_dataset["label"] == "Accuracy on imdb" and by_dataset["champion"] == result["deltas"][0]["champion"]
     first = result["disagreements"][0]
     assert {"index", "text", "label", "champion_probability", "challenger_probability", "challenger_right"} <= set(first)
     assert main(["--home", str(home), "registry", "compare", "1", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("version 2 (PendingManualApproval) against version 1 (Approved, serving)")
-    assert "Accuracy" in out and f"#{first['index']}" in out and "the two disagree on" in out
+    assert "Accuracy" in out and "Accuracy on imdb" in out and f"#{first['index']}" in out and "the two disagree on" in out
 
 
 def test_registry_compare_is_local_only_and_names_missing_versions(home, capsys):
