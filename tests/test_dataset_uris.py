@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.commands.run import DataSource, RunError, stage_data
 from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
-from pipeline.commands.run import DataSource, RunError, stage_data
 from steps.datasets import load_corpus
 from tests.synthetic import make_reviews, make_sentences, write_jsonl, write_sst
 from tests.test_aws_backend import aws_env  # noqa: F401  (a fixture, which cloud needs)
