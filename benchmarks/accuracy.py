@@ -9,8 +9,9 @@ IMDB is any layout the project reads (a folder with train.jsonl.gz and test.json
 aclImdb_v1.tar.gz); SST2 a folder with stsa.binary.train/dev/test. Both are read with the
 project's own readers, so the baselines see what the model sees (SST-2 detokenized).
 
-The baselines are linear models trained on the same training texts (IMDb's, and SST-2's when
-given) and scored on each test set: a TF-IDF word+bigram logistic regression, and NBSVM with
+The baselines are linear models trained on the same labelled training texts (IMDb's, and
+SST-2's train and dev files when given; the model holds a validation split out of these for
+choosing its epoch and its calibration) and scored on each test set: a TF-IDF word+bigram logistic regression, and NBSVM with
 bigrams (Wang & Manning 2012: binarized word+bigram features scaled by their naive-Bayes
 log-count ratios, then a logistic regression), the strongest linear model on IMDb in the
 literature (0.912). Ours is the real job (``sentiment-mlops run``): the pipeline definition
@@ -38,7 +39,7 @@ TARGETS = {
 }
 SENTENCE_TARGET = 0.87  # on SST-2's test sentences, from the same model
 TUTORIAL_ACCURACY = 0.848
-REVIEWS, SENTENCES = "imdb", "sst2"
+IMDB, SST2 = "imdb", "sst2"  # the datasets' names, as their layouts name them
 
 Split = tuple[list[str], list[int]]
 
@@ -106,13 +107,15 @@ def evaluation_report(home: Path, execution_id: str) -> dict:
     return json.loads(found[0].read_text(encoding="utf-8")) if found else {}
 
 
-def score_on(model_home: Path, test_home: Path, scratch: Path) -> dict[str, float]:
-    """The model that ``model_home``'s run trained, scored by the evaluation step on the test texts
-    of ``test_home``'s run (every dataset's): what a model trained on IMDb alone does on sentences."""
+def score_on(model_home: Path, test_home: Path, test_summary: dict, scratch: Path) -> dict[str, float]:
+    """The newest model ``model_home``'s runs trained, scored by the evaluation step on the test
+    texts of the run ``test_summary`` describes (every dataset's): what a model trained on IMDb
+    alone does on sentences."""
     from evaluation.evaluate import run as evaluate
 
-    (model,) = model_home.glob("s3/**/models/*/output/model.tar.gz")
-    (reviews,) = test_home.glob("s3/**/executions/*/Preprocess/test/reviews.jsonl")
+    model = max(model_home.glob("s3/**/models/*/output/model.tar.gz"), key=lambda path: path.stat().st_mtime)
+    preprocessed_by = test_summary["steps"]["Preprocess"]["cached_from"] or test_summary["execution_id"]
+    (reviews,) = test_home.glob(f"s3/**/executions/{preprocessed_by}/Preprocess/test/reviews.jsonl")
     report = evaluate(model, reviews.parent, scratch)
     return {name: entry["binary_classification_metrics"]["accuracy"]["value"] for name, entry in report["datasets"].items()}
 
@@ -161,15 +164,15 @@ def main() -> int:
     alone = None
     if args.sst2:
         run_job([args.data], args.profile, root / "imdb-alone", args.extra)
-        alone = score_on(root / "imdb-alone", home, root / "imdb-alone-scored")
+        alone = score_on(root / "imdb-alone", home, summary, root / "imdb-alone-scored")
 
     minimum, timed_steps, budget = TARGETS[args.profile]
     timed = sum(summary["steps"][step]["seconds"] for step in timed_steps)
-    checks = {f"IMDb test accuracy >= {minimum}": ours[REVIEWS] >= minimum,
-              f"IMDb test accuracy above NBSVM-bi ({nbsvm[REVIEWS]:.4f}) and TF-IDF": ours[REVIEWS] > max(nbsvm[REVIEWS], tfidf[REVIEWS]),
+    checks = {f"IMDb test accuracy >= {minimum}": ours[IMDB] >= minimum,
+              f"IMDb test accuracy above NBSVM-bi ({nbsvm[IMDB]:.4f}) and TF-IDF": ours[IMDB] > max(nbsvm[IMDB], tfidf[IMDB]),
               f"{' + '.join(timed_steps)} <= {budget:.0f} s": timed <= budget}
     if args.sst2:
-        checks[f"SST-2 test accuracy >= {SENTENCE_TARGET} from the same model"] = ours[SENTENCES] >= SENTENCE_TARGET
+        checks[f"SST-2 test accuracy >= {SENTENCE_TARGET} from the same model"] = ours[SST2] >= SENTENCE_TARGET
     if args.profile == "cpu":
         checks[f"the whole run <= {budget:.0f} s wall"] = summary["wall_seconds"] <= budget
 

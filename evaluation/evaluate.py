@@ -31,7 +31,6 @@ from evaluation.outputs import (
     CALIBRATION_FILE,
     CONFUSION_MATRIX_FILE,
     DATASETS_KEY,
-    DEFAULT_DATASET,
     GATE_KEY,
     MISCLASSIFIED_FILE,
     PREDICTIONS_FILE,
@@ -47,6 +46,7 @@ from serve.artifact_code import load_artifact_handlers
 from serve.text import REVIEWS, TEXT_KINDS, has_words
 from steps.arrays import REVIEWS_FILE
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
+from steps.sources import DEFAULT_NAME
 
 log = logging.getLogger("evaluate")
 
@@ -90,7 +90,7 @@ def read_test_reviews(test_dir: Path) -> TestSet:
                 record = json.loads(line)
                 texts.append(record["text"])
                 labels.append(int(record["label"]))
-                datasets.append(str(record.get("dataset", DEFAULT_DATASET)))
+                datasets.append(str(record.get("dataset", DEFAULT_NAME)))
                 kind = kinds.setdefault(datasets[-1], str(record.get("kind", REVIEWS)))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationError(f"{path} line {number} is not a {{text, label}} record: {exc}") from exc

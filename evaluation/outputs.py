@@ -26,8 +26,6 @@ CALIBRATION_FILE = "calibration.png"          # "NN % sure" against how often it
 GATE_KEY = "gate"
 # evaluation.json's section with each dataset's own report, by dataset name.
 DATASETS_KEY = "datasets"
-# The dataset name of test texts written before reviews.jsonl named theirs (one dataset of reviews).
-DEFAULT_DATASET = "imdb"
 
 # The links the Register step puts on the model package (CustomerMetadataProperties), in the order
 # a person reads them: property key → file in the Evaluate step's output folder.

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from serve.text import REVIEWS, SENTENCES, TEXT_KINDS
-from steps.sources import DataError, ReviewData, Split, check_dataset, load_reviews, stratified_split
+from steps.sources import DEFAULT_NAME, DataError, ReviewData, Split, check_dataset, load_reviews, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,12 @@ def declared(folder: Path) -> dict[str, str]:
 def describe_dataset(path: Path) -> tuple[str, str]:
     """The name and kind of the dataset at ``path``, after the cheap look ``check_dataset`` takes:
     what ``dataset.json`` says, else what the layout is (SST-2's files: sentences)."""
-    from steps.sources import _find_layout
+    from steps.sources import find_layout
     from steps.sst import DATASET_NAME as SST_NAME
 
     check_dataset(path)
-    layout, info = _find_layout(Path(path)).kind, declared(path) if Path(path).is_dir() else {}
-    name, kind = (SST_NAME, SENTENCES) if layout == "sst" else (ReviewData.name, REVIEWS)
+    layout, info = find_layout(Path(path)).kind, declared(path) if Path(path).is_dir() else {}
+    name, kind = (SST_NAME, SENTENCES) if layout == "sst" else (DEFAULT_NAME, REVIEWS)
     return info.get("name", name), info.get("kind", kind)
 
 
@@ -83,16 +83,18 @@ def dataset_folders(path: Path) -> list[tuple[str | None, Path]]:
     A sub-folder that holds no accepted layout is refused by name rather than skipped: a dataset
     dropped without a word would train a different model than the one asked for.
     """
-    from steps.sources import _find_layout as find_layout
+    from steps.sources import find_layout
 
     path = Path(path)
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
     try:
-        find_layout(path)
-        return [(None, path)]
+        layout = find_layout(path)
     except DataError as root_error:
-        folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
         if not folders:
             raise root_error
+    else:
+        _refuse_datasets_beside(path, layout.describe(), [f for f in folders if f.name not in _TREE_FOLDERS])
+        return [(None, path)]
     # Files beside the dataset folders are no dataset: `aws upload-data` puts its _SUCCESS marker there.
     ignored = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if ignored:
@@ -104,6 +106,24 @@ def dataset_folders(path: Path) -> list[tuple[str | None, Path]]:
         except DataError as exc:
             raise DataError(f"dataset folder {folder} holds no accepted layout: {str(exc).splitlines()[0]}") from exc
     return [(folder.name, folder) for folder in folders]
+
+
+# The folders of the aclImdb tree's own layout: part of the dataset at the root, not datasets beside it.
+_TREE_FOLDERS = {"aclImdb", "train", "test"}
+
+
+def _refuse_datasets_beside(path: Path, layout: str, folders: list[Path]) -> None:
+    """A folder that holds a dataset itself and another in a sub-folder is ambiguous (the cache,
+    say, with aclImdb_v1.tar.gz beside sst2/): reading one of the two would drop the other unsaid."""
+    from steps.sources import find_layout
+
+    for folder in folders:
+        try:
+            find_layout(folder)
+        except DataError:
+            continue
+        raise DataError(f"{path} holds a dataset ({layout}) and another in its folder {folder.name}/: put each dataset "
+                        "in a folder of its own under one folder (imdb/, sst2/), or name each with --data")
 
 
 @dataclass
@@ -190,7 +210,7 @@ def _add(corpus: Corpus, name: str, data: ReviewData, validation_fraction: float
     if len(np.unique(labels)) < 2:
         raise DataError(f"the training data of dataset {name!r} holds only one label: a classifier needs positive "
                         "and negative examples")
-    if data.validation is not None and len(data.validation):
+    if data.validation is not None:  # load_reviews refuses an empty one
         corpus.train.extend(data.train, None, index)
         corpus.validation.extend(data.validation, None, index)
         validation_from = "its own validation split"

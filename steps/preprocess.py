@@ -1,4 +1,5 @@
-"""The preprocessing step: raw reviews → vocabulary and padded id arrays for training and evaluation.
+"""The preprocessing step: raw reviews and sentences → vocabulary and padded id arrays for training
+and evaluation, from one dataset or a folder per dataset (``steps.datasets``).
 
 Runs in a SageMaker processing container (input under ``/opt/ml/processing/input/data``,
 outputs under ``/opt/ml/processing/output/{train,validation,test}``) or by hand::
@@ -323,7 +324,7 @@ def _write_outputs(output_dir: Path, corpus: Corpus, encoded: dict[str, EncodedS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = PreprocessOptions()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--input-dir", default=DEFAULT_INPUT, help="folder (or file) holding the reviews")
+    parser.add_argument("--input-dir", default=DEFAULT_INPUT, help="folder (or file) holding one dataset, or a folder per dataset")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="where train/, validation/ and test/ are written")
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="ids in the vocabulary, padding and unknown included")
     parser.add_argument("--min-count", type=int, default=defaults.min_count, help="a word must occur this often in train to get an id")

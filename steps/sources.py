@@ -4,7 +4,8 @@ Accepted, in the input directory (or given as the file itself):
 
 - ``aclImdb_v1.tar.gz`` (any ``*.tar.gz``/``*.tgz``/``*.tar`` holding ``train|test/pos|neg/*.txt``);
 - its unpacked ``aclImdb/`` tree (or a directory that has ``train/pos`` ... itself);
-- ``train.jsonl[.gz]`` and ``test.jsonl[.gz]`` with ``text`` and ``label`` per line;
+- ``train.jsonl[.gz]`` and ``test.jsonl[.gz]`` with ``text`` and ``label`` per line (and
+  ``validation.jsonl[.gz]`` when the dataset ships its own validation split);
 - SST-2's ``stsa.binary.train`` and ``stsa.binary.test`` (and ``stsa.binary.dev``), one labeled
   sentence per line (read by ``steps/sst.py``);
 - one ``*.csv`` with a review column and a sentiment column (the 50k "IMDB Dataset.csv" shape);
@@ -33,17 +34,21 @@ from pathlib import Path
 
 import numpy as np
 
+from serve.text import REVIEWS
+
 log = logging.getLogger(__name__)
 
 ACCEPTED_LAYOUTS = (
     "the official aclImdb_v1.tar.gz archive (or any .tar.gz/.tgz/.tar holding train|test/pos|neg/*.txt)",
     "its unpacked aclImdb/ directory",
     "train.jsonl[.gz] and test.jsonl[.gz] with 'text' and 'label' (0/1 or neg/pos) per line "
-    "(and optionally unsup.jsonl[.gz] with unlabeled 'text')",
+    "(and optionally validation.jsonl[.gz] alike, and unsup.jsonl[.gz] with unlabeled 'text')",
     "SST-2 as Yoon Kim prepared it: stsa.binary.train and stsa.binary.test (and optionally stsa.binary.dev), "
     "one 'LABEL sentence' per line, label 0 or 1",
     "one .csv file with a review column and a sentiment column (the 50k 'IMDB Dataset.csv' shape)",
 )
+# What a dataset is called unless its layout (SST-2's files), a dataset.json or a folder says otherwise.
+DEFAULT_NAME = "imdb"
 _LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1}
 _TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/(\d+)(?:_\d+)?\.txt$")
 _CSV_TEXT_COLUMNS = ("review", "text")
@@ -88,8 +93,8 @@ class ReviewData:
     # Reviews without a label (IMDb's train/unsup): used only to learn word vectors.
     unlabeled: list[str] = field(default_factory=list)
     # What one record is ("reviews", or "sentences" for SST-2) and which dataset it came from.
-    kind: str = "reviews"
-    name: str = "imdb"
+    kind: str = REVIEWS
+    name: str = DEFAULT_NAME
     # A split the dataset ships for choosing epochs (SST-2's dev file); None: carve one from train.
     validation: Split | None = None
 
@@ -145,7 +150,7 @@ class _LabelChecker:
 def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unlabeled: bool = True) -> ReviewData:
     """Find the layout under ``path`` and read every labeled review from it (and the unlabeled ones if asked)."""
     path = Path(path)
-    layout = _find_layout(path)
+    layout = find_layout(path)
     if layout.kind == "tree":
         data = _read_tree(layout.paths[0], unlabeled)
     elif layout.kind == "jsonl":
@@ -179,7 +184,7 @@ def check_dataset(path: Path) -> None:
     down a file, a truncated archive, an archive without a test split) is the step's to report.
     """
     path = Path(path)
-    layout = _find_layout(path)
+    layout = find_layout(path)
     if layout.kind == "tree":
         root = layout.paths[0]
         for name in ("train", "test"):
@@ -203,12 +208,16 @@ def check_dataset(path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     kind: str  # "tree", "jsonl", "sst", "archive" or "csv"
     paths: tuple[Path, ...]  # the tree's root; train and test files; SST-2's train, test (and dev); the archive; the CSV
 
+    def describe(self) -> str:
+        """For messages: the kind and the files or folder it was found in."""
+        return f"{self.kind}: {', '.join(p.name for p in self.paths)}"
 
-def _find_layout(path: Path) -> _Layout:
+
+def find_layout(path: Path) -> Layout:
     """Which accepted layout ``path`` holds (the first of tree, JSON Lines, SST-2, one archive, one CSV)."""
     if not path.exists():
         raise DataError(f"input not found: {path}. Pass the folder (or file) that holds the reviews.")
@@ -219,17 +228,17 @@ def _find_layout(path: Path) -> _Layout:
     tree = _find_tree(path) if path.is_dir() else None
 
     if tree is not None:
-        return _Layout("tree", (tree,))
+        return Layout("tree", (tree,))
     train_file, test_file = jsonl.get("train"), jsonl.get("test")
     if train_file and test_file:
-        return _Layout("jsonl", (train_file, test_file))
+        return Layout("jsonl", (train_file, test_file))
     sst = _find_sst(path) if path.is_dir() else None
     if sst is not None:
         return sst
     if len(archives) == 1:
-        return _Layout("archive", (archives[0],))
+        return Layout("archive", (archives[0],))
     if len(csvs) == 1:
-        return _Layout("csv", (csvs[0],))
+        return Layout("csv", (csvs[0],))
     found = ", ".join(p.name for p in candidates[:10]) or "nothing"
     raise DataError(
         f"no review data layout recognised in {path} (found: {found}). Accepted layouts:\n  - "
@@ -241,7 +250,7 @@ def _empty_split(name: str, path: Path, layout: str) -> DataError:
     return DataError(f"the {name} split in {path} ({layout}) holds no usable reviews")
 
 
-def _find_sst(folder: Path) -> _Layout | None:
+def _find_sst(folder: Path) -> Layout | None:
     """SST-2's files in ``folder`` (None when it has neither train nor test); one of the two
     without the other is refused here, naming the missing file."""
     from steps.sst import LAYOUT, TEST_FILE, TRAIN_FILE, find_sst  # steps.sst builds on this module's types
@@ -252,7 +261,7 @@ def _find_sst(folder: Path) -> _Layout | None:
     if files.train is None or files.test is None:
         name, file_name = ("train", TRAIN_FILE) if files.train is None else ("test", TEST_FILE)
         raise DataError(f"{_empty_split(name, folder, LAYOUT)}: {file_name} is missing")
-    return _Layout("sst", (files.train, files.test) + ((files.dev,) if files.dev is not None else ()))
+    return Layout("sst", (files.train, files.test) + ((files.dev,) if files.dev is not None else ()))
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:
@@ -391,8 +400,14 @@ def _has_jsonl_record(path: Path) -> bool:
 
 def _read_jsonl(train_path: Path, test_path: Path, unlabeled: bool) -> ReviewData:
     data = ReviewData(Split(), Split(), _JSONL_LAYOUT, sources=[str(train_path), str(test_path)])
+    validation_path = _first_existing(train_path.parent, "validation")  # optional: a split of its own for choosing epochs
+    splits = [(data.train, train_path), (data.test, test_path)]
+    if validation_path is not None:
+        data.validation = Split()
+        data.sources.append(str(validation_path))
+        splits.append((data.validation, validation_path))
     labels = _LabelChecker()
-    for split, path in ((data.train, train_path), (data.test, test_path)):
+    for split, path in splits:
         for number, raw in enumerate(_open_lines(path), start=1):
             if not raw.strip():
                 continue

@@ -89,7 +89,12 @@ def test_several_local_datasets_are_staged_in_a_folder_each_named_by_their_layou
     # A name given on the command line wins, and a sample keeps each dataset's name and kind.
     uri = stage_data(settings, [DataSource(reviews, "movies"), DataSource(sentences)], 6)
     corpus = load_corpus(store.path(uri), 0.25)
-    assert [(d.name, d.kind, len(d.sources)) for d in corpus.datasets] == [("movies", "reviews", 2), ("sst2", "sentences", 2)]
+    assert [(d.name, d.kind, d.validation_from) for d in corpus.datasets] == [
+        ("movies", "reviews", "carved from its training split"), ("sst2", "sentences", "carved from its training split")]
+    with_dev = write_sst(tmp_path / "with-dev", make_sentences(20, seed=3), make_sentences(10, seed=4),
+                         dev=make_sentences(10, seed=5))
+    corpus = load_corpus(store.path(stage_data(settings, [DataSource(with_dev)], 6)), 0.25)
+    assert (corpus.datasets[0].validation_from, len(corpus.validation)) == ("its own validation split", 6)  # the sampled dev file
 
 
 def test_two_local_datasets_of_one_name_are_refused_before_anything_is_staged(tmp_path):
@@ -137,3 +142,19 @@ def test_a_folder_of_datasets_round_trips_through_s3(cloud, capsys, tmp_path):  
     corpus = load_corpus(landed, 0.25)  # the _SUCCESS marker beside the folders is no dataset
     assert [(d.name, d.kind) for d in corpus.datasets] == [("imdb", "reviews"), ("sst2", "sentences")]
     assert len(corpus.test) == 20
+
+
+def test_without_sst2_to_be_had_the_default_run_trains_on_imdb_alone_and_says_so(tmp_path, monkeypatch, caplog):
+    from pipeline.commands import run as run_command
+    from pipeline.download import DownloadError
+
+    cached = tmp_path / "aclImdb_v1.tar.gz"
+
+    def download_known(name, settings):
+        if name == "sst2":
+            raise DownloadError("cannot download stsa.binary.train (no network)")
+        return cached
+
+    monkeypatch.setattr(run_command, "download_known", download_known)
+    assert run_command.resolve_data(None, Settings(home=tmp_path)) == [DataSource(cached)]
+    assert "training without sst2" in caplog.text and "no network" in caplog.text

@@ -124,3 +124,33 @@ def test_a_split_written_before_several_datasets_reads_as_one(tmp_path):
     np.savez(folder / ARRAYS_FILE, ids=np.ones((3, 4), dtype=np.uint16), lengths=np.full(3, 4, dtype=np.int32),
              labels=np.array([0, 1, 0], dtype=np.int8))
     assert load_split_datasets(folder, 3).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("beside", ["jsonl", "archive"])
+def test_a_dataset_beside_a_dataset_folder_is_refused_not_half_read(tmp_path, beside):
+    """The download cache holds aclImdb_v1.tar.gz beside sst2/: reading either alone would drop the other unsaid."""
+    from tests.synthetic import write_archive
+
+    folder = tmp_path / "cache"
+    if beside == "jsonl":
+        write_jsonl(folder, make_reviews(20), make_reviews(10))
+    else:
+        write_archive(folder / "aclImdb_v1.tar.gz", make_reviews(20), make_reviews(10))
+    write_sst(folder / "sst2", make_sentences(20), make_sentences(10))
+    with pytest.raises(DataError, match=r"holds a dataset \(.*\) and another in its folder sst2/"):
+        dataset_folders(folder)
+
+
+def test_the_aclimdb_tree_is_one_dataset_with_its_own_folders(tmp_path):
+    from tests.synthetic import write_tree
+
+    root = write_tree(tmp_path / "data", make_reviews(20), make_reviews(10)).parent
+    assert dataset_folders(root) == [(None, root)]
+
+
+def test_json_lines_may_ship_their_own_validation_split(tmp_path):
+    folder = write_jsonl(tmp_path / "mine", make_reviews(40, seed=1), make_reviews(20, seed=2), gz=False)
+    (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_reviews(12, seed=3)), encoding="utf-8")
+    corpus = load_corpus(folder, 0.25)
+    assert (len(corpus.train), len(corpus.validation), len(corpus.test)) == (40, 12, 20)
+    assert corpus.datasets[0].validation_from == "its own validation split"

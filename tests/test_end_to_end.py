@@ -156,6 +156,9 @@ def test_one_model_on_reviews_and_sentences_is_gated_and_reported_on_each(archiv
 @pytest.mark.parametrize("args, expected", [
     (["--data", "{missing}"], "no such file or folder"),
     (["--data", "{data}", "--data", "{data}"], "two --data datasets are named 'imdb'"),
+    (["--data", "Big=={data}"], "dataset name 'Big' must be"),
+    (["--param", "InputDataUri="], "InputDataUri= is empty"),
+    (["--data", "{data}", "--param", "InputDataUri=s3://b/data/x/"], "leave out --data and --sample"),
     (["--data", "{data}", "--param", "Epochz=2"], "Epochz"),
     (["--data", "{data}", "--param", "Epochs=many"], "Epochs"),
     (["--data", "{data}", "--param", "Epochs"], "Name=Value"),

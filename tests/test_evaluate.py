@@ -206,7 +206,8 @@ def test_each_test_set_gets_its_own_report_and_each_kind_its_gate_figure(evaluat
     gate = report[outputs.GATE_KEY]
     assert gate["reviews"] == {"texts": 60, "accuracy": pytest.approx(by_dataset["imdb"]["binary_classification_metrics"]
                                                                        ["accuracy"]["value"], abs=1e-6)}
-    assert gate["sentences"]["texts"] == 40
+    assert gate["sentences"] == {"texts": 40, "accuracy": pytest.approx(by_dataset["sst2"]["binary_classification_metrics"]
+                                                                         ["accuracy"]["value"], abs=1e-6)}
     # Short texts are taken from reviews only: a sentence dataset is short texts already.
     assert sum(row["texts"] for row in report["slices"]["by_length"]) == 100
 

@@ -387,10 +387,10 @@ def steps_by_name(definition: dict) -> dict:
 
 
 def real_context(definition: dict, given: dict | None = None, accuracy: float = 0.9,
-                 sentences: tuple[int, float] = (0, 0.0)) -> ExecutionContext:
-    """An execution whose Evaluate step measured ``accuracy`` on 100 reviews, and (texts, accuracy) on sentences."""
+                 sentences: tuple[int, float] = (0, 0.0), reviews: int = 100) -> ExecutionContext:
+    """An execution whose Evaluate step measured ``accuracy`` on ``reviews`` reviews, and (texts, accuracy) on sentences."""
     report = {"binary_classification_metrics": {"accuracy": {"value": accuracy}},
-              "gate": {"reviews": {"texts": 100, "accuracy": accuracy},
+              "gate": {"reviews": {"texts": reviews, "accuracy": accuracy},
                        "sentences": {"texts": sentences[0], "accuracy": sentences[1]}}}
     return ExecutionContext(
         parameters=parameter_values(definition, given),
@@ -440,6 +440,8 @@ def test_real_check_accuracy_condition(definition):
     assert condition_step_outcome(check, real_context(definition, {"AccuracyThreshold": "0.88"}, 0.9)) is True
     assert condition_step_outcome(check, real_context(definition, {"AccuracyThreshold": "1.0"}, 0.9)) is False
     assert condition_step_outcome(check, real_context(definition, None, 0.88)) is True  # the default, reached exactly
+    # A run on sentences alone has no test reviews: the reviews' gate holds nothing against its threshold.
+    assert condition_step_outcome(check, real_context(definition, {"AccuracyThreshold": "1.0"}, 0.0, (1821, 0.9), 0)) is True
 
 
 @pytest.mark.parametrize("sentences, threshold, passes", [

@@ -106,13 +106,26 @@ def test_the_file_names_are_the_steps_own():
     assert set(evidence.PLOTS) == {name for name in outputs.LINKS.values() if name.endswith(".png")}
 
 
+def test_the_same_reviews_compare_whether_or_not_their_lines_name_a_dataset(tmp_path):
+    """A version evaluated before reviews.jsonl named each line's dataset compares review by review
+    with one evaluated after, on the same reviews; and its one test set counts as imdb's."""
+    add_version(tmp_path, "old", [0.9, 0.2, 0.95, 0.4])
+    newer = [{**r, "dataset": "imdb", "kind": "reviews"} for r in REVIEWS]
+    add_version(tmp_path, "new", [0.1, 0.2, 0.95, 0.6], newer)
+    with evidence.reading(_settings(tmp_path)) as found:
+        result = comparing.compare(found, 1, 2)
+    assert result.per_review and result.disagreements_total == 2
+    assert result.deltas[-1].name == "accuracy:imdb" and result.deltas[-1].champion == result.deltas[0].champion
+
+
 def test_evidence_finds_the_test_reviews_predictions_plots_and_lineage(tmp_path):
     version = add_version(tmp_path, "one", [0.9, 0.2, 0.95, 0.4], curves_in="evaluation")
     with evidence.reading(_settings(tmp_path)) as found:
         package = found.package(version)
         test_set = found.test_set(package)
         assert test_set.count == 4 and test_set.reviews_uri.endswith("/Preprocess/test/reviews.jsonl")
-        assert test_set.sha256 == hashlib.sha256(ArtifactStore(tmp_path).read_bytes(test_set.reviews_uri)).hexdigest()
+        pairs = "".join(json.dumps([r["text"], r["label"]], ensure_ascii=False) + "\n" for r in REVIEWS)
+        assert test_set.sha256 == hashlib.sha256(pairs.encode()).hexdigest()  # the texts and labels, in order
         assert [r.label for r in found.test_reviews(package)] == [1, 0, 0, 1]
         assert [p.positive_probability for p in found.predictions(package)] == [0.9, 0.2, 0.95, 0.4]
         assert found.plot(package, "roc_pr_curves.png") == PNG

@@ -217,3 +217,39 @@ def test_the_bag_is_the_nbsvm_fitted_before_training_and_the_calibration_weighs_
     expected = fit_nbsvm(load_split_arrays(prepared / "train"), hp["ngram_buckets"], config.vocab_size, hp["ngram_order"], hp["ngram_c"])
     assert isinstance(loaded.network.ngrams, NgramBag)
     assert torch.equal(loaded.network.ngrams.weights.weight[:, 0], expected)
+
+
+def _split_with_datasets(folder, datasets: list[int]):
+    import numpy as np
+
+    from steps.arrays import save_split_arrays
+
+    folder.mkdir()
+    rows = len(datasets)
+    save_split_arrays(folder, np.ones((rows, 3)), np.full(rows, 3), np.arange(rows) % 2, 10, np.asarray(datasets))
+    return folder
+
+
+def test_an_epoch_visits_each_sentence_sentence_repeats_times_and_each_review_once(tmp_path):
+    import numpy as np
+
+    from train.profiles import Hyperparameters
+
+    folder = _split_with_datasets(tmp_path / "train", [0, 0, 0, 1, 1])
+    stats = {"datasets": [{"name": "imdb", "kind": "reviews"}, {"name": "sst2", "kind": "sentences"}]}
+    rows = train_module.epoch_rows(folder, 5, stats, Hyperparameters(sentence_repeats=3))
+    assert np.bincount(rows).tolist() == [1, 1, 1, 3, 3]
+    assert train_module.epoch_rows(folder, 5, stats, Hyperparameters(sentence_repeats=1)).tolist() == [0, 1, 2, 3, 4]
+    # Reviews alone, or a split from before datasets were recorded: every row once.
+    reviews_only = {"datasets": [{"name": "imdb", "kind": "reviews"}, {"name": "more", "kind": "reviews"}]}
+    assert train_module.epoch_rows(folder, 5, reviews_only, Hyperparameters()).tolist() == [0, 1, 2, 3, 4]
+    batches = train_module.Batches(np.full(5, 3), 2, seed=1, rows=rows)
+    assert sorted(np.concatenate(batches.epoch(1)).tolist()) == sorted(rows.tolist())
+
+
+def test_a_split_naming_a_dataset_its_stats_do_not_list_is_refused(tmp_path):
+    from train.profiles import Hyperparameters
+
+    folder = _split_with_datasets(tmp_path / "train", [0, 2])
+    with pytest.raises(train_module.TrainingError, match="names dataset 2, but its stats.json lists 1"):
+        train_module.epoch_rows(folder, 2, {"datasets": [{"name": "imdb", "kind": "reviews"}]}, Hyperparameters())

@@ -33,8 +33,9 @@ class Hyperparameters:
     crop_probability: float = 0.0
     crop_min_tokens: int = 4
     crop_max_tokens: int = 40
-    # How often an epoch visits each text of a "sentences" dataset (SST-2) when the run has one.
-    sentence_repeats: int = 1
+    # How often an epoch visits each text of a "sentences" dataset (SST-2) when the run has one. 4: on
+    # IMDb + SST-2 (cpu profile), SST-2 0.853 against 0.845 at 1, IMDb 0.918 at both; 8 cost IMDb 0.3 points.
+    sentence_repeats: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)

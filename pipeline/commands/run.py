@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.commands.common import Reply, followed_exit_code, parse_params, print_path, quiet_definition_json
-from pipeline.download import download, download_known
+from pipeline.download import DownloadError, download, download_known
 from pipeline.errors import CommandError, UserError
 from pipeline.settings import KNOWN_DATASETS, Settings
 
@@ -78,7 +77,7 @@ def _sampled_copy(data: Path, count: int, scratch: Path) -> Path:
         raise RunError(str(exc).splitlines()[0]) from exc
     reviews.sample(count, seed=42)
     splits = [("train", reviews.train), ("test", reviews.test)]
-    if reviews.validation is not None and len(reviews.validation):
+    if reviews.validation is not None:
         splits.append(("validation", reviews.validation))
     for name, split in splits:
         with open(scratch / f"{name}.jsonl", "w", encoding="utf-8") as handle:
@@ -115,6 +114,8 @@ def stage_data(settings: Settings, sources: Sequence[DataSource], sample: int | 
     """
     from pipeline.local.state.store import ArtifactStore
 
+    if not sources:
+        raise RunError("no dataset to stage: pass --data PATH, or leave it out to download IMDb and SST-2")
     names = [_checked(source) for source in sources]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -372,21 +373,36 @@ def register(commands: argparse._SubParsersAction) -> None:
     download_parser.set_defaults(handler=command_download)
 
 
-_NAMED = re.compile(r"([a-z0-9][a-z0-9_-]{0,39})=(.+)")
-
-
 def resolve_data(data: list[str] | None, settings: Settings) -> list[DataSource]:
-    """The ``--data`` arguments as datasets; none given: every known dataset, downloaded once and
-    cached (IMDb's reviews and SST-2's sentences), so the default model learns both."""
-    if not data:
-        return [DataSource(download_known(name, settings)) for name in KNOWN_DATASETS]
-    return [_resolve_one(value, settings) for value in data]
+    """The ``--data`` arguments as datasets. None given: every known dataset, downloaded once and
+    cached (IMDb's reviews and SST-2's sentences), so the default model learns both; IMDb alone
+    when only SST-2 cannot be had (offline, with the archive cached), with a warning that says so."""
+    if data:
+        return [_resolve_one(value, settings) for value in data]
+    sources = []
+    for name in KNOWN_DATASETS:
+        try:
+            sources.append(DataSource(download_known(name, settings)))
+        except DownloadError as exc:
+            if name == KNOWN_DATASETS[0]:
+                raise
+            log.warning("training without %s, which cannot be had: %s", name, exc)
+    return sources
 
 
 def _resolve_one(value: str, settings: Settings) -> DataSource:
-    """``PATH``, ``URL`` or ``NAME=PATH`` (an existing path that holds "=" is a path)."""
-    named = _NAMED.fullmatch(value)
-    name, data = (named.group(1), named.group(2)) if named and not Path(value).expanduser().exists() else (None, value)
+    """``PATH``, ``URL`` or ``NAME=PATH``: a value that is no path and whose part before the first
+    "=" holds no "/" (nor "://") names its dataset, by the rule a folder name follows."""
+    from steps.datasets import check_name
+    from steps.sources import DataError
+
+    name, data = None, value
+    before, equals, after = value.partition("=")
+    if equals and "/" not in before and not Path(value).expanduser().exists():
+        try:
+            name, data = check_name(before, f"--data {value}"), after
+        except DataError as exc:
+            raise CommandError(str(exc)) from exc
     if data.startswith(("http://", "https://")):
         return DataSource(download(data, None, settings.cache_dir), name)
     path = Path(data).expanduser()
@@ -398,6 +414,10 @@ def _resolve_one(value: str, settings: Settings) -> DataSource:
 
 def command_run(args: argparse.Namespace, settings: Settings) -> Reply:
     params = parse_params(args.param)
+    if "InputDataUri" in params and (args.data or args.sample):
+        raise CommandError("--param InputDataUri names the data already: leave out --data and --sample, or the parameter")
+    if params.get("InputDataUri") == "":
+        raise CommandError("--param InputDataUri= is empty: give the s3:// URI of the data, or leave it out and pass --data")
     data = resolve_data(args.data, settings) if "InputDataUri" not in params else []
     result = run_local(settings, data, params, args.sample, use_cache=not args.no_cache,
                        skip_unchanged=args.skip_unchanged)
@@ -434,16 +454,16 @@ def print_execution(result: dict) -> None:
         note = f"  (cached: the result of execution {step['cached_from']})" if step.get("cached_from") else ""
         if step.get("attempts", 0) > 1:
             note += f"  ({step['attempts']} attempts)"
-        print(f"  {name:<14} {step['status']:<10} {seconds}{note}")
+        print(f"  {name:<21} {step['status']:<10} {seconds}{note}")
     if result["accuracy"] is not None:
         by_dataset = result.get("accuracy_by_dataset") or {}
         if len(by_dataset) > 1:
             print(f"  test accuracy {result['accuracy']:.4f} over every test set")
             for name, accuracy in by_dataset.items():
                 print(f"    {name:<12} {accuracy:.4f}")
-            print(f"  thresholds: reviews {result['threshold']}, sentences {result['sentence_threshold']}")
         else:
-            print(f"  test accuracy {result['accuracy']:.4f} (threshold {result['threshold']})")
+            print(f"  test accuracy {result['accuracy']:.4f}")
+        print(f"  thresholds: reviews {result['threshold']}, sentences {result['sentence_threshold']}")
     if result["model_package_version"] is not None:
         print(f"  registered model version {result['model_package_version']} (approve it: sentiment-mlops registry approve "
               f"{result['model_package_version']})")

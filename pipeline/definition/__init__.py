@@ -27,7 +27,7 @@ The package, one module per concern (``build`` imports the SDK-using ones only i
 - ``offline``: what keeps the SDK from calling AWS, and fast;
 - ``context``: what every step is built from (session, parameters, shared inputs and policies);
 - ``preprocess_step``, ``train_step``, ``evaluate_step``, ``gate_step``: one builder per step
-  (the gate is CheckAccuracy with Register and Fail);
+  (the gates are CheckAccuracy, then CheckSentenceAccuracy, with Register, Fail and FailSentences);
 - ``build``: the pipeline assembled, and its canonical JSON.
 
 What other packages use is exported here.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
-from sagemaker.core.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo, ConditionOr
+from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo, ConditionOr
 from sagemaker.core.workflow.functions import Join, JsonGet
 from sagemaker.core.workflow.properties import PropertyFile
 from sagemaker.mlops.workflow.condition_step import ConditionStep
@@ -95,7 +95,8 @@ def _gate(ctx: BuildContext, report: PropertyFile, kind: str, threshold: Any, na
         f"Test accuracy on {kind}", accuracy, "is below the threshold", threshold, "- the model was not registered."]))
     return ConditionStep(
         name=name,
-        conditions=[ConditionOr(conditions=[ConditionEquals(left=texts, right=0),
+        # texts ≤ 0, not == 0: an ordering compares numbers only, whatever type the report writes.
+        conditions=[ConditionOr(conditions=[ConditionLessThanOrEqualTo(left=texts, right=0),
                                             ConditionGreaterThanOrEqualTo(left=accuracy, right=threshold)])],
         if_steps=[next_step], else_steps=[fail],
         description=f"Go on only when the test accuracy on {kind} reaches its threshold (or the run tests no {kind})")

@@ -5,9 +5,10 @@ now, by default), from what each version's evaluation saved. Nothing is scored a
   the accuracy on each test set either version was evaluated on (IMDb's reviews, SST-2's sentences).
 - The test reviews on which the two disagree (one says positive, the other negative), with both
   scores, biggest difference first: only when both versions were evaluated on the same test
-  reviews. "The same" means the same bytes: the sha256 of the ``reviews.jsonl`` each version's
-  Evaluate step read (two executions on the same data write identical files under different
-  URIs), and each version's saved predictions line up with those reviews. Otherwise the reason
+  reviews. "The same" means the same texts and labels in the same order: a digest of the
+  ``reviews.jsonl`` each version's Evaluate step read (two executions on the same data write the
+  same reviews under different URIs, and a file from before each line named its dataset holds the
+  same reviews as one from after), and each version's saved predictions line up with those reviews. Otherwise the reason
   is given in words and only the metrics are compared.
 """
 from __future__ import annotations

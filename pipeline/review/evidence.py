@@ -76,7 +76,8 @@ class EvidenceError(StateError):
 @dataclass(frozen=True)
 class EvaluationSet:
     """The test reviews a version was evaluated on: where they are and what they are (their
-    sha256 is what decides whether two versions' predictions can be compared review by review)."""
+    ``sha256``, a digest of every text and label in order, is what decides whether two versions'
+    predictions can be compared review by review)."""
 
     input_uri: str
     reviews_uri: str
@@ -193,10 +194,16 @@ class Evidence:
         raise EvidenceError(f"the {EVALUATE} step of execution {step.execution_id} records no test input")
 
     def test_set(self, package: ModelPackage) -> EvaluationSet:
-        """Where the test reviews are and their sha256 (EvidenceError when they cannot be found)."""
-        uri, data = self._test_reviews_bytes(package)
-        return EvaluationSet(self.test_input_uri(package), uri, hashlib.sha256(data).hexdigest(),
-                       sum(1 for line in data.split(b"\n") if line.strip()))
+        """Where the test reviews are and their digest (EvidenceError when they cannot be found).
+
+        The digest covers each review's text and label, not the file's bytes: a file written since
+        reviews.jsonl names each line's dataset holds the same reviews as one written before."""
+        uri, _ = self._test_reviews_bytes(package)
+        reviews = self.test_reviews(package)
+        digest = hashlib.sha256()
+        for review in reviews:
+            digest.update(json.dumps([review.text, review.label], ensure_ascii=False).encode("utf-8") + b"\n")
+        return EvaluationSet(self.test_input_uri(package), uri, digest.hexdigest(), len(reviews))
 
     def _test_reviews_bytes(self, package: ModelPackage) -> tuple[str, bytes]:
         prefix_uri = self.test_input_uri(package)

@@ -19,6 +19,8 @@ from pipeline.local.services.hosting import LocalHosting
 from pipeline.local.state.db import StateError
 from pipeline.local.state.registry import ModelPackage
 from pipeline.review.evidence import PLOTS, CodeBundle, EvaluationSet, Evidence, EvidenceError, lines_up
+from serve.text import REVIEWS
+from steps.sources import DEFAULT_NAME
 
 # The metrics a person compares, as evaluation.json names them (evaluation/metrics.py).
 METRICS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1", "auc": "AUC"}
@@ -68,8 +70,11 @@ class DatasetFigures:
 
 
 def datasets_of(report: dict[str, Any]) -> dict[str, DatasetFigures]:
-    """Each test set's figures by dataset name; none for a report from before Evaluate wrote them."""
+    """Each test set's figures by dataset name. A report from before Evaluate wrote them had one test
+    set of reviews, named as a dataset is by default, so an older champion still compares by name."""
     found = _mapping(report.get(DATASETS_KEY) if isinstance(report, dict) else None)
+    if not found and isinstance(report, dict) and "binary_classification_metrics" in report:
+        found = {DEFAULT_NAME: {**report, "kind": REVIEWS}}
     figures = {}
     for name, entry in found.items():
         entry = _mapping(entry)
