@@ -145,16 +145,21 @@ def slice_report(handlers, model, test: TestSet, probabilities: np.ndarray) -> d
             "calibration": expected_calibration_error(test.labels, probabilities)}
 
 
-def dataset_reports(test: TestSet, probabilities: np.ndarray) -> dict[str, dict]:
+def dataset_calibrations(test: TestSet, probabilities: np.ndarray) -> dict[str, dict]:
+    """Each test set's calibration (its error and the bins of its reliability curve)."""
+    return {name: expected_calibration_error(test.labels[test.rows(name)], probabilities[test.rows(name)])
+            for name in test.kinds}
+
+
+def dataset_reports(test: TestSet, probabilities: np.ndarray, calibrations: dict[str, dict]) -> dict[str, dict]:
     """Each test set's own model-quality report, its size and kind, and its calibration error: the
     pooled figures would let 25,000 reviews hide what 1,821 sentences say."""
     reports = {}
     for name, kind in test.kinds.items():
         rows = test.rows(name)
-        labels, chosen = test.labels[rows], probabilities[rows]
         reports[name] = {"kind": kind, "texts": int(len(rows)),
-                         "calibration_error": expected_calibration_error(labels, chosen)["expected_calibration_error"],
-                         **binary_classification_report(labels, chosen)}
+                         "calibration_error": calibrations[name]["expected_calibration_error"],
+                         **binary_classification_report(test.labels[rows], probabilities[rows])}
     return reports
 
 
@@ -206,7 +211,8 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
         probabilities = score(handlers, loaded, texts)
         report = binary_classification_report(labels, probabilities)
         report["slices"] = slice_report(handlers, loaded, test, probabilities)
-        report[DATASETS_KEY] = dataset_reports(test, probabilities)
+        calibrations = dataset_calibrations(test, probabilities)
+        report[DATASETS_KEY] = dataset_reports(test, probabilities, calibrations)
         report[GATE_KEY] = gate_figures(test, probabilities)
         metrics = report["binary_classification_metrics"]
         results = scratch / "results"
@@ -221,7 +227,7 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
         if "receiver_operating_characteristic_curve" in metrics:
             plot_roc_and_pr(metrics, results / ROC_PR_FILE)
         plot_accuracy_by_length(report["slices"], results / ACCURACY_BY_LENGTH_FILE)
-        plot_reliability(report["slices"]["calibration"], results / CALIBRATION_FILE)
+        plot_reliability(report["slices"]["calibration"], results / CALIBRATION_FILE, calibrations)
         copy_training_curves(model_dir, results / TRAINING_CURVES_FILE)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

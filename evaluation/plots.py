@@ -60,13 +60,16 @@ def plot_accuracy_by_length(slices: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_reliability(calibration: dict, path: Path) -> None:
-    """How sure the model said it was against how often it was right: on the diagonal is honest."""
-    bins = calibration["bins"]
+def plot_reliability(calibration: dict, path: Path, by_dataset: dict[str, dict] | None = None) -> None:
+    """How sure the model said it was against how often it was right: on the diagonal is honest.
+    With several test sets, each gets its own curve too: reviews and sentences can disagree."""
     figure, axis = plt.subplots(figsize=(5, 4.5))
     axis.plot([0.5, 1], [0.5, 1], linestyle="--", color="grey", label="honest")
-    axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
-              label=f"model (ECE {calibration['expected_calibration_error']:.3f})")
+    curves = {"every test text": calibration, **(by_dataset or {})} if by_dataset and len(by_dataset) > 1 else {"model": calibration}
+    for name, curve in curves.items():
+        bins = curve["bins"]
+        axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                  label=f"{name} (ECE {curve['expected_calibration_error']:.3f})")
     axis.set(xlim=(0.5, 1), ylim=(0, 1.02), xlabel="confidence (\"NN % sure\")", ylabel="accuracy", title="Calibration (test set)")
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
