@@ -7,7 +7,7 @@ take turns review by review, so the machine's other load falls on both alike::
     .venv/bin/python benchmarks/latency.py --model NEW_MODEL_DIR --baseline OLD_MODEL_DIR --data DIR
 
 Model folders are what the training job writes (or an unpacked ``model.tar.gz``). The figure the
-project holds itself to: the median may grow by at most 50 % over the baseline.
+project holds itself to: the median may grow by at most 20 % over the baseline.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks.accuracy import read_split
 from serve import handlers
+from steps.sources import load_reviews
 
 WARMUP = 20
-MAX_GROWTH = 1.5
+MAX_GROWTH = 1.2  # issue 17: a model that is right on sentences may not cost more than 20 % per review
 
 
 def one_review_seconds(model: handlers.SentimentModel, review: str) -> float:
@@ -42,7 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the model folder to measure")
     parser.add_argument("--baseline", type=Path, required=True, help="the model folder to compare with")
-    parser.add_argument("--data", type=Path, required=True, help="the IMDb reviews: a folder with test.jsonl.gz")
+    parser.add_argument("--data", type=Path, required=True, help="a dataset folder (any accepted layout): its test texts are the requests")
     parser.add_argument("--count", type=int, default=1000, help="reviews, each scored once by each model")
     args = parser.parse_args()
     if args.count <= WARMUP:
@@ -50,7 +50,7 @@ def main() -> int:
 
     torch.set_num_threads(1)  # a model server worker's setting: one thread per worker
     models = {"baseline": handlers.model_fn(str(args.baseline)), "model": handlers.model_fn(str(args.model))}
-    reviews = read_split(args.data, "test")[0][: args.count]
+    reviews = load_reviews(args.data, unlabeled=False).test.texts[: args.count]
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for index, review in enumerate(reviews):
         for name, model in models.items():
