@@ -336,7 +336,7 @@ def test_a_prefix_with_characters_sagemaker_refuses_in_metadata_fails_the_build(
 
 
 def test_training_step(definition):
-    from train.train import METRIC_DEFINITIONS
+    from train.epoch_log import METRIC_DEFINITIONS
 
     args = steps_by_name(definition)["Train"]["Arguments"]
     assert args["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
@@ -691,3 +691,16 @@ def test_definition_cli_prints_json_offline():
     definition = json.loads(result.stdout)
     assert [s["Name"] for s in definition["Steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy"]
     assert "s3://cli-bucket/" in result.stdout
+
+
+def test_building_the_definition_does_not_import_torch():
+    """The CLI, the control plane and the review page build the definition; none of them trains,
+    and torch costs seconds to import (and a GPU build's worth of disk where it is not needed)."""
+    script = ("import sys; from pipeline.definition import definition_json; definition_json(); "
+              "print(sorted(name for name in sys.modules if name == 'torch' or name.startswith('torch.'))[:5])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SENTIMENT_MLOPS_"))}
+    env["SENTIMENT_MLOPS_BUCKET"] = "cli-bucket"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"torch imported while building the definition: {result.stdout}"

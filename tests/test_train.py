@@ -11,7 +11,8 @@ from serve.artifact import load_model
 from tests.conftest import train_args
 from train import train as train_module
 from train.checkpoints import CHECKPOINT_FILE, CheckpointStore
-from train.train import METRIC_DEFINITIONS, main
+from train.epoch_log import METRIC_DEFINITIONS
+from train.train import main
 
 
 def _weights(model_dir):

@@ -38,6 +38,7 @@ from steps.job_failure import TRAINING_REASON_FILE, report_failures
 from train.calibration import fit_calibration, log_loss, split_logits
 from train.checkpoints import CheckpointStore
 from train.crops import Crops
+from train.epoch_log import EPOCH_LINE
 from train.nbsvm import fit_nbsvm
 from train.plots import plot_training_curves
 from train.profiles import PROFILES, Hyperparameters
@@ -46,13 +47,6 @@ log = logging.getLogger("train")
 
 METRICS_FILE = "metrics.json"
 CURVES_FILE = TRAINING_CURVES_FILE  # in SM_OUTPUT_DATA_DIR, and in the model dir (the artifact carries it)
-# The per-epoch log line; the pipeline's metric definitions parse these names.
-EPOCH_LINE = ("epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f} "
-              "epoch_seconds={epoch_seconds:.1f} tokens_per_second={tokens_per_second:.0f}")
-METRIC_DEFINITIONS = [
-    {"Name": name, "Regex": f"{name}=([0-9.]+)"}
-    for name in ("train_loss", "val_loss", "val_accuracy", "epoch_seconds", "tokens_per_second")
-]
 
 
 class TrainingError(ValueError):

@@ -20,7 +20,7 @@ from pipeline.definition.contracts import (
 from pipeline.definition.preprocess_step import split_uri
 from pipeline.parameters import PipelineParameters
 from pipeline.settings import Settings
-from train.train import METRIC_DEFINITIONS
+from train.epoch_log import METRIC_DEFINITIONS
 
 
 def checkpoint_uri(settings: Settings, params: PipelineParameters) -> Join:
