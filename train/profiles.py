@@ -29,8 +29,10 @@ class Hyperparameters:
     # The inverse L2 strength of the bag's NBSVM fit (train.nbsvm), as scikit-learn's C.
     ngram_c: float = 0.1
     calibrate: bool = True  # fit the temperature (and the bag's weight) on the validation split; off: the bag counts at weight 1
-    # Train also on short windows of the reviews (train.crops): the website's inputs are a sentence or two.
-    crop_probability: float = 0.0
+    # Train also on short windows of the texts (train.crops): the website's inputs are a sentence or two.
+    # 0.25: on IMDb + SST-2 (cpu profile) SST-2 0.864 against 0.853 without, IMDb 0.918 either way;
+    # 0.5 gave 0.858 and 0.915; windows of the reviews alone 0.854, of the sentences alone 0.858.
+    crop_probability: float = 0.25
     crop_min_tokens: int = 4
     crop_max_tokens: int = 40
     # How often an epoch visits each text of a "sentences" dataset (SST-2) when the run has one. 4: on
