@@ -37,7 +37,8 @@ setup(
     # selenium drives Debian's Chromium for the website's browser tests.
     # ruff and mypy read the code (tests/test_code_checks.py), with ruff.toml and mypy.ini; pinned,
     # since a new release adds checks and a clean tree would fail without a change of its own.
-    extras_require={"test": ["pytest>=8", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2",
+    # pytest-timeout fails a hung test (a server that never answers) instead of holding CI.
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3,<3", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2",
                              "selenium>=4.20,<5", "ruff==0.17.6", "mypy==1.20.2"]},
     entry_points={"console_scripts": ["sentiment-mlops=pipeline.cli:main"]},
 )

@@ -11,6 +11,25 @@ from steps.preprocess import PreprocessOptions
 from steps.preprocess import run as preprocess
 from tests.synthetic import make_reviews, write_jsonl
 
+TIERS = ("slow", "e2e", "server", "browser")  # the markers pytest.ini registers; unmarked tests are the fast tier
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all", action="store_true", help="run every tier (slow, e2e, server, browser), as CI does")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``--all`` or an explicit ``-m``, leave out the marked tiers: the default run is the
+    one-minute loop a change to a docstring should wait for, not the ten-minute one."""
+    if config.getoption("--all") or config.option.markexpr:
+        return
+    marked = [item for item in items if any(item.get_closest_marker(tier) for tier in TIERS)]
+    if marked:
+        config.hook.pytest_deselected(items=marked)
+        left_out = set(marked)
+        items[:] = [item for item in items if item not in left_out]
+
+
 # Hyperparameters for a network small enough to train in seconds on synthetic reviews.
 TINY = ["--epochs", "4", "--batch_size", "32", "--embedding_dim", "16", "--hidden_dim", "16", "--learning_rate", "0.01",
         "--num_threads", "1", "--ngram_buckets", "4096"]

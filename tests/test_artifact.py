@@ -233,6 +233,7 @@ def test_a_vocab_larger_than_the_embedding_is_an_artifact_error(model_dir):
 # --- the shipped code --------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_shipped_code_serves_on_its_own(model_dir, tmp_path):
     """Import code/inference.py with code/ first on sys.path, as the container does, and score a review."""
     script = textwrap.dedent(

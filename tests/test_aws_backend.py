@@ -36,6 +36,8 @@ from pipeline.bundles import CodeBundles, build_bundles, content_addressed
 from pipeline.definition import canonical_json, definition_json
 from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings
 
+pytestmark = pytest.mark.slow
+
 REGION = "us-east-1"
 SETTINGS = Settings(region=REGION, bucket="sentiment-test-bucket", prefix="sentiment-mlops",
                     role_arn="arn:aws:iam::123456789012:role/TestSageMakerRole", pipeline_name="sentiment-mlops-test",

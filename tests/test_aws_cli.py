@@ -14,6 +14,8 @@ from moto import mock_aws
 from pipeline.cli import main
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
+pytestmark = pytest.mark.slow
+
 BUCKET = "sentiment-cli-bucket"
 PIPELINE = "sentiment-cli-test"
 ROLE = "arn:aws:iam::123456789012:role/TestSageMakerRole"

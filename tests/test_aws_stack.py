@@ -20,6 +20,8 @@ from pipeline.lambdas import LAMBDA_DIR
 from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
+pytestmark = pytest.mark.slow
+
 TEMPLATE = yaml.safe_load((LAMBDA_DIR / "template.yaml").read_text(encoding="utf-8"))
 ROLE = "arn:aws:iam::123456789012:role/sentiment-mlops-PipelineRole-ABC"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"

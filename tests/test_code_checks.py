@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # lambda/ is not a package ("lambda" is a keyword): its files are checked as the scripts they are.
 LAMBDAS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "lambda").glob("*.py"))
@@ -19,11 +21,13 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_ruff_finds_nothing():
     result = _run("ruff", "check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_mypy_finds_nothing():
     for targets in (PACKAGES, LAMBDAS):  # two runs: the Lambdas' module names (deploy, ...) stand alone
         result = _run("mypy", "--config-file", "mypy.ini", *targets)

@@ -19,6 +19,8 @@ from tests.test_aws_backend import aws_env  # noqa: F401  (a fixture, which clou
 from tests.test_aws_cli import BUCKET, cloud  # noqa: F401  (cloud is a fixture)
 from tests.test_retrain_data import _keys, _run
 
+pytestmark = pytest.mark.e2e
+
 
 def test_staged_local_data_is_a_folder_uri(tmp_path):
     settings = Settings(home=tmp_path / "home")

@@ -98,6 +98,7 @@ def steps_by_name(definition: dict) -> dict:
     return found
 
 
+@pytest.mark.slow
 def test_no_network_while_building(built):
     assert built[2] == []
 
@@ -305,6 +306,7 @@ def test_the_links_fit_sagemakers_limits_with_a_realistic_bucket_and_prefix():
     assert room - 63 - 1 == 120
 
 
+@pytest.mark.slow
 def test_a_prefix_too_long_for_the_links_fails_the_build_saying_what_to_shorten():
     from dataclasses import replace
 
@@ -682,6 +684,7 @@ def test_runner_runs_the_script_from_the_bundle(tmp_path):
     assert "args ['--x', '1']" in result.stdout
 
 
+@pytest.mark.slow
 def test_definition_cli_prints_json_offline():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SENTIMENT_MLOPS_"))}
     env["SENTIMENT_MLOPS_BUCKET"] = "cli-bucket"
@@ -693,6 +696,7 @@ def test_definition_cli_prints_json_offline():
     assert "s3://cli-bucket/" in result.stdout
 
 
+@pytest.mark.slow
 def test_building_the_definition_does_not_import_torch():
     """The CLI, the control plane and the review page build the definition; none of them trains,
     and torch costs seconds to import (and a GPU build's worth of disk where it is not needed)."""

@@ -44,6 +44,7 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+@pytest.mark.slow
 def test_cfn_lint_finds_nothing():
     from cfnlint.api import lint_file
 

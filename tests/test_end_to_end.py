@@ -16,6 +16,8 @@ import pytest
 
 from tests.synthetic import make_reviews, make_sentences, write_archive, write_jsonl, write_sst
 
+pytestmark = pytest.mark.e2e
+
 COMMAND = shutil.which("sentiment-mlops") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sentiment-mlops")
 SMALL = ["--param", "Epochs=3", "--param", "MaxLen=40", "--param", "VocabSize=200", "--param", "EmbeddingDim=16"]
 

@@ -185,6 +185,7 @@ def _truncated_gz(folder: Path) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("make_data", [_csv_without_a_review_column, _truncated_gz], ids=["csv", "gz"])
+@pytest.mark.e2e
 def test_a_runs_summary_says_what_is_wrong_with_the_data(tmp_path, capsys, make_data):
     """The data is put in the store and named by InputDataUri, as it is in S3 on AWS: no check on
     the caller's side sees it, so the step itself must say what is wrong."""

@@ -14,6 +14,8 @@ from pipeline.settings import Settings
 from serve.server.run import BackgroundServer
 from tests.conftest import delete_endpoints, register_versions
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def home(trained, tmp_path_factory):

@@ -17,6 +17,8 @@ from pipeline.local.state.store import ArtifactStore, StoreError
 from pipeline.settings import Settings
 from tests.synthetic import make_reviews, write_jsonl
 
+pytestmark = pytest.mark.e2e
+
 SMALL = {"Epochs": 2, "TrainingProfile": "cpu", "MaxLen": 40, "VocabSize": 200, "EmbeddingDim": 16}
 
 

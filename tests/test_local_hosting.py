@@ -19,6 +19,8 @@ from pipeline.local.state.db import open_state
 from pipeline.settings import Settings
 from tests.conftest import delete_endpoints, endpoint_pid, register_versions
 
+pytestmark = pytest.mark.server
+
 ENDPOINT = Settings().endpoint_name
 
 

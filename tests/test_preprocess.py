@@ -401,6 +401,7 @@ def script_env() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_script_runs_by_hand(tmp_path, baseline):
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(SCRIPT), *cli_args(baseline["input"], out)], cwd=tmp_path,
@@ -415,6 +416,7 @@ def test_script_runs_by_hand(tmp_path, baseline):
     assert "preprocessing done" in result.stderr
 
 
+@pytest.mark.slow
 def test_script_exits_2_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--input-dir", str(tmp_path / "nothing-here"),
                              "--output-dir", str(tmp_path / "out")], cwd=tmp_path, env=script_env(),

@@ -37,6 +37,8 @@ from tests.synthetic import make_reviews, write_archive
 from tests.test_end_to_end import COMMAND, SMALL
 from tests.test_local_api import _request
 
+pytestmark = pytest.mark.browser
+
 MARKUP_REVIEW = ("<script>alert(1)</script> <b>Wonderful</b>, superb, brilliant: a masterpiece. Loved it, excellent "
                  "and charming, great and moving <img src=x onerror=alert(2)>.")
 SCREENS = Path("/tmp/registry-screens")

@@ -13,6 +13,8 @@ from pipeline.lambdas import load_lambda
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 from tests.test_aws_cli import BUCKET, PIPELINE, cloud  # noqa: F401  (cloud is a fixture)
 
+pytestmark = pytest.mark.e2e
+
 retrain = load_lambda("retrain")
 
 CONFIG = retrain.RetrainConfig(PIPELINE, BUCKET, "sentiment-mlops/data/")

@@ -284,6 +284,7 @@ def deployable(trained, tmp_path):
     delete_endpoints(tmp_path)
 
 
+@pytest.mark.server
 def test_an_approval_deploys_and_the_serving_version_is_found(deployable):
     made = decisions.decide(_settings(deployable), 2, "approve", "ship it")
     assert made.deployment_error is None and made.outcome is not None and made.outcome["status"] == "created"
@@ -299,6 +300,7 @@ def test_an_approval_deploys_and_the_serving_version_is_found(deployable):
         assert versions.serving(found).version == 2  # rejecting does not undeploy, as on AWS
 
 
+@pytest.mark.server
 def test_a_page_approval_racing_a_cli_approval_gives_one_event_and_one_deployment(deployable):
     """The registry page's path and the command line approve the same version at once: one of them
     changes it (SQLite's write lock), the other is told it was approved already; one event is

@@ -20,6 +20,8 @@ from pipeline.lambdas import load_lambda
 from tests.synthetic import make_reviews, write_jsonl
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
+pytestmark = pytest.mark.e2e
+
 SMALL = ["--param", "Epochs=1", "--param", "MaxLen=40", "--param", "VocabSize=200", "--param", "EmbeddingDim=0",
          "--param", "AccuracyThreshold=0"]  # the gate is not what is tested
 

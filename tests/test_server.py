@@ -24,6 +24,8 @@ from serve.server.settings import ServerSettings
 from serve.server.supervisor import main
 from tests.synthetic import make_reviews
 
+pytestmark = pytest.mark.server
+
 REVIEWS = [r["text"] for r in make_reviews(6, seed=11)]
 
 

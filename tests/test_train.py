@@ -124,6 +124,7 @@ def test_a_corrupt_checkpoint_is_ignored(prepared, tmp_path, caplog):
     assert any("unreadable checkpoint" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_sagemaker_environment_and_hyperparameter_spelling(prepared, tmp_path, monkeypatch):
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(prepared / "train"))
     monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(prepared / "validation"))
@@ -177,6 +178,7 @@ def test_a_tiny_dataset_trains_without_a_schedule_error(tmp_path, reviews):
     assert (tmp_path / "job" / "model" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_the_gpu_profile_trains_its_exact_network_and_schedule_on_the_cpu(prepared, tmp_path):
     """The SageMaker default (``gpu``) is never run here on a GPU: its network, bag, crops, epochs
     and calibration run on tiny data on the CPU, so a change that breaks it fails here first."""

@@ -18,6 +18,8 @@ from serve.server.run import BackgroundServer
 from tests.conftest import delete_endpoints
 from tests.test_local_api import api, home  # noqa: F401  (module fixtures: a deployed endpoint behind the API)
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
     if os.environ.get("CI"):
