@@ -3,8 +3,8 @@
 ``serve/constraints.txt`` pins what the jobs and the endpoint install on top of their images.
 These tests hold it to what the code imports and to setup.py's ranges, check that the jobs'
 bundles and the model's code/ carry the same pins, and that the real pip reads the generated
-files offline as intended. The local environment may have other compatible versions: that is
-reported, never a failure, and the pip checks that need the pinned versions skip.
+files offline as intended: pip resolves against wheels the test makes (each pin and a newer
+release), so the check means the same whatever is installed here or published today.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -220,36 +221,75 @@ def test_bundles_and_the_model_carry_the_same_pins_as_the_source(tmp_path):
             name: f"=={PINS[canonical_name(name)]}" for name in (ENDPOINT if unit == "model" else JOBS).installs}, unit
 
 
-def _pip_dry_run(requirements: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """The real pip, offline and changing nothing: what would ``pip install -r`` do here?"""
+def _pinned_dependencies(name: str) -> list[str]:
+    """The pinned packages ``name`` requires, as this environment's copy of it declares them."""
+    try:
+        declared = metadata.requires(name) or []
+    except metadata.PackageNotFoundError:
+        return []
+    names = (Requirement(line) for line in declared)
+    return sorted({canonical_name(r.name) for r in names if not r.marker and canonical_name(r.name) in PINS})
+
+
+def _wheel(folder: Path, name: str, version: str, requires: list[str]) -> None:
+    """A wheel with metadata and nothing else: all that pip's resolver reads in a dry run."""
+    stem = f"{name.replace('-', '_')}-{version}"
+    files = {f"{stem}.dist-info/METADATA": "Metadata-Version: 2.1\n" f"Name: {name}\nVersion: {version}\n"
+             + "".join(f"Requires-Dist: {r}\n" for r in requires),
+             f"{stem}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{stem}.dist-info/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{stem}.dist-info/RECORD"])
+    with zipfile.ZipFile(folder / f"{stem}-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+
+
+@pytest.fixture
+def package_index(tmp_path) -> Path:
+    """Each pinned package at its pin and at a newer release, so a pip that ignored the pins would
+    take the newer one; made here, so the check does not depend on what is installed or published."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    for name, version in PINS.items():
+        for release in (version, "9999.0"):
+            _wheel(folder, name, release, _pinned_dependencies(name))
+    return folder
+
+
+def _pip_dry_run(requirements: Path, cwd: Path, wheels: Path) -> subprocess.CompletedProcess:
+    """The real pip, changing nothing and asking no index: what would ``pip install -r`` take from ``wheels``?"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    return subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "-r", str(requirements)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--find-links",
+                           str(wheels), "-r", str(requirements)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
-def _needs_the_pinned_versions() -> None:
-    differ = _local_differences()
-    if differ:
-        pytest.skip(f"this environment has other versions than the pins (pin, installed): {differ}")
+def _would_install(output: str) -> set[str]:
+    lines = [line for line in output.splitlines() if line.startswith("Would install ")]
+    assert len(lines) == 1, output
+    return set(lines[0].removeprefix("Would install ").split())
 
 
-def test_pip_reads_the_constraints_next_to_requirements_and_needs_no_index(tmp_path):
-    """As the inference toolkit runs it (an absolute path, another working directory): with the
-    pinned versions present, pip installs nothing and asks no index; and it does read
-    constraints.txt through the requirements file, since a pin that cannot be met fails it."""
-    _needs_the_pinned_versions()
+def test_pip_reads_the_constraints_next_to_requirements_and_takes_the_pins(tmp_path, package_index):
+    """As the inference toolkit runs it (an absolute path, another working directory): pip takes
+    every package, and what those packages require, at its pin, though newer releases are on
+    offer; and it does read constraints.txt through the requirements file, since a pin that
+    cannot be met fails it."""
     code = tmp_path / "code"
     code.mkdir()
     files = _artifact_files(code)
-    result = _pip_dry_run(code / "requirements.txt", cwd=tmp_path)
+    result = _pip_dry_run(code / "requirements.txt", tmp_path, package_index)
     assert result.returncode == 0, result.stderr
-    assert "Would install" not in result.stdout, result.stdout
+    taken = _would_install(result.stdout)
+    wanted = {canonical_name(name) for name in ENDPOINT.installs}
+    wanted |= {dependency for name in wanted for dependency in _pinned_dependencies(name)}
+    assert {item.rsplit("-", 1)[0].lower().replace("_", "-") for item in taken} == wanted
+    assert all(item.rsplit("-", 1)[1] == PINS[item.rsplit("-", 1)[0].lower().replace("_", "-")] for item in taken), taken
 
     name = canonical_name(ENDPOINT.installs[-1])
     unmet = files["constraints.txt"].decode().replace(f"{name}=={PINS[name]}", f"{name}==0.0.0.1")
     (code / "constraints.txt").write_text(unmet, encoding="utf-8")
-    result = _pip_dry_run(code / "requirements.txt", cwd=tmp_path)
+    result = _pip_dry_run(code / "requirements.txt", tmp_path, package_index)
     assert result.returncode != 0 and "0.0.0.1" in result.stdout + result.stderr
 
 
