@@ -109,3 +109,14 @@ def test_every_relative_link_in_the_architecture_document_exists():
              if not re.match(r"^[a-z][a-z0-9+.-]*:", link) and not link.startswith("#")]
     missing = [link for link in links if link and not (ARCHITECTURE.parent / link).exists()]
     assert not missing, f"docs/ARCHITECTURE.md links to paths that do not exist: {missing}"
+
+
+def test_the_readme_lists_every_pipeline_parameter_and_no_other():
+    """The README's list of the per-execution knobs is the definition's, name for name."""
+    from pipeline.parameters import pipeline_parameters
+
+    declared = {parameter.name for parameter in pipeline_parameters("s3://bucket/data/").all()}
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("The per-execution knobs are pipeline parameters")
+    listed = set(re.findall(r"`([A-Z]\w+)`", text[start : text.index("(a test holds this list", start)]))
+    assert listed == declared
