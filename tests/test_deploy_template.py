@@ -172,6 +172,21 @@ def test_log_grants_name_the_bare_log_group_that_create_and_describe_are_authori
         assert base in arns and base + ":*" in arns, (role, arns)
 
 
+def test_every_logs_grant_names_a_log_group_in_the_documented_form_with_one_suffix():
+    """CloudFormation's ``Arn`` of a log group already ends in ``:*``, so ``${Group.Arn}:*`` grants
+    ``log-group:NAME:*:*``, which matches no stream ARN IAM documents. Every logs grant is written
+    as ``arn:...:log-group:NAME`` or that with one ``:*``."""
+    prefix = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+    grants = [(role, resource) for role, statement in _statements()
+              for action in _as_list(statement["Action"]) if action.startswith("logs:")
+              for resource in _as_list(statement["Resource"])]
+    assert len({role for role, _ in grants}) >= 5  # the pipeline, the endpoint's model and the three functions
+    for role, resource in grants:
+        arn = resource["Fn::Sub"]
+        assert arn.startswith(prefix) and ".Arn}" not in arn, (role, arn)
+        assert not arn.endswith(":*:*") and ":*" not in arn[len(prefix):].removesuffix(":*"), (role, arn)
+
+
 def test_image_pulls_are_granted_on_the_repositories_given_not_on_one_accounts():
     """The PyTorch images live in other accounts in several regions, and a user may pin another image."""
     assert _role_actions("EndpointModelRole")["ecr:BatchGetImage"] == [{"Ref": "InferenceImageRepository"}]
