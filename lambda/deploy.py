@@ -25,8 +25,12 @@ already Approved may emit no new event, so an approval that meets a busy endpoin
 Updating, ...) is not retried by raising: it is put on the retry queue (``RETRY_QUEUE_URL``)
 with a delay (1, 2, 4, 8 minutes, then every 15, for about two hours), and the queue hands it
 back to this function. Because requeued approvals may come back in any order, the endpoint is
-tagged with the time of the approval it follows (``APPROVED_AT_TAG``), and an approval older
-than that is answered ``ignored``: it was superseded. Only after ``MAX_ATTEMPTS`` does it raise
+tagged with the approval it follows (``APPROVED_AT_TAG``, ``APPROVED_PACKAGE_TAG``), and an
+approval that is not newer is answered ``ignored``: it was superseded. Newer means a later
+approval time, to the finest precision there is (the package's ``LastModifiedTime`` from
+DescribeModelPackage, read anyway; the event's ``time`` is to the second), then, for two
+approvals at the same instant, the higher version: an order with no ties, so two approvals
+given at once end with the newer version serving whichever delivery comes last. Only after ``MAX_ATTEMPTS`` does it raise
 (``EndpointBusy``), which lands it in the failures queue.
 
 Runs in AWS Lambda with only the standard library and boto3 (the runtime provides it).
@@ -43,7 +47,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -141,6 +145,11 @@ class Approval:
     status: str
     time: datetime  # when the package changed: which of two approvals is the newer
 
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """What "newer" means between approvals: the time, then the version for a tie."""
+        return self.time, self.version
+
 
 def _parse_time(value: Any) -> datetime | None:
     try:
@@ -233,18 +242,30 @@ def _ensure_endpoint_config(sagemaker, name: str, model: str, config: DeployConf
     return True
 
 
-def _followed_approval(sagemaker, endpoint: Mapping[str, Any]) -> tuple[datetime | None, str | None]:
-    """The time and package of the approval the endpoint follows, from its tags."""
+def _followed_approval(sagemaker, endpoint: Mapping[str, Any]) -> tuple[tuple[datetime, int] | None, str | None]:
+    """The order (``Approval.order``) and package of the approval the endpoint follows, from its tags."""
     tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags", [])}
-    return _parse_time(tags.get(APPROVED_AT_TAG)), tags.get(APPROVED_PACKAGE_TAG)
+    at, package = _parse_time(tags.get(APPROVED_AT_TAG)), tags.get(APPROVED_PACKAGE_TAG)
+    match = _ARN.match(package) if isinstance(package, str) else None
+    return ((at, int(match.group(1)) if match else 0) if at is not None else None), package
 
 
 def _record_approval(sagemaker, endpoint: Mapping[str, Any], approval: Approval) -> None:
-    """Tag the endpoint with this approval, unless a later one was recorded since it was read:
+    """Tag the endpoint with this approval, unless a newer one was recorded since it was read:
     deliveries may run at once (no reserved concurrency), and the tag must not go backwards."""
-    followed_at, _ = _followed_approval(sagemaker, endpoint)
-    if followed_at is None or followed_at <= approval.time:
+    followed, _ = _followed_approval(sagemaker, endpoint)
+    if followed is None or followed <= approval.order:
         sagemaker.add_tags(ResourceArn=endpoint["EndpointArn"], Tags=_approval_tags(approval))
+
+
+def _at_package_time(approval: Approval, package: Mapping[str, Any]) -> Approval:
+    """The approval timed by the package's ``LastModifiedTime`` where DescribeModelPackage gives one
+    (a datetime through boto3, to the millisecond), since the event's time is to the second."""
+    changed = package.get("LastModifiedTime")
+    changed = _parse_time(changed) if isinstance(changed, str) else changed
+    if isinstance(changed, datetime) and changed.tzinfo is not None:
+        return replace(approval, time=changed)
+    return approval
 
 
 @contextlib.contextmanager
@@ -286,11 +307,11 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any
     endpoint_config = f"{model}-{config.variant_hash()}"
     current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
     if current is not None:
-        followed_at, followed = _followed_approval(sagemaker, current)
-        if followed_at is not None and followed_at > approval.time:
+        followed, package = _followed_approval(sagemaker, current)
+        if followed is not None and followed > approval.order:
             return {"status": "ignored", "reason": f"version {approval.version} was approved at "
-                    f"{approval.time.isoformat()}, before {followed or 'the version the endpoint runs'} "
-                    f"(approved at {followed_at.isoformat()}): superseded"}
+                    f"{approval.time.isoformat()}, not after {package or 'the version the endpoint runs'} "
+                    f"(approved at {followed[0].isoformat()}; at the same instant the higher version wins): superseded"}
         if current.get("EndpointStatus") in BUSY_STATUSES:
             raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; deploying version "
                                f"{approval.version} waits until it settles")
@@ -333,9 +354,11 @@ def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None 
     if approval.status != "Approved":
         return {"status": "ignored", "reason": f"version {approval.version} is {approval.status}, not Approved"}
     # The event may be old (a retry, a late delivery): act on the package's status now.
-    now = sagemaker.describe_model_package(ModelPackageName=approval.package_arn).get("ModelApprovalStatus")
+    package = sagemaker.describe_model_package(ModelPackageName=approval.package_arn)
+    now = package.get("ModelApprovalStatus")
     if now != "Approved":
         return {"status": "ignored", "reason": f"version {approval.version} was approved, but is {now} now"}
+    approval = _at_package_time(approval, package)
     try:
         return deploy(approval, config, sagemaker)
     except EndpointBusy as busy:

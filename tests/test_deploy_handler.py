@@ -4,6 +4,7 @@ model) for UpdateEndpoint and endpoint states moto cannot produce."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -116,23 +117,28 @@ ENDPOINT_ARN = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test
 V2 = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"
 
 
-def _stubbed(endpoint_status: str, current_config: str, followed_at: str | None = None) -> tuple:
-    """The calls up to the decision: the package's status, the endpoint, the approval it follows;
+def _stubbed(endpoint_status: str, current_config: str, followed_at: str | None = None, *,
+             changed_at: datetime | None = None, followed_version: int = 3, superseded: bool | None = None) -> tuple:
+    """The calls up to the decision: the package's status (and ``changed_at``, its LastModifiedTime,
+    when given), the endpoint, the approval it follows (``followed_version`` at ``followed_at``);
     then, unless the endpoint is busy or the approval superseded, the model and its config."""
     client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     stub = Stubber(client)
     stub.add_response("describe_model_package", {
         "ModelPackageName": GROUP, "ModelPackageArn": V2,
         "CreationTime": "2026-11-22T06:00:00Z", "ModelPackageStatus": "Completed",
-        "ModelPackageStatusDetails": {"ValidationStatuses": []}, "ModelApprovalStatus": "Approved"})
+        "ModelPackageStatusDetails": {"ValidationStatuses": []}, "ModelApprovalStatus": "Approved",
+        **({"LastModifiedTime": changed_at} if changed_at else {})})
     stub.add_response("describe_endpoint", {
         "EndpointName": "sentiment-test", "EndpointArn": ENDPOINT_ARN,
         "EndpointConfigName": current_config, "EndpointStatus": endpoint_status,
         "CreationTime": "2026-11-22T06:00:00Z", "LastModifiedTime": "2026-11-22T06:00:00Z"})
     tags = [{"Key": deploy.APPROVED_AT_TAG, "Value": followed_at},
-            {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2.replace("/2", "/3")}] if followed_at else []
+            {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2.replace("/2", f"/{followed_version}")}] if followed_at else []
     stub.add_response("list_tags", {"Tags": tags}, {"ResourceArn": ENDPOINT_ARN})
-    if endpoint_status in deploy.BUSY_STATUSES or (followed_at and followed_at > "2026-11-22T06:00:00"):
+    if superseded is None:
+        superseded = bool(followed_at and followed_at > "2026-11-22T06:00:00")
+    if endpoint_status in deploy.BUSY_STATUSES or superseded:
         return client, stub
     stub.add_client_error("describe_model", "ValidationException", "Could not find model \"sentiment-test-v2\".")
     stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-test-v2"})
@@ -164,6 +170,56 @@ def test_an_approval_older_than_the_one_the_endpoint_follows_is_superseded():
         result = deploy.handle(_event(V2), CONFIG, client)
     stub.assert_no_pending_responses()
     assert result["status"] == "ignored" and "superseded" in result["reason"] and "/3" in result["reason"]
+
+
+INSTANT = datetime(2026, 11, 22, 6, 0, 0, 663000, tzinfo=UTC)  # two approvals recorded at once (issue 23)
+
+
+@pytest.mark.parametrize("followed_version, superseded", [(3, True), (1, False)], ids=["v3-serves", "v1-serves"])
+def test_two_approvals_at_the_same_instant_end_with_the_higher_version_whichever_comes_last(followed_version,
+                                                                                          superseded):
+    """Version 2 approved at the very instant the endpoint's approval was: it replaces version 1 and
+    leaves version 3 alone, whichever delivery comes last, so `approve 1 & approve 2` ends on 2."""
+    client, stub = _stubbed("InService", f"sentiment-test-v{followed_version}-aaaaaaaa", INSTANT.isoformat(),
+                            changed_at=INSTANT, followed_version=followed_version, superseded=superseded)
+    if not superseded:
+        stub.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN})
+        stub.add_response("list_tags", {"Tags": []}, {"ResourceArn": ENDPOINT_ARN})
+        stub.add_response("add_tags", {}, {"ResourceArn": ENDPOINT_ARN, "Tags": [
+            {"Key": deploy.APPROVED_AT_TAG, "Value": INSTANT.isoformat()}, {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2}]})
+    with stub:
+        result = deploy.handle(_event(V2), CONFIG, client)
+    stub.assert_no_pending_responses()
+    if superseded:
+        assert result["status"] == "ignored" and "the higher version wins" in result["reason"]
+    else:
+        assert result["status"] == "updated"
+
+
+def test_the_packages_time_orders_approvals_within_the_events_second():
+    """The event says 06:00:00; the package changed at 06:00:00.900, after the endpoint's approval
+    at 06:00:00.663 of a higher version: version 2 is the newer approval and is deployed."""
+    client, stub = _stubbed("InService", "sentiment-test-v3-aaaaaaaa", INSTANT.isoformat(),
+                            changed_at=INSTANT + timedelta(milliseconds=237), superseded=False)
+    stub.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN})
+    stub.add_response("list_tags", {"Tags": []}, {"ResourceArn": ENDPOINT_ARN})
+    stub.add_response("add_tags", {}, {"ResourceArn": ENDPOINT_ARN, "Tags": [
+        {"Key": deploy.APPROVED_AT_TAG, "Value": (INSTANT + timedelta(milliseconds=237)).isoformat()},
+        {"Key": deploy.APPROVED_PACKAGE_TAG, "Value": V2}]})
+    with stub:
+        result = deploy.handle(_event(V2), CONFIG, client)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "updated"
+
+
+def test_a_late_retry_of_an_older_approval_is_superseded():
+    """Version 2's approval, delivered again an hour later (a retry), after version 3's: ignored."""
+    client, stub = _stubbed("InService", "sentiment-test-v3-aaaaaaaa", (INSTANT + timedelta(minutes=5)).isoformat(),
+                            changed_at=INSTANT, superseded=True)
+    with stub:
+        result = deploy.handle(_event(V2) | {"time": "2026-11-22T07:00:00Z"}, CONFIG, client)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "ignored" and "superseded" in result["reason"]
 
 
 def test_a_later_approval_recorded_meanwhile_is_not_tagged_over():

@@ -2,20 +2,24 @@
 drives LocalHosting as it drives SageMaker; the endpoint is a real model-server process."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from pipeline.cli import main
+from pipeline.local.services.events import deliver_pending, record_event
 from pipeline.local.services.hosting import _alive
 from pipeline.local.state.db import open_state
+from pipeline.local.state.registry import ModelRegistry
 from pipeline.settings import Settings
 from tests.conftest import delete_endpoints, endpoint_pid, register_versions
 
@@ -146,3 +150,20 @@ def test_a_replayed_older_approval_does_not_undo_a_newer_one(home, capsys):
     assert code == 0 and results[0]["status"] == "ignored" and "superseded" in results[0]["reason"]
     assert _endpoint(capsys, home)["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
 
+
+
+@pytest.mark.parametrize("delivered_first", [1, 2])
+def test_two_approvals_at_the_same_instant_end_serving_the_higher_version(home, capsys, delivered_first):
+    """`registry approve 1 & registry approve 2` recorded both at one instant (issue 23): whichever
+    event is delivered last, version 2 serves, and the other delivery says why it did nothing."""
+    settings, instant = Settings(home=home), datetime(2026, 12, 7, 12, 0, 0, 663000, tzinfo=UTC)
+    with contextlib.closing(open_state(home)) as conn:
+        registry = ModelRegistry(conn, clock=lambda: instant)
+        events = {version: registry.update_approval(settings.model_package_group, version, "Approved").event
+                  for version in (1, 2)}
+    for version in (delivered_first, 3 - delivered_first):
+        record_event(settings, events[version])
+    results = deliver_pending(settings)
+    assert _endpoint(capsys, home)["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
+    if delivered_first == 2:
+        assert results[-1]["status"] == "ignored" and "the higher version wins" in results[-1]["reason"]

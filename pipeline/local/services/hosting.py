@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.services.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
-from pipeline.local.state.db import StateError, iso, to_json, utc_now, write_transaction
+from pipeline.local.state.db import StateError, iso, parse_iso, to_json, utc_now, write_transaction
 from pipeline.local.state.registry import ModelRegistry
 from pipeline.local.state.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
@@ -82,7 +82,9 @@ class LocalHosting:
             raise _client_error("DescribeModelPackage", str(error)) from None
         return {"ModelPackageArn": package.arn, "ModelPackageGroupName": package.group_name,
                 "ModelPackageVersion": package.version, "ModelApprovalStatus": package.approval_status,
-                "InferenceSpecification": package.inference_specification}
+                "InferenceSpecification": package.inference_specification,
+                # a datetime, as boto3 parses SageMaker's timestamp: the deploy handler orders approvals by it
+                "LastModifiedTime": parse_iso(package.last_modified_time)}
 
     # --- models -------------------------------------------------------------------------------
     def describe_model(self, ModelName: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
