@@ -65,7 +65,9 @@ def plot_reliability(calibration: dict, path: Path, by_dataset: dict[str, dict] 
     With several test sets, each gets its own curve too: reviews and sentences can disagree."""
     figure, axis = plt.subplots(figsize=(5, 4.5))
     axis.plot([0.5, 1], [0.5, 1], linestyle="--", color="grey", label="honest")
-    curves = {"every test text": calibration, **(by_dataset or {})} if by_dataset and len(by_dataset) > 1 else {"model": calibration}
+    curves = {"model": calibration}
+    if by_dataset is not None and len(by_dataset) > 1:
+        curves = {"every test text": calibration, **by_dataset}
     for name, curve in curves.items():
         bins = curve["bins"]
         axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",

@@ -30,8 +30,8 @@ approval that is not newer is answered ``ignored``: it was superseded. Newer mea
 approval time, to the finest precision there is (the package's ``LastModifiedTime`` from
 DescribeModelPackage, read anyway; the event's ``time`` is to the second), then, for two
 approvals at the same instant, the higher version: an order with no ties, so two approvals
-given at once end with the newer version serving whichever delivery comes last. Only after ``MAX_ATTEMPTS`` does it raise
-(``EndpointBusy``), which lands it in the failures queue.
+given at once end with the newer version serving whichever delivery comes last. Only after
+``MAX_ATTEMPTS`` does it raise (``EndpointBusy``), which lands it in the failures queue.
 
 Runs in AWS Lambda with only the standard library and boto3 (the runtime provides it).
 Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``,
@@ -151,6 +151,12 @@ class Approval:
         return self.time, self.version
 
 
+def _package_version(arn: Any) -> int | None:
+    """The version a model package version ARN names; None for anything else."""
+    match = _ARN.match(arn) if isinstance(arn, str) else None
+    return int(match.group(1)) if match else None
+
+
 def _parse_time(value: Any) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -170,15 +176,15 @@ def parse_event(event: Any) -> Approval:
     if not isinstance(detail, Mapping):
         raise EventError("the event has no detail object")
     arn, status, group = detail.get("ModelPackageArn"), detail.get("ModelApprovalStatus"), detail.get("ModelPackageGroupName")
-    match = _ARN.match(arn) if isinstance(arn, str) else None
-    if match is None or not isinstance(arn, str):
+    version = _package_version(arn)
+    if version is None or not isinstance(arn, str):
         raise EventError(f"detail.ModelPackageArn {arn!r} is not a model package version ARN")
     if not isinstance(status, str) or not isinstance(group, str):
         raise EventError("detail lacks ModelApprovalStatus or ModelPackageGroupName")
     time = _parse_time(event.get("time"))
     if time is None:
         raise EventError(f"the event's time {event.get('time')!r} is not an ISO 8601 time with a zone")
-    return Approval(arn, group, int(match.group(1)), status, time)
+    return Approval(arn, group, version, status, time)
 
 
 def deliveries(event: Any) -> list[tuple[Any, int]]:
@@ -246,8 +252,9 @@ def _followed_approval(sagemaker, endpoint: Mapping[str, Any]) -> tuple[tuple[da
     """The order (``Approval.order``) and package of the approval the endpoint follows, from its tags."""
     tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags", [])}
     at, package = _parse_time(tags.get(APPROVED_AT_TAG)), tags.get(APPROVED_PACKAGE_TAG)
-    match = _ARN.match(package) if isinstance(package, str) else None
-    return ((at, int(match.group(1)) if match else 0) if at is not None else None), package
+    if at is None:
+        return None, package
+    return (at, _package_version(package) or 0), package
 
 
 def _record_approval(sagemaker, endpoint: Mapping[str, Any], approval: Approval) -> None:
@@ -262,7 +269,6 @@ def _at_package_time(approval: Approval, package: Mapping[str, Any]) -> Approval
     """The approval timed by the package's ``LastModifiedTime`` where DescribeModelPackage gives one
     (a datetime through boto3, to the millisecond), since the event's time is to the second."""
     changed = package.get("LastModifiedTime")
-    changed = _parse_time(changed) if isinstance(changed, str) else changed
     if isinstance(changed, datetime) and changed.tzinfo is not None:
         return replace(approval, time=changed)
     return approval
