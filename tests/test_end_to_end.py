@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import signal
 import socket
@@ -299,25 +298,34 @@ def test_two_executions_at_once_do_not_clobber_each_other(archive, tmp_path):
     assert len({r["artifact"] for r in listed}) == 2
 
 
-def test_a_runner_killed_outright_leaves_an_execution_that_retry_takes_over(archive, tmp_path):
-    """SIGKILL cannot be caught: the execution stays Executing and its training job runs on.
-    A retry sees that the runner is gone, stops the job it left, and finishes the execution."""
+@pytest.mark.parametrize("step", ["Preprocess", "Train", "Evaluate"])
+def test_a_run_killed_outright_reads_as_failed_and_a_retry_finishes_it(archive, tmp_path, step):
+    """SIGKILL cannot be caught: the next command that reads the executions finds the runner
+    gone and records the execution and its step Failed, with the time it ended and how to run it
+    again, and stops the job it left running; a retry then finishes the execution."""
     home = tmp_path / "home"
     process = _start(home, "run", "--data", str(archive), "--json", *SMALL, "--param", "AccuracyThreshold=0.6")
-    execution, _ = _wait_for_step(home, "Train", "Executing", process)
-    time.sleep(0.5)  # the job's pid is recorded as it starts
+    execution, _ = _wait_for_step(home, step, "Executing", process)
+    time.sleep(0.3)  # the job's pid is recorded as it starts
     process.kill()
     process.communicate(timeout=60)
+
+    listed = json.loads(_run(home, "executions", "list", "--json").stdout)
+    assert [(e["execution_id"], e["status"]) for e in listed] == [(execution.execution_id, "Failed")]
+    assert f"(pid {process.pid}) ended at about" in listed[0]["failure_reason"]
     shown = json.loads(_run(home, "executions", "show", execution.execution_id, "--json").stdout)
-    assert shown["status"] == "Executing" and shown["steps"]["Train"]["status"] == "Executing"
-    from pipeline.local.state.db import open_state
-    orphan = open_state(home).execute("SELECT job_pid FROM steps WHERE step_name = 'Train'").fetchone()["job_pid"]
-    os.killpg(orphan, 0)  # the killed runner's training job is still running
+    assert shown["steps"][step]["status"] == "Failed"
+    assert all(s["status"] == "Succeeded" for name, s in shown["steps"].items() if name != step)
+    assert shown["rerun"] == f"sentiment-mlops executions retry {execution.execution_id}"
+    assert shown["rerun"] in _run(home, "executions", "show", execution.execution_id).stdout
+    deadline = time.monotonic() + 15
+    while _processes_working_in(home / "jobs") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_working_in(home / "jobs") == [], "the killed runner's job was not stopped"
 
     retried = _run(home, "executions", "retry", execution.execution_id, "--json")
     assert retried.returncode == 0, retried.stderr[-3000:]
-    assert f"stopping job process group {orphan}" in retried.stderr
     summary = json.loads(retried.stdout.strip().splitlines()[-1])
-    assert summary["status"] == "Succeeded" and summary["steps"]["Train"]["attempts"] == 2
-    assert summary["steps"]["Preprocess"] == shown["steps"]["Preprocess"] and summary["model_package_version"] == 1
+    assert summary["status"] == "Succeeded" and summary["steps"][step]["attempts"] == 2
+    assert summary["model_package_version"] == 1 and summary["rerun"] is None
     assert _processes_working_in(home / "jobs") == []

@@ -302,9 +302,19 @@ def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
         "threshold": execution.parameters.get("AccuracyThreshold"),
         "sentence_threshold": execution.parameters.get("SentenceAccuracyThreshold"),
         "model_package_version": versions[0] if versions else None,
+        "rerun": _rerun(execution, steps),
         "parameters": execution.parameters,
         "started": execution.start_time,
     }
+
+
+def _rerun(execution: Any, steps: list) -> str | None:
+    """The command that runs a Failed or Stopped execution again from where it stopped; None
+    for one still running, one that succeeded, or one a gate failed (a retry would fail it again)."""
+    if execution.status not in ("Failed", "Stopped") or any(s.step_type == "Fail" and s.status == "Failed"
+                                                              for s in steps):
+        return None
+    return f"sentiment-mlops executions retry {execution.execution_id}"
 
 
 def _evaluation_report(settings: Settings, steps: list) -> dict | None:
@@ -469,6 +479,8 @@ def print_execution(result: dict) -> None:
               f"{result['model_package_version']})")
     if result["failure_reason"]:
         print(f"  {result['failure_reason']}")
+    if result.get("rerun"):
+        print(f"  run it again from the step that stopped: {result['rerun']}")
 
 
 def _print_executions(rows: list) -> None:

@@ -32,6 +32,28 @@ def process_alive(pid: int | None) -> bool:
         return True
 
 
+def process_identity(pid: int) -> str | None:
+    """What tells this process from a later one given the same pid: the boot's id and the
+    process's start time in clock ticks since boot (Linux's /proc). None where there is no
+    /proc or the process is gone."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces
+    return f"{boot}:{fields[19]}"  # field 22 of stat, starttime
+
+
+def process_is(pid: int | None, identity: str | None) -> bool:
+    """Whether ``pid`` is alive and is the process that ``identity`` recorded (a pid reused by
+    a later process is not). An identity None, or none readable now, leaves the pid alone to decide."""
+    if not process_alive(pid):
+        return False
+    now = process_identity(pid) if identity and pid else None
+    return now is None or now == identity
+
+
 class HeldInterrupts:
     """Holds Ctrl-C, SIGTERM and SIGHUP while a child process is being started, to hand them on
     once its pid is known (``deliver``).

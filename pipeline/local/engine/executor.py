@@ -47,11 +47,11 @@ from pipeline.local.engine.expressions import (
     resolve,
 )
 from pipeline.local.engine.graph import Plan, StepNode, build_plan
-from pipeline.local.engine.jobs import JobFailed, run_processing_job, run_training_job
+from pipeline.local.engine.jobs import JobFailed, JobWatch, run_processing_job, run_training_job
 from pipeline.local.engine.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.processes import stop_process_group
 from pipeline.local.state.db import iso, open_state, parse_iso, sha256_text, utc_now
-from pipeline.local.state.executions import Execution, ExecutionStore, Step
+from pipeline.local.state.executions import RUNNER_LEASE_S, Execution, ExecutionStore, Step
 from pipeline.local.state.registry import ModelRegistry
 from pipeline.local.state.store import ArtifactStore
 from pipeline.parameters import DEFAULT_APPROVAL_STATUS
@@ -128,18 +128,20 @@ def _job_arguments(run: _Run, node: StepNode) -> dict[str, Any]:
     return resolve(node.arguments(), run.context.with_execution(**{variable: run.job_name(node.name)}))
 
 
-def _record_job(run: _Run, node: StepNode) -> Callable[[int], None]:
-    return lambda pid: run.executions.set_job_pid(run.execution_id, node.name, pid)
+def _watch(run: _Run, node: StepNode) -> JobWatch:
+    """Record the job's pid as it starts, and renew this runner's claim on the execution while it runs."""
+    return JobWatch(started=lambda pid: run.executions.set_job_pid(run.execution_id, node.name, pid),
+                    running=lambda: run.executions.renew_lease(run.execution_id), interval_s=RUNNER_LEASE_S)
 
 
 def _processing(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     return run_processing_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
-                              store=run.store, log_path=log_path, on_start=_record_job(run, node))
+                              store=run.store, log_path=log_path, watch=_watch(run, node))
 
 
 def _training(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     return run_training_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
-                            store=run.store, log_path=log_path, on_start=_record_job(run, node))
+                            store=run.store, log_path=log_path, watch=_watch(run, node))
 
 
 def _condition(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
@@ -340,14 +342,15 @@ def retry_execution(execution_id: str, settings: Settings, *, conn: sqlite3.Conn
                     use_cache: bool = True, sleep: Callable[[float], None] = time.sleep) -> Execution:
     """Run a Failed or Stopped execution again from where it stopped, as RetryPipelineExecution
     does: the same id, definition and parameters; its Succeeded steps are kept, the rest run.
-    An Executing execution whose runner was killed outright counts as Stopped; the jobs it left
-    running are stopped first."""
+    An execution whose runner was killed outright is settled as Failed first, and the jobs it
+    left running are stopped."""
     with _state(settings, conn) as state:
         executions = ExecutionStore(state)
         definition_json = executions.definition(execution_id)
         definition = json.loads(definition_json)
         plan = _checked_plan(definition)
-        for pid in executions.abandoned_jobs(execution_id):  # a killed runner's jobs may still run
+        executions.settle_abandoned()
+        for pid in executions.leftover_jobs(execution_id):  # a killed runner's jobs may still run
             log.info("stopping job process group %d, left running by the execution's previous runner", pid)
             stop_process_group(pid)
         execution = executions.reopen(execution_id)

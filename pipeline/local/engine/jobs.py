@@ -26,7 +26,9 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,15 @@ exec "{python}" "$@"
 """
 
 
-OnStart = Callable[[int], None]  # told the job process's pid as soon as it is started
+@dataclass(frozen=True)
+class JobWatch:
+    """What the caller is told while a job runs: its pid as soon as it starts (to find the job
+    again), and a tick every ``interval_s`` while it runs (the executor renews its claim on
+    the execution, so that the time its process ended is known if it is killed)."""
+
+    started: Callable[[int], None]
+    running: Callable[[], None] = lambda: None
+    interval_s: float = 10.0
 
 
 class JobFailed(RuntimeError):
@@ -86,10 +96,10 @@ def _mirror(container_path: str, job_dir: Path) -> Path:
 
 
 def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str], log_path: Path,
-         timeout_s: float | None, failure_file: Path | None = None, on_start: OnStart | None = None) -> None:
+         timeout_s: float | None, failure_file: Path | None = None, watch: JobWatch | None = None) -> None:
     """Run ``command`` with its output in ``log_path``; raise ``JobFailed`` on a non-zero exit
     or a timeout. On Ctrl-C the child is stopped too before the interrupt goes on. The job runs
-    in its own session (its pid is its process group), which ``on_start`` is told."""
+    in its own session (its pid is its process group), which ``watch`` is told."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(command)}\n".encode())
@@ -99,9 +109,9 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
                                        start_new_session=True)
         try:
             held.deliver()
-            if on_start is not None:
-                on_start(process.pid)
-            code = process.wait(timeout=timeout_s)
+            if watch is not None:
+                watch.started(process.pid)
+            code = _wait(process, timeout_s, watch)
         except subprocess.TimeoutExpired:
             _stop(process)
             raise JobFailed(job_name, None, log_path, f"ran past MaxRuntimeInSeconds ({timeout_s:g} s)") from None
@@ -110,6 +120,21 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
             raise
     if code != 0:
         raise JobFailed(job_name, code, log_path, _failure_reason(failure_file, code))
+
+
+def _wait(process: subprocess.Popen, timeout_s: float | None, watch: JobWatch | None) -> int:
+    """``process.wait(timeout_s)``, telling ``watch`` every ``interval_s`` that the job still runs."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        slices = [t for t in (left, watch.interval_s if watch else None) if t is not None]
+        try:
+            return process.wait(timeout=min(slices) if slices else None)
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            assert watch is not None  # only a watch's slice ends a wait early
+            watch.running()
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -168,7 +193,7 @@ def _processing_outputs(arguments: Mapping[str, Any]) -> list[Mapping[str, Any]]
 
 
 def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, store: ArtifactStore,
-                       log_path: Path, on_start: OnStart | None = None) -> dict[str, Any]:
+                       log_path: Path, watch: JobWatch | None = None) -> dict[str, Any]:
     """Run one resolved CreateProcessingJob request; returns its DescribeProcessingJob-shaped
     properties (what ``Steps.X.ProcessingOutputConfig.Outputs['name']...`` reads)."""
     job_dir = Path(job_dir)
@@ -185,7 +210,7 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
     env[OUTPUT_DIR_ENV] = str(job_dir / "output")  # /opt/ml/output, where the scripts leave their ExitMessage
     (job_dir / "output").mkdir(parents=True, exist_ok=True)
     _run([str(c) for c in command], job_name=job_name, cwd=job_dir, env=env, log_path=log_path,
-         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / PROCESSING_REASON_FILE, on_start=on_start)
+         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / PROCESSING_REASON_FILE, watch=watch)
     for output in _processing_outputs(arguments):
         store.upload_dir(_mirror(output["S3Output"]["LocalPath"], job_dir), output["S3Output"]["S3Uri"])
     return {"ProcessingJobName": job_name, "ProcessingJobArn": sagemaker_arn("processing-job", job_name),
@@ -298,7 +323,7 @@ def _upload_model(job_dir: Path, output_path: str, job_name: str, store: Artifac
 
 
 def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, store: ArtifactStore,
-                     log_path: Path, num_gpus: int | None = None, on_start: OnStart | None = None) -> dict[str, Any]:
+                     log_path: Path, num_gpus: int | None = None, watch: JobWatch | None = None) -> dict[str, Any]:
     """Run one resolved CreateTrainingJob request in script mode; returns DescribeTrainingJob-
     shaped properties (``ModelArtifacts.S3ModelArtifacts``, ``FinalMetricDataList``, ...)."""
     job_dir = Path(job_dir)
@@ -321,7 +346,7 @@ def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Pa
     command = [sys.executable, program] + [token for name, value in user_hps.items() for token in (f"--{name}", value)]
     try:
         _run(command, job_name=job_name, cwd=job_dir / "code", env=env, log_path=log_path,
-             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / TRAINING_REASON_FILE, on_start=on_start)
+             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / TRAINING_REASON_FILE, watch=watch)
     finally:
         _sync_checkpoints(checkpoint_config, checkpoint_dir, store, upload=True)
     model_uri = _upload_model(job_dir, (arguments.get("OutputDataConfig") or {})["S3OutputPath"], job_name, store)

@@ -182,6 +182,15 @@ MIGRATIONS: list[list[str]] = [
         # evaluation's files), a JSON object of strings.
         "ALTER TABLE model_packages ADD COLUMN customer_metadata_properties TEXT NOT NULL DEFAULT '{}'",
     ],
+    [
+        # Who runs an execution, beyond its pid (which a later process may be given): the
+        # runner's start time (processes.process_identity), and when it was last seen working
+        # (renewed while a job runs), so that a runner that was killed can be told from a live
+        # one, and its execution settled as Failed with the time it ended. The same for a job.
+        "ALTER TABLE executions ADD COLUMN runner_identity TEXT",
+        "ALTER TABLE executions ADD COLUMN runner_seen TEXT",
+        "ALTER TABLE steps ADD COLUMN job_identity TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,9 +7,12 @@ cache lookup finds a previous successful run of a step with the same resolved ar
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
+import signal
 import sqlite3
 import string
 from collections.abc import Mapping
@@ -18,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from pipeline.local.aws_identity import REGION, execution_arn
-from pipeline.local.processes import process_alive
+from pipeline.local.processes import process_identity, process_is
 from pipeline.local.state.db import (
     Clock,
     StateError,
@@ -37,8 +40,11 @@ EXECUTION_TERMINAL = ("Stopped", "Failed", "Succeeded")
 # does not list those at all; the executor may record them or not).
 STEP_STATUSES = ("Starting", "Executing", "Stopping", "Stopped", "Failed", "Succeeded", "Skipped")
 STEP_TERMINAL = ("Stopped", "Failed", "Succeeded", "Skipped")
+log = logging.getLogger(__name__)
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 12
+UNFINISHED_STEP = ("Starting", "Executing", "Stopping")
+RUNNER_LEASE_S = 10.0  # how often a runner renews runner_seen while a job runs: the "about" of the time it ended
 
 
 class ExecutionError(StateError):
@@ -121,9 +127,11 @@ class ExecutionStore:
                                           (definition_sha256, definition_json, now))
                     self.conn.execute(
                         "INSERT INTO executions (execution_id, arn, pipeline_name, definition_sha256, parameters, "
-                        "display_name, status, start_time, last_modified_time, runner_pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "display_name, status, start_time, last_modified_time, runner_pid, runner_identity, runner_seen) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (execution_id, execution_arn(pipeline_name, execution_id, region=self.region), pipeline_name,
-                         definition_sha256, to_json(dict(parameters)), display_name, "Executing", now, now, os.getpid()))
+                         definition_sha256, to_json(dict(parameters)), display_name, "Executing", now, now,
+                         *_this_runner(now)))
             except sqlite3.IntegrityError:
                 continue
             return self.get(execution_id)
@@ -138,14 +146,16 @@ class ExecutionStore:
         return _execution(row)
 
     def list_executions(self, pipeline_name: str | None = None, limit: int | None = None) -> list[Execution]:
-        """Newest first, like ListPipelineExecutions' default order."""
+        """Newest first, like ListPipelineExecutions' default order; abandoned ones settled first."""
+        self.settle_abandoned()
         sql = "SELECT * FROM executions" + (" WHERE pipeline_name = ?" if pipeline_name else "")
         sql += " ORDER BY start_time DESC, seq DESC" + (" LIMIT ?" if limit else "")
         args = [a for a in (pipeline_name, limit) if a]
         return [_execution(r) for r in self.conn.execute(sql, args)]
 
     def describe(self, execution: str) -> tuple[Execution, list[Step]]:
-        """An execution and its steps, read from one snapshot."""
+        """An execution and its steps, read from one snapshot; abandoned executions settled first."""
+        self.settle_abandoned()
         with read_transaction(self.conn):
             found = self.get(execution)
             return found, self.steps(found.execution_id)
@@ -178,25 +188,83 @@ class ExecutionStore:
     def reopen(self, execution: str) -> Execution:
         """RetryPipelineExecution: a Failed or Stopped execution runs again under its own id, in
         this process. Its Succeeded steps stay; its Skipped steps are forgotten (the conditions
-        decide again); its Failed and Stopped steps start again when their turn comes. An
-        Executing one whose runner process is gone (killed outright) counts as Stopped."""
+        decide again); its Failed and Stopped steps start again when their turn comes. One whose
+        runner was killed is settled (Failed) first, so it can be retried too."""
+        self.settle_abandoned()
         now = iso(self.clock())
         with write_transaction(self.conn):
             current = self.get(execution)
-            runner, abandoned = self._runner(current)
-            if current.status not in ("Failed", "Stopped") and not abandoned:
+            if current.status not in ("Failed", "Stopped"):
+                runner = self._row(current.execution_id)["runner_pid"]
                 raise ExecutionError(f"execution {current.execution_id} is {current.status}"
                                      + (f" in process {runner}" if current.status == "Executing" and runner else "")
                                      + "; only a Failed or Stopped execution can be retried")
-            if abandoned:
-                self.conn.execute("UPDATE steps SET status = 'Stopped', end_time = ?, failure_reason = ? WHERE "
-                                  "execution_id = ? AND status IN ('Starting', 'Executing')",
-                                  (now, f"its runner (process {runner}) ended without recording it", current.execution_id))
             self.conn.execute("DELETE FROM steps WHERE execution_id = ? AND status = 'Skipped'", (current.execution_id,))
             self.conn.execute("UPDATE executions SET status = 'Executing', end_time = NULL, failure_reason = NULL, "
-                              "last_modified_time = ?, runner_pid = ? WHERE execution_id = ?",
-                              (now, os.getpid(), current.execution_id))
+                              "last_modified_time = ?, runner_pid = ?, runner_identity = ?, runner_seen = ? "
+                              "WHERE execution_id = ?", (now, *_this_runner(now), current.execution_id))
         return self.get(current.execution_id)
+
+    # --- runners: who runs an execution, and what is left when one is killed ----------------
+    def renew_lease(self, execution_id: str) -> None:
+        """This process is still at work on the execution: its ``runner_seen`` becomes now, so
+        that if it is killed, the time it ended is known to within a renewal."""
+        with write_transaction(self.conn):
+            self.conn.execute("UPDATE executions SET runner_seen = ? WHERE execution_id = ? AND runner_pid = ?",
+                              (iso(self.clock()), execution_id, os.getpid()))
+
+    def settle_abandoned(self) -> list[Execution]:
+        """Executions whose runner process is gone (killed outright, a power cut), settled as
+        SageMaker never leaves an execution whose work has stopped: Executing becomes Failed
+        (Stopping becomes Stopped), with the time the runner ended (about: when it was last seen
+        working), and so do its unfinished steps; a job such a runner left running is told to
+        stop. A live runner, in any process, is left alone. Returns the executions settled."""
+        if self.conn.execute("SELECT 1 FROM executions WHERE status IN ('Executing', 'Stopping') LIMIT 1").fetchone() is None:
+            return []  # the common case, without taking the write lock
+        with write_transaction(self.conn):
+            rows = self.conn.execute("SELECT * FROM executions WHERE status IN ('Executing', 'Stopping')").fetchall()
+            settled = [self._settle(row) for row in rows if not process_is(row["runner_pid"], row["runner_identity"])]
+        for execution in settled:
+            for pid in self.leftover_jobs(execution.execution_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+        return [self.get(e.execution_id) for e in settled]
+
+    def _settle(self, row: sqlite3.Row) -> Execution:
+        """Inside a write transaction: one abandoned execution and its unfinished steps ended."""
+        execution_id, pid = row["execution_id"], row["runner_pid"]
+        steps = self.steps(execution_id)
+        ended = max([row["runner_seen"] or "", row["last_modified_time"],
+                     *(t for s in steps for t in (s.start_time, s.end_time) if t)])
+        status = "Stopped" if row["status"] == "Stopping" else "Failed"
+        self.conn.execute("UPDATE executions SET status = ?, end_time = ?, last_modified_time = ?, failure_reason = ? "
+                          "WHERE execution_id = ?",
+                          (status, ended, iso(self.clock()), f"the process running it (pid {pid}) ended at about "
+                           f"{ended}, before the execution finished", execution_id))
+        for step in steps:
+            if step.status in UNFINISHED_STEP:
+                seconds = (parse_iso(ended) - parse_iso(step.start_time)).total_seconds() if step.start_time else None
+                self.conn.execute(
+                    "UPDATE steps SET status = ?, end_time = ?, seconds = ?, failure_reason = ? "
+                    "WHERE execution_id = ? AND step_name = ?",
+                    (status, ended, seconds, f"the process running the execution (pid {pid}) ended at about {ended} "
+                     "while this step ran", execution_id, step.step_name))
+        log.warning("execution %s: its runner (pid %s) is gone; recorded as %s", execution_id, pid, status)
+        return self.get(execution_id)
+
+    def leftover_jobs(self, execution: str) -> list[int]:
+        """The job process groups still running for an execution that no live runner holds (a
+        killed runner's jobs run on in their own sessions); [] while its runner lives."""
+        current = self.get(execution)
+        row = self._row(current.execution_id)
+        if current.status in ("Executing", "Stopping") and process_is(row["runner_pid"], row["runner_identity"]):
+            return []
+        rows = self.conn.execute("SELECT job_pid, job_identity FROM steps WHERE execution_id = ? AND job_pid IS NOT NULL",
+                                 (current.execution_id,))
+        return [r["job_pid"] for r in rows if process_is(r["job_pid"], r["job_identity"])]
+
+    def _row(self, execution_id: str) -> sqlite3.Row:
+        return self.conn.execute("SELECT * FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
 
     # --- steps ----------------------------------------------------------------------------
     def steps(self, execution_id: str) -> list[Step]:
@@ -256,28 +324,12 @@ class ExecutionStore:
                  log_path, execution_id, step_name))
         return self.step(execution_id, step_name)
 
-    def _runner(self, current: Execution) -> tuple[int | None, bool]:
-        """The pid of the process running ``current``, and whether the execution is abandoned:
-        Executing, with that process gone (killed outright)."""
-        runner = self.conn.execute("SELECT runner_pid FROM executions WHERE execution_id = ?",
-                                   (current.execution_id,)).fetchone()["runner_pid"]
-        return runner, current.status == "Executing" and not process_alive(runner)
-
     def set_job_pid(self, execution_id: str, step_name: str, pid: int) -> None:
         """The job process of a running step (its process group), so that a later retry can
         stop a job its killed runner left behind."""
         with write_transaction(self.conn):
-            self.conn.execute("UPDATE steps SET job_pid = ? WHERE execution_id = ? AND step_name = ?",
-                              (pid, execution_id, step_name))
-
-    def abandoned_jobs(self, execution: str) -> list[int]:
-        """The job pids of an Executing execution whose runner is gone; [] for any other."""
-        current = self.get(execution)
-        if not self._runner(current)[1]:
-            return []
-        rows = self.conn.execute("SELECT job_pid FROM steps WHERE execution_id = ? AND status IN ('Starting', 'Executing') "
-                                 "AND job_pid IS NOT NULL", (current.execution_id,))
-        return [r["job_pid"] for r in rows]
+            self.conn.execute("UPDATE steps SET job_pid = ?, job_identity = ? WHERE execution_id = ? AND step_name = ?",
+                              (pid, process_identity(pid), execution_id, step_name))
 
     def count_attempt(self, execution_id: str, step_name: str) -> Step:
         """A RetryPolicy runs an Executing step again: one more attempt, same record."""
@@ -333,6 +385,11 @@ class ExecutionStore:
             "AND s.cache_source_execution_id IS NULL "
             "ORDER BY s.end_time DESC, s.seq DESC LIMIT 1", (pipeline_name, step_name, cache_key, cutoff)).fetchone()
         return _step(row) if row else None
+
+
+def _this_runner(now: str) -> tuple[int, str | None, str]:
+    """runner_pid, runner_identity and runner_seen for an execution this process runs from now."""
+    return os.getpid(), process_identity(os.getpid()), now
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
