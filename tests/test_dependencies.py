@@ -307,3 +307,21 @@ def test_the_local_runtime_skips_the_install_whatever_its_arguments(tmp_path):
     result = subprocess.run([str(shim), "-c", "import sys; print(sys.executable)"], capture_output=True, text=True,
                             timeout=60)
     assert result.stdout.strip() == sys.executable
+
+
+def test_the_containers_tier_runs_the_torch_of_the_images_tags():
+    """One source, Settings.framework_version: the image URIs carry it, and the containers' tier
+    (scripts/containers_tier.sh) installs the torch release those images ship."""
+    import dataclasses
+
+    from pipeline.definition.images import container_torch_version, resolve_images
+
+    settings = Settings()
+    release = container_torch_version(settings)
+    images = resolve_images(settings)
+    assert release.startswith(f"{settings.framework_version}.")
+    assert all(f":{settings.framework_version}-" in uri for uri in (images.training, images.inference, images.processing))
+    assert "container_torch_version(settings)" in (REPO_ROOT / "scripts" / "containers_tier.sh").read_text()
+    assert "scripts/containers_tier.sh" in (REPO_ROOT / ".ci" / "run").read_text()
+    with pytest.raises(ValueError, match="knows no PyTorch 1.99 training image"):
+        container_torch_version(dataclasses.replace(settings, framework_version="1.99"))

@@ -46,6 +46,27 @@ def resolve_images(settings: Settings) -> Images:
     )
 
 
+def container_torch_version(settings: Settings) -> str:
+    """The torch release the training and inference images of ``settings.framework_version``
+    ship ("2.5" → "2.5.1"), from the SDK's image table: the one source of the framework
+    version, for the image URIs and for the test tier that runs the code on that torch
+    (scripts/containers_tier.sh). ValueError if the two images' releases differ."""
+    from sagemaker.core import image_uris
+
+    config = image_uris.config_for_framework("pytorch")
+    releases = set()
+    for scope in ("training", "inference"):
+        release = config[scope]["version_aliases"].get(settings.framework_version, settings.framework_version)
+        if release not in config[scope]["versions"]:
+            raise ValueError(f"the SageMaker SDK knows no PyTorch {settings.framework_version} {scope} image; set "
+                             "SENTIMENT_MLOPS_FRAMEWORK_VERSION to a version with training and inference images")
+        releases.add(release)
+    if len(releases) != 1:
+        raise ValueError(f"the PyTorch {settings.framework_version} training and inference images ship different "
+                         f"torch releases ({', '.join(sorted(releases))}); choose a framework version they share")
+    return releases.pop()
+
+
 def image_processor(image_uri: str) -> str:
     """``gpu`` or ``cpu``: what a Deep Learning Container is built for, read from its tag
     (``pytorch-inference:2.5-gpu-py311``). An image pinned by digest, or with a tag that does not
