@@ -10,7 +10,11 @@ setup(
     version="0.1.0",
     description="IMDb sentiment LSTM on SageMaker Pipelines, runnable end to end on one machine",
     python_requires=">=3.11.4",  # tarfile extraction filters,
-    packages=find_packages(include=["pipeline", "pipeline.*", "serve", "serve.*", "steps", "train", "evaluation"]),
+    packages=[*find_packages(include=["pipeline", "pipeline.*", "serve", "serve.*", "steps", "train", "evaluation"]),
+              "mlops_rules"],
+    # The rules the Lambda functions share with the rest (standard library only) live in the
+    # functions' code root, which the template packages whole; installed from there as mlops_rules.
+    package_dir={"mlops_rules": "lambda/mlops_rules"},
     install_requires=[
         # The SageMaker SDK's major version changes the workflow API: pin it.
         "sagemaker>=3.27,<4",
@@ -35,7 +39,7 @@ setup(
     package_data={"pipeline.review": ["templates/*.html", "static/*.css"]},
     # cfn-lint checks lambda/template.yaml (SAM transform included) the way CloudFormation would;
     # selenium drives Debian's Chromium for the website's browser tests.
-    # ruff and mypy read the code (tests/test_code_checks.py), with ruff.toml and mypy.ini; pinned,
+    # ruff and mypy read the code (tests/test_code_checks.py), with their settings in pyproject.toml; pinned,
     # since a new release adds checks and a clean tree would fail without a change of its own.
     # pytest-timeout fails a hung test (a server that never answers) instead of holding CI.
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3,<3", "moto[server,events]>=5.1,<6", "psutil>=5.9", "cfn-lint>=1.20,<2",

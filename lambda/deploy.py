@@ -33,7 +33,9 @@ approvals at the same instant, the higher version: an order with no ties, so two
 given at once end with the newer version serving whichever delivery comes last. Only after
 ``MAX_ATTEMPTS`` does it raise (``EndpointBusy``), which lands it in the failures queue.
 
-Runs in AWS Lambda with only the standard library and boto3 (the runtime provides it).
+Runs in AWS Lambda with the standard library, boto3 (the runtime provides it) and
+``mlops_rules``, packaged beside it: the event's names, the package ARN's version and the
+names of the resources it makes, which the local registry and a teardown follow too.
 Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``,
 ``EXECUTION_ROLE_ARN`` (the role the endpoint's model runs as), ``INSTANCE_TYPE``
 (default ``ml.m5.large``), ``INSTANCE_COUNT`` (default 1) and ``RETRY_QUEUE_URL``.
@@ -51,18 +53,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from mlops_rules.approvals import EVENT_DETAIL_TYPE, EVENT_SOURCE, package_version
+from mlops_rules.hosting import BUSY_STATUSES, DEFAULT_ENDPOINT_INSTANCE_TYPE, model_name
+
 log = logging.getLogger("deploy")
 log.setLevel(logging.INFO)
 
-EVENT_SOURCE = "aws.sagemaker"
-EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
-BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
-_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/[A-Za-z0-9-]{1,63}/(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
 NAME_LIMIT = 63
-# INSTANCE_TYPE's default: pipeline/settings.py's DEFAULT_ENDPOINT_INSTANCE_TYPE, which this code, running
-# alone in Lambda, cannot import (tests/test_deploy_template.py keeps them equal).
-DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # The endpoint's record of the approval it follows (tag keys may hold ":"; "aws:" is reserved).
 APPROVED_AT_TAG = "sentiment-mlops:approved-at"
 APPROVED_PACKAGE_TAG = "sentiment-mlops:model-package-arn"
@@ -105,7 +103,7 @@ class DeployConfig:
     endpoint_name: str
     model_package_group: str
     execution_role_arn: str
-    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_type: str = DEFAULT_ENDPOINT_INSTANCE_TYPE
     instance_count: int = 1
     retry_queue_url: str = ""  # empty: a busy endpoint raises at once
     retry_delays_s: tuple[int, ...] = RETRY_DELAYS_S
@@ -120,7 +118,7 @@ class DeployConfig:
         except ValueError:
             raise DeployError(f"INSTANCE_COUNT {environ['INSTANCE_COUNT']!r} is not a whole number") from None
         config = cls(environ["ENDPOINT_NAME"], environ["MODEL_PACKAGE_GROUP"], environ["EXECUTION_ROLE_ARN"],
-                     environ.get("INSTANCE_TYPE") or DEFAULT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "")
+                     environ.get("INSTANCE_TYPE") or DEFAULT_ENDPOINT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "")
         if not _NAME.match(config.endpoint_name) or len(config.endpoint_name) > NAME_LIMIT - 20:
             raise DeployError(f"ENDPOINT_NAME {config.endpoint_name!r} must be letters, digits and hyphens, "
                               f"at most {NAME_LIMIT - 20} characters (room for the version suffixes)")
@@ -151,12 +149,6 @@ class Approval:
         return self.time, self.version
 
 
-def _package_version(arn: Any) -> int | None:
-    """The version a model package version ARN names; None for anything else."""
-    match = _ARN.match(arn) if isinstance(arn, str) else None
-    return int(match.group(1)) if match else None
-
-
 def _parse_time(value: Any) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -176,7 +168,7 @@ def parse_event(event: Any) -> Approval:
     if not isinstance(detail, Mapping):
         raise EventError("the event has no detail object")
     arn, status, group = detail.get("ModelPackageArn"), detail.get("ModelApprovalStatus"), detail.get("ModelPackageGroupName")
-    version = _package_version(arn)
+    version = package_version(arn)
     if version is None or not isinstance(arn, str):
         raise EventError(f"detail.ModelPackageArn {arn!r} is not a model package version ARN")
     if not isinstance(status, str) or not isinstance(group, str):
@@ -254,7 +246,7 @@ def _followed_approval(sagemaker, endpoint: Mapping[str, Any]) -> tuple[tuple[da
     at, package = _parse_time(tags.get(APPROVED_AT_TAG)), tags.get(APPROVED_PACKAGE_TAG)
     if at is None:
         return None, package
-    return (at, _package_version(package) or 0), package
+    return (at, package_version(package) or 0), package
 
 
 def _record_approval(sagemaker, endpoint: Mapping[str, Any], approval: Approval) -> None:
@@ -292,18 +284,6 @@ def _busy_if_changing(endpoint: str, approval: Approval) -> Iterator[None]:
 def _approval_tags(approval: Approval) -> list[dict[str, str]]:
     return [{"Key": APPROVED_AT_TAG, "Value": approval.time.isoformat()},
             {"Key": APPROVED_PACKAGE_TAG, "Value": approval.package_arn}]
-
-
-def model_name(endpoint: str, version: int) -> str:
-    """``<endpoint>-v<version>``: the Model made for a version; its endpoint configs add a settings hash."""
-    return f"{endpoint}-v{version}"
-
-
-def made_for(endpoint: str, name: str) -> bool:
-    """Whether a Model or endpoint config of this name is one this function makes for ``endpoint``
-    (what a teardown may delete)."""
-    # model_name's shape, then (for an endpoint config) variant_hash's eight hex digits
-    return re.fullmatch(rf"{re.escape(endpoint)}-v\d+(-[0-9a-f]{{8}})?", name) is not None
 
 
 def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any]:

@@ -35,13 +35,12 @@ An event the handler should not act on is answered ``ignored`` with the reason, 
 pipeline that does not exist yet raises ``RetrainError``, so that the event lands in the
 failures queue instead of vanishing.
 
-Runs in AWS Lambda with only the standard library and boto3. Settings come from the
-function's environment: ``PIPELINE_NAME``, ``DATA_BUCKET`` and ``DATA_PREFIX``. The default
-``InputDataUri`` is read from the deployed definition itself, so it cannot drift from it.
-``sentiment-mlops aws start`` imports ``data_version`` from here, and a local run with an
-explicit ``InputDataUri`` uses ``listing_digest``: one home for the digest, and for the two
-parameters' names (``INPUT_PARAMETER``, ``VERSION_PARAMETER``; a test pins them to
-``pipeline/parameters.py``, which this code, running alone in Lambda, cannot import).
+Runs in AWS Lambda with the standard library, boto3 and ``mlops_rules`` (packaged beside it),
+which holds the rules ``sentiment-mlops aws start`` and a local run follow too: the data's
+version (``data_version``), the unchanged-since rule (``repeats``), the parameters' typing and
+the cache's lifetime. Settings come from the function's environment: ``PIPELINE_NAME``,
+``DATA_BUCKET`` and ``DATA_PREFIX``. The default ``InputDataUri`` is read from the deployed
+definition itself, so it cannot drift from it.
 """
 from __future__ import annotations
 
@@ -50,25 +49,21 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
+
+from mlops_rules.caching import CACHE_LIFETIME
+from mlops_rules.data_versions import DATASET_SUFFIXES, READY_MARKER, data_version, repeats
+from mlops_rules.parameters import INPUT_PARAMETER, VERSION_PARAMETER, declared_parameters
 
 log = logging.getLogger("retrain")
 log.setLevel(logging.INFO)
 
 SCHEDULE_SOURCE, SCHEDULE_DETAIL_TYPE = "aws.events", "Scheduled Event"
 S3_SOURCE, S3_DETAIL_TYPE = "aws.s3", "Object Created"
-DATASET_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".csv")
-READY_MARKER = "_SUCCESS"
 RUNNING_STATUSES = ("Executing", "Stopping")
-# pipeline/parameters.py's names for them (tests/test_retrain_handler.py keeps them equal).
-INPUT_PARAMETER, VERSION_PARAMETER = "InputDataUri", "InputDataVersion"
-# How far back a run can be repeated: the steps' CacheConfig ExpireAfter, pipeline/definition/contracts.py's
-# CACHE_EXPIRE_AFTER ("P30D"; tests/test_retrain_handler.py keeps them equal). Older results are
-# no longer taken from the cache.
-CACHE_LIFETIME = timedelta(days=30)
 # At most this many executions are read back, newest first, to find a run that a start would
 # repeat: it bounds the calls a trigger makes (one page of summaries, then per Succeeded
 # execution on the same data version one parameter listing and one definition). A pipeline that
@@ -132,55 +127,6 @@ def _dataset_uri(bucket: str, key: str) -> str | None:
     if name.lower().endswith(DATASET_SUFFIXES) and name[0] not in "._":
         return f"s3://{bucket}/{key}"
     return None
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """(bucket, key prefix) of ``s3://bucket/prefix``; ValueError for anything else."""
-    if not isinstance(uri, str) or not uri.startswith("s3://") or not uri[len("s3://"):].split("/", 1)[0]:
-        raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    return bucket, prefix
-
-
-def prefix_folder(prefix: str) -> str:
-    """The folder part of a key prefix, up to and including its last "/" (``""`` for none):
-    ``data/imdb/`` for both ``data/imdb/`` and ``data/imdb/aclImdb_v1.tar.gz``."""
-    return prefix[:prefix.rfind("/") + 1]
-
-
-def listing_digest(prefix: str, objects: Iterable[tuple[str, str, int]]) -> str | None:
-    """A sha256 over ``(key, etag, size)`` of the objects a key prefix matches, as sorted lines of
-    the key relative to the prefix's folder, the ETag and the size; None when there are none.
-
-    Relative to the folder, not to the prefix: an archive named by its own key and the folder
-    that holds only it are the same objects, so they get the same version, while the same files
-    in two folders (``imdb/`` and ``imdb-2026-11/``) are told apart only by their bytes. Sorting
-    makes the version independent of the listing's order and pagination. ``data_version`` feeds
-    it S3's listing; a local run feeds it the local store's, with each file's MD5 as its ETag (what
-    S3 gives an object uploaded in one part), so both name the same files alike.
-    """
-    folder = prefix_folder(prefix)
-    entries = sorted((key[len(folder):], etag.strip('"'), int(size)) for key, etag, size in objects)
-    if not entries:
-        return None
-    digest = hashlib.sha256()
-    for relative, etag, size in entries:
-        digest.update(f"{relative}\0{etag}\0{size}\n".encode())
-    return digest.hexdigest()
-
-
-def data_version(s3, uri: str) -> str | None:
-    """The version of the data at ``uri``: the ``listing_digest`` of what an ``S3Prefix`` input of
-    that URI downloads (every key that starts with it, paginated). None when no object is there.
-
-    ETags change when an object's bytes are replaced (even under the same key), and listing costs
-    no object reads, however large the dataset.
-    """
-    bucket, prefix = split_s3_uri(uri)
-    objects: list[tuple[str, str, int]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        objects.extend((item["Key"], item.get("ETag", ""), item.get("Size", 0)) for item in page.get("Contents", []))
-    return listing_digest(prefix, objects)
 
 
 def parse_event(event: Any, config: RetrainConfig) -> Trigger:
@@ -272,39 +218,11 @@ def _deployed_definition(sagemaker, config: RetrainConfig) -> dict[str, Any]:
             raise _missing_pipeline(config) from error
         raise
     definition = json.loads(text)
-    if VERSION_PARAMETER not in _declared(definition):
+    if VERSION_PARAMETER not in declared_parameters(definition):
         raise RetrainError(f"pipeline {config.pipeline_name!r} has no {VERSION_PARAMETER} parameter: it was "
                            "upserted by an older sentiment-mlops; run `sentiment-mlops aws upsert` again, then "
                            "replay the event from the failures queue")
     return definition
-
-
-def _declared(definition: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {p["Name"]: p for p in definition.get("Parameters") or [] if isinstance(p, Mapping) and "Name" in p}
-
-
-def _normalized(declaration: Mapping[str, Any], value: Any) -> Any:
-    """A parameter value as its Type means it (``"8"`` and ``8`` are the same Integer)."""
-    kind = declaration.get("Type", "String")
-    try:
-        if kind == "Integer":
-            return int(value)
-        if kind == "Float":
-            return float(value)
-        if kind == "Boolean":
-            return str(value).strip().lower() == "true"
-    except (TypeError, ValueError):
-        pass
-    return str(value)
-
-
-def effective_parameters(definition: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Every declared parameter's value for an execution: given, else the definition's default.
-
-    ListPipelineParametersForExecution's documentation does not say whether defaults are listed;
-    comparing effective values holds either way."""
-    return {name: _normalized(declaration, given[name] if name in given else declaration.get("DefaultValue"))
-            for name, declaration in _declared(definition).items()}
 
 
 def _execution_parameters(sagemaker, execution_arn: str) -> dict[str, str]:
@@ -318,12 +236,6 @@ def _execution_parameters(sagemaker, execution_arn: str) -> dict[str, str]:
         request["NextToken"] = page["NextToken"]
 
 
-def _without_uri(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Effective parameters with the data compared by version only: the same objects are the
-    same data, whatever URI named them (an archive's key, or the folder holding only it)."""
-    return {name: value for name, value in values.items() if name != INPUT_PARAMETER}
-
-
 def _unchanged_since(sagemaker, summaries: list[dict[str, Any]], definition: Mapping[str, Any],
                      parameters: Mapping[str, str]) -> str | None:
     """The newest of ``summaries`` (the executions within the cache's lifetime) that Succeeded
@@ -334,17 +246,16 @@ def _unchanged_since(sagemaker, summaries: list[dict[str, Any]], definition: Map
     between, or a definition changed and changed back, leaves the first run's cache entries in
     place, and a start would take every step from them and register the same model again.
     """
-    wanted = _without_uri(effective_parameters(definition, parameters))
     for summary in summaries:
         if summary.get("PipelineExecutionStatus") != "Succeeded":
             continue
         arn = summary["PipelineExecutionArn"]
         listed = _execution_parameters(sagemaker, arn)
-        if listed.get(VERSION_PARAMETER) != wanted[VERSION_PARAMETER]:
+        if listed.get(VERSION_PARAMETER) != parameters[VERSION_PARAMETER]:
             continue  # other data (or none named): no read of its definition
         ran = json.loads(sagemaker.describe_pipeline_definition_for_execution(
             PipelineExecutionArn=arn)["PipelineDefinition"])
-        if ran == definition and _without_uri(effective_parameters(ran, listed)) == wanted:
+        if repeats(definition, parameters, ran, listed):
             return arn
     return None
 
@@ -371,7 +282,7 @@ def _skip_reason(sagemaker, config: RetrainConfig, trigger: Trigger, definition:
 def start(trigger: Trigger, config: RetrainConfig, sagemaker, s3) -> dict[str, Any]:
     """Start the execution the trigger asks for, on the data as it is now (or say why not)."""
     definition = _deployed_definition(sagemaker, config)
-    uri = trigger.input_data_uri or _declared(definition).get(INPUT_PARAMETER, {}).get("DefaultValue")
+    uri = trigger.input_data_uri or declared_parameters(definition).get(INPUT_PARAMETER, {}).get("DefaultValue")
     if not isinstance(uri, str):
         raise RetrainError(f"the deployed pipeline declares no {INPUT_PARAMETER} default: run `sentiment-mlops aws upsert`")
     try:

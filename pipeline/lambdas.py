@@ -1,15 +1,15 @@
-"""The Lambda functions in ``lambda/``, loaded as Lambda loads them, for both backends.
+"""The Lambda functions in ``lambda/``, loaded as Lambda loads them.
 
-``lambda`` is a Python keyword, so the folder is not a package: each file is its function's
-code root (``deploy.handler``, ``predict.handler``). Locally the same files are imported by path
-and their ``handle`` functions are given local stand-ins for the boto3 clients; the SageMaker
-backend and the commands import them the same way for the rules they share with the functions
-(the retrain trigger's data version, the deploy handler's statuses). Neither backend owns this
-loader: it lives here so that ``pipeline.aws`` does not import ``pipeline.local``.
+``lambda`` is a Python keyword, so the folder is not a package: it is each function's code root
+(the template's ``CodeUri``), and a handler string names a module in it (``deploy.handler``).
+Locally that folder goes on the path and the module is imported by that name, with
+``mlops_rules`` beside it as in the function's package. Only the local runtime runs the
+functions (hosting's events, the API's predict), and the tests; the rules the functions share
+with the rest of the project are taken from ``mlops_rules``, never from a function's module.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -24,17 +24,11 @@ def lambda_path(name: str) -> Path:
 
 
 def load_lambda(name: str) -> ModuleType:
-    """``lambda/<name>.py`` as a module (imported once per process, as ``lambda_<name>``)."""
-    module_name = f"lambda_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, lambda_path(name))
-        if spec is None or spec.loader is None:  # not for a .py path; the type checker cannot know
-            raise ImportError(f"cannot load {lambda_path(name)}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]
-            raise
-    return sys.modules[module_name]
+    """The module ``name`` of a handler string ``name.handler``, imported from the code root.
+    ImportError if a module of that name from elsewhere is in the way."""
+    if str(LAMBDA_DIR) not in sys.path:
+        sys.path.insert(0, str(LAMBDA_DIR))
+    module = importlib.import_module(name)
+    if Path(module.__file__ or "").resolve() != lambda_path(name).resolve():
+        raise ImportError(f"module {name!r} is {module.__file__}, not the function's {lambda_path(name)}")
+    return module

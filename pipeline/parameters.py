@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from mlops_rules.approvals import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
+from mlops_rules.parameters import INPUT_PARAMETER, VERSION_PARAMETER
 from train.profiles import PROFILES
 
 if TYPE_CHECKING:  # the SDK is imported when the parameters are built: the constants here are cheap to import
@@ -34,12 +36,8 @@ DEFAULT_ACCURACY_THRESHOLD = 0.88  # on reviews (IMDb's test set)
 # On sentences (SST-2's test set), when the run has a sentence dataset: single sentences carry less
 # evidence than a review, so the same model scores lower on them (Kim's CNN: 0.881 on SST-2).
 DEFAULT_SENTENCE_ACCURACY_THRESHOLD = 0.82
-DEFAULT_APPROVAL_STATUS = "PendingManualApproval"
 # steps.preprocess's --data-version default: no version given (a run started by hand).
 DEFAULT_INPUT_DATA_VERSION = ""
-# SageMaker's ModelApprovalStatus values: both registries check against these (and a test keeps the
-# state database's CHECK equal to them).
-APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # steps.preprocess.PreprocessOptions defaults (max_len is TextConfig's).
 DEFAULT_MAX_LEN = 1000
 DEFAULT_VOCAB_SIZE = 20_000
@@ -97,8 +95,8 @@ def pipeline_parameters(input_data_uri: str) -> PipelineParameters:
     from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
 
     return PipelineParameters(
-        input_data_uri=ParameterString(name="InputDataUri", default_value=input_data_uri),
-        input_data_version=ParameterString(name="InputDataVersion", default_value=DEFAULT_INPUT_DATA_VERSION),
+        input_data_uri=ParameterString(name=INPUT_PARAMETER, default_value=input_data_uri),
+        input_data_version=ParameterString(name=VERSION_PARAMETER, default_value=DEFAULT_INPUT_DATA_VERSION),
         accuracy_threshold=ParameterFloat(name="AccuracyThreshold", default_value=DEFAULT_ACCURACY_THRESHOLD),
         sentence_accuracy_threshold=ParameterFloat(name="SentenceAccuracyThreshold",
                                                    default_value=DEFAULT_SENTENCE_ACCURACY_THRESHOLD),

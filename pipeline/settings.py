@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from mlops_rules.hosting import DEFAULT_ENDPOINT_INSTANCE_TYPE
+
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 # SST-2, the Stanford Sentiment Treebank's binary sentence split as Yoon Kim prepared it: three
@@ -39,7 +41,6 @@ DEFAULT_PIPELINE_NAME = "sentiment-mlops"
 DEFAULT_STACK_NAME = "sentiment-mlops"
 DEFAULT_MODEL_PACKAGE_GROUP = "sentiment-mlops-imdb-lstm"
 DEFAULT_ENDPOINT_NAME = "sentiment-mlops"
-DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.m5.large"
 # PyTorch 2.5 DLCs exist for training and inference on CPU and GPU with Python 3.11.
 DEFAULT_FRAMEWORK_VERSION = "2.5"
 DEFAULT_PY_VERSION = "py311"

@@ -11,7 +11,7 @@ from steps.preprocess import PreprocessOptions
 from steps.preprocess import run as preprocess
 from tests.synthetic import make_reviews, write_jsonl
 
-TIERS = ("slow", "e2e", "server", "browser")  # the markers pytest.ini registers; unmarked tests are the fast tier
+TIERS = ("slow", "e2e", "server", "browser")  # the markers pyproject.toml registers; unmarked tests are the fast tier
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -129,13 +129,12 @@ def test_the_functions_settings_are_the_ones_deploy_py_reads():
 
 
 def test_the_endpoint_instance_type_defaults_are_the_settings():
-    """The stack and the handler cannot import pipeline/, so each keeps a copy of the default
-    endpoint instance type; a local deploy and a deployed stack put the endpoint on the same one."""
-    from pipeline.settings import DEFAULT_ENDPOINT_INSTANCE_TYPE
+    """The stack's template keeps a copy of the default endpoint instance type (mlops_rules holds
+    it for the handler and the settings); a local deploy and a deployed stack use the same one."""
+    from mlops_rules.hosting import DEFAULT_ENDPOINT_INSTANCE_TYPE
 
     assert TEMPLATE["Parameters"]["EndpointInstanceType"]["Default"] == DEFAULT_ENDPOINT_INSTANCE_TYPE
     deploy = deploy_module()
-    assert deploy.DEFAULT_INSTANCE_TYPE == DEFAULT_ENDPOINT_INSTANCE_TYPE
     environ = {"ENDPOINT_NAME": "e", "MODEL_PACKAGE_GROUP": "g", "EXECUTION_ROLE_ARN": "r"}
     assert deploy.DeployConfig.from_env(environ).instance_type == DEFAULT_ENDPOINT_INSTANCE_TYPE
 
@@ -246,8 +245,10 @@ RETRAIN_HANDLER = DEPLOY_HANDLER.parent / "retrain.py"
 
 
 def test_the_retrain_role_covers_every_call_retrain_py_makes_on_this_pipeline_only():
+    """Every call in the function's package: retrain.py and the rules packaged with it."""
     actions = _role_actions("RetrainFunctionRole")
-    calls = set(re.findall(r"sagemaker\.(\w+)\(", RETRAIN_HANDLER.read_text()))
+    code = RETRAIN_HANDLER.read_text() + "".join(p.read_text() for p in (RETRAIN_HANDLER.parent / "mlops_rules").glob("*.py"))
+    calls = set(re.findall(r"sagemaker\.(\w+)\(", code))
     needed = {"sagemaker:" + "".join(part.title() for part in call.split("_")) for call in calls}
     assert {a for a in actions if a.startswith("sagemaker:")} == needed
     arn = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/${PipelineName}"
@@ -255,8 +256,8 @@ def test_the_retrain_role_covers_every_call_retrain_py_makes_on_this_pipeline_on
         expected = arn + "/execution/*" if action.endswith("ForExecution") else arn
         assert actions[action] == [{"Fn::Sub": expected}], action
     assert not any(a.startswith("iam:") for a in actions)  # starting passes no role
-    s3_calls = set(re.findall(r"s3\.(\w+)\(", RETRAIN_HANDLER.read_text()))
-    s3_calls |= set(re.findall(r"s3\.get_paginator\(\"(\w+)\"", RETRAIN_HANDLER.read_text()))
+    s3_calls = set(re.findall(r"s3\.(\w+)\(", code))
+    s3_calls |= set(re.findall(r"s3\.get_paginator\(\"(\w+)\"", code))
     assert s3_calls == {"get_paginator", "list_objects_v2"}  # ListObjectsV2 is authorized as s3:ListBucket
     assert actions["s3:ListBucket"] == [{"Fn::GetAtt": ["ArtifactBucket", "Arn"]}]
 

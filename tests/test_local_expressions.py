@@ -99,7 +99,7 @@ def test_parameters_take_given_values_cast_by_type_else_defaults():
     ({"Epochs": True}, "Epochs (Integer)"),
     ({"Threshold": "high"}, "Threshold (Float)"),
     ({"Flag": "yes"}, "Flag (Boolean)"),
-    ({"Status": "Rejected"}, "is not one of"),
+    ({"Status": "Rejected"}, "needs one of Pending, Approved"),
 ])
 def test_bad_parameter_values_are_refused(given, message):
     with pytest.raises(ExpressionError, match=re.escape(message)):
@@ -109,7 +109,8 @@ def test_bad_parameter_values_are_refused(given, message):
 def test_casts_and_missing_default():
     assert cast_parameter({"Name": "N", "Type": "Integer"}, 4.0) == 4
     assert cast_parameter({"Name": "F", "Type": "Float"}, 1) == 1.0
-    assert cast_parameter({"Name": "S", "Type": "String"}, 7) == "7"
+    with pytest.raises(ExpressionError, match=r"S \(String\) needs a string, got 7"):
+        cast_parameter({"Name": "S", "Type": "String"}, 7)  # as StartPipelineExecution's check refuses it
     with pytest.raises(ExpressionError, match="unknown Type"):
         cast_parameter({"Name": "X", "Type": "Decimal"}, 1)
     with pytest.raises(ExpressionError, match="no DefaultValue"):

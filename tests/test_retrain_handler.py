@@ -349,24 +349,6 @@ def test_a_run_older_than_the_cache_lifetime_is_not_repeated(sagemaker, s3):
     assert _tick(sagemaker, s3, "tick-2")["status"] == "started"
 
 
-def test_the_cache_lifetime_is_the_steps_expire_after():
-    """The Lambda cannot import pipeline/, so it keeps a copy of ExpireAfter; this keeps it equal."""
-    from pipeline.definition import CACHE_EXPIRE_AFTER
-    from pipeline.local.engine.cache import parse_expire_after
-
-    assert retrain.CACHE_LIFETIME == parse_expire_after(CACHE_EXPIRE_AFTER)
-
-
-def test_the_parameter_names_are_the_definitions():
-    """The Lambda's copy of the two names (the one home ``aws start`` reads them from too) is
-    pinned to the parameters the definition declares."""
-    from pipeline.parameters import pipeline_parameters
-
-    declared = pipeline_parameters("s3://b/p/data/imdb/")
-    assert (retrain.INPUT_PARAMETER, retrain.VERSION_PARAMETER) == (
-        declared.input_data_uri.name, declared.input_data_version.name)
-
-
 class _Listing:
     """ListPipelineExecutions over ``starts`` (newest first), in pages of ``page_size``, as
     SageMaker answers SortOrder=Descending; records each request."""

@@ -1,4 +1,4 @@
-"""The test tiers (tests/conftest.py, pytest.ini): a plain run leaves the marked tiers out, ``--all``
+"""The test tiers (tests/conftest.py, pyproject.toml): a plain run leaves the marked tiers out, ``--all``
 and an explicit ``-m`` bring them back, and an unregistered marker is an error, not a silent tier."""
 from __future__ import annotations
 

@@ -22,21 +22,15 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mlops_rules.data_versions import DATASET_SUFFIXES, READY_MARKER
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
 from pipeline.aws.upload import head_object
-from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def _trigger_rules() -> tuple[tuple[str, ...], str]:
-    """The suffixes and the marker the deployed trigger knows: one definition, in retrain.py."""
-    retrain = load_lambda("retrain")
-    return retrain.DATASET_SUFFIXES, retrain.READY_MARKER
 
 
 def data_prefix(settings: Settings) -> str:
@@ -66,19 +60,18 @@ def _files_of(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 def upload_dataset(clients: AwsClients, settings: Settings, path: Path, name: str | None = None) -> dict[str, Any]:
     """Put a local dataset where the trigger sees it; the last object stored starts the run."""
-    suffixes, marker = _trigger_rules()
     if not path.exists():
         raise BackendError(f"{path} does not exist: give an archive, a .csv, or a folder of the dataset's files")
-    if path.is_file() and not path.name.lower().endswith(suffixes):
-        raise BackendError(f"{path.name} is not a dataset by itself ({', '.join(suffixes)}): upload its folder, "
-                           "which gets a _SUCCESS marker once every file is stored")
-    name = name or _default_name(path, suffixes)
+    if path.is_file() and not path.name.lower().endswith(DATASET_SUFFIXES):
+        raise BackendError(f"{path.name} is not a dataset by itself ({', '.join(DATASET_SUFFIXES)}): upload its folder, "
+                           f"which gets a {READY_MARKER} marker once every file is stored")
+    name = name or _default_name(path, DATASET_SUFFIXES)
     if not _NAME.match(name):
         raise BackendError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-' (pass --name)")
     folder = f"{data_prefix(settings)}{name}/"
-    files = [path] if path.is_file() else _files_of(path, suffixes)
+    files = [path] if path.is_file() else _files_of(path, DATASET_SUFFIXES)
     keys = [folder + (p.name if path.is_file() else p.relative_to(path).as_posix()) for p in files]
-    last = keys[0] if path.is_file() else folder + marker
+    last = keys[0] if path.is_file() else folder + READY_MARKER
     if head_object(clients, settings.bucket, last) is not None:
         raise BackendError(f"s3://{settings.bucket}/{last} exists already: that dataset was uploaded (and trained "
                            "on); pass another --name")

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mlops_rules.data_versions import data_version
+from mlops_rules.parameters import (
+    INPUT_PARAMETER,
+    VERSION_PARAMETER,
+    ParameterError,
+    check_names,
+    declared_parameters,
+    parameter_text,
+)
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import (
     BackendError,
@@ -35,7 +42,6 @@ ParameterValue = str | int | float | bool
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 # Codes an endpoint gives for an operation it does not implement (moto raises NotImplementedError).
 _UNSUPPORTED = {"UnknownOperationException", "InvalidAction", "NotImplemented", "UnsupportedOperation"}
-_INTEGER = re.compile(r"[+-]?\d+")
 
 
 def _missing_pipeline(settings: Settings, region: str) -> str:
@@ -117,48 +123,6 @@ def deployed_definition(clients: AwsClients, settings: Settings) -> str:
 
 # --- parameters -----------------------------------------------------------------------------
 
-def _coerce(declared: Mapping[str, Any], value: ParameterValue) -> str:
-    """The value as the string SageMaker wants, or ValueError saying what was expected."""
-    kind = declared.get("Type", "String")
-    if kind == "Integer":
-        if isinstance(value, int) and not isinstance(value, bool):
-            text = str(value)
-        elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-            text = str(int(value))
-        else:
-            raise ValueError("a whole number")
-    elif kind == "Float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                raise ValueError("a number") from None
-        else:
-            raise ValueError("a number")
-        if not math.isfinite(number):
-            raise ValueError("a finite number")
-        text = repr(number)
-    elif kind == "Boolean":
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            text = value.strip().lower()
-        else:
-            raise ValueError("true or false")
-    elif kind == "String":
-        if not isinstance(value, str):
-            raise ValueError("a string")
-        text = value
-    else:
-        raise ValueError(f"a value of type {kind}, which this backend does not know")
-    allowed = declared.get("EnumValues")
-    if allowed and text not in [str(v) for v in allowed]:
-        raise ValueError(f"one of {', '.join(map(str, allowed))}")
-    return text
-
-
 def validate_parameters(definition: str | Mapping[str, Any], values: Mapping[str, ParameterValue] | None
                         ) -> list[dict[str, str]]:
     """``PipelineParameters`` for StartPipelineExecution, checked against the definition.
@@ -169,18 +133,17 @@ def validate_parameters(definition: str | Mapping[str, Any], values: Mapping[str
     as a command line gives them.
     """
     parsed = json.loads(definition) if isinstance(definition, str) else definition
-    declared = {p["Name"]: p for p in parsed.get("Parameters", [])}
     values = dict(values or {})
-    unknown = sorted(set(values) - set(declared))
-    if unknown:
-        raise BackendError(f"unknown pipeline parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
-                           f"valid names are {', '.join(declared)}")
+    try:
+        declared = check_names(parsed, values)
+    except ParameterError as error:
+        raise BackendError(str(error)) from None
     problems, result = [], []
     for name, value in values.items():
         try:
-            result.append({"Name": name, "Value": _coerce(declared[name], value)})
-        except ValueError as error:
-            problems.append(f"{name} ({declared[name].get('Type', 'String')}) needs {error}, got {value!r}")
+            result.append({"Name": name, "Value": parameter_text(declared[name], value)})
+        except ParameterError as error:
+            problems.append(str(error))
     if problems:
         raise BackendError("bad pipeline parameter value: " + "; ".join(problems))
     return result
@@ -192,28 +155,24 @@ def with_data_version(clients: AwsClients, definition: str | Mapping[str, Any],
                       parameters: Mapping[str, ParameterValue] | None) -> dict[str, ParameterValue]:
     """``parameters`` plus ``InputDataVersion``: the digest of the S3 listing under the execution's
     ``InputDataUri`` (given, or the definition's default), computed by the retrain Lambda's own
-    ``data_version`` so that a start by hand and a scheduled one name the same data alike.
+    ``data_version`` (mlops_rules) so that a start by hand and a scheduled one name the same data alike.
 
     SageMaker caches steps by their arguments, not by the bytes in S3: without a version, data
     replaced in place would be answered from the cache with the model trained on the old data.
     Left as given when the caller gave a version, or when the definition declares none (a
     pipeline upserted before the parameter existed). With no object under the URI, no version is
-    set and Preprocess will say what it found. The parameters' names are the Lambda's too: one
-    home for them, which a test pins to ``pipeline/parameters.py``.
+    set and Preprocess will say what it found.
     """
-    from pipeline.lambdas import load_lambda
-
-    retrain = load_lambda("retrain")
-    uri_name, version_name = retrain.INPUT_PARAMETER, retrain.VERSION_PARAMETER
+    uri_name, version_name = INPUT_PARAMETER, VERSION_PARAMETER
     values = dict(parameters or {})
     parsed = json.loads(definition) if isinstance(definition, str) else definition
-    declared = {p["Name"]: p for p in parsed.get("Parameters", [])}
+    declared = declared_parameters(parsed)
     if version_name in values or version_name not in declared:
         return values
     uri = str(values.get(uri_name) or declared.get(uri_name, {}).get("DefaultValue", ""))
     try:
         with aws_errors(f"listing the data under {uri}"):
-            version = retrain.data_version(clients.s3, uri)
+            version = data_version(clients.s3, uri)
     except ValueError as error:
         raise BackendError(f"{uri_name} {uri!r} is not an s3:// URI: "
                            f"pass --param {uri_name}=s3://BUCKET/PREFIX/") from error

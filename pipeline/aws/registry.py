@@ -21,17 +21,16 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from evaluation.outputs import linked_files
+from mlops_rules.approvals import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS, MAX_COMMENT_CHARS
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
-from pipeline.aws.upload import head_object, split_s3_uri
+from pipeline.aws.upload import head_object, split_object_uri
 from pipeline.definition import report_accuracy, report_accuracy_by_dataset
-from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
 log = logging.getLogger(__name__)
 
 # What an approver may set: every status but the one a new version starts in.
 DECISIONS = tuple(status for status in APPROVAL_STATUSES if status != DEFAULT_APPROVAL_STATUS)
-MAX_APPROVAL_DESCRIPTION = 1024
 LINK_EXPIRES_S = 3600
 # How a browser should show what a link opens (S3 keeps whatever type the job's upload gave):
 # plots and the report in the page, the markdown and JSON Lines as text rather than a download.
@@ -70,7 +69,7 @@ def read_report(clients: AwsClients, metrics_uri: str | None) -> Any:
     if not metrics_uri:
         return None
     try:
-        bucket, key = split_s3_uri(metrics_uri)
+        bucket, key = split_object_uri(metrics_uri)
         return json.loads(clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except (BackendError, ClientError, BotoCoreError, ValueError) as error:
         log.warning("cannot read the evaluation report %s: %s", metrics_uri, error)
@@ -109,7 +108,7 @@ def file_links(clients: AwsClients, properties: Mapping[str, str], expires_s: in
     for name, uri in linked_files(properties):
         link: dict[str, Any] = {"name": name, "uri": uri, "url": None, "exists": None}
         try:
-            bucket, key = split_s3_uri(uri)
+            bucket, key = split_object_uri(uri)
         except BackendError:
             links.append(link)
             continue
@@ -170,9 +169,9 @@ def set_approval(clients: AwsClients, group: str, version: int, status: str, com
     _check_status(status, DECISIONS)
     if status is None:
         raise BackendError(f"no approval status: use one of {', '.join(DECISIONS)}")
-    if len(comment) > MAX_APPROVAL_DESCRIPTION:
+    if len(comment) > MAX_COMMENT_CHARS:
         raise BackendError(f"the approval comment has {len(comment)} characters: SageMaker keeps at most "
-                           f"{MAX_APPROVAL_DESCRIPTION}")
+                           f"{MAX_COMMENT_CHARS}")
     arn = _version_arn(clients, group, int(version))
     request: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
     if comment:

@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from mlops_rules.hosting import BUSY_STATUSES, made_for
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors, unless_missing
 from pipeline.aws.stack import describe_stack
-from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,6 @@ def _hosting_step(clients: AwsClients, endpoint: str, poll_s: float, timeout_s: 
 
 
 def _hosting_names(clients: AwsClients, endpoint: str) -> list[str]:
-    made_for = load_lambda("deploy").made_for
     sagemaker = clients.sagemaker
     configs = [c["EndpointConfigName"] for page in sagemaker.get_paginator("list_endpoint_configs").paginate(
         NameContains=endpoint) for c in page.get("EndpointConfigs", [])]
@@ -117,11 +116,10 @@ def _hosting_names(clients: AwsClients, endpoint: str) -> list[str]:
 def _delete_hosting(clients: AwsClients, endpoint: str, poll_s: float, timeout_s: float) -> None:
     """The endpoint (once a change under way has ended: one cannot be deleted mid-update), then
     the configs and models, listed afresh."""
-    busy = load_lambda("deploy").BUSY_STATUSES
     deadline = time.monotonic() + timeout_s
     while (found := unless_missing(clients.sagemaker.describe_endpoint, EndpointName=endpoint)) is not None:
         status = found["EndpointStatus"]
-        if status not in busy:
+        if status not in BUSY_STATUSES:
             clients.sagemaker.delete_endpoint(EndpointName=endpoint)
         elif time.monotonic() > deadline:
             raise BackendError(f"endpoint {endpoint} is still {status} after {timeout_s:.0f} s: run teardown again later")

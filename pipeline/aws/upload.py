@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
+from mlops_rules.s3 import split_s3_uri
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors, error_code, unless_missing
 from pipeline.bundles import Bundle, CodeBundles
@@ -35,11 +36,14 @@ class UploadReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` → ``(bucket, key)``."""
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise BackendError(f"not an s3://bucket/key URI: {uri}")
-    bucket, key = uri[5:].split("/", 1)
+def split_object_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → ``(bucket, key)`` of one object (the key not empty); BackendError otherwise."""
+    try:
+        bucket, key = split_s3_uri(uri)
+    except ValueError as error:
+        raise BackendError(str(error)) from None
+    if not key:
+        raise BackendError(f"{uri!r} names a bucket, not an object; write s3://bucket/key")
     return bucket, key
 
 
@@ -91,13 +95,13 @@ def upload_bundles(clients: AwsClients, settings: Settings, bundles: CodeBundles
     for bundle in unique:
         if hashlib.sha256(bundle.data).hexdigest() != bundle.sha256:
             raise BackendError(f"bundle {bundle.s3_uri} does not match its sha256: rebuild the bundles")
-    for bucket in sorted({split_s3_uri(bundle.s3_uri)[0] for bundle in unique}):
+    for bucket in sorted({split_object_uri(bundle.s3_uri)[0] for bundle in unique}):
         if bucket != settings.bucket:
             log.warning("bundles go to bucket %s, not the settings' bucket %s", bucket, settings.bucket)
         check_bucket(clients, bucket)
     report = UploadReport()
     for bundle in unique:
-        bucket, key = split_s3_uri(bundle.s3_uri)
+        bucket, key = split_object_uri(bundle.s3_uri)
         if _in_place(clients, bucket, bundle):
             report.skipped.append(bundle.s3_uri)
             log.info("already in place: %s", bundle.s3_uri)

@@ -12,16 +12,15 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from mlops_rules.approvals import APPROVAL_STATUSES, VERBS
 from pipeline.commands.common import Reply, deployment_line
 from pipeline.definition import report_accuracy, report_accuracy_by_dataset
 from pipeline.errors import CommandError
-from pipeline.parameters import APPROVAL_STATUSES
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline.local.state.registry import ModelRegistry
 
-APPROVAL_VERBS = {"approve": "Approved", "reject": "Rejected"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 TERMINAL_DISAGREEMENTS = 20  # `registry compare` lists these; --json all it has
 
@@ -96,7 +95,7 @@ def set_status(settings: Settings, backend: str, version: int, verb: str, commen
     if backend == "sagemaker":
         from pipeline.aws import make_clients, set_approval
 
-        return set_approval(make_clients(settings), settings.model_package_group, version, APPROVAL_VERBS[verb],
+        return set_approval(make_clients(settings), settings.model_package_group, version, VERBS[verb],
                             comment or "")
     decision = decide(settings, version, verb, comment, deliver=deliver)
     result = _local_summary(decision.package)
@@ -132,7 +131,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     show.add_argument("version", type=int)
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=command_show)
-    for verb in APPROVAL_VERBS:
+    for verb in VERBS:
         action = actions.add_parser(verb, help=f"{verb} a version (locally, the approval event goes to the deploy handler)")
         action.add_argument("version", type=int)
         action.add_argument("--comment", help="why: kept in the approval history")

@@ -152,7 +152,7 @@ def staged_data_version(uri: str) -> str:
 
 def store_data_version(settings: Settings, uri: str) -> str:
     """The ``InputDataVersion`` of data a run names by an explicit ``InputDataUri``: the retrain
-    Lambda's ``listing_digest`` (one rule for both) over the local store's listing under ``uri``,
+    function's ``listing_digest`` (mlops_rules: one rule for both) over the local store's listing under ``uri``,
     with each object's MD5 standing for its ETag (what S3 gives an object uploaded in one part,
     so the same files here and in S3 get the same version; a multipart upload's ETag differs).
 
@@ -160,7 +160,7 @@ def store_data_version(settings: Settings, uri: str) -> str:
     data is replaced; without this version the replacement would look unchanged to
     ``--skip-unchanged``. The content is hashed, not just listed: local files have no ETag.
     """
-    from pipeline.lambdas import load_lambda
+    from mlops_rules.data_versions import listing_digest
     from pipeline.local.state.store import ArtifactStore, StoreError, split_uri
 
     store = ArtifactStore(settings.home)
@@ -169,7 +169,7 @@ def store_data_version(settings: Settings, uri: str) -> str:
         objects = [(key, *_md5_and_size(store.path(f"s3://{bucket}/{key}"))) for key in store.keys(uri)]
     except StoreError as exc:
         raise RunError(f"--param InputDataUri={uri}: {exc}") from exc
-    version = load_lambda("retrain").listing_digest(prefix, objects)
+    version = listing_digest(prefix, objects)
     if version is None:
         raise RunError(f"--param InputDataUri={uri}: no object in the local store ({store.root}) starts with it; "
                        "put the data there first, or pass --data instead")
@@ -185,15 +185,6 @@ def _md5_and_size(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), path.stat().st_size
 
 
-def _same_data_and_parameters(values: dict[str, Any]) -> dict[str, Any]:
-    """Parameter values as ``unchanged_since`` compares them: data with a version is named by it
-    alone (the same objects are the same data whatever URI named them, as the retrain Lambda
-    decides too); data given an empty version by hand is still named by its URI."""
-    if values.get("InputDataVersion"):
-        return {name: value for name, value in values.items() if name != "InputDataUri"}
-    return dict(values)
-
-
 def unchanged_since(settings: Settings, definition: str, values: dict[str, Any]) -> Execution | None:
     """The newest Succeeded execution, started within the steps' cache lifetime, that ran this
     very definition with the same parameter values and the same data (``InputDataVersion``);
@@ -204,21 +195,20 @@ def unchanged_since(settings: Settings, definition: str, values: dict[str, Any])
     newest on the data: a run with other parameters in between, or a change of code undone,
     leaves its cache entries in place.
     """
-    from pipeline.definition import CACHE_EXPIRE_AFTER
-    from pipeline.local.engine.cache import parse_expire_after
-    from pipeline.local.engine.expressions import parameter_values
+    from mlops_rules.caching import CACHE_LIFETIME
+    from mlops_rules.data_versions import repeats
     from pipeline.local.state.db import iso, open_state, sha256_text, utc_now
     from pipeline.local.state.executions import ExecutionStore
 
-    wanted = json.loads(json.dumps(parameter_values(json.loads(definition), values)))  # as the store keeps them
-    cutoff = iso(utc_now() - parse_expire_after(CACHE_EXPIRE_AFTER))
+    parsed, digest = json.loads(definition), sha256_text(definition)
+    cutoff = iso(utc_now() - CACHE_LIFETIME)
     with contextlib.closing(open_state(settings.home)) as conn:
         executions = ExecutionStore(conn).list_executions(settings.pipeline_name)
     for execution in executions:
         if execution.start_time < cutoff:
             break  # newest first: the rest are older still
-        if (execution.status == "Succeeded" and execution.definition_sha256 == sha256_text(definition)
-                and _same_data_and_parameters(execution.parameters) == _same_data_and_parameters(wanted)):
+        if (execution.status == "Succeeded" and execution.definition_sha256 == digest
+                and repeats(parsed, values, parsed, execution.parameters)):
             return execution
     return None
 

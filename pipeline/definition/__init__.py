@@ -32,10 +32,10 @@ The package, one module per concern (``build`` imports the SDK-using ones only i
 
 What other packages use is exported here.
 """
+from mlops_rules.caching import CACHE_EXPIRE_AFTER
 from pipeline.definition.build import build_pipeline, canonical_json, definition_json
 from pipeline.definition.contracts import (
     ACCURACY_PATH,
-    CACHE_EXPIRE_AFTER,
     CHECK_ACCURACY,
     CHECK_SENTENCE_ACCURACY,
     EVALUATE,

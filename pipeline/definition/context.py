@@ -24,9 +24,9 @@ from sagemaker.mlops.workflow.retry import (
 )
 from sagemaker.mlops.workflow.steps import CacheConfig
 
+from mlops_rules.caching import CACHE_EXPIRE_AFTER
 from pipeline.bundles import CodeBundles
 from pipeline.definition.contracts import (
-    CACHE_EXPIRE_AFTER,
     CODE_INPUT_DIR,
     EXECUTION_ID_LENGTH,
     PROCESSING_MAX_RUNTIME_S,

@@ -66,7 +66,6 @@ RESPONSE_TYPES = ["application/json", "text/plain"]
 TRAINING_MAX_RUNTIME_S = 4 * 3600
 TRAINING_MAX_WAIT_S = 8 * 3600
 PROCESSING_MAX_RUNTIME_S = 2 * 3600
-CACHE_EXPIRE_AFTER = "P30D"
 
 # SageMaker's pipeline execution ids are 12 lowercase letters and digits; an output URI that holds
 # one (``executions/<id>/<step>/<output>``) is that long once resolved.

@@ -19,16 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_rules.approvals import MAX_COMMENT_CHARS, VERBS
 from pipeline.errors import UserError
 from pipeline.local.services.events import deliver_pending, delivered_result, pending_events, record_event
 from pipeline.local.state.db import open_state
 from pipeline.local.state.registry import ModelPackage, ModelRegistry
 from pipeline.settings import Settings
-
-VERBS = {"approve": "Approved", "reject": "Rejected"}
-# SageMaker's UpdateModelPackage takes an ApprovalDescription of at most 1,024 characters; the
-# local registry keeps the same limit, so a comment accepted here is accepted there.
-MAX_COMMENT_CHARS = 1024
 
 
 class DecisionError(UserError):

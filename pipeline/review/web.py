@@ -53,11 +53,12 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from mlops_rules.approvals import MAX_COMMENT_CHARS, VERBS
 from pipeline.local.services.api import Mount
 from pipeline.local.state.registry import RegistryError
 from pipeline.review import compare as comparing
 from pipeline.review import versions
-from pipeline.review.decisions import MAX_COMMENT_CHARS, VERBS, DecisionError, decide
+from pipeline.review.decisions import DecisionError, decide
 from pipeline.review.evidence import PLOTS, reading
 from pipeline.settings import Settings
 from serve.server.http import BodyRefused, read_body, refuse

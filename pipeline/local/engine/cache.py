@@ -15,12 +15,12 @@ One local addition: an entry whose outputs are gone from the artifact store (a c
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from mlops_rules import caching
 from pipeline.local.engine.errors import PolicyError
 from pipeline.local.state.db import sha256_text, to_json
 from pipeline.local.state.store import ArtifactStore
@@ -32,20 +32,15 @@ CACHE_KEY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 # A CacheConfig without ExpireAfter never expires; a century stands for "never" in SQL text order.
 NO_EXPIRY = timedelta(days=36500)
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 
 
 def parse_expire_after(text: str) -> timedelta:
-    """An ISO 8601 duration as CacheConfig's ``ExpireAfter`` takes it (``P30D``, ``PT1H``, and
-    the short forms SageMaker's guide shows: ``30d``, ``T16m``). Years count 365 days and
-    months 30, which is all a cache expiry needs."""
-    normal = text.strip().upper()
-    normal = normal if normal.startswith("P") else "P" + normal
-    match = _DURATION.match(normal)
-    if not match or normal in ("P", "PT") or normal.endswith("T"):
-        raise PolicyError(f"cannot read the cache expiry {text!r}; write an ISO 8601 duration such as P30D or PT12H")
-    years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return timedelta(days=365 * years + 30 * months + 7 * weeks + days, hours=hours, minutes=minutes, seconds=seconds)
+    """CacheConfig's ``ExpireAfter`` as a duration (mlops_rules.caching reads it, for the retrain
+    function's lookback too); PolicyError for one it cannot read."""
+    try:
+        return caching.parse_expire_after(text)
+    except ValueError as error:
+        raise PolicyError(str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_rules.approvals import DEFAULT_APPROVAL_STATUS
 from pipeline.bundles import CodeBundles
 from pipeline.local.engine.cache import CachePolicy, cache_key, cache_policy, missing_outputs
 from pipeline.local.engine.conditions import condition_step_outcome
@@ -54,7 +55,6 @@ from pipeline.local.state.db import iso, open_state, parse_iso, sha256_text, utc
 from pipeline.local.state.executions import RUNNER_LEASE_S, Execution, ExecutionStore, Step
 from pipeline.local.state.registry import ModelRegistry
 from pipeline.local.state.store import ArtifactStore
-from pipeline.parameters import DEFAULT_APPROVAL_STATUS
 from pipeline.settings import Settings
 
 JOBS_DIR = "jobs"

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mlops_rules import parameters as rules
 from pipeline.local.aws_identity import ACCOUNT, REGION, execution_arn, pipeline_arn
 
 JsonValue = Any
@@ -45,82 +46,22 @@ class ExpressionError(ValueError):
 
 # --- parameters ---------------------------------------------------------------------------
 
-_TRUE, _FALSE = ("true",), ("false",)
-
-
-def _as_integer(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not an Integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise ValueError(f"not an Integer: {value!r}")
-
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a Float")
-    if isinstance(value, (int, float, str)):
-        return float(value)
-    raise ValueError(f"not a Float: {value!r}")
-
-
-def _as_boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"not a Boolean (true/false): {value!r}")
-
-
-def _as_string(value: Any) -> str:
-    if isinstance(value, (dict, list)) or value is None:
-        raise ValueError(f"not a String: {value!r}")
-    return stringify(value)
-
-
-_CASTS: dict[str, Callable[[Any], Any]] = {
-    "String": _as_string, "Integer": _as_integer, "Float": _as_float, "Boolean": _as_boolean}
-
-
 def cast_parameter(declaration: Mapping[str, Any], value: Any) -> Any:
-    """``value`` as the declared type: StartPipelineExecution passes every value as a string,
-    and the CLI does too, so "400" must become 400 for an Integer parameter."""
-    name, kind = declaration.get("Name"), declaration.get("Type", "String")
-    if kind not in _CASTS:
-        raise ExpressionError(f"parameter {name}: unknown Type {kind!r}")
+    """``value`` as the declared Type (mlops_rules.parameters: the same reading as the SageMaker
+    backend's and the retrain function's): ``"400"`` is 400 for an Integer."""
     try:
-        cast = _CASTS[kind](value)
-    except ValueError as error:
-        raise ExpressionError(f"parameter {name} ({kind}): {error}") from None
-    enum = declaration.get("EnumValues")
-    if enum and cast not in enum:
-        raise ExpressionError(f"parameter {name}: {cast!r} is not one of {enum}")
-    return cast
+        return rules.cast_parameter(declaration, value)
+    except rules.ParameterError as error:
+        raise ExpressionError(str(error)) from None
 
 
 def parameter_values(definition: Mapping[str, Any], given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every declared parameter's value for one execution: given, else default, cast by Type.
-
-    A name the definition does not declare is refused, as SageMaker refuses it, rather than
-    silently ignored (a typo would otherwise run with the default)."""
-    given = dict(given or {})
-    declarations = {d["Name"]: d for d in definition.get("Parameters") or []}
-    unknown = sorted(set(given) - set(declarations))
-    if unknown:
-        raise ExpressionError(f"unknown pipeline parameter(s) {unknown}; declared: {sorted(declarations)}")
-    values: dict[str, Any] = {}
-    for name, declaration in declarations.items():
-        if name in given:
-            values[name] = cast_parameter(declaration, given[name])
-        elif "DefaultValue" in declaration:
-            values[name] = cast_parameter(declaration, declaration["DefaultValue"])
-        else:
-            raise ExpressionError(f"parameter {name} has no DefaultValue and no value was given")
-    return values
+    An undeclared name is refused, as SageMaker refuses it."""
+    try:
+        return rules.parameter_values(definition, given)
+    except rules.ParameterError as error:
+        raise ExpressionError(str(error)) from None
 
 
 # --- execution variables ------------------------------------------------------------------

@@ -17,15 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_rules.approvals import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS, EVENT_DETAIL_TYPE, EVENT_SOURCE
 from pipeline.definition import report_accuracy
 from pipeline.definition.contracts import customer_metadata_problem
 from pipeline.local.aws_identity import ACCOUNT, REGION, model_package_arn, sagemaker_arn
 from pipeline.local.state.db import Clock, StateError, iso, parse_iso, to_json, utc_now, write_transaction
-from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS
 
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's ModelPackageGroupName pattern
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
 
 
 class RegistryError(StateError):
@@ -284,6 +283,6 @@ def state_change_event(package: ModelPackage, *, event_id: str, region: str = RE
                                                                   "S3Uri": package.metrics_uri}}}
     if updated_fields:
         detail["UpdatedModelPackageFields"] = list(updated_fields)
-    return {"version": "0", "id": event_id, "detail-type": EVENT_DETAIL_TYPE, "source": "aws.sagemaker",
+    return {"version": "0", "id": event_id, "detail-type": EVENT_DETAIL_TYPE, "source": EVENT_SOURCE,
             "account": ACCOUNT, "time": _event_time(package.last_modified_time), "region": region,
             "resources": [package.arn], "detail": detail}

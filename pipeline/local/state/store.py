@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlops_rules.s3 import split_s3_uri
+
 S3_DIR = "s3"
 
 
@@ -34,9 +36,10 @@ class StoreError(ValueError):
 def split_uri(uri: str) -> tuple[str, str]:
     """(bucket, key) of ``s3://bucket/key``, the key as written: a trailing "/" is kept, because
     for a prefix it decides what matches. Refuses anything that could leave the tree."""
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise StoreError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    try:
+        bucket, key = split_s3_uri(uri)
+    except ValueError as error:
+        raise StoreError(str(error)) from None
     _check_segment(bucket, uri)
     body = key.removesuffix("/")
     if key and not body:

@@ -1,0 +1,23 @@
+"""The endpoint's resources as the deploy function names them, and the endpoint statuses in which
+it must not be changed: what the deploy function and a teardown agree on."""
+from __future__ import annotations
+
+import re
+
+# The endpoint's instance type when none is chosen (the stack's EndpointInstanceType, a local
+# endpoint's record): the smallest general-purpose type the CPU inference image runs on.
+DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.m5.large"
+# EndpointStatus values during which UpdateEndpoint and DeleteEndpoint are refused.
+BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+
+
+def model_name(endpoint: str, version: int) -> str:
+    """``<endpoint>-v<version>``: the Model made for a version; its endpoint configs add a settings hash."""
+    return f"{endpoint}-v{version}"
+
+
+def made_for(endpoint: str, name: str) -> bool:
+    """Whether a Model or endpoint config of this name is one the deploy function makes for
+    ``endpoint`` (what a teardown may delete)."""
+    # model_name's shape, then (for an endpoint config) the variant hash's eight hex digits
+    return re.fullmatch(rf"{re.escape(endpoint)}-v\d+(-[0-9a-f]{{8}})?", name) is not None
