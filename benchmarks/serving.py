@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.commands.registry import set_status  # noqa: E402
+from pipeline.commands.registry import registry_store, set_status  # noqa: E402
 from pipeline.definition import PREPROCESS  # noqa: E402
 from pipeline.local.services.hosting import LocalHosting  # noqa: E402
 from pipeline.local.state.db import open_state  # noqa: E402
@@ -165,9 +165,9 @@ def _ensure_deployed(settings: Settings, version: int) -> float | None:
             and serving["EndpointConfigName"].startswith(f"{settings.endpoint_name}-v{version}-"):
         return None
     if package.approval_status == "Approved":  # approved, but not what is served: approve again after a reject
-        set_status(settings, "local", version, "reject", "benchmarks/serving.py")
+        set_status(registry_store(settings, "local"), version, "reject", "benchmarks/serving.py")
     started = time.perf_counter()
-    approval = set_status(settings, "local", version, "approve", "benchmarks/serving.py")
+    approval = set_status(registry_store(settings, "local"), version, "approve", "benchmarks/serving.py")
     if approval["deployment_error"]:
         raise SystemExit(f"deployment failed: {approval['deployment_error']}")
     return time.perf_counter() - started

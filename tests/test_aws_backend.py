@@ -20,10 +20,9 @@ from pipeline.aws import (
     AwsClients,
     BackendError,
     ExecutionTimeout,
+    SageMakerRegistry,
     describe_execution,
-    describe_model_package,
     list_executions,
-    list_model_packages,
     make_clients,
     set_approval,
     start_execution,
@@ -33,6 +32,7 @@ from pipeline.aws import (
     wait_for_execution,
 )
 from pipeline.bundles import CodeBundles, build_bundles, content_addressed
+from pipeline.commands.registry import list_versions, show_version
 from pipeline.definition import canonical_json, definition_json
 from pipeline.settings import PLACEHOLDER_ROLE_ARN, Settings
 
@@ -374,6 +374,15 @@ def _register(aws: AwsClients, accuracy: float | None, report_key: str | None = 
     return aws.sagemaker.create_model_package(**request)["ModelPackageArn"]
 
 
+def list_model_packages(clients: AwsClients, group: str, status: str | None = None) -> list[dict]:
+    """What `registry --backend sagemaker list --json` prints."""
+    return list_versions(SageMakerRegistry(clients, group), status)
+
+
+def describe_model_package(clients: AwsClients, group: str, version: int) -> dict:
+    """What `registry --backend sagemaker show --json` prints."""
+    return show_version(SageMakerRegistry(clients, group), version)
+
 @pytest.fixture
 def registry(aws) -> AwsClients:
     aws.sagemaker.create_model_package_group(ModelPackageGroupName=SETTINGS.model_package_group)
@@ -390,7 +399,7 @@ def test_list_model_packages_gives_versions_with_their_accuracy(registry):
     assert first["arn"].endswith(f":model-package/{SETTINGS.model_package_group}/1")
     assert first["created"] is not None and first["group"] == SETTINGS.model_package_group
     assert first["metrics_uri"].endswith("/a/Evaluate/evaluation/evaluation.json")
-    assert first["model_data_url"].endswith("/model.tar.gz")
+    assert first["artifact"].endswith("/model.tar.gz")
 
 
 def test_accuracy_is_none_without_metrics_or_without_a_readable_report(registry):
@@ -403,13 +412,36 @@ def test_accuracy_is_none_without_metrics_or_without_a_readable_report(registry)
 def test_approve_one_reject_another_and_filter_by_status(registry):
     group = SETTINGS.model_package_group
     approved = set_approval(registry, group, 1, "Approved", "accuracy 0.91 on the test split")
-    assert approved["status"] == "Approved" and approved["approval_description"] == "accuracy 0.91 on the test split"
-    assert set_approval(registry, group, 2, "Rejected", "below the last approved")["status"] == "Rejected"
+    assert approved.status == "Approved" and approved.approval_description == "accuracy 0.91 on the test split"
+    assert set_approval(registry, group, 2, "Rejected", "below the last approved").status == "Rejected"
     assert [p["version"] for p in list_model_packages(registry, group, status="Approved")] == [1]
     assert [p["version"] for p in list_model_packages(registry, group, status="Rejected")] == [2]
     assert list_model_packages(registry, group, status="PendingManualApproval") == []
     described = describe_model_package(registry, group, 2)
     assert described["status"] == "Rejected" and described["accuracy"] == 0.87
+
+
+def test_both_registries_answer_with_the_same_fields_and_values(registry, tmp_path):
+    """One entity (ModelVersion), one summary: a script reads `registry list --json` the same way
+    whichever backend it asks."""
+    import dataclasses
+
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.registry import ModelRegistry
+    from pipeline.review.local_registry import LocalRegistry
+
+    (remote,) = [s for s in list_model_packages(registry, SETTINGS.model_package_group) if s["version"] == 1]
+    described = registry.sagemaker.describe_model_package(ModelPackageName=remote["arn"])
+    report_uri = remote["metrics_uri"]
+    ModelRegistry(open_state(tmp_path)).register(
+        SETTINGS.model_package_group, remote["artifact"], "0" * 64, json.loads(_evaluation(0.91)),
+        metrics_uri=report_uri, inference_specification=described["InferenceSpecification"])
+    local_store = LocalRegistry(dataclasses.replace(SETTINGS, home=tmp_path))
+    (local,) = list_versions(local_store, None)
+    assert local.keys() == remote.keys()
+    shared = ("group", "version", "status", "artifact", "image", "metrics_uri", "accuracy", "accuracy_by_dataset",
+              "customer_metadata_properties")
+    assert {k: local[k] for k in shared} == {k: remote[k] for k in shared}
 
 
 def test_registry_errors_say_what_to_do(registry):

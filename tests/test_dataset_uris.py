@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.commands.run import DataSource, RunError, stage_data
 from pipeline.local.state.store import ArtifactStore
+from pipeline.runs import DataSource, RunError, stage_data
 from pipeline.settings import Settings
 from steps.datasets import load_corpus
 from tests.synthetic import make_reviews, make_sentences, write_jsonl, write_sst
@@ -147,7 +147,7 @@ def test_a_folder_of_datasets_round_trips_through_s3(cloud, capsys, tmp_path):  
 
 
 def test_without_sst2_to_be_had_the_default_run_trains_on_imdb_alone_and_says_so(tmp_path, monkeypatch, caplog):
-    from pipeline.commands import run as run_command
+    from pipeline import runs as run_command
     from pipeline.download import DownloadError
 
     cached = tmp_path / "aclImdb_v1.tar.gz"

@@ -120,3 +120,45 @@ def test_the_readme_lists_every_pipeline_parameter_and_no_other():
     start = text.index("The per-execution knobs are pipeline parameters")
     listed = set(re.findall(r"`([A-Z]\w+)`", text[start : text.index("(a test holds this list", start)]))
     assert listed == declared
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_lands():
+    """README.md and docs/*.md link each other (the manual is split into pages): every relative
+    link names a file that exists and, after a '#', a heading that file has."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in _MARKDOWN_LINK.findall(page.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            path_part, _, anchor = target.partition("#")
+            linked = (page.parent / path_part).resolve() if path_part else page
+            if not linked.is_file():
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), re.M)
+                if anchor not in {_anchor(h) for h in headings}:
+                    broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "links that land nowhere:\n" + "\n".join(broken)
+
+
+def test_the_readme_maps_every_page_of_the_manual():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    unlisted = [p.name for p in (REPO / "docs").glob("*.md") if f"(docs/{p.name})" not in readme]
+    assert not unlisted, f"docs pages the README's Documentation list does not name: {unlisted}"
+
+
+def test_the_registry_fields_the_manual_lists_are_the_summarys():
+    from mlops_rules.model_versions import ModelVersion
+    from pipeline.registries import version_summary
+
+    text = (REPO / "docs" / "running-locally.md").read_text(encoding="utf-8")
+    start = text.index("Both print the same fields")
+    listed = re.findall(r"`(\w+)`", text[start: text.index("so a\nscript written", start)])
+    example = ModelVersion("g", 1, "arn", "Approved", "2026-12-07", None, None, None, None, None)
+    assert listed == list(version_summary(example, None))

@@ -197,7 +197,7 @@ def test_a_failing_step_names_its_reason_and_its_log(tmp_path):
 
 
 def test_local_defaults_follow_the_chosen_profile():
-    from pipeline.commands.run import local_defaults
+    from pipeline.runs import local_defaults
     from train.profiles import PROFILES
 
     assert local_defaults("cpu") == {"TrainingProfile": "cpu", "Epochs": str(PROFILES["cpu"].epochs)}

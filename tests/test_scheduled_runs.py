@@ -159,8 +159,8 @@ def test_local_and_s3_name_the_same_files_with_one_version(tmp_path, aws_env):  
     import boto3
     from moto import mock_aws
 
-    from pipeline.commands.run import RunError, store_data_version
     from pipeline.local.state.store import ArtifactStore
+    from pipeline.runs import RunError, store_data_version
     from pipeline.settings import Settings
 
     folder = write_jsonl(tmp_path / "imdb", make_reviews(20, seed=1), make_reviews(10, seed=2))

@@ -19,12 +19,12 @@ from pipeline.aws.pipelines import (
                                     validate_parameters,
                                     wait_for_execution,
 )
-from pipeline.aws.registry import describe_model_package, list_model_packages, read_report, set_approval
+from pipeline.aws.registry import SageMakerRegistry, read_report, set_approval
 from pipeline.aws.upload import UploadReport, upload_bundles
 
 __all__ = [
     "AwsClients", "BackendError", "ExecutionTimeout", "TERMINAL_STATUSES", "UploadReport", "deployed_definition",
-    "describe_execution", "describe_model_package", "execution_steps", "list_executions", "list_model_packages",
+    "SageMakerRegistry", "describe_execution", "execution_steps", "list_executions",
     "make_clients", "read_report", "require_role", "set_approval", "start_execution", "upload_bundles", "upsert_pipeline",
     "validate_parameters", "wait_for_execution",
 ]

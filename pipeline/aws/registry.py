@@ -7,7 +7,7 @@ wrote (``evaluation.json``, SageMaker's model-quality format) and that the Regis
 as the package's ``ModelMetrics.ModelQuality.Statistics``: the number that passed the gate.
 
 The Register step also links every file of the evaluation (the report, the plots, the worst
-mistakes, the predictions) as the package's ``CustomerMetadataProperties``; ``describe_model_package``
+mistakes, the predictions) as the package's ``CustomerMetadataProperties``; ``file_links``
 turns each into an HTTPS link a person can open for an hour (a presigned GET: made here, with the
 caller's credentials, without a call to AWS).
 """
@@ -16,16 +16,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from evaluation.outputs import linked_files
-from mlops_rules.approvals import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS, MAX_COMMENT_CHARS
+from mlops_rules.approvals import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS, MAX_COMMENT_CHARS, VERBS
+from mlops_rules.model_versions import ModelVersion
 from pipeline.aws.clients import AwsClients
 from pipeline.aws.errors import BackendError, aws_errors
 from pipeline.aws.upload import head_object, split_object_uri
-from pipeline.definition import report_accuracy, report_accuracy_by_dataset
+from pipeline.registries import Decided
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +78,6 @@ def read_report(clients: AwsClients, metrics_uri: str | None) -> Any:
         return None
 
 
-def _package(clients: AwsClients, found: Mapping[str, Any], with_accuracy: bool) -> dict[str, Any]:
-    containers = (found.get("InferenceSpecification") or {}).get("Containers") or [{}]
-    statistics = ((found.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}
-    metrics_uri = statistics.get("S3Uri")
-    report = read_report(clients, metrics_uri) if with_accuracy else None
-    return {
-        "group": found.get("ModelPackageGroupName"),
-        "version": found.get("ModelPackageVersion"),
-        "arn": found["ModelPackageArn"],
-        "status": found.get("ModelApprovalStatus"),
-        "package_status": found.get("ModelPackageStatus"),
-        "created": found.get("CreationTime"),
-        "approval_description": found.get("ApprovalDescription"),
-        "model_data_url": containers[0].get("ModelDataUrl"),
-        "image": containers[0].get("Image"),
-        "metrics_uri": metrics_uri,
-        "accuracy": report_accuracy(report),
-        "accuracy_by_dataset": report_accuracy_by_dataset(report),
-        "customer_metadata_properties": dict(found.get("CustomerMetadataProperties") or {}),
-    }
-
-
 def file_links(clients: AwsClients, properties: Mapping[str, str], expires_s: int = LINK_EXPIRES_S) -> list[dict[str, Any]]:
     """Each property that links a file in S3 (``evaluation.outputs.linked_files``) as ``name``,
     ``uri`` (s3://), ``url`` (an HTTPS GET presigned for ``expires_s`` seconds, to open in a browser;
@@ -125,24 +105,9 @@ def file_links(clients: AwsClients, properties: Mapping[str, str], expires_s: in
     return links
 
 
-def _describe_arn(clients: AwsClients, arn: str, with_accuracy: bool = True) -> dict[str, Any]:
+def _describe(clients: AwsClients, arn: str) -> ModelVersion:
     with aws_errors(f"reading model package {arn}", not_found=f"no model package {arn}"):
-        found = clients.sagemaker.describe_model_package(ModelPackageName=arn)
-    return _package(clients, found, with_accuracy)
-
-
-def list_model_packages(clients: AwsClients, group: str, status: str | None = None,
-                        with_accuracy: bool = True) -> list[dict[str, Any]]:
-    """The group's versions, newest first, optionally only those with approval ``status``.
-
-    Each is a dict: ``group``, ``version``, ``arn``, ``status`` (ModelApprovalStatus),
-    ``package_status``, ``created``, ``approval_description``, ``model_data_url``, ``image``,
-    ``metrics_uri``, ``accuracy`` (``None`` when the package has no readable report) and
-    ``customer_metadata_properties`` (as registered: the links to the evaluation's files). The
-    metrics need one DescribeModelPackage and one S3 read per version.
-    """
-    _check_status(status, APPROVAL_STATUSES)
-    return [_describe_arn(clients, s["ModelPackageArn"], with_accuracy) for s in _summaries(clients, group, status)]
+        return ModelVersion.from_description(clients.sagemaker.describe_model_package(ModelPackageName=arn))
 
 
 def _version_arn(clients: AwsClients, group: str, version: int) -> str:
@@ -154,16 +119,37 @@ def _version_arn(clients: AwsClients, group: str, version: int) -> str:
     raise BackendError(f"model package group {group} has no version {version}: its versions are {known}")
 
 
-def describe_model_package(clients: AwsClients, group: str, version: int) -> dict[str, Any]:
-    """One version of the group, as in ``list_model_packages``, with ``links``: its evaluation's
-    files, each with a presigned HTTPS URL (``file_links``)."""
-    package = _describe_arn(clients, _version_arn(clients, group, int(version)))
-    package["links"] = file_links(clients, package["customer_metadata_properties"])
-    package["links_expire_s"] = LINK_EXPIRES_S
-    return package
+@dataclass(frozen=True)
+class SageMakerRegistry:
+    """SageMaker's model registry for one group, as ``pipeline.registries.RegistryStore``. A
+    listing costs one DescribeModelPackage per version (and the caller's one S3 read per report)."""
+
+    clients: AwsClients
+    group: str
+
+    def versions(self, status: str | None = None) -> list[ModelVersion]:
+        _check_status(status, APPROVAL_STATUSES)
+        return [_describe(self.clients, s["ModelPackageArn"]) for s in _summaries(self.clients, self.group, status)]
+
+    def version(self, number: int) -> ModelVersion:
+        return _describe(self.clients, _version_arn(self.clients, self.group, int(number)))
+
+    def report(self, version: ModelVersion) -> Any:
+        return read_report(self.clients, version.metrics_uri)
+
+    def links(self, version: ModelVersion) -> list[dict[str, Any]]:
+        """Each with an HTTPS ``url`` presigned for an hour (``file_links``)."""
+        return file_links(self.clients, version.customer_metadata_properties)
+
+    def details(self, version: ModelVersion) -> dict[str, Any]:
+        return {"links_expire_s": LINK_EXPIRES_S}
+
+    def decide(self, number: int, verb: str, comment: str | None, *, deliver: bool = True) -> Decided:
+        """UpdateModelPackage; an approval reaches the deploy function through EventBridge."""
+        return Decided(set_approval(self.clients, self.group, number, VERBS[verb], comment or ""))
 
 
-def set_approval(clients: AwsClients, group: str, version: int, status: str, comment: str = "") -> dict[str, Any]:
+def set_approval(clients: AwsClients, group: str, version: int, status: str, comment: str = "") -> ModelVersion:
     """Approve or reject one version (``Approved`` deploys it through the approval event);
     ``comment`` becomes the ApprovalDescription. Returns the version as read back."""
     _check_status(status, DECISIONS)
@@ -179,4 +165,4 @@ def set_approval(clients: AwsClients, group: str, version: int, status: str, com
     with aws_errors(f"setting {group} version {version} to {status}", not_found=f"no model package {arn}"):
         clients.sagemaker.update_model_package(**request)
     log.info("%s version %s is now %s", group, version, status)
-    return _describe_arn(clients, arn)
+    return _describe(clients, arn)

@@ -64,8 +64,8 @@ def stack_outputs(clients: AwsClients, stack_name: str) -> dict[str, str]:
     """The stack's outputs by key; a missing stack says how to deploy it."""
     stack = describe_stack(clients, stack_name)
     if stack is None:
-        raise BackendError(f"no stack {stack_name!r} in {clients.region}: deploy lambda/template.yaml first (README: "
-                           "'Running on AWS'), or set SENTIMENT_MLOPS_STACK_NAME, or set SENTIMENT_MLOPS_BUCKET and "
+        raise BackendError(f"no stack {stack_name!r} in {clients.region}: deploy lambda/template.yaml first (docs/aws.md"
+                           "), or set SENTIMENT_MLOPS_STACK_NAME, or set SENTIMENT_MLOPS_BUCKET and "
                            "SENTIMENT_MLOPS_ROLE_ARN")
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
 

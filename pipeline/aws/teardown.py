@@ -32,7 +32,7 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 # What stays while idle, and what it costs then (us-east-1 list prices, November 2026; the
-# README's teardown table says the same).
+# docs/aws.md's teardown table says the same).
 IDLE_COSTS = {
     "artifact bucket": "S3 storage, $0.023 per GB-month (replaced versions expire after 30 days)",
     "model registry": "nothing (model packages are free; their artifacts are in the bucket)",

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-from pipeline.commands.common import Reply, as_text, followed_exit_code, parse_params, quiet_definition_json
+from pipeline.commands.common import Reply, as_text, followed_exit_code, parse_params
 from pipeline.settings import WEBSITE_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def upsert(settings: Settings) -> dict[str, Any]:
     """Upload the bundles the definition refers to, then create or update the pipeline."""
     from pipeline.aws import require_role, upload_bundles, upsert_pipeline
     from pipeline.bundles import build_bundles
+    from pipeline.definition import quiet_definition_json
 
     settings, clients = connect(settings)
     require_role(settings)  # before anything is built or uploaded

@@ -6,18 +6,15 @@ the status; the handler decides both, so nothing downstream guesses which comman
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CommandError
-from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.bundles import CodeBundles
+    pass
 
 
 @dataclass(frozen=True)
@@ -55,17 +52,6 @@ def parse_params(pairs: list[str] | None) -> dict[str, str]:
             raise CommandError(f"--param {pair!r}: write parameters as Name=Value, for example --param Epochs=4")
         params[name] = value
     return params
-
-
-def quiet_definition_json(settings: Settings, bundles: CodeBundles | None = None) -> str:
-    """The definition JSON, without the SDK's own log lines and warnings about its choices."""
-    from pipeline.definition import definition_json
-
-    for name in ("sagemaker", "sagemaker.config"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return definition_json(settings, bundles)
 
 
 def deployment_line(result: dict) -> str:

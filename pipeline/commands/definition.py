@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import Reply, print_path, quiet_definition_json
+from pipeline.commands.common import Reply, print_path
 from pipeline.settings import Settings
 
 
@@ -17,6 +17,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def command_definition(args: argparse.Namespace, settings: Settings) -> Reply:
     """The SageMaker Pipelines definition JSON, built offline (no AWS call, no upload)."""
+    from pipeline.definition import quiet_definition_json  # the SDK loads only when a definition is built
+
     text = quiet_definition_json(settings)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

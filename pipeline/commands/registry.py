@@ -7,101 +7,53 @@ written against one works against the other.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops_rules.approvals import APPROVAL_STATUSES, VERBS
 from pipeline.commands.common import Reply, deployment_line
-from pipeline.definition import report_accuracy, report_accuracy_by_dataset
 from pipeline.errors import CommandError
+from pipeline.registries import RegistryStore, version_summary
 from pipeline.settings import Settings
-
-if TYPE_CHECKING:
-    from pipeline.local.state.registry import ModelRegistry
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 TERMINAL_DISAGREEMENTS = 20  # `registry compare` lists these; --json all it has
 
 
-def _local_summary(package) -> dict[str, Any]:
-    return {"version": package.version, "status": package.approval_status, "accuracy": report_accuracy(package.metrics),
-            "accuracy_by_dataset": report_accuracy_by_dataset(package.metrics),
-            "arn": package.arn, "created": package.creation_time, "artifact": package.artifact_uri,
-            "execution_id": package.execution_id, "approval_description": package.approval_description,
-            "customer_metadata_properties": dict(package.customer_metadata_properties)}
-
-
-@contextlib.contextmanager
-def _local_registry(settings: Settings) -> Iterator[ModelRegistry]:
-    """The local registry, on a connection closed when the command is done with it."""
-    from pipeline.local.state.db import open_state
-    from pipeline.local.state.registry import ModelRegistry
-
-    with contextlib.closing(open_state(settings.home)) as conn:
-        yield ModelRegistry(conn)
-
-
-def list_versions(settings: Settings, backend: str, status: str | None) -> list[dict[str, Any]]:
+def registry_store(settings: Settings, backend: str) -> RegistryStore:
+    """The registry the command works on: SageMaker's, or the local one (the default)."""
     if backend == "sagemaker":
-        from pipeline.aws import list_model_packages, make_clients
+        from pipeline.aws import SageMakerRegistry, make_clients
 
-        return list_model_packages(make_clients(settings), settings.model_package_group, status)
-    with _local_registry(settings) as registry:
-        return [_local_summary(p) for p in registry.list_packages(settings.model_package_group, status)]
+        return SageMakerRegistry(make_clients(settings), settings.model_package_group)
+    from pipeline.review.local_registry import LocalRegistry
+
+    return LocalRegistry(settings)
 
 
-def show_version(settings: Settings, backend: str, version: int) -> dict[str, Any]:
+def list_versions(store: RegistryStore, status: str | None) -> list[dict[str, Any]]:
+    return [version_summary(v, store.report(v)) for v in store.versions(status)]
+
+
+def show_version(store: RegistryStore, version: int) -> dict[str, Any]:
     """One version, with ``links``: the files of its evaluation that the package links
     (CustomerMetadataProperties). On SageMaker each has an HTTPS ``url`` presigned for an hour;
     locally each has the ``path`` of the file in the local store, and ``registry_page`` is where
     ``sentiment-mlops api`` shows the version."""
-    if backend == "sagemaker":
-        from pipeline.aws import describe_model_package, make_clients
-
-        return describe_model_package(make_clients(settings), settings.model_package_group, version)
-    from evaluation.outputs import linked_files
-    from pipeline.local.state.store import ArtifactStore, StoreError
-
-    with _local_registry(settings) as registry:
-        package = registry.get(settings.model_package_group, version)
-        history = [{"when": h.changed_at, "who": h.approver, "from": h.from_status, "to": h.to_status,
-                    "comment": h.comment} for h in registry.history(settings.model_package_group, version)]
-    store = ArtifactStore(settings.home)
-    links: list[dict[str, Any]] = []
-    for name, uri in linked_files(package.customer_metadata_properties):
-        try:
-            path = store.path(uri)
-        except StoreError:  # not a URI the store can hold: shown as it is
-            links.append({"name": name, "uri": uri, "path": None, "exists": None})
-            continue
-        links.append({"name": name, "uri": uri, "path": str(path), "exists": path.is_file()})
-    return {**_local_summary(package), "metrics": package.metrics, "inference_specification": package.inference_specification,
-            "history": history, "links": links,
-            # the page `sentiment-mlops api` serves (on its default port) for this version
-            "registry_page": f"http://127.0.0.1:3000/registry/versions/{package.version}"}
+    found = store.version(version)
+    return {**version_summary(found, store.report(found)), "links": store.links(found), **store.details(found)}
 
 
-def set_status(settings: Settings, backend: str, version: int, verb: str, comment: str | None,
+def set_status(store: RegistryStore, version: int, verb: str, comment: str | None,
                deliver: bool = True) -> dict[str, Any]:
     """Approve or reject. On SageMaker, EventBridge takes the event from there. Locally the
     decision takes the path the registry page's takes too (``pipeline.review.decisions.decide``):
     the event is recorded and (unless ``deliver`` is False) handed to the deploy handler at once;
     a deployment that fails leaves the approval in place and says why in ``deployment_error``."""
-    from pipeline.review.decisions import check_comment, decide
+    from pipeline.review.decisions import check_comment
 
-    comment = check_comment(comment)
-    if backend == "sagemaker":
-        from pipeline.aws import make_clients, set_approval
-
-        return set_approval(make_clients(settings), settings.model_package_group, version, VERBS[verb],
-                            comment or "")
-    decision = decide(settings, version, verb, comment, deliver=deliver)
-    result = _local_summary(decision.package)
-    result["event"], result["changed"] = decision.event, decision.changed
-    result["deployment"], result["deployment_error"] = decision.deployments, decision.deployment_error
-    return result
+    decided = store.decide(version, verb, check_comment(comment), deliver=deliver)
+    return {**version_summary(decided.version, store.report(decided.version)), **decided.extras}
 
 
 def compare_versions(settings: Settings, backend: str, champion: int, challenger: int) -> dict[str, Any]:
@@ -149,15 +101,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def command_list(args: argparse.Namespace, settings: Settings) -> Reply:
-    return Reply(list_versions(settings, args.backend, args.status), _print_versions)
+    return Reply(list_versions(registry_store(settings, args.backend), args.status), _print_versions)
 
 
 def command_show(args: argparse.Namespace, settings: Settings) -> Reply:
-    return Reply(show_version(settings, args.backend, args.version), _print_version)
+    return Reply(show_version(registry_store(settings, args.backend), args.version), _print_version)
 
 
 def command_set_status(args: argparse.Namespace, settings: Settings) -> Reply:
-    result = set_status(settings, args.backend, args.version, args.action, args.comment, deliver=not args.no_deploy)
+    result = set_status(registry_store(settings, args.backend), args.version, args.action, args.comment,
+                        deliver=not args.no_deploy)
     # exit 1 when the approval is recorded but its deployment is not done
     return Reply(result, _print_version, 1 if isinstance(result, dict) and result.get("deployment_error") else 0)
 

@@ -33,7 +33,7 @@ The package, one module per concern (``build`` imports the SDK-using ones only i
 What other packages use is exported here.
 """
 from mlops_rules.caching import CACHE_EXPIRE_AFTER
-from pipeline.definition.build import build_pipeline, canonical_json, definition_json
+from pipeline.definition.build import build_pipeline, canonical_json, definition_json, quiet_definition_json
 from pipeline.definition.contracts import (
     ACCURACY_PATH,
     CHECK_ACCURACY,
@@ -53,6 +53,6 @@ from pipeline.definition.images import Images, image_processor, resolve_images, 
 
 __all__ = [
     "ACCURACY_PATH", "CACHE_EXPIRE_AFTER", "CHECK_ACCURACY", "CHECK_SENTENCE_ACCURACY", "EVALUATE", "EVALUATION_OUTPUT", "EVALUATION_REPORT",
-    "FAIL", "FAIL_SENTENCES", "PREPROCESS", "REGISTER", "TRAIN", "Images", "build_pipeline", "canonical_json", "definition_json",
+    "FAIL", "FAIL_SENTENCES", "PREPROCESS", "REGISTER", "TRAIN", "Images", "build_pipeline", "canonical_json", "definition_json", "quiet_definition_json",
     "image_processor", "report_accuracy", "report_accuracy_by_dataset", "resolve_images", "supported_instance_types",
 ]

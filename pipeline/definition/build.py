@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from typing import TYPE_CHECKING
 
 from pipeline.bundles import CodeBundles, build_bundles
@@ -59,3 +61,12 @@ def definition_json(settings: Settings | None = None, bundles: CodeBundles | Non
 
 def canonical_json(definition: dict) -> str:
     return json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def quiet_definition_json(settings: Settings, bundles: CodeBundles | None = None) -> str:
+    """The definition JSON, without the SDK's own log lines and warnings about its choices."""
+    for name in ("sagemaker", "sagemaker.config"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return definition_json(settings, bundles)

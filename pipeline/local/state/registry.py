@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_rules.approvals import APPROVAL_STATUSES, DEFAULT_APPROVAL_STATUS, EVENT_DETAIL_TYPE, EVENT_SOURCE
+from mlops_rules.model_versions import ModelVersion
 from pipeline.definition import report_accuracy
 from pipeline.definition.contracts import customer_metadata_problem
 from pipeline.local.aws_identity import ACCOUNT, REGION, model_package_arn, sagemaker_arn
@@ -50,6 +51,13 @@ class ModelPackage:
     last_modified_time: str
     # CustomerMetadataProperties as registered (the Register step's links to the evaluation's files).
     customer_metadata_properties: dict[str, str] = field(default_factory=dict)
+
+    def model_version(self) -> ModelVersion:
+        """The version in the shape both registries answer with (mlops_rules.model_versions)."""
+        containers = self.inference_specification.get("Containers") or [{}]
+        return ModelVersion(self.group_name, self.version, self.arn, self.approval_status, self.creation_time,
+                            self.artifact_uri, containers[0].get("Image"), self.metrics_uri, self.approval_description,
+                            self.execution_arn, dict(self.customer_metadata_properties))
 
 
 @dataclass(frozen=True)
