@@ -56,6 +56,7 @@ from typing import Any
 
 from mlops_rules.caching import CACHE_LIFETIME
 from mlops_rules.data_versions import DATASET_SUFFIXES, READY_MARKER, data_version, repeats
+from mlops_rules.executions import EXECUTION_RUNNING
 from mlops_rules.parameters import INPUT_PARAMETER, VERSION_PARAMETER, declared_parameters
 
 log = logging.getLogger("retrain")
@@ -63,7 +64,6 @@ log.setLevel(logging.INFO)
 
 SCHEDULE_SOURCE, SCHEDULE_DETAIL_TYPE = "aws.events", "Scheduled Event"
 S3_SOURCE, S3_DETAIL_TYPE = "aws.s3", "Object Created"
-RUNNING_STATUSES = ("Executing", "Stopping")
 # At most this many executions are read back, newest first, to find a run that a start would
 # repeat: it bounds the calls a trigger makes (one page of summaries, then per Succeeded
 # execution on the same data version one parameter listing and one definition). A pipeline that
@@ -268,7 +268,7 @@ def _skip_reason(sagemaker, config: RetrainConfig, trigger: Trigger, definition:
     since = datetime.now(UTC) - CACHE_LIFETIME
     summaries = _recent_executions(sagemaker, config.pipeline_name, since)
     running = next((s["PipelineExecutionArn"] for s in summaries
-                    if s.get("PipelineExecutionStatus") in RUNNING_STATUSES), None)
+                    if s.get("PipelineExecutionStatus") in EXECUTION_RUNNING), None)
     if trigger.kind == "scheduled" and running:
         return f"execution {running} is still running; the next schedule will retry"
     unchanged = _unchanged_since(sagemaker, summaries, definition, parameters)

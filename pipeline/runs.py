@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_rules.executions import ExecutionRecord
 from pipeline.download import DownloadError, download, download_known
 from pipeline.errors import CommandError, UserError
 from pipeline.settings import KNOWN_DATASETS, Settings
@@ -318,13 +319,19 @@ def _evaluation_report(settings: Settings, steps: list) -> dict | None:
     return ArtifactStore(settings.home).read_json(f"{uri.rstrip('/')}/evaluation.json")
 
 
-def list_executions(settings: Settings) -> list[dict[str, Any]]:
-    from pipeline.local.state.db import open_state
-    from pipeline.local.state.executions import ExecutionStore
+@dataclass(frozen=True)
+class LocalExecutions:
+    """The local runtime's executions of the pipeline, as ``pipeline.execution_history.ExecutionHistory``
+    (reading them settles any whose runner was killed)."""
 
-    with contextlib.closing(open_state(settings.home)) as conn:
-        return [{"execution_id": e.execution_id, "status": e.status, "started": e.start_time, "ended": e.end_time,
-                 "failure_reason": e.failure_reason} for e in ExecutionStore(conn).list_executions()]
+    settings: Settings
+
+    def recent(self, limit: int | None = None) -> list[ExecutionRecord]:
+        from pipeline.local.state.db import open_state
+        from pipeline.local.state.executions import ExecutionStore
+
+        with contextlib.closing(open_state(self.settings.home)) as conn:
+            return [e.record() for e in ExecutionStore(conn).list_executions(self.settings.pipeline_name, limit)]
 
 
 def resolve_data(data: list[str] | None, settings: Settings) -> list[DataSource]:

@@ -267,8 +267,9 @@ def test_executions_are_listed_newest_first_and_described(aws, definition):
     first = start_execution(aws, SETTINGS, {"Epochs": 1}, definition=definition)
     second = start_execution(aws, SETTINGS, {"Epochs": 2}, definition=definition)
     listed = list_executions(aws, SETTINGS)
-    assert [e["arn"] for e in listed] == [second, first]
-    assert all(e["status"] == "Succeeded" for e in listed)  # moto finishes executions at once
+    assert [e.arn for e in listed] == [second, first]
+    assert all(e.status == "Succeeded" for e in listed)  # moto finishes executions at once
+    assert listed[0].execution_id == second.rsplit("/", 1)[-1]
     assert len(list_executions(aws, SETTINGS, max_results=1)) == 1
 
     described = describe_execution(aws, first)

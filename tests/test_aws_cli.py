@@ -61,8 +61,10 @@ def test_upsert_start_wait_list_and_show(cloud, capsys):
     assert code == 0 and shown["status"] == "Succeeded" and shown["display_name"] == "cli-test"
 
     # The same, for people: one line per execution, and the execution with its steps' note.
-    assert main(["aws", "list"]) == 0 and finished["arn"] in capsys.readouterr().out
-    assert main(["aws", "show", finished["arn"]]) == 0
+    execution_id = finished["arn"].rsplit("/", 1)[-1]
+    assert listed[0]["execution_id"] == execution_id
+    assert main(["aws", "list"]) == 0 and execution_id in capsys.readouterr().out
+    assert main(["aws", "show", execution_id]) == 0  # the id `aws list` prints is enough
     assert f"execution {finished['arn']}: Succeeded" in capsys.readouterr().out
 
     # A wrong value is refused before anything is sent, naming the parameter.

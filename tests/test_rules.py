@@ -155,3 +155,21 @@ def test_a_package_arn_names_its_version():
     assert approvals.package_version("arn:aws:sagemaker:eu-west-1:123456789012:model-package/sentiment-lstm/12") == 12
     assert approvals.package_version("arn:aws:sagemaker:eu-west-1:123456789012:model-package-group/x") is None
     assert approvals.package_version(12) is None
+
+
+def test_an_execution_reads_the_same_from_either_runtime():
+    from datetime import UTC, datetime
+
+    from mlops_rules.executions import ExecutionRecord
+
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/abc123def456"
+    when = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    done = ExecutionRecord.from_summary({"PipelineExecutionArn": arn, "PipelineExecutionStatus": "Failed",
+                                         "StartTime": when, "LastModifiedTime": when,
+                                         "PipelineExecutionFailureReason": "Step Train failed"})
+    assert done.as_dict() == {"execution_id": "abc123def456", "arn": arn, "status": "Failed",
+                              "started": "2026-12-07T12:00:00+00:00", "ended": "2026-12-07T12:00:00+00:00",
+                              "failure_reason": "Step Train failed", "display_name": None}
+    running = ExecutionRecord.from_summary({"PipelineExecutionArn": arn, "PipelineExecutionStatus": "Executing",
+                                            "StartTime": when, "LastModifiedTime": when})
+    assert running.ended is None

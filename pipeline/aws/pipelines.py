@@ -12,11 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from mlops_rules.data_versions import data_version
+from mlops_rules.executions import ExecutionRecord
 from mlops_rules.parameters import (
     INPUT_PARAMETER,
     VERSION_PARAMETER,
@@ -50,7 +52,7 @@ def _missing_pipeline(settings: Settings, region: str) -> str:
 
 
 def _missing_execution(execution_arn: str) -> str:
-    return f"no pipeline execution {execution_arn}: list the executions and copy an ARN from there"
+    return f"no pipeline execution {execution_arn}: list the executions and copy an id from there"
 
 
 # --- upsert ---------------------------------------------------------------------------------
@@ -113,6 +115,16 @@ def _update(clients: AwsClients, name: str, fields: dict) -> str:
         arn = clients.sagemaker.update_pipeline(PipelineName=name, **fields)["PipelineArn"]
     log.info("updated pipeline %s", arn)
     return arn
+
+
+def execution_arn_of(clients: AwsClients, settings: Settings, execution: str) -> str:
+    """An execution's ARN, given its ARN or its id (what ``executions list`` and ``aws list`` print):
+    the pipeline's ARN (one DescribePipeline) and ``/execution/ID``."""
+    if execution.startswith("arn:"):
+        return execution
+    with aws_errors(f"reading pipeline {settings.pipeline_name}", not_found=_missing_pipeline(settings, clients.region)):
+        pipeline_arn = clients.sagemaker.describe_pipeline(PipelineName=settings.pipeline_name)["PipelineArn"]
+    return f"{pipeline_arn}/execution/{execution}"
 
 
 def deployed_definition(clients: AwsClients, settings: Settings) -> str:
@@ -236,20 +248,31 @@ def describe_execution(clients: AwsClients, execution_arn: str) -> dict[str, Any
             "last_modified": found.get("LastModifiedTime"), "parameters": parameters}
 
 
-def list_executions(clients: AwsClients, settings: Settings, max_results: int = 20) -> list[dict[str, Any]]:
-    """The pipeline's latest executions, newest first: ``arn``, ``display_name``, ``status``,
-    ``failure_reason``, ``started``."""
-    found: list[dict[str, Any]] = []
+def list_executions(clients: AwsClients, settings: Settings, max_results: int = 20) -> list[ExecutionRecord]:
+    """The pipeline's latest executions, newest first."""
+    found: list[ExecutionRecord] = []
     with aws_errors(f"listing executions of {settings.pipeline_name}",
                     not_found=_missing_pipeline(settings, clients.region)):
         pages = clients.sagemaker.get_paginator("list_pipeline_executions").paginate(
             PipelineName=settings.pipeline_name, SortBy="CreationTime", SortOrder="Descending",
             PaginationConfig={"MaxItems": max_results, "PageSize": min(max_results, 100)})
         for page in pages:
-            found.extend(_execution(s) for s in page.get("PipelineExecutionSummaries", []))
+            summaries = page.get("PipelineExecutionSummaries", [])
+            found.extend(ExecutionRecord.from_summary(s) for s in summaries)
     # Sorted here too: the order is the contract, whatever the endpoint did with SortOrder.
-    found.sort(key=lambda e: e["started"].timestamp() if e["started"] else 0.0, reverse=True)
+    found.sort(key=lambda e: e.started or "", reverse=True)
     return found[:max_results]
+
+
+@dataclass(frozen=True)
+class SageMakerExecutions:
+    """The pipeline's executions on SageMaker, as ``pipeline.execution_history.ExecutionHistory``."""
+
+    clients: AwsClients
+    settings: Settings
+
+    def recent(self, limit: int | None = None) -> list[ExecutionRecord]:
+        return list_executions(self.clients, self.settings, max_results=limit or 100)
 
 
 def execution_steps(clients: AwsClients, execution_arn: str) -> tuple[list[dict[str, Any]] | None, str | None]:

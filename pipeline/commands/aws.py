@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-from pipeline.commands.common import Reply, as_text, followed_exit_code, parse_params
+from pipeline.commands.common import Reply, followed_exit_code, list_executions, parse_params, print_executions
 from pipeline.settings import WEBSITE_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,16 @@ def start(settings: Settings, params: list[str] | None, display_name: str | None
     return describe_execution(clients, arn)
 
 
-def follow(settings: Settings, execution_arn: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+def follow(settings: Settings, execution: str, timeout_s: float = DEFAULT_TIMEOUT_S,
            poll_s: float = DEFAULT_POLL_S, *, clients=None) -> dict[str, Any]:
-    """Wait for an execution to end, logging each change of its status or its steps' statuses."""
+    """Wait for an execution (its id or ARN) to end, logging each change of its status or its
+    steps' statuses."""
     from pipeline.aws import make_clients, wait_for_execution
+    from pipeline.aws.pipelines import execution_arn_of
 
-    return wait_for_execution(clients or make_clients(settings), execution_arn, timeout_s=timeout_s, poll_s=poll_s,
-                              on_progress=_log_progress)
+    clients = clients or make_clients(settings)
+    return wait_for_execution(clients, execution_arn_of(clients, settings, execution), timeout_s=timeout_s,
+                              poll_s=poll_s, on_progress=_log_progress)
 
 
 def _log_progress(found: dict[str, Any]) -> None:
@@ -81,18 +84,13 @@ def _log_progress(found: dict[str, Any]) -> None:
     log.info("%s: %s%s", found["arn"].rsplit("/", 1)[-1], found["status"], f" ({steps})" if steps else "")
 
 
-def list_executions(settings: Settings, limit: int) -> list[dict[str, Any]]:
-    from pipeline.aws import list_executions as list_remote
-    from pipeline.aws import make_clients
-
-    return list_remote(make_clients(settings), settings, max_results=limit)
-
-
-def show(settings: Settings, execution_arn: str) -> dict[str, Any]:
-    """An execution with its parameters and (where the endpoint lists them) its steps."""
+def show(settings: Settings, execution: str) -> dict[str, Any]:
+    """An execution (its id or ARN) with its parameters and (where the endpoint lists them) its steps."""
     from pipeline.aws import describe_execution, execution_steps, make_clients
+    from pipeline.aws.pipelines import execution_arn_of
 
     clients = make_clients(settings)
+    execution_arn = execution_arn_of(clients, settings, execution)
     found = describe_execution(clients, execution_arn)
     steps, note = execution_steps(clients, execution_arn)
     return {**found, "steps": steps, "steps_note": note}
@@ -184,7 +182,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=command_list)
     show_parser = actions.add_parser("show", help="one execution: status, parameters, steps")
-    show_parser.add_argument("execution_arn")
+    show_parser.add_argument("execution", help="the execution's id (as `aws list` prints it) or ARN")
     show_parser.add_argument("--json", action="store_true")
     show_parser.set_defaults(handler=command_show)
     parameters = actions.add_parser("stack-parameters", help="the parameters to deploy lambda/template.yaml with "
@@ -210,7 +208,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     upload.add_argument("--json", action="store_true")
     upload.set_defaults(handler=command_upload_data)
     wait = actions.add_parser("wait", help="follow an execution until it ends")
-    wait.add_argument("execution_arn")
+    wait.add_argument("execution", help="the execution's id (as `aws list` prints it) or ARN")
     wait.set_defaults(handler=command_wait)
     for waiting in (start_parser, wait):
         waiting.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait at most")
@@ -228,16 +226,19 @@ def command_start(args: argparse.Namespace, settings: Settings) -> Reply:
 
 
 def command_wait(args: argparse.Namespace, settings: Settings) -> Reply:
-    result = follow(settings, args.execution_arn, args.timeout, args.poll)
+    result = follow(settings, args.execution, args.timeout, args.poll)
     return Reply(result, _print_execution, followed_exit_code(result))
 
 
 def command_list(args: argparse.Namespace, settings: Settings) -> Reply:
-    return Reply(list_executions(settings, args.limit), _print_executions)
+    from pipeline.aws import make_clients
+    from pipeline.aws.pipelines import SageMakerExecutions
+
+    return Reply(list_executions(SageMakerExecutions(make_clients(settings), settings), args.limit), print_executions)
 
 
 def command_show(args: argparse.Namespace, settings: Settings) -> Reply:
-    return Reply(show(settings, args.execution_arn), _print_execution)
+    return Reply(show(settings, args.execution), _print_execution)
 
 
 def command_stack_parameters(args: argparse.Namespace, settings: Settings) -> Reply:
@@ -254,13 +255,6 @@ def command_publish_website(args: argparse.Namespace, settings: Settings) -> Rep
 
 def command_upload_data(args: argparse.Namespace, settings: Settings) -> Reply:
     return Reply(upload_data(settings, args.path, args.name), _print_upload)
-
-
-def _print_executions(rows: list) -> None:
-    for row in rows:
-        print(f"  {row['arn']}  {row['status']:<10} {as_text(row['started'])}  {row['failure_reason'] or ''}")
-    if not rows:
-        print("no executions")
 
 
 def _print_execution(result: dict) -> None:

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CommandError
+from pipeline.execution_history import ExecutionHistory
 
 if TYPE_CHECKING:
     pass
@@ -58,3 +59,15 @@ def deployment_line(result: dict) -> str:
     """One local deployment (an approval event the deploy handler acted on), for people."""
     return (f"endpoint {result['endpoint']} {result['status']}: version {result['version']} "
             f"({result['endpoint_config']})")
+
+
+def list_executions(history: ExecutionHistory, limit: int | None = None) -> list[dict[str, Any]]:
+    """``executions list`` and ``aws list``: the same fields from either runtime, newest first."""
+    return [record.as_dict() for record in history.recent(limit)]
+
+
+def print_executions(rows: list) -> None:
+    for row in rows:
+        print(f"  {row['execution_id']}  {row['status']:<10} {as_text(row['started'])}  {row['failure_reason'] or ''}")
+    if not rows:
+        print("no executions")

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import Reply, followed_exit_code, parse_params, print_path
+from pipeline.commands.common import (
+    Reply,
+    followed_exit_code,
+    list_executions,
+    parse_params,
+    print_executions,
+    print_path,
+)
 from pipeline.download import download_known
 from pipeline.errors import CommandError
 from pipeline.runs import (
     SKIPPED,
-    list_executions,
+    LocalExecutions,
     resolve_data,
     retry_local,
     run_local,
@@ -81,7 +88,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> Reply:
 
 
 def command_executions_list(args: argparse.Namespace, settings: Settings) -> Reply:
-    return Reply(list_executions(settings), _print_executions)
+    return Reply(list_executions(LocalExecutions(settings)), print_executions)
 
 
 def command_executions_show(args: argparse.Namespace, settings: Settings) -> Reply:
@@ -125,8 +132,3 @@ def print_execution(result: dict) -> None:
         print(f"  {result['failure_reason']}")
     if result.get("rerun"):
         print(f"  run it again from the step that stopped: {result['rerun']}")
-
-
-def _print_executions(rows: list) -> None:
-    for row in rows:
-        print(f"  {row['execution_id']}  {row['status']:<10} {row['started']}  {row['failure_reason'] or ''}")

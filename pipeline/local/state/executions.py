@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from mlops_rules.executions import EXECUTION_STATUSES, EXECUTION_TERMINAL, ExecutionRecord
 from pipeline.local.aws_identity import REGION, execution_arn
 from pipeline.local.processes import process_identity, process_is
 from pipeline.local.state.db import (
@@ -34,8 +35,6 @@ from pipeline.local.state.db import (
     write_transaction,
 )
 
-EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
-EXECUTION_TERMINAL = ("Stopped", "Failed", "Succeeded")
 # SageMaker's StepStatus, plus Skipped for a step on a condition's branch not taken (SageMaker
 # does not list those at all; the executor may record them or not).
 STEP_STATUSES = ("Starting", "Executing", "Stopping", "Stopped", "Failed", "Succeeded", "Skipped")
@@ -64,6 +63,11 @@ class Execution:
     last_modified_time: str
     failure_reason: str | None
     display_name: str | None
+
+    def record(self) -> ExecutionRecord:
+        """The execution in the shape both runtimes answer with (mlops_rules.executions)."""
+        return ExecutionRecord(self.arn, self.status, self.start_time, self.end_time, self.failure_reason,
+                               self.display_name)
 
 
 @dataclass(frozen=True)
