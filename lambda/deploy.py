@@ -350,7 +350,7 @@ def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None 
     except EndpointBusy as busy:
         if requeue is None or attempt >= MAX_ATTEMPTS:
             raise EndpointBusy(f"{busy} (attempt {attempt} of {MAX_ATTEMPTS}): once the endpoint is InService, "
-                               "move this event from the failures queue to the retry queue (README)") from None
+                               "move this event from the failures queue to the retry queue (docs/aws.md, What the stack holds)") from None
         delay = config.retry_delay(attempt)
         requeue.later(event, attempt + 1, delay)
         return {"status": "requeued", "reason": str(busy), "version": approval.version, "attempt": attempt + 1,

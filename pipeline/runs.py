@@ -321,8 +321,8 @@ def _evaluation_report(settings: Settings, steps: list) -> dict | None:
 
 @dataclass(frozen=True)
 class LocalExecutions:
-    """The local runtime's executions of the pipeline, as ``pipeline.execution_history.ExecutionHistory``
-    (reading them settles any whose runner was killed)."""
+    """The local runtime's executions in this home (of every pipeline name it ran), as
+    ``pipeline.execution_history.ExecutionHistory``; reading them settles any whose runner was killed."""
 
     settings: Settings
 
@@ -331,7 +331,7 @@ class LocalExecutions:
         from pipeline.local.state.executions import ExecutionStore
 
         with contextlib.closing(open_state(self.settings.home)) as conn:
-            return [e.record() for e in ExecutionStore(conn).list_executions(self.settings.pipeline_name, limit)]
+            return [e.record() for e in ExecutionStore(conn).list_executions(None, limit)]
 
 
 def resolve_data(data: list[str] | None, settings: Settings) -> list[DataSource]:

@@ -12,12 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=.venv-containers
 
-read -r TORCH PY <<<"$(.venv/bin/python -c '
+VERSIONS=$(.venv/bin/python -c '
 from pipeline.definition.images import container_torch_version
 from pipeline.settings import Settings
 settings = Settings()
 digits = settings.py_version.removeprefix("py")
-print(container_torch_version(settings), f"{digits[0]}.{digits[1:]}")')"
+print(container_torch_version(settings), f"{digits[0]}.{digits[1:]}")') || {
+    echo "containers' tier: cannot tell the images' torch and Python (above); run scripts/setup.sh first" >&2; exit 1; }
+read -r TORCH PY <<<"$VERSIONS"
 PYTHON=${PYTHON:-python$PY}
 echo "containers' tier: torch $TORCH on Python $PY ($PYTHON), pins of serve/constraints.txt, in $ENV/"
 

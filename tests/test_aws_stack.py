@@ -139,7 +139,7 @@ def test_publish_website_finds_its_bucket_and_api_in_the_stack(cloud, capsys):
 # --- teardown -------------------------------------------------------------------------------
 
 def _deployed(cloud, *, registered: bool = True) -> None:
-    """What a user has after the README's walk: the stack, its buckets with objects in them, the
+    """What a user has after the walk in docs/aws.md: the stack, its buckets with objects in them, the
     pipeline, an endpoint the deploy function made with its model and config, a registered version."""
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     cloud.create_bucket(Bucket="artifact-bucket")

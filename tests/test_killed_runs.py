@@ -162,3 +162,34 @@ def test_a_lease_is_renewed_only_by_its_own_runner(store: ExecutionStore) -> Non
     seen = dict(store.conn.execute("SELECT execution_id, runner_seen FROM executions").fetchall())
     assert seen[run.execution_id] != "old" and seen[other.execution_id] == "old"
 
+
+
+def test_a_job_pid_without_its_start_time_is_never_signalled(path: Path, store: ExecutionStore) -> None:
+    """A pid alone (a step recorded before start times were, or where there is no /proc) may be
+    another process by now: settling and retrying leave it alone."""
+    _, execution_id = _runner(path, die=True)
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        store.conn.execute("UPDATE steps SET job_pid = ?, job_identity = NULL WHERE execution_id = ?",
+                           (bystander.pid, execution_id))
+        assert store.describe(execution_id)[0].status == "Failed"
+        assert store.leftover_jobs(execution_id) == []
+        time.sleep(0.2)
+        assert bystander.poll() is None, "an unrelated process was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait(timeout=30)
+
+
+def test_a_lease_that_cannot_be_written_does_not_stop_the_job(monkeypatch) -> None:
+    """The lease only sharpens a killed runner's end time; a busy database must not fail a step."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from pipeline.local.engine import executor
+
+    def locked(execution_id: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    run = SimpleNamespace(execution_id="abc", executions=SimpleNamespace(renew_lease=locked))
+    executor._renew_lease(run)  # type: ignore[arg-type]  # logs and goes on

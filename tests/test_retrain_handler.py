@@ -156,7 +156,7 @@ def test_an_archive_and_the_folder_that_holds_only_it_have_one_version(s3):
 
 
 def test_a_tick_after_new_data_uploaded_as_the_default_datasets_archive_starts_nothing(sagemaker, s3):
-    """The README's walk: `aws upload-data aclImdb_v1.tar.gz --name imdb` stores the archive in the
+    """The walk in docs/aws.md: `aws upload-data aclImdb_v1.tar.gz --name imdb` stores the archive in the
     default dataset's folder, and its event starts a run with InputDataUri = the archive. The next
     tick reads the default folder: other URI, same object, same version. Training again would
     register a new version of a model trained on identical bytes."""

@@ -173,3 +173,17 @@ def test_an_execution_reads_the_same_from_either_runtime():
     running = ExecutionRecord.from_summary({"PipelineExecutionArn": arn, "PipelineExecutionStatus": "Executing",
                                             "StartTime": when, "LastModifiedTime": when})
     assert running.ended is None
+
+
+def test_execution_times_are_utc_text_so_text_order_is_time_order():
+    from datetime import datetime, timedelta, timezone
+
+    from mlops_rules.executions import ExecutionRecord
+
+    arn = "arn:aws:sagemaker:eu-central-1:123456789012:pipeline/p/execution/"
+    summer, winter = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+    earlier = ExecutionRecord.from_summary({"PipelineExecutionArn": arn + "a", "PipelineExecutionStatus": "Succeeded",
+                                            "StartTime": datetime(2026, 10, 25, 2, 50, tzinfo=summer)})  # 00:50Z
+    later = ExecutionRecord.from_summary({"PipelineExecutionArn": arn + "b", "PipelineExecutionStatus": "Succeeded",
+                                          "StartTime": datetime(2026, 10, 25, 2, 0, tzinfo=winter)})  # 01:00Z
+    assert (earlier.started or "") < (later.started or "") and (later.started or "").endswith("+00:00")

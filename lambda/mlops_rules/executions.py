@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 # PipelineExecutionStatus: the statuses an execution runs in, and those it ends in.
@@ -15,7 +15,10 @@ EXECUTION_STATUSES = EXECUTION_RUNNING + EXECUTION_TERMINAL
 
 
 def _text(moment: Any) -> str | None:
-    return moment.isoformat() if isinstance(moment, datetime) else (str(moment) if moment else None)
+    """ISO 8601 in UTC (boto3 gives local-time datetimes; text in one zone sorts in time order)."""
+    if isinstance(moment, datetime):
+        return (moment.astimezone(UTC) if moment.tzinfo else moment).isoformat()
+    return str(moment) if moment else None
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,16 @@ def _job_arguments(run: _Run, node: StepNode) -> dict[str, Any]:
 def _watch(run: _Run, node: StepNode) -> JobWatch:
     """Record the job's pid as it starts, and renew this runner's claim on the execution while it runs."""
     return JobWatch(started=lambda pid: run.executions.set_job_pid(run.execution_id, node.name, pid),
-                    running=lambda: run.executions.renew_lease(run.execution_id), interval_s=RUNNER_LEASE_S)
+                    running=lambda: _renew_lease(run), interval_s=RUNNER_LEASE_S)
+
+
+def _renew_lease(run: _Run) -> None:
+    """The lease only makes a killed runner's end time precise: a database held busy by another
+    command must not stop a healthy job, so a renewal that cannot be written is skipped."""
+    try:
+        run.executions.renew_lease(run.execution_id)
+    except sqlite3.Error as error:
+        log.warning("could not renew the claim on execution %s (%s); the job goes on", run.execution_id, error)
 
 
 def _processing(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:

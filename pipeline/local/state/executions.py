@@ -258,13 +258,17 @@ class ExecutionStore:
 
     def leftover_jobs(self, execution: str) -> list[int]:
         """The job process groups still running for an execution that no live runner holds (a
-        killed runner's jobs run on in their own sessions); [] while its runner lives."""
-        current = self.get(execution)
-        row = self._row(current.execution_id)
-        if current.status in ("Executing", "Stopping") and process_is(row["runner_pid"], row["runner_identity"]):
-            return []
-        rows = self.conn.execute("SELECT job_pid, job_identity FROM steps WHERE execution_id = ? AND job_pid IS NOT NULL",
-                                 (current.execution_id,))
+        killed runner's jobs run on in their own sessions); [] while its runner lives. Only a job
+        whose start time was recorded counts: a pid alone may belong to another process by now
+        (a job recorded before start times were, or where there is no /proc, is left alone)."""
+        with read_transaction(self.conn):
+            current = self.get(execution)
+            row = self._row(current.execution_id)
+            if current.status in ("Executing", "Stopping") and process_is(row["runner_pid"], row["runner_identity"]):
+                return []
+            rows = self.conn.execute("SELECT job_pid, job_identity FROM steps WHERE execution_id = ? "
+                                     "AND job_pid IS NOT NULL AND job_identity IS NOT NULL",
+                                     (current.execution_id,)).fetchall()
         return [r["job_pid"] for r in rows if process_is(r["job_pid"], r["job_identity"])]
 
     def _row(self, execution_id: str) -> sqlite3.Row:
