@@ -45,13 +45,13 @@ def test_the_watch_is_told_the_pid_and_ticks_while_the_job_runs(tmp_path):
     """The executor renews its claim on the execution on each tick (a killed runner's end time)."""
     pids: list[int] = []
     ticks: list[None] = []
-    _sleeping_job(tmp_path, 1.0, None, jobs.JobWatch(pids.append, lambda: ticks.append(None), interval_s=0.1))
+    _sleeping_job(tmp_path, 0.5, None, jobs.JobWatch(pids.append, lambda: ticks.append(None), interval_s=0.05))
     assert len(pids) == 1 and not process_alive(pids[0])
     assert 4 <= len(ticks) <= 15
 
 
 def test_ticks_do_not_stretch_the_job_time_limit(tmp_path):
     ticks: list[None] = []
-    with pytest.raises(jobs.JobFailed, match=r"ran past MaxRuntimeInSeconds \(0.5 s\)"):
-        _sleeping_job(tmp_path, 30, 0.5, jobs.JobWatch(lambda pid: None, lambda: ticks.append(None), interval_s=0.2))
+    with pytest.raises(jobs.JobFailed, match=r"ran past MaxRuntimeInSeconds \(0.3 s\)"):
+        _sleeping_job(tmp_path, 30, 0.3, jobs.JobWatch(lambda pid: None, lambda: ticks.append(None), interval_s=0.1))
     assert 1 <= len(ticks) <= 3
