@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,11 @@ PREDICT_BATCH_SIZE = 256
 JSON = "application/json"
 TEXT = "text/plain"
 CSV = "text/csv"
-INPUT_TYPES = (TEXT, JSON, CSV)
-OUTPUT_TYPES = (JSON, TEXT)
+# One JSON value a line: what a Batch Transform with SplitType Line sends several of at once
+# (BatchStrategy MultiRecord) and, answered one line per record, what AssembleWith Line joins.
+JSONLINES = "application/jsonlines"
+INPUT_TYPES = (TEXT, JSON, CSV, JSONLINES)
+OUTPUT_TYPES = (JSON, TEXT, JSONLINES)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def input_fn(body: bytes | str, content_type: str) -> list[str]:
         reviews = [text]
     elif kind == JSON:
         reviews = _reviews_from_json(text)
+    elif kind == JSONLINES:
+        reviews = _reviews_from_json_lines(text)
     else:
         reviews = _reviews_from_csv(text)
     return validate_reviews(reviews)
@@ -129,6 +135,25 @@ def _reviews_from_json(text: str) -> list[str]:
             raise BadRequest(f'"reviews" must be a list of strings: {shape_help}')
         return reviews
     raise BadRequest(f"no review in the JSON body: {shape_help}")
+
+
+def _reviews_from_json_lines(text: str) -> list[str]:
+    """One review a line: a JSON string, or an object with ``review`` (a record kept whole, as a
+    transform's InputFilter may leave it). Blank lines between records are no records."""
+    reviews = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"line {number} is not JSON ({exc}): send one JSON string or "
+                             '{"review": "..."} per line') from None
+        review = record.get("review") if isinstance(record, dict) else record
+        if not isinstance(review, str):
+            raise BadRequest(f'line {number} holds no review: send one JSON string or {{"review": "..."}} per line')
+        reviews.append(review)
+    return reviews
 
 
 def _reviews_from_csv(text: str) -> list[str]:
@@ -160,19 +185,22 @@ def predict_fn(reviews: list[str], model: SentimentModel) -> list[Prediction]:
     return [Prediction(float(p)) for p in model.positive_probabilities(reviews)]
 
 
+def _prediction_record(prediction: Prediction) -> dict[str, Any]:
+    return {"label": prediction.label, "score": round(prediction.score, 6),
+            "positive_probability": round(prediction.positive_probability, 6)}
+
+
 def output_fn(predictions: list[Prediction], accept: str | None) -> tuple[str, str]:
-    """Serialize as JSON (the default) or as the ``1``/``0`` lines the original web page read."""
+    """Serialize as JSON (the default), as JSON Lines (one prediction a line, in the order of the
+    reviews: what a Batch Transform assembles), or as the ``1``/``0`` lines the original web page read."""
     # An Accept header may list several types; answer in the first one we can produce.
     kinds = [_base_type(part) for part in (accept or "").split(",")]
-    kind = next((k for k in kinds if k in ("", "*/*", JSON, "application/*", TEXT)), None)
+    kind = next((k for k in kinds if k in ("", "*/*", JSON, "application/*", TEXT, JSONLINES)), None)
     if kind in ("", "*/*", JSON, "application/*"):
-        body = {
-            "predictions": [
-                {"label": p.label, "score": round(p.score, 6), "positive_probability": round(p.positive_probability, 6)}
-                for p in predictions
-            ]
-        }
+        body = {"predictions": [_prediction_record(p) for p in predictions]}
         return json.dumps(body), JSON
+    if kind == JSONLINES:
+        return "\n".join(json.dumps(_prediction_record(p)) for p in predictions), JSONLINES
     if kind == TEXT:
         return "\n".join("1" if p.label == "positive" else "0" for p in predictions), TEXT
     raise NotAcceptable(f"cannot answer in {accept!r}; accept one of {', '.join(OUTPUT_TYPES)}")

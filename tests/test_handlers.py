@@ -402,3 +402,38 @@ def test_model_fn_uses_the_saved_text_config(tmp_path):
     assert loaded.loaded.text == text
     assert loaded.normalizer.config == text
     assert loaded.normalizer.tokens("The movies were not good") == ["movies", "not", "good"]
+
+
+# --- JSON Lines: what a Batch Transform sends several records of, and assembles line by line ---
+def test_json_lines_in_take_strings_or_review_records_and_skip_blank_lines():
+    body = '"a fine film"\n{"review": "dull", "id": 7}\n\n"third"\n'
+    assert input_fn(body.encode(), "application/jsonlines") == ["a fine film", "dull", "third"]
+
+
+@pytest.mark.parametrize("body, says", [
+    (b'"good"\nnot json\n', "line 2 is not JSON"),
+    (b'{"text": "no review key"}\n', "line 1 holds no review"),
+    (b'["a", "list"]\n', "line 1 holds no review"),
+    (b"\n\n", "no reviews in the request"),
+    (b'"good"\n"   "\n', "review 2 is empty"),
+])
+def test_bad_json_lines_are_refused_with_the_line(body, says):
+    assert says in str(_refused(body, "application/jsonlines", BadRequest, 400))
+
+
+def test_json_lines_out_answer_one_line_per_review_in_order():
+    body, kind = output_fn(PREDICTIONS, "application/jsonlines")
+    assert kind == "application/jsonlines"
+    lines = [json.loads(line) for line in body.split("\n")]
+    assert [r["label"] for r in lines] == ["positive", "negative", "positive", "negative"]
+    assert lines[0] == {"label": "positive", "score": 0.9, "positive_probability": 0.9}
+    assert lines == json.loads(output_fn(PREDICTIONS, "application/json")[0])["predictions"]  # the same records
+
+
+def test_json_lines_round_trip_through_the_model(model):
+    reviews = REVIEWS[:5]
+    body = "\n".join(json.dumps({"review": r}) for r in reviews)
+    answer, _ = output_fn(predict_fn(input_fn(body, "application/jsonlines"), model), "application/jsonlines")
+    expected = predict_fn(reviews, model)
+    assert [json.loads(line)["positive_probability"] for line in answer.split("\n")] == [
+        round(p.positive_probability, 6) for p in expected]

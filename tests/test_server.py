@@ -80,6 +80,16 @@ def test_text_in_and_text_out(served):
     assert (status, content_type) == (200, "text/plain") and body in (b"0", b"1")
 
 
+def test_json_lines_in_and_out_one_line_per_review(served, trained):
+    """What a Batch Transform sends (SplitType Line, MultiRecord) and assembles (AssembleWith Line)."""
+    body = "\n".join(json.dumps({"review": review}) for review in REVIEWS).encode()
+    status, content_type, answer = _invoke(served, body, "application/jsonlines", accept="application/jsonlines")
+    assert (status, content_type) == (200, "application/jsonlines")
+    lines = [json.loads(line) for line in answer.decode().split("\n")]
+    expected = predict_fn(REVIEWS, model_fn(str(trained / "model")))
+    assert [line["positive_probability"] for line in lines] == [round(e.positive_probability, 6) for e in expected]
+
+
 @pytest.mark.parametrize("body, content_type, accept, status, message", [
     (b'{"review": "   "}', "application/json", None, 400, "empty"),
     (b'{"review": "<br /><br /><p></p>"}', "application/json", None, 400, "no words once its HTML markup is removed"),
