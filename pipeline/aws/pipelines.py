@@ -221,21 +221,11 @@ def start_execution(clients: AwsClients, settings: Settings, parameters: Mapping
     return arn
 
 
-def _execution(summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "arn": summary["PipelineExecutionArn"],
-        "display_name": summary.get("PipelineExecutionDisplayName"),
-        "status": summary.get("PipelineExecutionStatus"),
-        "failure_reason": summary.get("FailureReason") or summary.get("PipelineExecutionFailureReason") or None,
-        "started": summary.get("StartTime") or summary.get("CreationTime"),
-    }
-
-
 def describe_execution(clients: AwsClients, execution_arn: str) -> dict[str, Any]:
     """An execution's status and its parameters.
 
-    Keys: ``arn``, ``pipeline_arn``, ``display_name``, ``status``, ``failure_reason``,
-    ``started``, ``last_modified``, ``parameters`` (``{name: value}``, values as strings).
+    Keys: ``ExecutionRecord.as_dict``'s (what ``list_executions`` gives), ``pipeline_arn``,
+    ``last_modified`` and ``parameters`` (``{name: value}``, values as strings).
     """
     sagemaker = clients.sagemaker
     with aws_errors(f"reading execution {execution_arn}", not_found=_missing_execution(execution_arn)):
@@ -244,7 +234,7 @@ def describe_execution(clients: AwsClients, execution_arn: str) -> dict[str, Any
         for page in sagemaker.get_paginator("list_pipeline_parameters_for_execution").paginate(
                 PipelineExecutionArn=execution_arn):
             parameters.update({p["Name"]: p["Value"] for p in page.get("PipelineParameters", [])})
-    return {**_execution(found), "pipeline_arn": found.get("PipelineArn"),
+    return {**ExecutionRecord.from_summary(found).as_dict(), "pipeline_arn": found.get("PipelineArn"),
             "last_modified": found.get("LastModifiedTime"), "parameters": parameters}
 
 

@@ -351,14 +351,13 @@ def retry_execution(execution_id: str, settings: Settings, *, conn: sqlite3.Conn
                     use_cache: bool = True, sleep: Callable[[float], None] = time.sleep) -> Execution:
     """Run a Failed or Stopped execution again from where it stopped, as RetryPipelineExecution
     does: the same id, definition and parameters; its Succeeded steps are kept, the rest run.
-    An execution whose runner was killed outright is settled as Failed first, and the jobs it
-    left running are stopped."""
+    The jobs a runner killed outright left running are stopped first; reopening settles its
+    execution as Failed."""
     with _state(settings, conn) as state:
         executions = ExecutionStore(state)
         definition_json = executions.definition(execution_id)
         definition = json.loads(definition_json)
         plan = _checked_plan(definition)
-        executions.settle_abandoned()
         for pid in executions.leftover_jobs(execution_id):  # a killed runner's jobs may still run
             log.info("stopping job process group %d, left running by the execution's previous runner", pid)
             stop_process_group(pid)

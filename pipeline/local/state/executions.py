@@ -232,7 +232,7 @@ class ExecutionStore:
             for pid in self.leftover_jobs(execution.execution_id):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGTERM)
-        return [self.get(e.execution_id) for e in settled]
+        return settled
 
     def _settle(self, row: sqlite3.Row) -> Execution:
         """Inside a write transaction: one abandoned execution and its unfinished steps ended."""
