@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from mlops_rules.executions import EXECUTION_STATUSES, EXECUTION_TERMINAL, ExecutionRecord
+from mlops_rules.executions import EXECUTION_RUNNING, EXECUTION_STATUSES, EXECUTION_TERMINAL, ExecutionRecord
 from pipeline.local.aws_identity import REGION, execution_arn
 from pipeline.local.processes import process_identity, process_is
 from pipeline.local.state.db import (
@@ -264,7 +264,7 @@ class ExecutionStore:
         with read_transaction(self.conn):
             current = self.get(execution)
             row = self._row(current.execution_id)
-            if current.status in ("Executing", "Stopping") and process_is(row["runner_pid"], row["runner_identity"]):
+            if current.status in EXECUTION_RUNNING and process_is(row["runner_pid"], row["runner_identity"]):
                 return []
             rows = self.conn.execute("SELECT job_pid, job_identity FROM steps WHERE execution_id = ? "
                                      "AND job_pid IS NOT NULL AND job_identity IS NOT NULL",
