@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # IMDb's longest review is under 14,000 characters; a review of this size is almost surely a mistake.
 MAX_REVIEW_CHARS = 50_000
+# The most reviews in one JSON request (the web's shape). JSON Lines and CSV, what a Batch
+# Transform packs as many records into as MaxPayloadInMB allows, are bounded by the body's size.
 MAX_BATCH_REVIEWS = 1_000
 PREDICT_BATCH_SIZE = 256
 JSON = "application/json"
@@ -105,14 +107,11 @@ def input_fn(body: bytes | str, content_type: str) -> list[str]:
         raise UnsupportedMediaType(f"content type {content_type!r} is not supported; use one of {', '.join(INPUT_TYPES)}")
     text = _decode(body)
     if kind == TEXT:
-        reviews = [text]
-    elif kind == JSON:
-        reviews = _reviews_from_json(text)
-    elif kind == JSONLINES:
-        reviews = _reviews_from_json_lines(text)
-    else:
-        reviews = _reviews_from_csv(text)
-    return validate_reviews(reviews)
+        return validate_reviews([text])
+    if kind == JSON:
+        return validate_reviews(_reviews_from_json(text))
+    batch = _reviews_from_json_lines(text) if kind == JSONLINES else _reviews_from_csv(text)
+    return validate_reviews(batch, max_reviews=None)
 
 
 def _reviews_from_json(text: str) -> list[str]:
@@ -141,7 +140,9 @@ def _reviews_from_json_lines(text: str) -> list[str]:
     """One review a line: a JSON string, or an object with ``review`` (a record kept whole, as a
     transform's InputFilter may leave it). Blank lines between records are no records."""
     reviews = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # "\n" alone ends a line: str.splitlines() would also split inside a string at U+2028, U+0085
+    # and other characters that JSON leaves unescaped.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -165,11 +166,11 @@ def _reviews_from_csv(text: str) -> list[str]:
     return [",".join(row) for row in rows]
 
 
-def validate_reviews(reviews: list[str]) -> list[str]:
+def validate_reviews(reviews: list[str], max_reviews: int | None = MAX_BATCH_REVIEWS) -> list[str]:
     if not reviews:
         raise BadRequest("no reviews in the request: send at least one review")
-    if len(reviews) > MAX_BATCH_REVIEWS:
-        raise PayloadTooLarge(f"{len(reviews):,} reviews in one request; the limit is {MAX_BATCH_REVIEWS:,}: split the batch")
+    if max_reviews is not None and len(reviews) > max_reviews:
+        raise PayloadTooLarge(f"{len(reviews):,} reviews in one request; the limit is {max_reviews:,}: split the batch")
     for index, review in enumerate(reviews):
         where = "the review" if len(reviews) == 1 else f"review {index + 1}"
         if not review.strip():

@@ -19,7 +19,8 @@ Helpers more than one module needs go to ``common.py``, not into a sibling comma
 """
 from __future__ import annotations
 
-from pipeline.commands import aws, definition, hosting, registry, run
+from pipeline.commands import aws, definition, hosting, registry, run, transform
 
-# In --help order: run, executions, download | definition | registry | aws | events, endpoints, api, serve
-MODULES = (run, definition, registry, aws, hosting)
+# In --help order: run, executions, download | definition | registry | transform, transforms | aws |
+# events, endpoints, api, serve
+MODULES = (run, definition, registry, transform, aws, hosting)

@@ -12,6 +12,11 @@ plain-text body, the message on the first line and the traceback after it. That 
 SageMaker Runtime hands the predict function as ``OriginalMessage``; answering it here too is
 what lets a local test catch a caller that expects JSON. The server's own refusals (busy, too
 large, no length) are JSON, ``{"error": "..."}``, as the container's model server answers its own.
+
+``GET /execution-parameters`` is what a Batch Transform asks a container before it sends records,
+for the settings the CreateTransformJob request left out: requests at once (one per worker),
+records per request (many: the handlers take JSON Lines and CSV batches) and the largest
+request (the handlers' own body limit, in whole MB).
 """
 from __future__ import annotations
 
@@ -26,7 +31,16 @@ from aiohttp import web
 
 from serve.handlers import MAX_BODY_BYTES
 from serve.server.batching import Batcher, Overloaded
-from serve.server.http import BodyRefused, error_response, name_server, ping, printable, read_body, refuse
+from serve.server.http import (
+    BodyRefused,
+    error_response,
+    json_response,
+    name_server,
+    ping,
+    printable,
+    read_body,
+    refuse,
+)
 from serve.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -37,16 +51,20 @@ HANDLERS = web.AppKey("handlers", ModuleType)
 # large CSV does not hold up every other connection.
 PARSE_INLINE_BYTES = 64 * 1024
 RETRY_AFTER_S = "1"
+SETTINGS = web.AppKey("settings", ServerSettings)
+MEGABYTE = 1024 * 1024
 
 
 def build_app(handlers: ModuleType, model: Any, settings: ServerSettings) -> web.Application:
     """The application for one worker; the batcher starts and stops with it."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[HANDLERS] = handlers
+    app[SETTINGS] = settings
     app[BATCHER] = Batcher(lambda reviews: handlers.predict_fn(reviews, model), batch_size=settings.batch_size,
                            max_delay_s=settings.max_batch_delay_ms / 1000, queue_size=settings.queue_size)
     app.router.add_get("/ping", ping)
     app.router.add_post("/invocations", invocations)
+    app.router.add_get("/execution-parameters", execution_parameters)
     app.router.add_route("*", "/{tail:.*}", not_found)
     app.on_startup.append(_start_batcher)
     app.on_cleanup.append(_stop_batcher)  # after in-flight requests have their answers
@@ -62,10 +80,20 @@ async def _stop_batcher(app: web.Application) -> None:
     await app[BATCHER].close()
 
 
+async def execution_parameters(request: web.Request) -> web.Response:
+    return json_response(HTTPStatus.OK, transform_parameters(request.app[SETTINGS]))
+
+
+def transform_parameters(settings: ServerSettings) -> dict[str, object]:
+    """What this server tells a Batch Transform: SageMaker's names and values."""
+    return {"MaxConcurrentTransforms": settings.workers, "BatchStrategy": "MULTI_RECORD",
+            "MaxPayloadInMB": MAX_BODY_BYTES // MEGABYTE}
+
+
 async def not_found(request: web.Request) -> web.Response:
     return error_response(HTTPStatus.NOT_FOUND,
                           f"no such path {printable(request.method)} {printable(request.path)!r}: "
-                          "use GET /ping or POST /invocations")
+                          "use GET /ping, POST /invocations or GET /execution-parameters")
 
 
 async def invocations(request: web.Request) -> web.StreamResponse:

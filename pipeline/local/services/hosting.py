@@ -298,20 +298,25 @@ class LocalHosting:
     def _start_server(self, endpoint: str, config_name: str) -> tuple[int, str]:
         """Start a model server for the config's model and wait until it answers; RuntimeError if it does not."""
         variant = self.describe_endpoint_config(config_name)["ProductionVariants"][0]
-        try:
-            model_dir = self._model_dir(variant["ModelName"])
-        except (ArtifactError, OSError) as error:
-            raise RuntimeError(str(error)) from error
-        try:
-            environment = {**os.environ, **self._container_environment(variant["ModelName"])}
-        except (ClientError, StateError) as error:
-            raise RuntimeError(f"cannot read the model's container: {error}") from error
-        pid, url = start_server([sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host",
-                                 "127.0.0.1", "--port", "0"], self._log(endpoint), "the model server",
-                                self.ready_timeout_s, environment)
+        pid, url = self.start_model_server(variant["ModelName"], self._log(endpoint))
         log.info("endpoint %s: %s serves %s at %s", endpoint, config_name, variant["ModelName"], url)
         return pid, url
 
+    def start_model_server(self, model_name: str, log_path: Path,
+                           environment: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """A model server for ``model_name`` with its container's environment (``environment``
+        on top: a transform job's own), answering on 127.0.0.1 at a port of its choosing; its pid
+        and URL. RuntimeError with the reason if it does not start."""
+        try:
+            model_dir = self._model_dir(model_name)
+        except (ArtifactError, OSError) as error:
+            raise RuntimeError(str(error)) from error
+        try:
+            container = {**self._container_environment(model_name), **(environment or {})}
+        except (ClientError, StateError) as error:
+            raise RuntimeError(f"cannot read the model's container: {error}") from error
+        argv = [sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"]
+        return start_server(argv, log_path, "the model server", self.ready_timeout_s, {**os.environ, **container})
 
 def _stop(pid: int | None) -> None:
     """Stop a model server (its process group); nothing if it is gone already."""

@@ -191,6 +191,28 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE executions ADD COLUMN runner_seen TEXT",
         "ALTER TABLE steps ADD COLUMN job_identity TEXT",
     ],
+    [
+        # Batch Transform jobs (pipeline/local/services/transform/): the request as given, the
+        # status and reason, how far the job got, and who runs it (a job whose runner was
+        # killed is settled as Failed when read, as an execution is).
+        """CREATE TABLE transform_jobs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            arn TEXT NOT NULL UNIQUE,
+            model_name TEXT NOT NULL,
+            request TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('InProgress','Completed','Failed','Stopping','Stopped')),
+            failure_reason TEXT,
+            progress TEXT NOT NULL DEFAULT '{}',
+            creation_time TEXT NOT NULL,
+            start_time TEXT,
+            end_time TEXT,
+            last_modified_time TEXT NOT NULL,
+            runner_pid INTEGER,
+            runner_identity TEXT,
+            server_pid INTEGER)""",
+        "CREATE INDEX transform_jobs_newest ON transform_jobs (creation_time, seq)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

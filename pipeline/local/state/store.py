@@ -16,13 +16,14 @@ object lands is ``landing_path``. A URI that is written or read as one object
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mlops_rules.s3 import split_s3_uri
 
@@ -149,6 +150,21 @@ class ArtifactStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return target
+
+    @contextlib.contextmanager
+    def writer(self, uri: str) -> Iterator[IO[bytes]]:
+        """A file to write one object through, streamed: it appears under ``uri`` only when the
+        block ends without an error, whole; on an error nothing is left."""
+        target = self._object_path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def upload_file(self, source: Path, uri: str) -> Path:
         """Copy one file to an object, atomically (temp file in the target folder, then rename)."""
