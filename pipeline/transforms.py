@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mlops_rules.hosting import model_name
 from pipeline.errors import UserError
@@ -29,12 +29,6 @@ OUTPUTS = "transforms"
 
 class TransformError(UserError):
     """A transform that cannot be asked for as given; the message says what to change."""
-
-
-class SageMakerClient(Protocol):
-    def describe_model(self, ModelName: str) -> dict[str, Any]: ...  # noqa: N803
-    def create_model(self, **request: Any) -> dict[str, Any]: ...
-    def create_transform_job(self, **request: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -86,8 +80,9 @@ def transform_request(name: str, model: str, input_uri: str, output_uri: str,
     return request
 
 
-def ensure_model(client: SageMakerClient, settings: Settings, version: int, package_arn: str) -> str:
-    """The version's Model (the deploy function's name and container), made if it is not there."""
+def ensure_model(client: Any, settings: Settings, version: int, package_arn: str) -> str:
+    """The version's Model (the deploy function's name and container), made if it is not there.
+    ``client``: boto3's SageMaker client or the local runtime's ``LocalHosting``."""
     name = model_name(settings.endpoint_name, version)
     try:
         existing = client.describe_model(ModelName=name)

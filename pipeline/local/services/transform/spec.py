@@ -82,7 +82,7 @@ def parse_request(request: dict[str, Any]) -> TransformSpec:
     """The job ``request`` describes; RequestError naming the first problem."""
     check_shape(request)
     name = request["TransformJobName"]
-    if not NAME_PATTERN.fullmatch(name):
+    if len(name) > 63 or not NAME_PATTERN.fullmatch(name):  # botocore checks neither the pattern nor the max
         raise RequestError(f"TransformJobName {name!r} must be 1 to 63 letters, digits and hyphens, starting and "
                            "ending with a letter or digit")
     source = request["TransformInput"]["DataSource"]["S3DataSource"]
@@ -96,6 +96,9 @@ def parse_request(request: dict[str, Any]) -> TransformSpec:
     payload = request.get("MaxPayloadInMB")
     if payload is not None and not 0 <= payload <= MAX_PAYLOAD_MB:
         raise RequestError(f"MaxPayloadInMB must be 0 to {MAX_PAYLOAD_MB}, not {payload}")
+    if payload == 0:  # SageMaker's "stream the object in chunks", for algorithms that read chunked bodies
+        raise RequestError("MaxPayloadInMB 0 (a chunked, unlimited request) is not run locally, and the model server "
+                           "needs a Content-Length: give 1 to 5")
     concurrent = request.get("MaxConcurrentTransforms")
     if concurrent is not None and concurrent < 0:
         raise RequestError(f"MaxConcurrentTransforms must be 0 or more, not {concurrent}")

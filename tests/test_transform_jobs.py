@@ -1,0 +1,242 @@
+"""Batch Transform on this machine, end to end: a registered version's real model server scores
+files from the local store through ``LocalTransforms`` and ``sentiment-mlops transform``, as a
+CreateTransformJob would on SageMaker (records, batching, data processing, outputs, failures)."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from pipeline.cli import main
+from pipeline.local.processes import process_identity
+from pipeline.local.services.hosting import LocalHosting
+from pipeline.local.services.transform.jobs import LocalTransforms, execution_parameters, transform_log
+from pipeline.local.state.db import iso, open_state, utc_now, write_transaction
+from pipeline.local.state.registry import ModelRegistry
+from pipeline.local.state.store import ArtifactStore
+from pipeline.settings import Settings
+from pipeline.transforms import TransformOptions, ensure_model, transform_request
+from serve.handlers import model_fn, predict_fn
+from tests.conftest import register_versions
+
+pytestmark = pytest.mark.server
+
+REVIEWS = ["a wonderful, moving film with great acting", "dull, boring and far too long", "I loved every minute",
+           "the worst script I have seen in years", "fine", "an unforgettable performance \u2028 across two lines"]
+
+
+@pytest.fixture
+def home(trained, tmp_path):
+    register_versions(tmp_path, trained, versions=1)
+    return tmp_path
+
+
+@pytest.fixture
+def transforms(home):
+    conn = open_state(home)
+    yield LocalTransforms(home, conn, LocalHosting(home, conn))
+    conn.close()
+
+
+def _model(transforms: LocalTransforms, home: Path) -> str:
+    settings = Settings(home=home)
+    package = ModelRegistry(transforms.conn).get(settings.model_package_group, 1)
+    return ensure_model(transforms.hosting, settings, 1, package.arn)
+
+
+def _put(home: Path, uri: str, lines: list[str] | bytes) -> None:
+    data = lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode()
+    ArtifactStore(home).put_bytes(uri, data)
+
+
+def _records(reviews: list[str]) -> list[str]:
+    return [json.dumps({"id": i, "review": review, "label": i % 2}) for i, review in enumerate(reviews)]
+
+
+def _run(transforms: LocalTransforms, home: Path, name: str, input_uri: str, **options) -> dict:
+    request = transform_request(name, _model(transforms, home), input_uri, f"s3://bucket/out/{name}/",
+                                TransformOptions(**options))
+    transforms.create_transform_job(**request)
+    return transforms.describe_transform_job(TransformJobName=name)
+
+
+def _outputs(home: Path, name: str) -> dict[str, bytes]:
+    folder = ArtifactStore(home).path(f"s3://bucket/out/{name}/")
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} \
+        if folder.is_dir() else {}
+
+
+def test_a_joined_transform_answers_what_the_model_answers_in_process(home, transforms, trained):
+    _put(home, "s3://bucket/in/reviews.jsonl", _records(REVIEWS))
+    job = _run(transforms, home, "joined", "s3://bucket/in/", input_filter="$.review", join_source="Input",
+               output_filter="$['id','label','SageMakerOutput']", max_payload_mb=1)
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    lines = _outputs(home, "joined")["reviews.jsonl.out"].decode().splitlines()
+    written = [json.loads(line) for line in lines]
+    assert [w["id"] for w in written] == list(range(len(REVIEWS)))  # the input's order, one line a record
+    assert all(set(w) == {"id", "label", "SageMakerOutput"} for w in written)
+    expected = predict_fn(REVIEWS, model_fn(str(trained / "model")))
+    assert [round(w["SageMakerOutput"]["positive_probability"], 6) for w in written] == \
+        [round(p.positive_probability, 6) for p in expected]
+    assert transforms.progress("joined")["records"] == len(REVIEWS)
+
+
+def test_every_object_under_the_prefix_gets_its_own_out_file_at_its_relative_path(home, transforms):
+    _put(home, "s3://bucket/in/a.jsonl", [json.dumps(r) for r in REVIEWS[:2]])
+    _put(home, "s3://bucket/in/more/b.jsonl", [json.dumps(r) for r in REVIEWS[2:5]])
+    _put(home, "s3://bucket/in/more/c.jsonl.gz", gzip.compress(b'"gzip is not asked for"\n'))
+    job = _run(transforms, home, "many", "s3://bucket/in/more/b", batch_strategy="SingleRecord")
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    assert set(_outputs(home, "many")) == {"b.jsonl.out"}  # a key prefix: b.jsonl only
+    job = _run(transforms, home, "all", "s3://bucket/in/", batch_strategy="SingleRecord", compression="None",
+               assemble_with="Line")
+    assert job["TransformJobStatus"] == "Failed"  # the gzip object is not JSON Lines
+    job = _run(transforms, home, "plain", "s3://bucket/in/more/b.jsonl")
+    outputs = _outputs(home, "plain")
+    assert set(outputs) == {"b.jsonl.out"} and len(outputs["b.jsonl.out"].splitlines()) == 3
+
+
+def test_gzip_input_and_single_record_requests(home, transforms):
+    _put(home, "s3://bucket/gz/reviews.jsonl.gz", gzip.compress(("\n".join(json.dumps(r) for r in REVIEWS)).encode()))
+    job = _run(transforms, home, "gz", "s3://bucket/gz/", compression="Gzip", batch_strategy="SingleRecord")
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    answers = _outputs(home, "gz")["reviews.jsonl.gz.out"].decode().splitlines()
+    assert len(answers) == len(REVIEWS) and all(json.loads(a)["label"] in ("positive", "negative") for a in answers)
+
+
+def test_csv_records_are_joined_by_appending_fields(home, transforms):
+    rows = ['7,"a wonderful, moving film"', '8,"dull and far too long"']
+    _put(home, "s3://bucket/csv/reviews.csv", rows)
+    job = _run(transforms, home, "csv", "s3://bucket/csv/", content_type="text/csv", accept="text/plain",
+               input_filter="$[1]", join_source="Input", output_filter="$[0,2]")
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    written = _outputs(home, "csv")["reviews.csv.out"].decode().splitlines()
+    assert [line.split(",")[0] for line in written] == ["7", "8"]
+    assert all(line.split(",")[1] in ("0", "1") for line in written)
+
+
+def test_a_record_the_model_refuses_fails_the_job_with_its_reason_and_leaves_no_partial_output(home, transforms):
+    _put(home, "s3://bucket/bad/1-good.jsonl", [json.dumps(r) for r in REVIEWS])
+    _put(home, "s3://bucket/bad/2-bad.jsonl", [json.dumps("fine film"), "{not json", json.dumps("good")])
+    job = _run(transforms, home, "bad", "s3://bucket/bad/")
+    assert job["TransformJobStatus"] == "Failed"
+    reason = job["FailureReason"]
+    assert reason.startswith("ClientError: the model answered 400") and "2-bad.jsonl" in reason
+    assert "line 2 is not JSON" in reason and "\n" not in reason
+    outputs = _outputs(home, "bad")
+    assert set(outputs) == {"1-good.jsonl.out"}  # the object that finished, whole; nothing of the other, no .partial
+
+
+def test_an_object_over_max_payload_with_split_type_none_fails_before_it_is_sent(home, transforms):
+    _put(home, "s3://bucket/big/one.json", json.dumps({"review": "long " * 300_000}).encode())
+    job = _run(transforms, home, "big", "s3://bucket/big/", content_type="application/json", split_type="None",
+               batch_strategy=None, max_payload_mb=1)
+    assert job["TransformJobStatus"] == "Failed"
+    assert "larger than MaxPayloadInMB" in job["FailureReason"] and "SplitType Line" in job["FailureReason"]
+    assert _outputs(home, "big") == {}
+
+
+def test_requests_sagemaker_refuses_are_refused_before_anything_runs(home, transforms):
+    model = _model(transforms, home)
+    _put(home, "s3://bucket/in/a.jsonl", [json.dumps("fine")])
+    good = transform_request("ok", model, "s3://bucket/in/", "s3://bucket/out/ok/", TransformOptions())
+    with pytest.raises(ClientError, match="Could not find model"):
+        transforms.create_transform_job(**{**good, "ModelName": "no-such-model"})
+    with pytest.raises(ClientError, match="TransformJobName"):
+        transforms.create_transform_job(**{**good, "TransformJobName": "under_score"})
+    with pytest.raises(ClientError, match="at most 63"):
+        transforms.create_transform_job(**{**good, "DataProcessing": {"InputFilter": "$." + "a" * 62}})
+    transforms.create_transform_job(**good)
+    with pytest.raises(ClientError, match="already exists"):
+        transforms.create_transform_job(**good)
+    names = [s["TransformJobName"] for s in transforms.list_transform_jobs()["TransformJobSummaries"]]
+    assert names == ["ok"]  # the refused ones left no record
+
+
+def test_the_model_server_tells_a_transform_its_execution_parameters(home, transforms):
+    model = _model(transforms, home)
+    pid, url = transforms.hosting.start_model_server(model, transform_log(home, "params"),
+                                                     {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+    try:
+        assert execution_parameters(url) == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
+                                             "MaxPayloadInMB": 5}
+    finally:
+        os.kill(pid, 15)
+
+
+def _records_done(transforms: LocalTransforms, name: str) -> int:
+    try:
+        return transforms.progress(name).get("records", 0)
+    except ClientError:  # not created yet
+        return 0
+
+
+def test_stopping_a_running_job_leaves_no_output(home, transforms):
+    _put(home, "s3://bucket/slow/reviews.jsonl", [json.dumps("a fine film")] * 3000)
+    model = _model(transforms, home)
+    request = transform_request("slow", model, "s3://bucket/slow/", "s3://bucket/out/slow/",
+                                TransformOptions(batch_strategy="SingleRecord", max_concurrent=1))
+    def run() -> None:  # a connection per thread, as SQLite wants
+        conn = open_state(home)
+        try:
+            LocalTransforms(home, conn).create_transform_job(**request)
+        finally:
+            conn.close()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    other = transforms
+    deadline = time.monotonic() + 60
+    while _records_done(other, "slow") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    other.stop_transform_job(TransformJobName="slow")
+    worker.join(60)
+    job = other.describe_transform_job(TransformJobName="slow")
+    assert job["TransformJobStatus"] == "Stopped" and "TransformEndTime" in job
+    assert _outputs(home, "slow") == {}
+    with pytest.raises(ClientError, match="cannot be stopped"):
+        other.stop_transform_job(TransformJobName="slow")
+
+
+def test_a_job_whose_process_was_killed_is_settled_as_failed(home, transforms):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now = iso(utc_now())
+    with write_transaction(transforms.conn):
+        transforms.conn.execute(
+            "INSERT INTO transform_jobs (name, arn, model_name, request, status, creation_time, start_time, "
+            "last_modified_time, runner_pid, runner_identity) VALUES ('killed','arn:x','m','{}','InProgress',?,?,?,?,?)",
+            (now, now, now, gone.pid, "boot:1"))
+        transforms.conn.execute(
+            "INSERT INTO transform_jobs (name, arn, model_name, request, status, creation_time, start_time, "
+            "last_modified_time, runner_pid, runner_identity) VALUES ('alive','arn:y','m','{}','InProgress',?,?,?,?,?)",
+            (now, now, now, os.getpid(), process_identity(os.getpid())))
+    summaries = {s["TransformJobName"]: s for s in transforms.list_transform_jobs()["TransformJobSummaries"]}
+    assert summaries["killed"]["TransformJobStatus"] == "Failed"
+    assert f"pid {gone.pid}" in summaries["killed"]["FailureReason"]
+    assert summaries["alive"]["TransformJobStatus"] == "InProgress"
+
+
+def test_the_transform_command_scores_a_local_file_and_lists_the_job(home, tmp_path, capsys):
+    source = tmp_path / "new-reviews.jsonl"
+    source.write_text("\n".join(_records(REVIEWS)) + "\n", encoding="utf-8")
+    code = main(["--home", str(home), "transform", "--version", "1", "--input", str(source), "--name", "cli",
+                 "--input-filter", "$.review", "--join-source", "Input", "--output-filter", "$['id','SageMakerOutput']",
+                 "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert code == 0 and shown["TransformJobStatus"] == "Completed"
+    (output,) = shown["OutputFiles"]
+    assert output["uri"].endswith("/transforms/cli/new-reviews.jsonl.out")
+    assert len(Path(output["path"]).read_text().splitlines()) == len(REVIEWS)
+    assert main(["--home", str(home), "transforms", "list", "--json"]) == 0
+    assert [row["TransformJobName"] for row in json.loads(capsys.readouterr().out)] == ["cli"]
+    assert main(["--home", str(home), "transform", "--version", "9", "--input", str(source)]) == 2
+    assert "version 9" in capsys.readouterr().err
