@@ -110,7 +110,7 @@ def _describe(clients: AwsClients, arn: str) -> ModelVersion:
         return ModelVersion.from_description(clients.sagemaker.describe_model_package(ModelPackageName=arn))
 
 
-def _version_arn(clients: AwsClients, group: str, version: int) -> str:
+def version_arn(clients: AwsClients, group: str, version: int) -> str:
     summaries = _summaries(clients, group)
     for summary in summaries:
         if summary.get("ModelPackageVersion") == version:
@@ -132,7 +132,7 @@ class SageMakerRegistry:
         return [_describe(self.clients, s["ModelPackageArn"]) for s in _summaries(self.clients, self.group, status)]
 
     def version(self, number: int) -> ModelVersion:
-        return _describe(self.clients, _version_arn(self.clients, self.group, int(number)))
+        return _describe(self.clients, version_arn(self.clients, self.group, int(number)))
 
     def report(self, version: ModelVersion) -> Any:
         return read_report(self.clients, version.metrics_uri)
@@ -158,7 +158,7 @@ def set_approval(clients: AwsClients, group: str, version: int, status: str, com
     if len(comment) > MAX_COMMENT_CHARS:
         raise BackendError(f"the approval comment has {len(comment)} characters: SageMaker keeps at most "
                            f"{MAX_COMMENT_CHARS}")
-    arn = _version_arn(clients, group, int(version))
+    arn = version_arn(clients, group, int(version))
     request: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
     if comment:
         request["ApprovalDescription"] = comment

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,20 +42,30 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--output-filter", help="JSONPath of what to write of each joined record, e.g. "
                                              "$['id','SageMakerOutput']")
     run.add_argument("--gzip", action="store_true", help="the input files are gzip-compressed")
+    run.add_argument("--instance-type", default="ml.m5.xlarge", help="on SageMaker: the instance type (default "
+                                                                    "ml.m5.xlarge)")
+    _backend(run)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=command_transform)
     jobs = commands.add_parser("transforms", help="transform jobs: list, show, stop")
     actions = jobs.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="recent transform jobs, newest first")
     listing.add_argument("--limit", type=int, default=20)
+    _backend(listing)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=command_transforms)
     for verb, text in (("show", "one transform job, with its progress and output files"),
                        ("stop", "ask a running transform job to stop")):
         action = actions.add_parser(verb, help=text)
         action.add_argument("name")
+        _backend(action)
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=command_transforms)
+
+
+def _backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("local", "sagemaker"), default="local",
+                        help="the local runtime (default) or SageMaker (the stack's role runs the job)")
 
 
 @contextlib.contextmanager
@@ -78,10 +89,13 @@ def _options(args: argparse.Namespace):
                             batch_strategy=args.batch_strategy, assemble_with=args.assemble_with,
                             max_payload_mb=args.max_payload_mb, max_concurrent=args.max_concurrent,
                             input_filter=args.input_filter, join_source=args.join_source,
-                            output_filter=args.output_filter, compression="Gzip" if args.gzip else "None")
+                            output_filter=args.output_filter, compression="Gzip" if args.gzip else "None",
+                            instance_type=args.instance_type)
 
 
 def command_transform(args: argparse.Namespace, settings: Settings) -> Reply:
+    if args.backend == "sagemaker":
+        return _transform_on_sagemaker(args, settings)
     from tqdm import tqdm
 
     from pipeline.local.state.registry import ModelRegistry
@@ -106,6 +120,35 @@ def command_transform(args: argparse.Namespace, settings: Settings) -> Reply:
     return Reply(result, _print_job, 0 if result["TransformJobStatus"] == "Completed" else 1)
 
 
+def _transform_on_sagemaker(args: argparse.Namespace, settings: Settings) -> Reply:
+    from pipeline.aws.transforms import follow_transform, start_transform
+    from pipeline.commands.aws import connect
+
+    settings, clients = connect(settings)
+    name = start_transform(clients, settings, args.version, args.input, args.output, _options(args), args.name)
+    last: list[str] = []
+
+    def say(described: dict[str, Any]) -> None:
+        if [described["TransformJobStatus"]] != last:
+            last[:] = [described["TransformJobStatus"]]
+            print(f"{name}: {described['TransformJobStatus']}", file=sys.stderr, flush=True)
+
+    described = follow_transform(clients, name, say)
+    return Reply(described, _print_job, 0 if described["TransformJobStatus"] == "Completed" else 1)
+
+
+def _transforms_on_sagemaker(args: argparse.Namespace, settings: Settings) -> Reply:
+    from pipeline.aws import make_clients
+    from pipeline.aws.transforms import describe_transform, list_transforms, stop_transform
+
+    clients = make_clients(settings)
+    if args.action == "list":
+        return Reply(list_transforms(clients, args.limit), _print_jobs)
+    if args.action == "stop":
+        return Reply(stop_transform(clients, args.name), _print_job)
+    return Reply(describe_transform(clients, args.name), _print_job)
+
+
 def _shown(transforms, name: str) -> dict[str, Any]:
     """DescribeTransformJob's answer, with the local record of progress and the output files."""
     from pipeline.local.services.transform.runner import OUTPUT_SUFFIX
@@ -119,6 +162,8 @@ def _shown(transforms, name: str) -> dict[str, Any]:
 
 
 def command_transforms(args: argparse.Namespace, settings: Settings) -> Reply:
+    if args.backend == "sagemaker":
+        return _transforms_on_sagemaker(args, settings)
     with _local(settings) as transforms:
         try:
             if args.action == "list":
@@ -140,10 +185,10 @@ def _print_jobs(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_job(job: dict[str, Any]) -> None:
-    progress = job.get("Progress") or {}
-    print(f"transform job {job['TransformJobName']}: {job['TransformJobStatus']} "
-          f"({progress.get('records', 0):,} records, {progress.get('objects_done', 0)} of "
-          f"{progress.get('objects', 0)} files)")
+    progress = job.get("Progress")  # the local runtime's record; SageMaker gives a status only
+    done = (f" ({progress.get('records', 0):,} records, {progress.get('objects_done', 0)} of "
+            f"{progress.get('objects', 0)} files)") if progress else ""
+    print(f"transform job {job['TransformJobName']}: {job['TransformJobStatus']}{done}")
     if job.get("FailureReason"):
         print(f"  reason: {job['FailureReason']}")
     print(f"  input:  {job['TransformInput']['DataSource']['S3DataSource']['S3Uri']}")
