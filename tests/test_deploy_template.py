@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from pipeline.lambdas import lambda_path, load_lambda
 from pipeline.local.services.events import deploy_module
+from pipeline.transforms import OUTPUTS as TRANSFORM_OUTPUTS
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
 DEPLOY_HANDLER = lambda_path("deploy")
@@ -357,7 +358,8 @@ def test_the_pipeline_role_may_run_every_step_the_definition_has():
 
 
 def test_the_pipeline_role_writes_only_where_the_definition_writes():
-    """Every S3 location the definition names is under the prefix; writes go to three folders of it."""
+    """Every S3 location the definition names is under the prefix; writes go to three folders of it,
+    and to the folder where ``transform --backend sagemaker`` writes by default."""
     prefix = "s3://test-bucket/sentiment-mlops/"
     text = json.dumps(SNAPSHOT)
     assert set(re.findall(r"s3://[^\"/]+/", text)) == {"s3://test-bucket/"}
@@ -365,6 +367,7 @@ def test_the_pipeline_role_writes_only_where_the_definition_writes():
     assert folders == {"code", "data", "executions", "models", "checkpoints"}
     actions = _role_actions("PipelineRole")
     writes = {r["Fn::Sub"] for r in actions["s3:PutObject"]}
-    assert writes == {"${ArtifactBucket.Arn}/${ArtifactPrefix}/" + f + "/*" for f in ("executions", "models", "checkpoints")}
+    assert writes == {"${ArtifactBucket.Arn}/${ArtifactPrefix}/" + f + "/*"
+                      for f in ("executions", "models", "checkpoints", TRANSFORM_OUTPUTS)}
     assert actions["s3:GetObject"] == [{"Fn::Sub": "${ArtifactBucket.Arn}/${ArtifactPrefix}/*"}]
     assert "s3:DeleteObject" not in actions
