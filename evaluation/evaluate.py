@@ -37,6 +37,7 @@ from evaluation.outputs import (
     REPORT_FILE,
     ROC_PR_FILE,
     TRAINING_CURVES_FILE,
+    TRANSFORM_OUTPUT_SUFFIX,
 )
 from evaluation.plots import plot_accuracy_by_length, plot_confusion_matrix, plot_reliability, plot_roc_and_pr
 from evaluation.slices import accuracy_by_length, expected_calibration_error, short_texts
@@ -112,6 +113,37 @@ def score(handlers, model, texts: list[str]) -> np.ndarray:
             body, _ = handlers.output_fn(handlers.predict_fn(parsed, model), "application/json")
             probabilities[start : start + len(batch)] = [p["positive_probability"] for p in json.loads(body)["predictions"]]
             bar.update(len(batch))
+    return probabilities
+
+
+def read_transform_answers(predictions_dir: Path, test: TestSet) -> np.ndarray:
+    """Positive-class probabilities from the Transform step's ``reviews.jsonl.out``: each line the
+    test record joined to the serving container's answer (``SageMakerOutput``), checked to be the
+    test set's records in their order, so that every figure is the container's answer to that text."""
+    path = Path(predictions_dir) / f"{REVIEWS_FILE}{TRANSFORM_OUTPUT_SUFFIX}"
+    if not path.is_file():
+        raise EvaluationError(f"{predictions_dir} has no {path.name}: --predictions must be the Transform step's output")
+    probabilities = np.empty(len(test.texts))
+    count = 0
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if count == len(test.texts):
+                raise EvaluationError(f"{path} has more answers than the {len(test.texts):,} test texts")
+            try:
+                record = json.loads(line)
+                probability = float(record["SageMakerOutput"]["positive_probability"])
+                same = record["text"] == test.texts[count] and int(record["label"]) == test.labels[count]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EvaluationError(f"{path} line {number} is not a test record joined to an answer: {exc}") from exc
+            if not same:
+                raise EvaluationError(f"{path} line {number} is not test text {count + 1}: the transform must join "
+                                      "each answer to its record (JoinSource Input), in the test set's order")
+            probabilities[count] = probability
+            count += 1
+    if count != len(test.texts):
+        raise EvaluationError(f"{path} answers {count:,} of the {len(test.texts):,} test texts")
     return probabilities
 
 
@@ -196,7 +228,9 @@ def copy_training_curves(model_dir: Path, destination: Path) -> bool:
     return True
 
 
-def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
+def run(model: Path, test_dir: Path, output_dir: Path, predictions_dir: Path | None = None) -> dict:
+    """The report on the test texts: the transform's answers when ``predictions_dir`` is given
+    (the pipeline's way), else each text scored here through the artifact's own handlers."""
     started = time.perf_counter()
     test = read_test_reviews(test_dir)
     texts, labels = test.texts, test.labels
@@ -208,7 +242,11 @@ def run(model: Path, test_dir: Path, output_dir: Path) -> dict:
             loaded = handlers.model_fn(str(model_dir))
         except Exception as exc:  # the artifact's own error classes are not this module's
             raise EvaluationError(f"the artifact's model_fn cannot load {model_dir}: {exc}") from exc
-        probabilities = score(handlers, loaded, texts)
+        if predictions_dir is not None:
+            probabilities = read_transform_answers(predictions_dir, test)
+            log.info("the serving container's answers to %d test texts, from %s", len(texts), predictions_dir)
+        else:
+            probabilities = score(handlers, loaded, texts)
         report = binary_classification_report(labels, probabilities)
         report["slices"] = slice_report(handlers, loaded, test, probabilities)
         calibrations = dataset_calibrations(test, probabilities)
@@ -247,6 +285,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--model", default="/opt/ml/processing/model", help="model.tar.gz, the folder holding it, or an unpacked model dir")
     parser.add_argument("--test", default="/opt/ml/processing/test", help="the preprocessing step's test/ output")
+    parser.add_argument("--predictions", help="the Transform step's output (reviews.jsonl.out: each test record "
+                                              "joined to the serving container's answer); without it, the texts are "
+                                              "scored here through the artifact's own handlers")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
     return parser.parse_args(argv)
 
@@ -256,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work() -> int:
-        report = run(Path(args.model), Path(args.test), Path(args.output_dir))
+        report = run(Path(args.model), Path(args.test), Path(args.output_dir),
+                     Path(args.predictions) if args.predictions else None)
         print(json.dumps({"accuracy": report["binary_classification_metrics"]["accuracy"]["value"]}))
         return 0
 

@@ -40,6 +40,11 @@ LINKS: dict[str, str] = {
     "Calibration": CALIBRATION_FILE,
 }
 
+# What Evaluate reads: a Batch Transform writes the answers to each input object under the
+# object's name plus this suffix (reviews.jsonl -> reviews.jsonl.out); the local runtime's
+# transform writes by it too.
+TRANSFORM_OUTPUT_SUFFIX = ".out"
+
 
 def linked_files(properties: Mapping[str, str]) -> list[tuple[str, str]]:
     """The properties of a model package that link to files in S3, as ``(key, s3 URI)``: the

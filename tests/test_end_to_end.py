@@ -37,9 +37,10 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "Succeeded"
-    assert [s for s in summary["steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "CheckSentenceAccuracy",
-                                             "Register", "FailSentences", "Fail"]
+    assert [s for s in summary["steps"]] == ["Preprocess", "Train", "CreateModel", "Transform", "Evaluate",
+                                             "CheckAccuracy", "CheckSentenceAccuracy", "Register", "FailSentences", "Fail"]
     assert summary["steps"]["Register"]["status"] == "Succeeded" and summary["steps"]["Fail"]["status"] == "Skipped"
+    _the_report_is_the_transforms_answers_and_equals_scoring_in_process(tmp_path, summary["execution_id"])
     assert summary["accuracy"] > 0.6 and summary["threshold"] == 0.6
     assert summary["model_package_version"] == 1
     assert summary["parameters"]["TrainingProfile"] == "cpu"  # the local default
@@ -61,6 +62,23 @@ def test_the_main_job_registers_a_pending_version_when_the_gate_passes(archive, 
     assert len({Path(link["path"]).parent for link in version["links"]}) == 1
     _serve_and_invoke(tmp_path, "1")
     _approve_and_invoke(tmp_path, "1")
+
+
+def _the_report_is_the_transforms_answers_and_equals_scoring_in_process(home: Path, execution_id: str) -> None:
+    """Evaluate's predictions are the serving container's answers from the Transform step, and
+    scoring the same texts in process (what Evaluate did before the transform) gives the same file."""
+    from evaluation.evaluate import run as evaluate
+
+    (execution,) = home.glob(f"s3/*/*/executions/{execution_id}")
+    answers = (execution / "Transform/predictions/reviews.jsonl.out").read_text(encoding="utf-8").splitlines()
+    reviews = (execution / "Preprocess/test/reviews.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(answers) == len(reviews) and all("SageMakerOutput" in json.loads(a) for a in answers)
+    from_transform = (execution / "Evaluate/evaluation/predictions.jsonl").read_bytes()
+    assert [json.loads(line)["positive_probability"] for line in from_transform.splitlines()] == \
+        [json.loads(a)["SageMakerOutput"]["positive_probability"] for a in answers]
+    (artifact,) = home.glob("s3/*/*/models/*/output/model.tar.gz")
+    evaluate(artifact, execution / "Preprocess/test", home / "in-process")
+    assert (home / "in-process/predictions.jsonl").read_bytes() == from_transform
 
 
 def _approve_and_invoke(home: Path, version: str) -> None:

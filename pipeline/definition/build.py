@@ -35,17 +35,20 @@ def _assemble(settings: Settings, bundles: CodeBundles) -> Pipeline:
     from pipeline.definition.gate_step import check_accuracy_step, register_step
     from pipeline.definition.preprocess_step import preprocess_step
     from pipeline.definition.train_step import train_step
+    from pipeline.definition.transform_step import create_model_step, transform_step
 
     ctx = BuildContext.create(settings, bundles)
     preprocess = preprocess_step(ctx)
     train = train_step(ctx, preprocess)
+    model = create_model_step(ctx, train)
+    transform = transform_step(ctx, preprocess, model)
     report = evaluation_report()
-    evaluate = evaluate_step(ctx, preprocess, train, report)
+    evaluate = evaluate_step(ctx, preprocess, train, transform, report)
     check = check_accuracy_step(ctx, report, register_step(ctx, train, evaluate))
     # No experiment tracking: nothing here reads it, and it would need the pipeline role to
     # create experiments and trials besides the jobs (see lambda/template.yaml's PipelineRole).
     return Pipeline(name=settings.pipeline_name, parameters=ctx.params.all(),
-                    steps=[preprocess, train, evaluate, check], sagemaker_session=ctx.session,
+                    steps=[preprocess, train, model, transform, evaluate, check], sagemaker_session=ctx.session,
                     pipeline_experiment_config=None)
 
 

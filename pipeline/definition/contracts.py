@@ -13,6 +13,9 @@ PREPROCESS, TRAIN, EVALUATE, CHECK_ACCURACY, REGISTER, FAIL = (
     "Preprocess", "Train", "Evaluate", "CheckAccuracy", "Register", "Fail")
 # The second gate, on sentences (SST-2), between CheckAccuracy and Register, and its Fail step.
 CHECK_SENTENCE_ACCURACY, FAIL_SENTENCES = "CheckSentenceAccuracy", "FailSentences"
+# The model in the inference image, and the Batch Transform of the test texts through it.
+CREATE_MODEL, TRANSFORM = "CreateModel", "Transform"
+TRANSFORM_OUTPUT = "predictions"
 EVALUATION_REPORT = "EvaluationReport"
 EVALUATION_OUTPUT = "evaluation"
 # The pooled accuracy over every test text, in SageMaker's model-quality format.
@@ -51,6 +54,13 @@ SPLITS = ("train", "validation", "test")
 MODEL_INPUT_DIR = f"{PROCESSING}/model"
 TEST_INPUT_DIR = f"{PROCESSING}/test"
 EVALUATION_OUTPUT_DIR = f"{PROCESSING}/evaluation"
+PREDICTIONS_INPUT_DIR = f"{PROCESSING}/predictions"
+# The test set's Batch Transform: JSON Lines in and out, each record's text (steps/preprocess.py
+# writes {"text", "label", "dataset", "kind"} a line) sent, 4 MB a request
+# (under the model server's 5 MiB body limit, whichever megabyte SageMaker means).
+TRANSFORM_CONTENT_TYPE = "application/jsonlines"
+TRANSFORM_INPUT_FILTER = "$.text"
+TRANSFORM_MAX_PAYLOAD_MB = 4
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
 # Script paths inside the bundles (relative to the unpacked bundle's root).

@@ -13,7 +13,6 @@ from sagemaker.mlops.workflow.condition_step import ConditionStep
 from sagemaker.mlops.workflow.fail_step import FailStep
 from sagemaker.mlops.workflow.model_step import ModelStep
 from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
-from sagemaker.serve.model_builder import ModelBuilder
 
 from evaluation.outputs import LINKS, REPORT_FILE
 from pipeline.definition.context import BuildContext, service_retries
@@ -32,7 +31,7 @@ from pipeline.definition.contracts import (
 )
 from pipeline.definition.evaluate_step import evaluation_uri
 from pipeline.definition.images import supported_instance_types
-from pipeline.definition.train_step import model_data
+from pipeline.definition.transform_step import model_builder
 from pipeline.errors import UserError
 from serve.text import REVIEWS, SENTENCES
 
@@ -58,19 +57,10 @@ def evaluation_links(ctx: BuildContext, evaluate: ProcessingStep) -> dict[str, J
 def register_step(ctx: BuildContext, train: TrainingStep, evaluate: ProcessingStep) -> ModelStep:
     """The model package, pending approval, with evaluation.json as its model metrics and links
     to every file of the evaluation (the report, the plots, the worst mistakes, the predictions)
-    as its CustomerMetadataProperties.
-
-    The artifact already holds ``code/inference.py``, so the container is pointed at it through
-    ``SAGEMAKER_PROGRAM``/``SAGEMAKER_SUBMIT_DIRECTORY`` and the SDK adds no repack step.
-    """
+    as its CustomerMetadataProperties."""
     settings = ctx.settings
     instance_types = supported_instance_types(ctx.images.inference)
-    builder = ModelBuilder(
-        s3_model_data_url=model_data(train), image_uri=ctx.images.inference, role_arn=settings.role_arn,
-        sagemaker_session=ctx.session, instance_type=instance_types["inference"][0], dependencies=None,
-        env_vars={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                  "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": settings.region, **ctx.pip_env},
-    )
+    builder = model_builder(ctx, train)
     metrics = ModelMetrics(model_statistics=MetricsSource(
         content_type="application/json",
         s3_uri=Join(on="/", values=[evaluation_uri(evaluate), REPORT_FILE])))

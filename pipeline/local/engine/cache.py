@@ -5,7 +5,9 @@ attributes (resolved) were the same, if that run ended within ``ExpireAfter``.
 The attributes are those SageMaker documents per step type ("Default cache key attributes by
 pipeline step type"): for a Processing step its AppSpecification, Environment and
 ProcessingInputs; for a Training step its algorithm, checkpoints, debugger settings,
-Environment, HyperParameters and InputDataConfig. Output locations are not part of the key, so
+Environment, HyperParameters and InputDataConfig; for a Transform step its DataProcessing,
+Environment, ModelName and TransformInput (a model made by the execution's own CreateModel step
+has the execution's name, so such a transform is never reused, on SageMaker as here). Output locations are not part of the key, so
 a step reused from the cache hands on the outputs of the execution that really ran it.
 
 Like SageMaker, the key holds URIs, not the bytes behind them: the project keeps its URIs
@@ -29,6 +31,7 @@ CACHE_KEY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
     "Training": ("AlgorithmSpecification", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
                  "Environment", "HyperParameters", "InputDataConfig"),
+    "Transform": ("DataProcessing", "Environment", "ModelName", "TransformInput"),
 }
 # A CacheConfig without ExpireAfter never expires; a century stands for "never" in SQL text order.
 NO_EXPIRY = timedelta(days=36500)
@@ -82,6 +85,8 @@ def output_uris(step_type: str, properties: Mapping[str, Any]) -> list[str]:
         return [o["S3Output"]["S3Uri"] for o in outputs if o.get("S3Output")]
     if step_type == "Training":
         return [(properties.get("ModelArtifacts") or {}).get("S3ModelArtifacts", "")]
+    if step_type == "Transform":
+        return [(properties.get("TransformOutput") or {}).get("S3OutputPath", "")]
     return []
 
 

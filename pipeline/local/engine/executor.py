@@ -48,17 +48,19 @@ from pipeline.local.engine.expressions import (
     resolve,
 )
 from pipeline.local.engine.graph import Plan, StepNode, build_plan
-from pipeline.local.engine.jobs import JobFailed, JobWatch, run_processing_job, run_training_job
+from pipeline.local.engine.jobs import JobFailed, JobWatch, run_processing_job, run_training_job, run_transform_job
 from pipeline.local.engine.retry import exception_type, matching_policy, retry_policies
 from pipeline.local.processes import stop_process_group
 from pipeline.local.state.db import iso, open_state, parse_iso, sha256_text, utc_now
 from pipeline.local.state.executions import RUNNER_LEASE_S, Execution, ExecutionStore, Step
+from pipeline.local.state.models import ModelStore
 from pipeline.local.state.registry import ModelRegistry
 from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
 
 JOBS_DIR = "jobs"
-JOB_NAME_VARIABLES = {"Processing": "ProcessingJobName", "Training": "TrainingJobName"}
+JOB_NAME_VARIABLES = {"Processing": "ProcessingJobName", "Training": "TrainingJobName",
+                      "Transform": "TransformJobName"}
 log = logging.getLogger(__name__)
 
 
@@ -153,6 +155,25 @@ def _training(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict
                             store=run.store, log_path=log_path, watch=_watch(run, node))
 
 
+def _transform(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
+    return run_transform_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
+                             home=run.store.root.parent, log_path=log_path, watch=_watch(run, node))
+
+
+def _create_model(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
+    """CreateModel (a ModelStep built with ModelBuilder.build()): the pipeline names the model,
+    ``pipelines-<execution id>-<step>``, as SageMaker names it for the execution; its artifact
+    must be in the store."""
+    request = resolve(node.arguments(), run.context)
+    container = request.get("PrimaryContainer") or {}
+    artifact_uri = container.get("ModelDataUrl")
+    if not artifact_uri or not run.store.has_object(artifact_uri):
+        raise StepFailed(f"CreateModel: the model artifact {artifact_uri!r} is not in the local store")
+    model = ModelStore(run.registry.conn).create(run.job_name(node.name).lower(), container, artifact_uri,
+                                              request.get("ExecutionRoleArn", ""))
+    return {"ModelName": model.name, "ModelArn": model.arn, "PrimaryContainer": container}
+
+
 def _condition(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
     outcome = condition_step_outcome(node.definition, run.context)
     run.outcomes[node.name] = outcome
@@ -183,8 +204,8 @@ def _fail(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str
 
 
 _HANDLERS: dict[str, Callable[[_Run, StepNode, Any, Path], dict[str, Any]]] = {
-    "Processing": _processing, "Training": _training, "Condition": _condition,
-    "RegisterModel": _register, "Fail": _fail}
+    "Processing": _processing, "Training": _training, "Transform": _transform, "Model": _create_model,
+    "Condition": _condition, "RegisterModel": _register, "Fail": _fail}
 
 
 def _run_step(run: _Run, node: StepNode) -> None:

@@ -356,3 +356,26 @@ def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Pa
             "HyperParameters": all_hps, "OutputDataConfig": dict(arguments.get("OutputDataConfig") or {}),
             "CheckpointConfig": dict(checkpoint_config),
             "FinalMetricDataList": parse_metrics(log_path.read_text(encoding="utf-8", errors="replace"), definitions)}
+
+
+# --- transform -------------------------------------------------------------------------------
+
+TRANSFORM_MODULE = "pipeline.local.services.transform"
+
+
+def run_transform_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, home: Path, log_path: Path,
+                      watch: JobWatch | None = None) -> dict[str, Any]:
+    """Run one resolved CreateTransformJob request as a job of its own (``python -m
+    pipeline.local.services.transform``: the local runtime's transform service, run by name so
+    that the engine does not import the services); returns its DescribeTransformJob answer."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    request, result, failure = job_dir / "request.json", job_dir / "result.json", job_dir / "failure"
+    request.write_text(json.dumps({**arguments, "TransformJobName": job_name}), encoding="utf-8")
+    for stale in (result, failure):  # a retried attempt's files are not this attempt's
+        stale.unlink(missing_ok=True)
+    command = [sys.executable, "-m", TRANSFORM_MODULE, "--home", str(home), "--request", str(request),
+               "--result", str(result), "--failure", str(failure)]
+    _run(command, job_name=job_name, cwd=job_dir, env=dict(os.environ), log_path=log_path, timeout_s=None,
+         failure_file=failure, watch=watch)
+    return json.loads(result.read_text(encoding="utf-8"))

@@ -39,6 +39,7 @@ from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.services.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
 from pipeline.local.state.db import StateError, iso, parse_iso, to_json, utc_now, write_transaction
+from pipeline.local.state.models import ModelExists, ModelStore
 from pipeline.local.state.registry import ModelRegistry
 from pipeline.local.state.store import ArtifactStore
 from serve.artifact import ArtifactError, unpack_model_archive
@@ -66,6 +67,7 @@ class LocalHosting:
                  ready_timeout_s: float = READY_TIMEOUT_S, runtime_port: int = 0) -> None:
         self.home, self.conn = Path(home), conn
         self.registry = registry or ModelRegistry(conn)
+        self.models = ModelStore(conn)
         self.store = ArtifactStore(home)
         self.ready_timeout_s = ready_timeout_s
         self.runtime_port = runtime_port  # for the runtime's first start; it keeps its port after
@@ -88,11 +90,11 @@ class LocalHosting:
 
     # --- models -------------------------------------------------------------------------------
     def describe_model(self, ModelName: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
-        row = self.conn.execute("SELECT * FROM hosted_models WHERE name = ?", (ModelName,)).fetchone()
-        if row is None:
+        model = self.models.get(ModelName)
+        if model is None:
             raise _client_error("DescribeModel", f'Could not find model "{ModelName}".')
-        return {"ModelName": row["name"], "ModelArn": row["arn"], "PrimaryContainer": json.loads(row["primary_container"]),
-                "ExecutionRoleArn": row["execution_role_arn"], "CreationTime": row["creation_time"]}
+        return {"ModelName": model.name, "ModelArn": model.arn, "PrimaryContainer": model.primary_container,
+                "ExecutionRoleArn": model.execution_role_arn, "CreationTime": model.creation_time}
 
     def create_model(self, ModelName: str, ExecutionRoleArn: str, PrimaryContainer: Mapping[str, Any],  # noqa: N803
                      Tags: list | None = None) -> dict[str, str]:
@@ -104,14 +106,10 @@ class LocalHosting:
             raise _client_error("CreateModel", "PrimaryContainer needs ModelPackageName or ModelDataUrl")
         if not self.store.has_object(artifact_uri):
             raise _client_error("CreateModel", f"the model artifact {artifact_uri} is not in the local store")
-        arn = sagemaker_arn("model", ModelName)
-        with write_transaction(self.conn):
-            if self.conn.execute("SELECT 1 FROM hosted_models WHERE name = ?", (ModelName,)).fetchone():
-                raise _client_error("CreateModel", f'Cannot create already existing model "{arn}".')
-            self.conn.execute("INSERT INTO hosted_models VALUES (?,?,?,?,?,?)",
-                              (ModelName, arn, to_json(dict(PrimaryContainer)), artifact_uri, ExecutionRoleArn,
-                               iso(utc_now())))
-        return {"ModelArn": arn}
+        try:
+            return {"ModelArn": self.models.create(ModelName, dict(PrimaryContainer), artifact_uri, ExecutionRoleArn).arn}
+        except ModelExists as error:
+            raise _client_error("CreateModel", str(error)) from None
 
     # --- endpoint configs ---------------------------------------------------------------------
     def describe_endpoint_config(self, EndpointConfigName: str) -> dict[str, Any]:  # noqa: N803
@@ -266,10 +264,10 @@ class LocalHosting:
     def _model_dir(self, model_name: str) -> Path:
         """The model's artifact, unpacked once into a folder named by the archive's sha256 (so a
         folder left from another state database is never taken for this model)."""
-        row = self.conn.execute("SELECT artifact_uri FROM hosted_models WHERE name = ?", (model_name,)).fetchone()
-        if row is None:
+        model = self.models.get(model_name)
+        if model is None:
             raise RuntimeError(f"model {model_name} is not in the local state; approve the version again")
-        archive = self.store.path(row["artifact_uri"])
+        archive = self.store.path(model.artifact_uri)
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
         target = self.folder / "models" / f"{model_name}-{digest}"
         if not target.is_dir():

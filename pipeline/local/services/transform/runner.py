@@ -25,6 +25,7 @@ from typing import IO, cast
 
 import urllib3
 
+from evaluation.outputs import TRANSFORM_OUTPUT_SUFFIX as OUTPUT_SUFFIX
 from pipeline.local.services.transform.records import Assembly, RecordError, batches, read_records, request_body
 from pipeline.local.services.transform.spec import Resolved, TransformSpec
 from pipeline.local.state.store import ArtifactStore, StoreError, landing_path, split_uri
@@ -32,7 +33,6 @@ from pipeline.local.state.store import ArtifactStore, StoreError, landing_path, 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = 0.5
-OUTPUT_SUFFIX = ".out"
 
 
 class TransformFailed(Exception):
