@@ -211,6 +211,15 @@ def tree_peaks(pid: int, peaks: dict[int, int]) -> dict[int, int]:
     return peaks
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time ``pid`` has used; None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
 def megabytes(kb: int) -> float:
     return kb / 1024
 
@@ -232,6 +241,8 @@ class ServerMemory(threading.Thread):
         super().__init__(name="server-memory", daemon=True)
         self.home, self.job = home, job
         self.peaks: dict[int, int] = {}
+        self.cpu_first: dict[int, float] = {}  # each process's CPU time when first seen (its server answering)
+        self.cpu_last: dict[int, float] = {}
         self.own_rss_kb = 0
         self.done = threading.Event()
 
@@ -244,11 +255,24 @@ class ServerMemory(threading.Thread):
                     row = conn.execute("SELECT server_pid FROM transform_jobs WHERE name = ?", (self.job,)).fetchone()
                     pid = row["server_pid"] if row is not None else None
                 if pid is not None:
-                    tree_peaks(pid, self.peaks)
+                    self._sample(pid)
                 self.own_rss_kb = max(self.own_rss_kb, status_kb("self", "VmRSS") or 0)
                 self.done.wait(SAMPLE_S)
         finally:
             conn.close()
+
+    def _sample(self, pid: int) -> None:
+        tree_peaks(pid, self.peaks)
+        for member in process_tree(pid):
+            used = cpu_seconds(member)
+            if used is not None:
+                self.cpu_first.setdefault(member, used)
+                self.cpu_last[member] = used
+
+    def cpu_used(self) -> list[float]:
+        """Each process's CPU seconds between the server's first and last samples: how the
+        work was shared out among the workers."""
+        return [self.cpu_last[pid] - self.cpu_first[pid] for pid in self.cpu_first]
 
 
 # --- 2. one request ---------------------------------------------------------------------------------
@@ -432,7 +456,8 @@ def measure_transform(bench: Bench, max_payload_mb: int, input_prefix: str, outp
     report_job(name, len(bench.texts), job, baselines.ceiling_rate, baselines.startup_alone_s)
     during_kb = sum(sampler.peaks.values())
     print(f"  model server during the transform: its processes peak at {_mb_list(list(sampler.peaks.values()))}: "
-          f"{during_kb / baselines.one_request_kb:.2f}x one request (target <= {MEMORY_TARGET}x)")
+          f"{during_kb / baselines.one_request_kb:.2f}x one request (target <= {MEMORY_TARGET}x); CPU seconds "
+          f"they used while it ran: {' + '.join(f'{used:.1f}' for used in sampler.cpu_used())}")
     print(f"  this process: {megabytes(before_kb):,.0f} MB resident before the job, peak {megabytes(own_peak_kb):,.0f} "
           f"MB during it (+{megabytes(own_peak_kb - before_kb):,.0f} MB)")
     found = baselines.ceiling

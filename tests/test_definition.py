@@ -118,8 +118,9 @@ def test_snapshot(built):
 
 def test_steps_types_and_order(definition):
     assert [(s["Name"], s["Type"]) for s in definition["Steps"]] == [
-        ("Preprocess", "Processing"), ("Train", "Training"), ("Evaluate", "Processing"), ("CheckAccuracy", "Condition")]
-    check = definition["Steps"][3]["Arguments"]
+        ("Preprocess", "Processing"), ("Train", "Training"), ("CreateModel", "Model"), ("Transform", "Transform"),
+        ("Evaluate", "Processing"), ("CheckAccuracy", "Condition")]
+    check = definition["Steps"][5]["Arguments"]
     assert [(s["Name"], s["Type"]) for s in check["IfSteps"]] == [("CheckSentenceAccuracy", "Condition")]
     assert [(s["Name"], s["Type"]) for s in check["ElseSteps"]] == [("Fail", "Fail")]
     sentences = check["IfSteps"][0]["Arguments"]
@@ -129,8 +130,8 @@ def test_steps_types_and_order(definition):
 
 def test_no_repack_step(definition):
     names = list(steps_by_name(definition))
-    assert names == ["Preprocess", "Train", "Evaluate", "CheckAccuracy", "CheckSentenceAccuracy", "Register",
-                     "FailSentences", "Fail"]
+    assert names == ["Preprocess", "Train", "CreateModel", "Transform", "Evaluate", "CheckAccuracy",
+                     "CheckSentenceAccuracy", "Register", "FailSentences", "Fail"]
     assert "Repack" not in json.dumps(definition)
 
 
@@ -145,6 +146,40 @@ def test_dependencies_flow_through_properties(definition):
     assert inputs["model"]["LocalPath"] == "/opt/ml/processing/model"
     assert inputs["test"]["S3Uri"] == {"Get": "Steps.Preprocess.ProcessingOutputConfig.Outputs['test'].S3Output.S3Uri"}
     assert inputs["test"]["LocalPath"] == "/opt/ml/processing/test"
+    assert inputs["predictions"]["S3Uri"] == {"Get": "Steps.Transform.TransformOutput.S3OutputPath"}
+    assert inputs["predictions"]["LocalPath"] == "/opt/ml/processing/predictions"
+    model = steps["CreateModel"]["Arguments"]
+    assert model["PrimaryContainer"]["ModelDataUrl"] == {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    transform = steps["Transform"]["Arguments"]
+    assert transform["ModelName"] == {"Get": "Steps.CreateModel.ModelName"}
+    assert transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        {"Get": "Steps.Preprocess.ProcessingOutputConfig.Outputs['test'].S3Output.S3Uri"}, "reviews.jsonl"]}}
+
+
+def test_the_test_set_is_scored_by_the_model_it_registers_through_what_the_server_takes(definition):
+    """CreateModel is Register's container (image, environment, artifact); the transform sends what
+    the handlers read, within the server's body limit, and joins each answer to the record Evaluate
+    matches it with; and the local runtime takes the very request."""
+    from pipeline.local.services.transform.spec import parse_request
+    from serve.handlers import INPUT_TYPES, MAX_BODY_BYTES, OUTPUT_TYPES
+
+    steps = steps_by_name(definition)
+    container = steps["CreateModel"]["Arguments"]["PrimaryContainer"]
+    registered = steps["Register"]["Arguments"]["InferenceSpecification"]["Containers"][0]
+    assert (container["Image"], container["Environment"], container["ModelDataUrl"]) == (
+        registered["Image"], registered["Environment"], registered["ModelDataUrl"])
+    transform = steps["Transform"]["Arguments"]
+    assert transform["TransformInput"]["ContentType"] in INPUT_TYPES
+    assert transform["TransformOutput"]["Accept"] in OUTPUT_TYPES
+    assert transform["MaxPayloadInMB"] * 1024 * 1024 <= MAX_BODY_BYTES  # whichever megabyte SageMaker means
+    assert transform["DataProcessing"] == {"InputFilter": "$.text", "JoinSource": "Input"}  # "text": what Preprocess writes
+    assert (transform["BatchStrategy"], transform["TransformInput"]["SplitType"],
+            transform["TransformOutput"]["AssembleWith"]) == ("MultiRecord", "Line", "Line")
+    resolved = json.loads(json.dumps(transform).replace('{"Get": "Steps.CreateModel.ModelName"}', '"model"'))
+    resolved["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] = "s3://b/executions/x/Preprocess/test/reviews.jsonl"
+    resolved["TransformOutput"]["S3OutputPath"] = "s3://b/executions/x/Transform/predictions"
+    spec = parse_request({**resolved, "TransformJobName": "pipelines-x-Transform"})
+    assert spec.processing.join_input and spec.split_lines and spec.line_per_answer
 
 
 def test_parameters(definition):
@@ -368,6 +403,10 @@ def test_no_cache_key_depends_on_the_execution(definition):
         if (step.get("CacheConfig") or {}).get("Enabled"):
             keyed = {name: step["Arguments"].get(name) for name in CACHE_KEY_ATTRIBUTES[step["Type"]]}
             assert '"Execution.' not in json.dumps(keyed), step["Name"]
+    # The one known exception, as on SageMaker (aws/sagemaker-python-sdk issue 3392): the Transform's
+    # ModelName is made by the execution's own CreateModel step, so it and Evaluate run in every execution.
+    transform = steps_by_name(definition)["Transform"]["Arguments"]
+    assert transform["ModelName"] == {"Get": "Steps.CreateModel.ModelName"}
 
 
 def test_every_s3_path_is_explicit(definition):
@@ -592,8 +631,9 @@ def test_processing_steps_match_the_scripts_cli(definition):
     ev_args = _substitute_defaults(steps["Evaluate"]["Arguments"]["AppSpecification"]["ContainerArguments"], definition)
     assert ev_args[0] == "evaluation/evaluate.py"
     parsed = evaluate.parse_args(ev_args[1:])
-    assert (parsed.model, parsed.test, parsed.output_dir) == (
-        "/opt/ml/processing/model", "/opt/ml/processing/test", "/opt/ml/processing/evaluation")
+    assert (parsed.model, parsed.test, parsed.predictions, parsed.output_dir) == (
+        "/opt/ml/processing/model", "/opt/ml/processing/test", "/opt/ml/processing/predictions",
+        "/opt/ml/processing/evaluation")
 
     for name in ("Preprocess", "Evaluate"):
         app = steps[name]["Arguments"]["AppSpecification"]
@@ -692,7 +732,8 @@ def test_definition_cli_prints_json_offline():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     definition = json.loads(result.stdout)
-    assert [s["Name"] for s in definition["Steps"]] == ["Preprocess", "Train", "Evaluate", "CheckAccuracy"]
+    assert [s["Name"] for s in definition["Steps"]] == ["Preprocess", "Train", "CreateModel", "Transform", "Evaluate",
+                                                      "CheckAccuracy"]
     assert "s3://cli-bucket/" in result.stdout
 
 

@@ -6,6 +6,9 @@ the execution variables and the properties of the steps that already ran, and th
 
 - Processing / Training: run as subprocesses by ``jobs`` in ``<home>/jobs/<execution>/<step>/``
   (the ``/opt/ml`` mirror), output in ``<home>/jobs/<execution>/<step>.log``;
+- Transform: a subprocess too, ``python -m pipeline.local.services.transform`` (the local
+  transform service, which starts the model's server); Model: a Model recorded in the state,
+  named for the execution as SageMaker names it;
 - Condition: ``condition_step_outcome`` chooses IfSteps or ElseSteps;
 - RegisterModel: a new version in the local ``ModelRegistry``, with the artifact's sha256 and
   the evaluation report read from the ModelMetrics S3Uri;
