@@ -35,10 +35,11 @@ How, on a home with a registered version (``--version``, default the newest) and
    thread, starting and stopping a server of its own, so a background thread (with its own
    SQLite connection) polls the job's row for the ``server_pid`` it records once its server
    answers, and reads every 0.1 s the ``VmHWM`` of that process and of its children
-   (``/proc/<pid>/task/<tid>/children``) until the job is over. That measures the job's own
+   (``/proc/<pid>/task/<tid>/children``) until the job is over, and the CPU time each used
+   meanwhile (how the requests were shared among the workers). That measures the job's own
    server; starting one here and pointing the job at it is not something the job can be asked
-   to do. This process's own peak is reset (``/proc/self/clear_refs``) before the job and read
-   after it.
+   to do. This process's own peak (the runner's) is reset (``/proc/self/clear_refs``) before
+   the job and read after it.
 
 Memory is in MB of 2**20 bytes; a server's figure is the sum of its processes' peaks (an upper
 bound on their peak together). Staged input and outputs are removed at the end unless ``--keep``.

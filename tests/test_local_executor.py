@@ -59,7 +59,8 @@ def test_pass_branch_registers_one_pending_version(passed):
     execution, steps, registry, settings = passed
     assert execution.status == "Succeeded", execution.failure_reason
     status = {s.step_name: s.status for s in steps}
-    assert status == {"Preprocess": "Succeeded", "Train": "Succeeded", "Evaluate": "Succeeded",
+    assert status == {"Preprocess": "Succeeded", "Train": "Succeeded", "CreateModel": "Succeeded",
+                      "Transform": "Succeeded", "Evaluate": "Succeeded",
                       "CheckAccuracy": "Succeeded", "CheckSentenceAccuracy": "Succeeded",
                       "Register": "Succeeded", "FailSentences": "Skipped", "Fail": "Skipped"}
     assert not any(s.cache_hit for s in steps)
@@ -114,8 +115,9 @@ def test_the_registered_version_links_every_file_of_its_evaluation(passed, capsy
 
 def test_fail_branch_reuses_the_cached_jobs_fails_and_registers_nothing(built, passed):
     """Same data and hyperparameters, another threshold: the threshold is in no job's cache key,
-    so Preprocess, Train and Evaluate come from the first run (the real definition's keys hold
-    nothing execution-specific), and only the gate runs again, this time to Fail."""
+    so Preprocess and Train come from the first run (their keys hold nothing execution-specific);
+    the Transform's Model is the execution's own, as on SageMaker, so Transform and Evaluate run
+    again, and the gate, this time to Fail."""
     first, _, _, settings = passed
     execution, steps, registry, _ = _execute(built, settings.home, 1.01)  # above any accuracy
     assert execution.status == "Failed"
@@ -124,8 +126,22 @@ def test_fail_branch_reuses_the_cached_jobs_fails_and_registers_nothing(built, p
     by_name = {s.step_name: s for s in steps}
     assert {n: s.status for n, s in by_name.items()}["Fail"] == "Failed" and by_name["Register"].status == "Skipped"
     assert by_name["CheckSentenceAccuracy"].status == "Skipped"  # the branch CheckAccuracy did not take
-    assert [n for n, s in by_name.items() if s.cache_hit] == ["Preprocess", "Train", "Evaluate"]
-    assert {by_name[n].cache_source_execution_id for n in ("Preprocess", "Train", "Evaluate")} == {first.execution_id}
+    assert [n for n, s in by_name.items() if s.cache_hit] == ["Preprocess", "Train"]
+    assert {by_name[n].cache_source_execution_id for n in ("Preprocess", "Train")} == {first.execution_id}
+    assert by_name["Transform"].status == by_name["Evaluate"].status == "Succeeded"
+    assert not [p for p in registry.list(settings.model_package_group) if p.execution_id == execution.execution_id]
+
+
+def test_a_model_whose_server_cannot_start_fails_at_transform_with_its_reason_and_registers_nothing(
+        built, passed, monkeypatch):
+    first, _, _, settings = passed
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "0")  # the container refuses to start
+    execution, steps, registry, _ = _execute(built, settings.home, 0.5)
+    by_name = {s.step_name: s for s in steps}
+    assert execution.status == "Failed" and by_name["Transform"].status == "Failed"
+    assert "the model's server did not start" in by_name["Transform"].failure_reason
+    assert "SAGEMAKER_MODEL_SERVER_WORKERS='0' must be at least 1" in execution.failure_reason
+    assert "Evaluate" not in by_name or by_name["Evaluate"].status != "Succeeded"
     assert not [p for p in registry.list(settings.model_package_group) if p.execution_id == execution.execution_id]
 
 

@@ -133,16 +133,19 @@ def plan() -> Plan:
 
 
 def test_real_order(plan):
-    assert plan.order == ("Preprocess", "Train", "Evaluate", "CheckAccuracy", "CheckSentenceAccuracy", "Register",
-                          "FailSentences", "Fail")
+    assert plan.order == ("Preprocess", "Train", "CreateModel", "Transform", "Evaluate", "CheckAccuracy",
+                          "CheckSentenceAccuracy", "Register", "FailSentences", "Fail")
     assert plan.step("Train").dependencies == ("Preprocess",)
-    assert set(plan.step("Evaluate").dependencies) == {"Train", "Preprocess"}
+    assert plan.step("CreateModel").dependencies == ("Train",)
+    assert set(plan.step("Transform").dependencies) == {"CreateModel", "Preprocess"}
+    assert set(plan.step("Evaluate").dependencies) == {"Train", "Preprocess", "Transform"}
     assert plan.step("CheckAccuracy").dependencies == ("Evaluate",)
 
 
 def test_real_register_and_fail_only_after_the_condition_chooses(plan):
-    done = ["Preprocess", "Train", "Evaluate"]
+    done = ["Preprocess", "Train", "CreateModel", "Transform", "Evaluate"]
     assert plan.ready_steps([], {}) == ("Preprocess",)
+    assert plan.ready_steps(["Preprocess", "Train"], {}) == ("CreateModel",)
     assert plan.ready_steps(done, {}) == ("CheckAccuracy",)
     done.append("CheckAccuracy")
     assert plan.ready_steps(done, {"CheckAccuracy": True}) == ("CheckSentenceAccuracy",)
@@ -150,7 +153,7 @@ def test_real_register_and_fail_only_after_the_condition_chooses(plan):
     done.append("CheckSentenceAccuracy")
     assert plan.ready_steps(done, {"CheckAccuracy": True, "CheckSentenceAccuracy": True}) == ("Register",)
     assert plan.ready_steps(done, {"CheckAccuracy": True, "CheckSentenceAccuracy": False}) == ("FailSentences",)
-    gates = ["Preprocess", "Train", "Evaluate", "CheckAccuracy"]
+    gates = ["Preprocess", "Train", "CreateModel", "Transform", "Evaluate", "CheckAccuracy"]
     assert run_all(plan, {"CheckAccuracy": True, "CheckSentenceAccuracy": True}) == [*gates, "CheckSentenceAccuracy", "Register"]
     assert run_all(plan, {"CheckAccuracy": True, "CheckSentenceAccuracy": False}) == [
         *gates, "CheckSentenceAccuracy", "FailSentences"]

@@ -94,14 +94,15 @@ def test_a_scheduled_run_on_changed_data_registers_version_2(story, capsys):
 
 
 def test_without_the_flag_a_cached_run_registers_the_same_model_again(story, capsys):
-    """What SageMaker does too: every cacheable step is reused, and RegisterModel, which is never
-    cached, adds a version holding the very same model.tar.gz. The flag exists for this."""
+    """What SageMaker does too: Preprocess and Train are reused (the Transform's Model is the
+    execution's own, so it and Evaluate run again), and RegisterModel, which is never cached, adds
+    a version holding the very same model.tar.gz. The flag exists for this."""
     code, out = _run(capsys, story["home"], story["data"], "--json")
     again = json.loads(out)
     assert code == 0 and again["status"] == "Succeeded" and again["model_package_version"] == 3
     assert {name: step["cached_from"] for name, step in again["steps"].items()
-            if name in ("Preprocess", "Train", "Evaluate")} == dict.fromkeys(
-        ("Preprocess", "Train", "Evaluate"), story["second"]["execution_id"])
+            if name in ("Preprocess", "Train", "Transform", "Evaluate")} == {
+        **dict.fromkeys(("Preprocess", "Train"), story["second"]["execution_id"]), "Transform": None, "Evaluate": None}
     packages = _versions(story["home"])
     assert packages[2].artifact_uri == packages[1].artifact_uri
     story["third"] = again
@@ -115,7 +116,7 @@ def test_a_skipped_run_says_so_in_one_line(story, capsys):
 
 def test_a_run_with_other_parameters_in_between_does_not_make_a_scheduled_run_repeat_one(story, capsys):
     """Any Succeeded run within the cache's lifetime counts, not only the newest on the data: after
-    a run with Epochs=2, the cron line's run would take every step from the third run's cache."""
+    a run with Epochs=2, the cron line's run would take Preprocess and Train from the third run's cache."""
     code, out = _run(capsys, story["home"], story["data"], "--param", "Epochs=2", "--json")
     assert code == 0 and json.loads(out)["model_package_version"] == 4
     code, out = _run(capsys, story["home"], story["data"], "--skip-unchanged", "--json")

@@ -67,9 +67,16 @@ def canonical_json(definition: dict) -> str:
 
 
 def quiet_definition_json(settings: Settings, bundles: CodeBundles | None = None) -> str:
-    """The definition JSON, without the SDK's own log lines and warnings about its choices."""
+    """The definition JSON, without the SDK's own log lines and warnings about its choices.
+    Some SDK modules give their loggers levels and handlers of their own (ModelBuilder's say
+    "Model has been created" where nothing is), so logging below ERROR is off for the build."""
     for name in ("sagemaker", "sagemaker.config"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return definition_json(settings, bundles)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return definition_json(settings, bundles)
+    finally:
+        logging.disable(previous)

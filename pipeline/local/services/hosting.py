@@ -314,7 +314,22 @@ class LocalHosting:
         except (ClientError, StateError) as error:
             raise RuntimeError(f"cannot read the model's container: {error}") from error
         argv = [sys.executable, "-m", "serve.server", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", "0"]
-        return start_server(argv, log_path, "the model server", self.ready_timeout_s, {**os.environ, **container})
+        try:
+            return start_server(argv, log_path, "the model server", self.ready_timeout_s, {**os.environ, **container})
+        except RuntimeError as error:
+            last = _last_line(log_path)
+            raise RuntimeError(f"{error}: {last}" if last else str(error)) from None
+
+def _last_line(log_path: Path) -> str:
+    """The last line a server that failed to start wrote (its own reason), shortened."""
+    try:
+        with open(log_path, "rb") as log_file:
+            log_file.seek(max(0, log_path.stat().st_size - 4096))
+            lines = [line.strip() for line in log_file.read().decode("utf-8", errors="replace").splitlines()]
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line), "")[:300]
+
 
 def _stop(pid: int | None) -> None:
     """Stop a model server (its process group); nothing if it is gone already."""
