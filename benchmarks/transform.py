@@ -1,8 +1,8 @@
 """A local Batch Transform job over IMDb's test reviews, against the model server's own ceiling:
 throughput, accuracy and memory, each next to a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/transform.py --home .mlops                # the 25,000 test reviews
-    .venv/bin/python benchmarks/transform.py --home .mlops --limit 2000   # a quick run
+    .venv/bin/python benchmarks/transform.py --home .mlops --data IMDB                # the 25,000 test reviews
+    .venv/bin/python benchmarks/transform.py --home .mlops --data IMDB --limit 2000   # a quick run
 
 Why: a transform is the way to score many reviews at once, so it should run close to what the
 model server's workers can score when nothing but the model is in the way, and its memory should
@@ -10,7 +10,7 @@ not grow with the data (the runner streams records; the server holds a request a
 worker).
 
 How, on a home with a registered version (``--version``, default the newest) and IMDb's
-``test.jsonl.gz`` (``--data``; the first ``--limit`` reviews if given):
+test reviews (``--data``, any layout ``run --data`` takes; the first ``--limit`` if given):
 
 1. The ceiling. The model server's workers are fresh processes with ``SAGEMAKER_MODEL_SERVER_WORKERS``
    as the server reads it (this environment, then the model's container environment; default
@@ -48,8 +48,6 @@ Linux only (``/proc``).
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
 import json
 import logging
 import multiprocessing
@@ -79,6 +77,7 @@ from pipeline.local.state.store import ArtifactStore  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.transforms import TransformOptions, default_output, ensure_model, job_name, transform_request  # noqa: E402
 from serve.server.settings import ServerSettings  # noqa: E402
+from steps.sources import load_reviews  # noqa: E402
 
 log = logging.getLogger("benchmarks.transform")
 
@@ -89,16 +88,19 @@ STOP_TIMEOUT_S = 40.0
 READY_TIMEOUT_S = 600.0
 RATIO_TARGET = 0.80
 MEMORY_TARGET = 1.5
+UNEVEN = 0.5  # a worker with under half the CPU time of the busiest did not take its share
 
 
 # --- the data ----------------------------------------------------------------------------------
 def read_lines(data: Path, limit: int | None) -> list[bytes]:
-    """The first ``limit`` lines (all without it) of ``test.jsonl.gz``, as they are in the file."""
-    with gzip.open(data / "test.jsonl.gz", "rb") as source:
-        lines = [line.rstrip(b"\n") for line in itertools.islice(source, limit) if line.strip()]
-    if not lines:
-        raise SystemExit(f"no reviews in {data / 'test.jsonl.gz'}")
-    return lines
+    """The first ``limit`` test reviews (all without it) of the dataset at ``data``, read by the
+    preprocessing step's own readers (any layout it accepts: the official archive, its folder,
+    JSON Lines), as ``{"text", "label"}`` lines."""
+    test = load_reviews(data, unlabeled=False).test
+    count = len(test) if limit is None else min(limit, len(test))
+    if not count:
+        raise SystemExit(f"no test reviews in {data}")
+    return [json.dumps({"text": test.texts[i], "label": test.labels[i]}).encode() for i in range(count)]
 
 
 def stage(store: ArtifactStore, uri: str, lines: list[bytes]) -> None:
@@ -379,7 +381,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path(".mlops"), help="a local home with a registered version")
     parser.add_argument("--version", type=int, help="the version to score with (default: the newest)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/imdb"), help="the folder of test.jsonl.gz")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="IMDb in any layout run --data takes (the official archive, say)")
     parser.add_argument("--limit", type=int, help="only the first LIMIT test reviews (a quick run)")
     parser.add_argument("--max-payload-mb", type=int, default=1,
                         help="MaxPayloadInMB (default 1: the handlers refuse more than 1,000 reviews a request)")
@@ -459,6 +462,10 @@ def measure_transform(bench: Bench, max_payload_mb: int, input_prefix: str, outp
     print(f"  model server during the transform: its processes peak at {_mb_list(list(sampler.peaks.values()))}: "
           f"{during_kb / baselines.one_request_kb:.2f}x one request (target <= {MEMORY_TARGET}x); CPU seconds "
           f"they used while it ran: {' + '.join(f'{used:.1f}' for used in sampler.cpu_used())}")
+    workers = sampler.cpu_used()[1:]  # the supervisor is the first process seen
+    if len(workers) > 1 and min(workers) < UNEVEN * max(workers):
+        print("  the workers' CPU time is uneven: the job's connections (one per worker, kept alive) landed on fewer "
+              "workers than there are; the kernel spreads connections, not requests, across them (SO_REUSEPORT)")
     print(f"  this process: {megabytes(before_kb):,.0f} MB resident before the job, peak {megabytes(own_peak_kb):,.0f} "
           f"MB during it (+{megabytes(own_peak_kb - before_kb):,.0f} MB)")
     found = baselines.ceiling
