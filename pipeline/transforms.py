@@ -2,9 +2,9 @@
 ``sentiment-mlops transform`` and ``transforms``, written once against a SageMaker client (the
 local runtime's ``LocalTransforms`` + ``LocalHosting``, or boto3's).
 
-The version's Model is the one the deploy function makes for it (``mlops_rules.hosting.model_name``,
-a container naming the model package), so a version that serves and one that scores are the
-same resource, created by whichever comes first.
+The version's Model for transforms is ``mlops_rules.hosting.transform_model_name`` (a container
+naming the model package, run by the pipeline's role, which may write the output), made the first
+time the version transforms; the endpoint's Model is another, run by the endpoint's own role.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_rules.hosting import model_name
+from mlops_rules.hosting import transform_model_name
 from pipeline.errors import UserError
 from pipeline.settings import Settings
 
@@ -59,7 +59,12 @@ def job_name(version: int, now: datetime | None = None) -> str:
 
 def transform_request(name: str, model: str, input_uri: str, output_uri: str,
                       options: TransformOptions) -> dict[str, Any]:
-    """The CreateTransformJob request, the same for both backends."""
+    """The CreateTransformJob request, the same for both backends. TransformError for a choice
+    this model would answer wrongly: its handlers read a ``text/plain`` body as one review, so
+    several records a request would be scored as one."""
+    if options.content_type.split(";")[0].strip().lower() == "text/plain" and options.batch_strategy == "MultiRecord":
+        raise TransformError("text/plain is one review a request: give --batch-strategy SingleRecord, or send "
+                             "application/jsonlines or text/csv, which carry many")
     transform_input: dict[str, Any] = {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
                                        "ContentType": options.content_type, "SplitType": options.split_type,
                                        "CompressionType": options.compression}
@@ -81,9 +86,9 @@ def transform_request(name: str, model: str, input_uri: str, output_uri: str,
 
 
 def ensure_model(client: Any, settings: Settings, version: int, package_arn: str) -> str:
-    """The version's Model (the deploy function's name and container), made if it is not there.
-    ``client``: boto3's SageMaker client or the local runtime's ``LocalHosting``."""
-    name = model_name(settings.endpoint_name, version)
+    """The version's Model for transforms, made if it is not there. ``client``: boto3's SageMaker
+    client or the local runtime's ``LocalHosting``."""
+    name = transform_model_name(settings.endpoint_name, version)
     try:
         existing = client.describe_model(ModelName=name)
     except Exception as error:  # botocore's ClientError, or the local one: "Could not find model"

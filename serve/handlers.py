@@ -31,7 +31,10 @@ MAX_REVIEW_CHARS = 50_000
 # The most reviews in one JSON request (the web's shape). JSON Lines and CSV, what a Batch
 # Transform packs as many records into as MaxPayloadInMB allows, are bounded by the body's size.
 MAX_BATCH_REVIEWS = 1_000
-PREDICT_BATCH_SIZE = 256
+# Reviews in one forward pass. A request holds up to MAX_BODY_BYTES of reviews (a transform's
+# MultiRecord batch holds hundreds); scoring them 64 at a time keeps the activations of a pass
+# (at MaxLen 1,000) near 90 MB instead of 380 MB at 256, and is no slower on a CPU.
+PREDICT_BATCH_SIZE = 64
 JSON = "application/json"
 TEXT = "text/plain"
 CSV = "text/csv"

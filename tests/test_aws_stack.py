@@ -45,8 +45,10 @@ def test_the_image_pulls_are_granted_in_the_images_own_account_in_every_region(r
     account = _pytorch_registries("inference")[region]
     partition = {"cn": "aws-cn", "us-gov": "aws-us-gov"}.get(region.rsplit("-", 2)[0], "aws")
     assert parameters["InferenceImageRepository"] == f"arn:{partition}:ecr:{region}:{account}:repository/pytorch-inference"
-    assert parameters["JobImageRepositories"] == (
-        f"arn:{partition}:ecr:{region}:{_pytorch_registries('training')[region]}:repository/pytorch-training")
+    # processing and training share the training image's repository; the test set's transform runs the inference image
+    assert parameters["JobImageRepositories"].split(",") == sorted({
+        parameters["InferenceImageRepository"],
+        f"arn:{partition}:ecr:{region}:{_pytorch_registries('training')[region]}:repository/pytorch-training"})
 
 
 def test_a_pinned_image_is_granted_where_it_lives(monkeypatch):
@@ -158,6 +160,9 @@ def _deployed(cloud, *, registered: bool = True) -> None:
             "Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://artifact-bucket/sentiment-mlops/models/model.tar.gz"}],
             "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]})
     sagemaker.create_model(ModelName="someone-elses-model", ExecutionRoleArn=ROLE,
+                           PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://artifact-bucket/m.tar.gz"})
+    # the Model `transform --backend sagemaker` makes for a version: a teardown deletes it too
+    sagemaker.create_model(ModelName="sentiment-mlops-v1-transform", ExecutionRoleArn=ROLE,
                            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://artifact-bucket/m.tar.gz"})
     _deploy_version(sagemaker, 1)
 

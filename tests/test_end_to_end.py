@@ -316,7 +316,7 @@ def test_two_executions_at_once_do_not_clobber_each_other(archive, tmp_path):
     assert len({r["artifact"] for r in listed}) == 2
 
 
-@pytest.mark.parametrize("step", ["Preprocess", "Train", "Evaluate"])
+@pytest.mark.parametrize("step", ["Preprocess", "Train", "Transform", "Evaluate"])
 def test_a_run_killed_outright_reads_as_failed_and_a_retry_finishes_it(archive, tmp_path, step):
     """SIGKILL cannot be caught: the next command that reads the executions finds the runner
     gone and records the execution and its step Failed, with the time it ended and how to run it

@@ -46,13 +46,13 @@ def _versions(stub: Stubber) -> None:
 def test_a_transform_on_sagemaker_makes_the_versions_model_once_and_sends_the_local_request(sagemaker):
     client, stub = sagemaker
     options = TransformOptions(input_filter="$.review", join_source="Input", output_filter="$['id','SageMakerOutput']")
-    expected = transform_request("job-1", "sentiment-mlops-v3", "s3://my-bucket/in/", "s3://my-bucket/mlops/transforms/job-1/",
+    expected = transform_request("job-1", "sentiment-mlops-v3-transform", "s3://my-bucket/in/", "s3://my-bucket/mlops/transforms/job-1/",
                                  options)
     _versions(stub)
-    stub.add_client_error("describe_model", "ValidationException", 'Could not find model "sentiment-mlops-v3".',
-                          expected_params={"ModelName": "sentiment-mlops-v3"})
-    stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-mlops-v3"}, {
-        "ModelName": "sentiment-mlops-v3", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"ModelPackageName": PACKAGE},
+    stub.add_client_error("describe_model", "ValidationException", 'Could not find model "sentiment-mlops-v3-transform".',
+                          expected_params={"ModelName": "sentiment-mlops-v3-transform"})
+    stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-mlops-v3-transform"}, {
+        "ModelName": "sentiment-mlops-v3-transform", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"ModelPackageName": PACKAGE},
         "Tags": [{"Key": "ModelPackageArn", "Value": PACKAGE}]})
     stub.add_response("create_transform_job", {"TransformJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:transform-job/job-1"}, expected)
     name = start_transform(AwsClients(s3=None, sagemaker=client, region=REGION), _settings(), 3, "s3://my-bucket/in/",
@@ -64,9 +64,9 @@ def test_a_transform_on_sagemaker_makes_the_versions_model_once_and_sends_the_lo
 def test_a_model_made_for_another_package_is_not_reused(sagemaker):
     client, stub = sagemaker
     _versions(stub)
-    stub.add_response("describe_model", {"ModelName": "sentiment-mlops-v3", "ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-mlops-v3",
+    stub.add_response("describe_model", {"ModelName": "sentiment-mlops-v3-transform", "ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/sentiment-mlops-v3-transform",
                                          "PrimaryContainer": {"ModelPackageName": PACKAGE.replace("/3", "/9")},
-                                         "CreationTime": NOW}, {"ModelName": "sentiment-mlops-v3"})
+                                         "CreationTime": NOW}, {"ModelName": "sentiment-mlops-v3-transform"})
     with pytest.raises(TransformError, match="exists already for .*/9"):
         start_transform(AwsClients(s3=None, sagemaker=client, region=REGION), _settings(), 3, "s3://my-bucket/in/",
                         None, TransformOptions(), "job-2")

@@ -124,15 +124,19 @@ def test_csv_records_are_joined_by_appending_fields(home, transforms):
 
 
 def test_a_record_the_model_refuses_fails_the_job_with_its_reason_and_leaves_no_partial_output(home, transforms):
+    """As on SageMaker, the other files are still transformed; the job fails with the first reason."""
     _put(home, "s3://bucket/bad/1-good.jsonl", [json.dumps(r) for r in REVIEWS])
     _put(home, "s3://bucket/bad/2-bad.jsonl", [json.dumps("fine film"), "{not json", json.dumps("good")])
+    _put(home, "s3://bucket/bad/3-good.jsonl", [json.dumps(r) for r in REVIEWS[:2]])
     job = _run(transforms, home, "bad", "s3://bucket/bad/")
     assert job["TransformJobStatus"] == "Failed"
     reason = job["FailureReason"]
     assert reason.startswith("ClientError: the model answered 400") and "2-bad.jsonl" in reason
-    assert "line 2 is not JSON" in reason and "\n" not in reason
+    assert "line 2 is not JSON" in reason and reason.endswith("(1 of 3 input files failed)") and "\n" not in reason
     outputs = _outputs(home, "bad")
-    assert set(outputs) == {"1-good.jsonl.out"}  # the object that finished, whole; nothing of the other, no .partial
+    assert set(outputs) == {"1-good.jsonl.out", "3-good.jsonl.out"}  # whole; nothing of the failed one, no .partial
+    assert len(outputs["3-good.jsonl.out"].splitlines()) == 2
+    assert transforms.progress("bad")["objects_done"] == 3
 
 
 def test_an_object_over_max_payload_with_split_type_none_fails_before_it_is_sent(home, transforms):
@@ -142,6 +146,16 @@ def test_an_object_over_max_payload_with_split_type_none_fails_before_it_is_sent
     assert job["TransformJobStatus"] == "Failed"
     assert "larger than MaxPayloadInMB" in job["FailureReason"] and "SplitType Line" in job["FailureReason"]
     assert _outputs(home, "big") == {}
+
+
+def test_text_plain_is_one_review_a_request_so_multi_record_is_refused():
+    from pipeline.transforms import TransformError
+
+    with pytest.raises(TransformError, match="text/plain is one review a request"):
+        transform_request("t", "m", "s3://b/in/", "s3://b/out/", TransformOptions(content_type="text/plain"))
+    single = transform_request("t", "m", "s3://b/in/", "s3://b/out/",
+                               TransformOptions(content_type="text/plain", batch_strategy="SingleRecord"))
+    assert single["BatchStrategy"] == "SingleRecord"
 
 
 def test_requests_sagemaker_refuses_are_refused_before_anything_runs(home, transforms):
@@ -166,7 +180,7 @@ def test_the_model_server_tells_a_transform_its_execution_parameters(home, trans
     pid, url = transforms.hosting.start_model_server(model, transform_log(home, "params"),
                                                      {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
     try:
-        assert execution_parameters(url) == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
+        assert execution_parameters(url) == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD",
                                              "MaxPayloadInMB": 5}
     finally:
         os.kill(pid, 15)
@@ -240,3 +254,68 @@ def test_the_transform_command_scores_a_local_file_and_lists_the_job(home, tmp_p
     assert [row["TransformJobName"] for row in json.loads(capsys.readouterr().out)] == ["cli"]
     assert main(["--home", str(home), "transform", "--version", "9", "--input", str(source)]) == 2
     assert "version 9" in capsys.readouterr().err
+
+
+# --- ModelClientConfig: retries and timeouts, against a real HTTP server ----------------------
+
+def _flaky_server(statuses: list[int], delay_s: float = 0.0):
+    """An HTTP server answering /invocations with ``statuses`` in turn (then 200), counting calls."""
+    import asyncio
+
+    from aiohttp import web
+
+    from serve.server.run import BackgroundServer
+
+    calls: list[float] = []
+
+    async def invocations(request: web.Request) -> web.Response:
+        calls.append(time.monotonic())
+        await request.read()
+        status = statuses[len(calls) - 1] if len(calls) <= len(statuses) else 200
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.Response(status=status, text="ok" if status == 200 else f"status {status}\ntraceback here")
+
+    app = web.Application()
+    app.router.add_post("/invocations", invocations)
+    return BackgroundServer(app), calls
+
+
+def _client(url: str, retries: int, timeout_s: int = 600):
+    from pipeline.local.services.transform.runner import ModelClient
+    from pipeline.local.services.transform.spec import parse_request
+
+    request = transform_request("t", "m", "s3://b/in/", "s3://b/out/", TransformOptions())
+    request["ModelClientConfig"] = {"InvocationsMaxRetries": retries, "InvocationsTimeoutInSeconds": timeout_s}
+    return ModelClient(url, parse_request(request), connections=1)
+
+
+def test_a_5xx_is_tried_again_up_to_invocations_max_retries():
+    from pipeline.local.services.transform.runner import TransformFailed
+
+    server, calls = _flaky_server([503, 500])
+    with server:
+        assert _client(server.url, retries=2).invoke(b'"fine"', "w").body == b"ok"
+        assert len(calls) == 3
+    server, calls = _flaky_server([503, 503, 503])
+    with server, pytest.raises(TransformFailed, match=r"the model answered 503: status 503 \(tried 2 times\)"):
+        _client(server.url, retries=1).invoke(b'"fine"', "w")
+    assert len(calls) == 2
+
+
+def test_a_4xx_fails_at_once_with_the_models_first_line():
+    from pipeline.local.services.transform.runner import TransformFailed
+
+    server, calls = _flaky_server([400])
+    with server, pytest.raises(TransformFailed, match=r"answered 400 for w: status 400$"):
+        _client(server.url, retries=3).invoke(b'"fine"', "w")
+    assert len(calls) == 1
+
+
+def test_an_answer_slower_than_the_timeout_is_tried_again_then_fails():
+    from pipeline.local.services.transform.runner import TransformFailed
+
+    server, calls = _flaky_server([], delay_s=2.0)
+    with server, pytest.raises(TransformFailed, match="did not answer .*ReadTimeoutError.*tried 2 times"):
+        _client(server.url, retries=1, timeout_s=1).invoke(b'"fine"', "w")
+    assert len(calls) == 2

@@ -16,8 +16,10 @@ from pipeline.local.services.transform.jsonpath import JsonPathError, compile_pa
 from pipeline.local.services.transform.records import (
     Assembly,
     DataProcessing,
+    Prepared,
     RecordError,
     batches,
+    prepare,
     read_records,
     request_body,
 )
@@ -38,6 +40,23 @@ def read(data: bytes, split_lines: bool = True, limit: int = 10) -> list[bytes]:
 
 def processing(**request: str) -> DataProcessing:
     return DataProcessing.parse(request)
+
+
+def raw(*records: bytes) -> list[Prepared]:
+    """Records sent as read (no InputFilter)."""
+    return [Prepared(r, r) for r in records]
+
+
+def sent(batch: list[Prepared]) -> list[bytes]:
+    return [record.sent for record in batch]
+
+
+def packed(records: list[bytes], multi: bool, limit: int) -> list[list[bytes]]:
+    return [sent(batch) for batch in batches(raw(*records), multi, limit)]
+
+
+def body(batch: list[bytes], proc: DataProcessing, fmt: str, where: str, limit: int = 1000) -> bytes:
+    return request_body(list(prepare(batch, proc, fmt, where, limit)))
 
 
 def assembly(line_per_answer: bool = True, input_format: str | None = "json", **request: str) -> Assembly:
@@ -186,56 +205,69 @@ def test_no_split_over_the_limit_raises_and_reads_no_further():
 
 
 def test_single_record_is_one_per_batch():
-    assert list(batches([b"a", b"bb", b"c"], False, 1000)) == [[b"a"], [b"bb"], [b"c"]]
+    assert packed([b"a", b"bb", b"c"], False, 1000) == [[b"a"], [b"bb"], [b"c"]]
 
 
 def test_multi_record_packs_up_to_exactly_the_limit_with_separators():
     records = [b"aaa", b"bbb", b"cc", b"d"]
     # "aaa\nbbb" is 7 bytes; "\ncc" would make 10.
-    assert list(batches(records, True, 7)) == [[b"aaa", b"bbb"], [b"cc", b"d"]]
+    assert packed(records, True, 7) == [[b"aaa", b"bbb"], [b"cc", b"d"]]
     # "aaa\nbbb\ncc" is exactly 10; "\nd" would make 12.
-    assert list(batches(records, True, 10)) == [[b"aaa", b"bbb", b"cc"], [b"d"]]
+    assert packed(records, True, 10) == [[b"aaa", b"bbb", b"cc"], [b"d"]]
     # "aaa\nbbb" is 7 > 6, but "bbb\ncc" is exactly 6.
-    assert list(batches(records, True, 6)) == [[b"aaa"], [b"bbb", b"cc"], [b"d"]]
+    assert packed(records, True, 6) == [[b"aaa"], [b"bbb", b"cc"], [b"d"]]
 
 
 def test_a_record_equal_to_the_limit_is_its_own_batch():
-    assert list(batches([b"a", b"x" * 5, b"b"], True, 5)) == [[b"a"], [b"x" * 5], [b"b"]]
+    assert packed([b"a", b"x" * 5, b"b"], True, 5) == [[b"a"], [b"x" * 5], [b"b"]]
 
 
 def test_no_records_no_batches():
-    assert list(batches([], True, 10)) == []
+    assert packed([], True, 10) == []
 
 
-# request_body: InputFilter
+# prepare and request_body: InputFilter, and the payload limit on what is sent
 
 
 def test_identity_sends_the_records_as_read():
     batch = [b'{"review": "good", "id": 1}', b"not even json"]
-    assert request_body(batch, processing(), "json", "a.jsonl") == b'{"review": "good", "id": 1}\nnot even json'
+    assert body(batch, processing(), "json", "a.jsonl") == b'{"review": "good", "id": 1}\nnot even json'
 
 
 def test_input_filter_on_json_lines():
     batch = lines({"review": "good", "id": 1}, {"review": "caf\u00e9", "id": 2})
-    body = request_body(batch, processing(InputFilter="$.review"), "json", "a.jsonl")
-    assert body == b'"good"\n"caf\\u00e9"'
+    assert body(batch, processing(InputFilter="$.review"), "json", "a.jsonl") == b'"good"\n"caf\\u00e9"'
 
 
 def test_input_filter_on_csv():
     batch = [b"1,great film,x", b'2,"bad, really",y']
-    assert request_body(batch, processing(InputFilter="$[0]"), "csv", "a.csv") == b"1\n2"
-    assert request_body(batch, processing(InputFilter="$[1:]"), "csv", "a.csv") == b'great film,x\n"bad, really",y'
+    assert body(batch, processing(InputFilter="$[0]"), "csv", "a.csv") == b"1\n2"
+    assert body(batch, processing(InputFilter="$[1:]"), "csv", "a.csv") == b'great film,x\n"bad, really",y'
 
 
 def test_input_filter_that_misses_names_the_record():
     batch = lines({"review": "good"}, {"text": "bad"})
     with pytest.raises(RecordError, match=r"a.jsonl record 2: InputFilter .* has no 'review'"):
-        request_body(batch, processing(InputFilter="$.review"), "json", "a.jsonl")
+        body(batch, processing(InputFilter="$.review"), "json", "a.jsonl")
+
+
+def test_the_payload_limit_is_on_the_record_as_sent():
+    """Escaped non-ASCII text is longer sent than read: the limit is on what is sent."""
+    record = json.dumps({"review": "\u00e9" * 10}, ensure_ascii=False).encode()  # 20 bytes of text read
+    assert body([record], processing(InputFilter="$.review"), "json", "a.jsonl", limit=62) == \
+        json.dumps("\u00e9" * 10).encode()  # 62 bytes sent
+    with pytest.raises(RecordError, match=r"a.jsonl record 1 is 62 bytes as sent, over MaxPayloadInMB \(61 bytes\)"):
+        body([record], processing(InputFilter="$.review"), "json", "a.jsonl", limit=61)
+
+
+def test_multi_record_packs_by_the_size_sent():
+    records = list(prepare([json.dumps({"r": "a" * 10}).encode()] * 3, processing(InputFilter="$.r"), "json", "w", 100))
+    assert [len(b) for b in batches(records, True, 25)] == [2, 1]  # "aaaaaaaaaa" sent is 12 bytes: 12+1+12 = 25
 
 
 def test_input_filter_on_a_record_that_is_not_json():
     with pytest.raises(RecordError, match="a.jsonl record 1 is not valid JSON"):
-        request_body([b"{oops"], processing(InputFilter="$.review"), "json", "a.jsonl")
+        body([b"{oops"], processing(InputFilter="$.review"), "json", "a.jsonl")
 
 
 # Assembly.output: AssembleWith, JoinSource, OutputFilter
@@ -243,69 +275,69 @@ def test_input_filter_on_a_record_that_is_not_json():
 
 def test_passthrough_adds_a_newline_only_with_assemble_line_and_only_when_missing():
     batch = [b"r1", b"r2"]
-    assert assembly().output(batch, b"a\nb", "text/plain", "w") == b"a\nb\n"
-    assert assembly().output(batch, b"a\nb\n", "text/plain", "w") == b"a\nb\n"
-    assert assembly(line_per_answer=False).output(batch, b"a\nb", "text/plain", "w") == b"a\nb"
+    assert assembly().output(raw(*batch), b"a\nb", "text/plain", "w") == b"a\nb\n"
+    assert assembly().output(raw(*batch), b"a\nb\n", "text/plain", "w") == b"a\nb\n"
+    assert assembly(line_per_answer=False).output(raw(*batch), b"a\nb", "text/plain", "w") == b"a\nb"
 
 
 def test_join_on_json_objects_adds_sagemaker_output():
     batch = lines({"id": 1, "review": "good"}, {"id": 2, "review": "bad"})
-    out = assembly(JoinSource="Input").output(batch, b'{"label":1}\n{"label":0}\n', "application/jsonlines", "w")
+    out = assembly(JoinSource="Input").output(raw(*batch), b'{"label":1}\n{"label":0}\n', "application/jsonlines", "w")
     assert out == b'{"id":1,"review":"good","SageMakerOutput":{"label":1}}\n' \
                   b'{"id":2,"review":"bad","SageMakerOutput":{"label":0}}\n'
 
 
 def test_join_on_json_that_is_not_an_object_wraps_input_and_output():
     batch = lines([1, 2], "text")
-    out = assembly(JoinSource="Input").output(batch, b"0.5\n0.25", "application/jsonlines", "w")
+    out = assembly(JoinSource="Input").output(raw(*batch), b"0.5\n0.25", "application/jsonlines", "w")
     assert out.splitlines() == [b'{"SageMakerInput":[1,2],"SageMakerOutput":0.5}',
                                 b'{"SageMakerInput":"text","SageMakerOutput":0.25}']
 
 
 def test_join_on_csv_appends_the_answer_fields():
-    out = assembly(input_format="csv", JoinSource="Input").output([b"1,good", b'2,"so, so"'], b"0.9\n0.1,x\n",
+    out = assembly(input_format="csv", JoinSource="Input").output(raw(b"1,good", b'2,"so, so"'), b"0.9\n0.1,x\n",
                                                                   "text/csv", "w")
     assert out == b'1,good,0.9\n2,"so, so",0.1,x\n'
 
 
 def test_join_with_assemble_none_writes_the_records_back_to_back():
-    out = assembly(line_per_answer=False, JoinSource="Input").output(lines({"id": 1}), b"1", "application/json", "w")
+    out = assembly(line_per_answer=False, JoinSource="Input").output(raw(*lines({"id": 1})), b"1", "application/json", "w")
     assert out == b'{"id":1,"SageMakerOutput":1}'
 
 
 def test_output_filter_after_join():
     batch = lines({"id": 1, "label": "pos", "review": "good"})
     out = assembly(JoinSource="Input", OutputFilter="$['label','SageMakerOutput']").output(
-        batch, b'{"p":0.9}\n', "application/json", "w")
+        raw(*batch), b'{"p":0.9}\n', "application/json", "w")
     assert json.loads(out) == {"label": "pos", "SageMakerOutput": {"p": 0.9}}
 
 
 def test_output_filter_that_misses_names_the_record():
     with pytest.raises(RecordError, match=r"w record 1: OutputFilter .* has no 'label'"):
-        assembly(JoinSource="Input", OutputFilter="$.label").output(lines({"id": 1}), b"1", "application/json", "w")
+        assembly(JoinSource="Input", OutputFilter="$.label").output(raw(*lines({"id": 1})), b"1", "application/json", "w")
 
 
 def test_answer_line_count_must_match_the_records():
     batch = lines({"id": 1}, {"id": 2}, {"id": 3})
     with pytest.raises(RecordError, match="w: the model answered 2 lines for 3 records; joining or filtering needs "
                                           "one answer line per record"):
-        assembly(JoinSource="Input").output(batch, b"1\n\n2\n", "application/jsonlines", "w")
+        assembly(JoinSource="Input").output(raw(*batch), b"1\n\n2\n", "application/jsonlines", "w")
 
 
 def test_a_non_json_answer_line_declared_json_fails_the_join():
     batch = lines({"id": 1}, {"id": 2})
     with pytest.raises(RecordError, match="w record 2's answer is not valid JSON"):
-        assembly(JoinSource="Input").output(batch, b"1\npositive\n", "application/jsonlines", "w")
+        assembly(JoinSource="Input").output(raw(*batch), b"1\npositive\n", "application/jsonlines", "w")
 
 
 def test_an_answer_of_another_type_is_joined_as_text():
-    out = assembly(JoinSource="Input").output(lines({"id": 1}), b"positive\n", "text/plain", "w")
+    out = assembly(JoinSource="Input").output(raw(*lines({"id": 1})), b"positive\n", "text/plain", "w")
     assert json.loads(out) == {"id": 1, "SageMakerOutput": "positive"}
 
 
 def test_output_filter_without_join_needs_a_json_or_csv_answer():
     with pytest.raises(RecordError, match="OutputFilter needs an answer in JSON or CSV"):
-        assembly(OutputFilter="$.label").output(lines({"id": 1}), b"positive", "text/plain", "w")
+        assembly(OutputFilter="$.label").output(raw(*lines({"id": 1})), b"positive", "text/plain", "w")
 
 
 # spec.parse_request: CreateTransformJob's checks

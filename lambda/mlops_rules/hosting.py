@@ -16,8 +16,15 @@ def model_name(endpoint: str, version: int) -> str:
     return f"{endpoint}-v{version}"
 
 
+def transform_model_name(endpoint: str, version: int) -> str:
+    """``<endpoint>-v<version>-transform``: the Model ``sentiment-mlops transform`` makes for a
+    version. Not the endpoint's: that one runs as the endpoint's role, which may not write a
+    transform's output; this one runs as the pipeline's role, which may."""
+    return f"{model_name(endpoint, version)}-transform"
+
+
 def made_for(endpoint: str, name: str) -> bool:
-    """Whether a Model or endpoint config of this name is one the deploy function makes for
-    ``endpoint`` (what a teardown may delete)."""
-    # model_name's shape, then (for an endpoint config) the variant hash's eight hex digits
-    return re.fullmatch(rf"{re.escape(endpoint)}-v\d+(-[0-9a-f]{{8}})?", name) is not None
+    """Whether a Model or endpoint config of this name is one the project makes for ``endpoint``
+    (the deploy function, or ``transform``): what a teardown may delete."""
+    # model_name's shape, then the variant hash's eight hex digits (an endpoint config) or -transform
+    return re.fullmatch(rf"{re.escape(endpoint)}-v\d+(-[0-9a-f]{{8}}|-transform)?", name) is not None

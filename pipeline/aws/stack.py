@@ -41,7 +41,9 @@ def stack_parameters(settings: Settings) -> dict[str, str]:
     from pipeline.definition import resolve_images
 
     images = resolve_images(settings)
-    jobs = sorted({image_repository_arn(images.training), image_repository_arn(images.processing)})
+    # The test set's transform runs the inference image under the pipeline role too.
+    jobs = sorted({image_repository_arn(images.training), image_repository_arn(images.processing),
+                   image_repository_arn(images.inference)})
     return {"EndpointName": settings.endpoint_name, "ModelPackageGroupName": settings.model_package_group,
             "PipelineName": settings.pipeline_name, "ArtifactPrefix": settings.prefix,
             "EndpointInstanceType": settings.endpoint_instance_type,

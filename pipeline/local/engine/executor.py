@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 import shutil
 import sqlite3
 import time
@@ -159,7 +160,10 @@ def _training(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict
 
 
 def _transform(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict[str, Any]:
-    return run_transform_job(arguments, job_name=run.job_name(node.name), job_dir=run.jobs_dir / node.name,
+    """A transform job's name must be new in the account (a retried step's attempt too), so each
+    attempt's name ends in a random part, as SageMaker's own names for a pipeline's jobs do."""
+    name = f"{run.job_name(node.name)[:54]}-{secrets.token_hex(4)}"
+    return run_transform_job(arguments, job_name=name, job_dir=run.jobs_dir / node.name,
                              home=run.store.root.parent, log_path=log_path, watch=_watch(run, node))
 
 

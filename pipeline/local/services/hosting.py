@@ -262,17 +262,18 @@ class LocalHosting:
         return endpoint_log(self.home, endpoint)
 
     def _model_dir(self, model_name: str) -> Path:
-        """The model's artifact, unpacked once into a folder named by the archive's sha256 (so a
-        folder left from another state database is never taken for this model)."""
+        """The model's artifact, unpacked once into a folder named by the archive's sha256 alone:
+        a folder left from another state database is never taken for another artifact, and the
+        Models of one artifact (the endpoint's, a transform's, each pipeline run's) share it."""
         model = self.models.get(model_name)
         if model is None:
             raise RuntimeError(f"model {model_name} is not in the local state; approve the version again")
         archive = self.store.path(model.artifact_uri)
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
-        target = self.folder / "models" / f"{model_name}-{digest}"
+        target = self.folder / "models" / digest
         if not target.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=f".{model_name}-", dir=target.parent))
+            scratch = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=target.parent))
             try:
                 unpack_model_archive(archive, scratch)
                 scratch.rename(target)

@@ -87,17 +87,16 @@ class LocalTransforms:
         return {"TransformJobArn": arn}
 
     def _run(self, spec: TransformSpec) -> None:
+        """The job to its end, recorded; the model server it starts is stopped whatever happens."""
+        server_pid: int | None = None
         try:
-            server_pid, url = self.hosting.start_model_server(spec.model_name, transform_log(self.home, spec.name),
-                                                              spec.environment)
-        except RuntimeError as error:
-            self._finish(spec.name, "Failed", f"AlgorithmError: the model's server did not start: {error}")
-            return
-        except BaseException:
-            self._finish(spec.name, "Failed", "the job was interrupted while its model server started")
-            raise
-        self._set(spec.name, server_pid=server_pid)
-        try:
+            try:
+                server_pid, url = self.hosting.start_model_server(
+                    spec.model_name, transform_log(self.home, spec.name), spec.environment)
+            except RuntimeError as error:
+                self._finish(spec.name, "Failed", f"AlgorithmError: the model's server did not start: {error}")
+                return
+            self._set(spec.name, server_pid=server_pid)
             resolved = resolve(spec, execution_parameters(url))
             log.info("transform job %s: %s, %d MB a request, %d at once", spec.name, resolved.batch_strategy,
                      resolved.max_payload_bytes // (1024 * 1024), resolved.max_concurrent)
@@ -106,6 +105,9 @@ class LocalTransforms:
             self._finish(spec.name, "Stopped", None)
         except TransformFailed as error:
             self._finish(spec.name, "Failed", str(error))
+        except Exception as error:  # the job's own fault, not the data's: one line, the traceback in the log
+            log.exception("transform job %s failed", spec.name)
+            self._finish(spec.name, "Failed", f"InternalServerError: {type(error).__name__}: {error}".splitlines()[0])
         except BaseException:
             self._finish(spec.name, "Failed", "the job was interrupted (Ctrl-C or a signal)")
             raise

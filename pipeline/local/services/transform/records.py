@@ -16,8 +16,8 @@ What SageMaker documents, and these functions do:
   writes the answers as they came.
 
 Joining needs one answer per record: with ``MultiRecord``, the model's answer must have as many
-lines as the request had records (the model server's ``application/jsonlines`` and ``text/csv``
-answers do).
+lines as the request had records (the model server's ``application/jsonlines`` answer does; a
+CSV answer, for a model that gives one, would too).
 """
 from __future__ import annotations
 
@@ -91,16 +91,45 @@ def read_records(stream: IO[bytes], split_lines: bool, max_record_bytes: int, wh
             yield record
 
 
-def batches(records: Iterable[bytes], multi_record: bool, max_payload_bytes: int) -> Iterator[list[bytes]]:
-    """Records packed into requests: one each, or as many as fit in ``max_payload_bytes`` with
-    the line breaks between them."""
-    batch: list[bytes] = []
+@dataclass(frozen=True)
+class Prepared:
+    """One record as read (what a join joins) and as sent (after ``InputFilter``)."""
+
+    raw: bytes
+    sent: bytes
+
+
+def prepare(records: Iterable[bytes], processing: DataProcessing, fmt: str | None, where: str,
+            max_record_bytes: int) -> Iterator[Prepared]:
+    """Each record with what a request carries of it; a record that, filtered, is longer than the
+    payload limit fails here, since the limit is on what is sent."""
+    for number, record in enumerate(records, 1):
+        sent = record if processing.input_filter.is_identity else _filtered(record, processing, fmt,
+                                                                            f"{where} record {number}")
+        if len(sent) > max_record_bytes:
+            raise RecordError(f"{where} record {number} is {len(sent):,} bytes as sent, over MaxPayloadInMB "
+                              f"({max_record_bytes:,} bytes): shorten the record or raise MaxPayloadInMB")
+        yield Prepared(record, sent)
+
+
+def _filtered(record: bytes, processing: DataProcessing, fmt: str | None, what: str) -> bytes:
+    assert fmt is not None  # the job refuses a filter on a type it cannot read
+    try:
+        return dump_record(processing.input_filter.apply(parse_record(record, fmt, what)), fmt, what)
+    except JsonPathError as error:
+        raise RecordError(f"{what}: InputFilter {error}") from None
+
+
+def batches(records: Iterable[Prepared], multi_record: bool, max_payload_bytes: int) -> Iterator[list[Prepared]]:
+    """Records packed into requests: one each, or as many as fit in ``max_payload_bytes`` (what
+    is sent, with the line breaks between them)."""
+    batch: list[Prepared] = []
     size = 0
     for record in records:
-        added = len(record) + (1 if batch else 0)
+        added = len(record.sent) + (1 if batch else 0)
         if batch and (not multi_record or size + added > max_payload_bytes):
             yield batch
-            batch, size, added = [], 0, len(record)
+            batch, size, added = [], 0, len(record.sent)
         batch.append(record)
         size += added
     if batch:
@@ -131,19 +160,9 @@ def dump_record(value: Any, fmt: str, what: str) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def request_body(batch: list[bytes], processing: DataProcessing, fmt: str | None, where: str) -> bytes:
-    """What one request sends: the records one a line, each through ``InputFilter``."""
-    if processing.input_filter.is_identity:
-        return b"\n".join(batch)
-    assert fmt is not None  # the job refuses a filter on a type it cannot read
-    sent = []
-    for number, record in enumerate(batch, 1):
-        what = f"{where} record {number}"
-        try:
-            sent.append(dump_record(processing.input_filter.apply(parse_record(record, fmt, what)), fmt, what))
-        except JsonPathError as error:
-            raise RecordError(f"{what}: InputFilter {error}") from None
-    return b"\n".join(sent)
+def request_body(batch: list[Prepared]) -> bytes:
+    """What one request sends: the records as sent, one a line."""
+    return b"\n".join(record.sent for record in batch)
 
 
 @dataclass(frozen=True)
@@ -155,16 +174,16 @@ class Assembly:
     processing: DataProcessing
     input_format: str | None
 
-    def output(self, batch: list[bytes], answer: bytes, answer_type: str | None, where: str) -> bytes:
+    def output(self, batch: list[Prepared], answer: bytes, answer_type: str | None, where: str) -> bytes:
         """The bytes one request's answer adds to the output object."""
         if self.processing.passthrough:
             return answer + b"\n" if self.line_per_answer and not answer.endswith(b"\n") else answer
         lines = [answer] if len(batch) == 1 else [line for line in answer.split(b"\n") if line.strip()]
         if len(lines) != len(batch):
             raise RecordError(f"{where}: the model answered {len(lines)} lines for {len(batch)} records; joining or "
-                              "filtering needs one answer line per record (Accept application/jsonlines or text/csv)")
+                              "filtering needs one answer line per record (Accept application/jsonlines)")
         answer_format = record_format(answer_type)
-        written = [self._one(record, line, answer_format, f"{where} record {number}")
+        written = [self._one(record.raw, line, answer_format, f"{where} record {number}")
                    for number, (record, line) in enumerate(zip(batch, lines, strict=True), 1)]
         separator = b"\n" if self.line_per_answer else b""
         return b"".join(line + separator for line in written)

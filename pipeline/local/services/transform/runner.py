@@ -26,7 +26,15 @@ from typing import IO, cast
 import urllib3
 
 from evaluation.outputs import TRANSFORM_OUTPUT_SUFFIX as OUTPUT_SUFFIX
-from pipeline.local.services.transform.records import Assembly, RecordError, batches, read_records, request_body
+from pipeline.local.services.transform.records import (
+    Assembly,
+    Prepared,
+    RecordError,
+    batches,
+    prepare,
+    read_records,
+    request_body,
+)
 from pipeline.local.services.transform.spec import Resolved, TransformSpec
 from pipeline.local.state.store import ArtifactStore, StoreError, landing_path, split_uri
 
@@ -66,6 +74,10 @@ class ModelClient:
     def __init__(self, url: str, spec: TransformSpec, connections: int) -> None:
         self.url = url.rstrip("/") + "/invocations"
         self.headers = {k: v for k, v in (("Content-Type", spec.content_type), ("Accept", spec.accept)) if v}
+        # A connection per request: the model server's workers each listen on their own socket
+        # and the kernel deals connections (not requests) among them, so kept-alive connections
+        # can leave a worker idle for the whole job; a new one is dealt afresh each time.
+        self.headers["Connection"] = "close"
         self.timeout = urllib3.Timeout(connect=10.0, read=float(spec.invocation_timeout_s))
         self.retries = spec.invocation_retries
         self.pool = urllib3.PoolManager(maxsize=connections, block=True, retries=False)
@@ -109,15 +121,14 @@ def output_uri(spec: TransformSpec, key: str, bucket: str) -> str:
 def run_transform(spec: TransformSpec, resolved: Resolved, store: ArtifactStore, server_url: str,
                   on_progress: Callable[[Progress], None] = lambda p: None,
                   should_stop: Callable[[], bool] = lambda: False) -> Progress:
-    """Transform every input object; TransformFailed or TransformStopped if it does not finish."""
+    """Transform every input object; TransformFailed or TransformStopped if it does not finish.
+
+    As on SageMaker, an object that fails does not stop the others: every object is tried, those
+    that succeed get their output, and the job then fails with the first failure's reason. A stop,
+    an interrupt or an error of the job itself ends it at once, leaving in-flight requests behind
+    (their answers are not waited for: the caller stops the server)."""
     bucket = split_uri(spec.input_uri)[0]
-    try:
-        keys = store.keys(spec.input_uri)
-    except StoreError as error:
-        raise TransformFailed(f"ClientError: cannot read the input {spec.input_uri}: {error}") from None
-    if not keys:
-        raise TransformFailed(f"ClientError: no object under {spec.input_uri}: put the data there, or give the "
-                              "prefix of data that is there")
+    keys = _input_keys(spec, store)
     outputs = [output_uri(spec, key, bucket) for key in keys]
     for target in outputs:
         try:
@@ -129,22 +140,49 @@ def run_transform(spec: TransformSpec, resolved: Resolved, store: ArtifactStore,
     on_progress(progress)
     client = ModelClient(server_url, spec, resolved.max_concurrent)
     assembly = Assembly(spec.line_per_answer, spec.processing, spec.input_format)
+    pool = ThreadPoolExecutor(resolved.max_concurrent, thread_name_prefix=f"transform-{spec.name}")
+    failures: list[str] = []
     try:
-        with ThreadPoolExecutor(resolved.max_concurrent, thread_name_prefix=f"transform-{spec.name}") as pool:
-            for key, target in zip(keys, outputs, strict=True):
-                _transform_object(f"s3://{bucket}/{key}", target, spec, resolved, store, client, assembly, pool,
-                                  progress, on_progress, should_stop)
-                progress.objects_done += 1
-                on_progress(progress)
+        for key, target in zip(keys, outputs, strict=True):
+            source, read_before = f"s3://{bucket}/{key}", progress.bytes_done
+            try:
+                _transform_object(source, target, spec, resolved, store, client, assembly, pool, progress,
+                                  on_progress, should_stop)
+            except TransformFailed as failure:
+                failures.append(str(failure))
+                log.warning("transform job %s: %s", spec.name, failure)
+            progress.objects_done += 1
+            progress.bytes_done = read_before + store.path(source).stat().st_size
+            on_progress(progress)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
         client.close()
+    if failures:
+        more = f" ({len(failures)} of {len(keys)} input files failed)" if len(keys) > 1 else ""
+        raise TransformFailed(failures[0] + more)
     return progress
+
+
+def _input_keys(spec: TransformSpec, store: ArtifactStore) -> list[str]:
+    try:
+        keys = store.keys(spec.input_uri)
+    except StoreError as error:
+        raise TransformFailed(f"ClientError: cannot read the input {spec.input_uri}: {error}") from None
+    if not keys:
+        raise TransformFailed(f"ClientError: no object under {spec.input_uri}: put the data there, or give the "
+                              "prefix of data that is there")
+    return keys
 
 
 def _transform_object(source: str, target: str, spec: TransformSpec, resolved: Resolved, store: ArtifactStore,
                       client: ModelClient, assembly: Assembly, pool: ThreadPoolExecutor, progress: Progress,
                       on_progress: Callable[[Progress], None], should_stop: Callable[[], bool]) -> None:
-    window: deque[tuple[list[bytes], str, Future[Answer]]] = deque()
+    """One object to its output, whole or not at all; TransformFailed with the reason."""
+    window: deque[tuple[list[Prepared], str, Future[Answer]]] = deque()
     path, read_before = store.path(source), progress.bytes_done
     try:
         with ExitStack() as stack:
@@ -159,17 +197,17 @@ def _transform_object(source: str, target: str, spec: TransformSpec, resolved: R
                     raise TransformStopped()
                 where = f"{source} record {first}" if len(batch) == 1 else f"{source} records {first}-{first + len(batch) - 1}"
                 first += len(batch)
-                body = request_body(batch, spec.processing, spec.input_format, source)
-                window.append((batch, where, pool.submit(client.invoke, body, where)))
+                window.append((batch, where, pool.submit(client.invoke, request_body(batch), where)))
                 if len(window) >= 2 * resolved.max_concurrent:
-                    _write_oldest(window, assembly, out, progress)
+                    _write_oldest(window, assembly, out, progress, target)
                     progress.bytes_done = read_before + raw.tell()
                     on_progress(progress)
             while window:
-                _write_oldest(window, assembly, out, progress)
-            progress.bytes_done = read_before + path.stat().st_size
+                _write_oldest(window, assembly, out, progress, target)
     except RecordError as error:
         raise TransformFailed(f"ClientError: {error}") from None
+    except StoreError as error:  # the output's key is a folder in the store, say
+        raise TransformFailed(f"ClientError: cannot write {target}: {error}") from None
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise TransformFailed(f"ClientError: cannot read {source}"
                               f"{' as gzip' if spec.gzip else ''}: {error}") from None
@@ -178,13 +216,18 @@ def _transform_object(source: str, target: str, spec: TransformSpec, resolved: R
             future.cancel()
 
 
-def _batches(stream: IO[bytes], spec: TransformSpec, resolved: Resolved, source: str) -> Iterator[list[bytes]]:
+def _batches(stream: IO[bytes], spec: TransformSpec, resolved: Resolved, source: str) -> Iterator[list[Prepared]]:
     records = read_records(stream, spec.split_lines, resolved.max_payload_bytes, source)
-    return batches(records, resolved.batch_strategy == "MultiRecord", resolved.max_payload_bytes)
+    prepared = prepare(records, spec.processing, spec.input_format, source, resolved.max_payload_bytes)
+    return batches(prepared, resolved.batch_strategy == "MultiRecord", resolved.max_payload_bytes)
 
 
-def _write_oldest(window: deque, assembly: Assembly, out: IO[bytes], progress: Progress) -> None:
+def _write_oldest(window: deque, assembly: Assembly, out: IO[bytes], progress: Progress, target: str) -> None:
     batch, where, future = window.popleft()
     answer = future.result()
-    out.write(assembly.output(batch, answer.body, answer.content_type, where))
+    data = assembly.output(batch, answer.body, answer.content_type, where)
+    try:
+        out.write(data)
+    except OSError as error:  # a full disk, say: not the input's fault
+        raise TransformFailed(f"InternalServerError: cannot write {target}: {error}") from None
     progress.records += len(batch)
