@@ -68,8 +68,8 @@ import urllib3  # noqa: E402
 
 from pipeline.local.processes import stop_process_group  # noqa: E402
 from pipeline.local.services.hosting import LocalHosting  # noqa: E402
+from pipeline.local.services.transform import records  # noqa: E402
 from pipeline.local.services.transform.jobs import LocalTransforms  # noqa: E402
-from pipeline.local.services.transform.records import batches  # noqa: E402
 from pipeline.local.services.transform.runner import Progress  # noqa: E402
 from pipeline.local.state.db import open_state  # noqa: E402
 from pipeline.local.state.registry import ModelRegistry  # noqa: E402
@@ -110,11 +110,12 @@ def stage(store: ArtifactStore, uri: str, lines: list[bytes]) -> None:
             out.write(line + b"\n")
 
 
-def request_bodies(texts: list[str], max_payload_bytes: int) -> list[bytes]:
-    """The bodies the job sends: each text as InputFilter ``$.text`` leaves it (a JSON string,
-    ASCII-escaped), packed as MultiRecord packs them."""
-    records = [json.dumps(text).encode("ascii") for text in texts]
-    return [b"\n".join(batch) for batch in batches(records, True, max_payload_bytes)]
+def request_bodies(lines: list[bytes], max_payload_bytes: int) -> list[bytes]:
+    """The bodies the job sends: each record through InputFilter ``$.text`` and packed as
+    MultiRecord packs them, by the job's own functions."""
+    processing = records.DataProcessing.parse({"InputFilter": "$.text"})
+    prepared = records.prepare(lines, processing, "json", "the test reviews", max_payload_bytes)
+    return [records.request_body(batch) for batch in records.batches(prepared, True, max_payload_bytes)]
 
 
 # --- 1. the ceiling: the artifact's handlers in as many processes as the server has workers -----------
@@ -391,7 +392,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def prepare(args: argparse.Namespace) -> Bench:
-    """The version (the newest by default), its Model (made as the deploy function makes it), the
+    """The version (the newest by default), its Model for transforms (made as `transform` makes it), the
     settings its server will read, and the reviews."""
     settings = Settings(home=args.home)
     conn = open_state(settings.home)
@@ -410,7 +411,7 @@ def prepare(args: argparse.Namespace) -> Bench:
 
 
 def measure_ceiling(bench: Bench, max_payload_mb: int) -> tuple[float, Ceiling]:
-    bodies = request_bodies(bench.texts, max_payload_mb * MEGABYTE)
+    bodies = request_bodies(bench.lines, max_payload_mb * MEGABYTE)
     server = bench.server
     print(f"{len(bench.texts)} IMDb test reviews, version {bench.version} ({bench.model}); {server.workers} workers x "
           f"{server.threads_per_worker()} torch thread(s); {len(bodies)} requests of up to {max_payload_mb} MB "
@@ -464,8 +465,8 @@ def measure_transform(bench: Bench, max_payload_mb: int, input_prefix: str, outp
           f"they used while it ran: {' + '.join(f'{used:.1f}' for used in sampler.cpu_used())}")
     workers = sampler.cpu_used()[1:]  # the supervisor is the first process seen
     if len(workers) > 1 and min(workers) < UNEVEN * max(workers):
-        print("  the workers' CPU time is uneven: the job's connections (one per worker, kept alive) landed on fewer "
-              "workers than there are; the kernel spreads connections, not requests, across them (SO_REUSEPORT)")
+        print("  the workers' CPU time is uneven: the job's requests (a new connection each) landed on fewer workers "
+              "than there are more often than not; the kernel deals connections to the workers' sockets at random")
     print(f"  this process: {megabytes(before_kb):,.0f} MB resident before the job, peak {megabytes(own_peak_kb):,.0f} "
           f"MB during it (+{megabytes(own_peak_kb - before_kb):,.0f} MB)")
     found = baselines.ceiling
