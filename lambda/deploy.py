@@ -16,8 +16,15 @@ Every step checks before it creates, so a repeated delivery (EventBridge deliver
 once) changes nothing. The package's status is read again before acting, so a late or retried
 event for a version rejected since deploys nothing. Approving an older version deploys it:
 approval is the rollback path.
-An event this handler should not act on (another group, a rejection, a malformed event) is
-answered ``ignored`` with the reason and is not raised, since a retry could not change it.
+An event this handler should not act on (another group, a malformed event, a rejection of a
+version that does not serve) is answered ``ignored`` with the reason and is not raised, since a
+retry could not change it.
+
+Rejecting the version that serves takes it back: the endpoint is updated to the newest other
+Approved version (the latest approval, by the package's ``LastModifiedTime``; the higher version
+for a tie), as an approval given at the moment of the rejection, so that the tags order it after
+the rejected one. With no other Approved version, the endpoint is deleted: nothing serves rather
+than a rejected model (the CLI and the page ask for confirmation before such a rejection).
 
 The newest approval ends up serving. An endpoint update takes 5 to 15 minutes, far longer than
 Lambda's two asynchronous retries (about 1 and 2 minutes), and approving a version that is
@@ -325,6 +332,47 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any
             "created_model": created_model, "created_endpoint_config": created_config}
 
 
+def _newest_other_approved(sagemaker, config: DeployConfig, rejected_arn: str) -> Approval | None:
+    """The group's Approved version approved last (not ``rejected_arn``), or None."""
+    found: list[Approval] = []
+    request: dict[str, Any] = {"ModelPackageGroupName": config.model_package_group, "ModelApprovalStatus": "Approved",
+                               "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100}
+    while True:
+        page = sagemaker.list_model_packages(**request)
+        for summary in page.get("ModelPackageSummaryList", []):
+            arn = summary["ModelPackageArn"]
+            package = sagemaker.describe_model_package(ModelPackageName=arn)
+            changed, version = package.get("LastModifiedTime"), package_version(arn)
+            if arn != rejected_arn and package.get("ModelApprovalStatus") == "Approved" and version is not None \
+                    and isinstance(changed, datetime):
+                found.append(Approval(arn, config.model_package_group, version, "Approved", changed))
+        if not page.get("NextToken"):
+            break
+        request["NextToken"] = page["NextToken"]
+    return max(found, key=lambda a: a.order) if found else None
+
+
+def take_back(rejection: Approval, config: DeployConfig, sagemaker) -> dict[str, Any]:
+    """A rejected version that serves is replaced by the newest other Approved one (deployed as
+    if approved at the rejection's time), or, with none, the endpoint is deleted."""
+    current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
+    _, serving = _followed_approval(sagemaker, current) if current is not None else (None, None)
+    if current is None or serving != rejection.package_arn:
+        return {"status": "ignored", "reason": f"version {rejection.version} was rejected, but the endpoint "
+                                               f"{config.endpoint_name} does not serve it: nothing to take back"}
+    if current.get("EndpointStatus") in BUSY_STATUSES:
+        raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; taking back version "
+                           f"{rejection.version} waits until it settles")
+    fallback = _newest_other_approved(sagemaker, config, rejection.package_arn)
+    if fallback is None:
+        sagemaker.delete_endpoint(EndpointName=config.endpoint_name)
+        return {"status": "stopped", "endpoint": config.endpoint_name, "version": rejection.version,
+                "reason": f"version {rejection.version} was rejected and no other version is Approved: endpoint "
+                          f"{config.endpoint_name} was deleted; approve a version to serve again"}
+    result = deploy(replace(fallback, time=rejection.time), config, sagemaker)
+    return {**result, "rolled_back_from": rejection.version}
+
+
 def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None = None,
            attempt: int = 1) -> dict[str, Any]:
     """The handler's decision, with its dependencies given (what the tests and the local runtime
@@ -337,15 +385,18 @@ def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None 
     if approval.group != config.model_package_group:
         return {"status": "ignored", "reason": f"model package group {approval.group!r} is not "
                                                f"{config.model_package_group!r}"}
-    if approval.status != "Approved":
+    if approval.status not in ("Approved", "Rejected"):
         return {"status": "ignored", "reason": f"version {approval.version} is {approval.status}, not Approved"}
     # The event may be old (a retry, a late delivery): act on the package's status now.
     package = sagemaker.describe_model_package(ModelPackageName=approval.package_arn)
     now = package.get("ModelApprovalStatus")
-    if now != "Approved":
-        return {"status": "ignored", "reason": f"version {approval.version} was approved, but is {now} now"}
+    if now != approval.status:
+        verb = "approved" if approval.status == "Approved" else "rejected"
+        return {"status": "ignored", "reason": f"version {approval.version} was {verb}, but is {now} now"}
     approval = _at_package_time(approval, package)
     try:
+        if approval.status == "Rejected":
+            return take_back(approval, config, sagemaker)
         return deploy(approval, config, sagemaker)
     except EndpointBusy as busy:
         if requeue is None or attempt >= MAX_ATTEMPTS:

@@ -58,3 +58,16 @@ def version_summary(version: ModelVersion, report: Mapping[str, Any] | None) -> 
             "approval_description": version.approval_description,
             "accuracy": report_accuracy(report), "accuracy_by_dataset": report_accuracy_by_dataset(report),
             "customer_metadata_properties": dict(version.customer_metadata_properties)}
+
+
+def stop_serving_problem(store: RegistryStore, version: int, verb: str) -> str | None:
+    """Why a decision needs the approver to confirm that serving stops, or None: rejecting the
+    only Approved version leaves the deploy function nothing to roll back to, so it deletes the
+    endpoint that serves it (lambda/deploy.py take_back)."""
+    if verb != "reject":
+        return None
+    approved = [v.version for v in store.versions("Approved")]
+    if approved != [version]:
+        return None
+    return (f"version {version} is the only Approved version: rejecting it stops the endpoint that serves it, and "
+            "nothing serves until a version is approved")

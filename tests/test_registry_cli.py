@@ -74,10 +74,10 @@ def test_a_deployment_that_fails_keeps_the_approval_and_the_event(home, capsys):
     assert code == 2 and "stays pending" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_rejection_is_delivered_and_ignored(home, capsys):
+def test_a_rejection_of_a_version_that_does_not_serve_is_delivered_and_ignored(home, capsys):
     code, out, _ = _run(capsys, "--home", str(home), "registry", "reject", "1", "--json")
     (delivered,) = json.loads(out)["deployment"]
-    assert code == 0 and delivered["status"] == "ignored" and "Rejected, not Approved" in delivered["reason"]
+    assert code == 0 and delivered["status"] == "ignored" and "does not serve it" in delivered["reason"]
     assert list((home / "events").glob("*.json")) == [] and len(list((home / "events" / "delivered").iterdir())) == 1
 
 
@@ -95,13 +95,15 @@ def test_unknown_version_is_one_line_and_exit_2(home, capsys):
 def test_events_keep_their_order_and_a_stale_approval_deploys_nothing(home, capsys):
     """Approve then reject before delivery: the approval event is read against the package's
     status now (Rejected), so nothing is deployed; both events are delivered, in order."""
-    for verb in ("approve", "reject"):
-        assert _run(capsys, "--home", str(home), "registry", verb, "2", "--no-deploy")[0] == 0
+    assert _run(capsys, "--home", str(home), "registry", "approve", "2", "--no-deploy")[0] == 0
+    # the only Approved version: rejecting it needs the confirmation that serving stops
+    assert _run(capsys, "--home", str(home), "registry", "reject", "2", "--no-deploy")[0] == 2
+    assert _run(capsys, "--home", str(home), "registry", "reject", "2", "--no-deploy", "--stop-serving")[0] == 0
     code, out, _ = _run(capsys, "--home", str(home), "events", "deliver", "--json")
     delivered = json.loads(out)
     assert code == 0 and [d["status"] for d in delivered] == ["ignored", "ignored"]
     assert "was approved, but is Rejected now" in delivered[0]["reason"]
-    assert "is Rejected, not Approved" in delivered[1]["reason"]
+    assert "does not serve it" in delivered[1]["reason"]
 
 
 def test_a_locked_state_database_is_one_line_naming_the_file(home, capsys, monkeypatch):

@@ -265,6 +265,18 @@ def test_a_second_approval_is_a_clear_answer_with_no_event(site, home):
     assert _state(home) == before
 
 
+def test_rejecting_the_only_approved_version_asks_to_confirm_that_serving_stops(site, home):
+    """Version 1 is the only Approved one: without the "stop serving" box the page refuses (409)
+    and nothing changes (the box itself: the CLI's --stop-serving test, tests/test_local_hosting.py)."""
+    token, before = _token(site, 1), _state(home)
+    status, _, body = _request(site, "POST", "/registry/versions/1/decision",
+                               _form(csrf_token=token, action="reject", comment="no"), {**FORM, "Origin": site.url})
+    assert status == 409 and b"the only Approved version" in body and b"stop serving" in body
+    assert _state(home) == before
+    page = _request(site, "GET", "/registry/versions/1")[2]
+    assert b'name="stop_serving" value="yes"' in page
+
+
 # --- in a browser -----------------------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -365,7 +377,7 @@ def test_list_version_compare_approve_then_the_new_version_serves(browser, site,
     assert (2, "Approved", "fewer mistakes on the reviews that matter") in after[0]
 
 
-def test_a_rejection_is_recorded_and_says_it_does_not_undeploy(browser, site, home, screens):
+def test_rejecting_the_version_that_serves_puts_the_previous_one_back(browser, site, home, screens):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{site.url}/registry/versions/2")
@@ -373,8 +385,10 @@ def test_a_rejection_is_recorded_and_says_it_does_not_undeploy(browser, site, ho
     browser.find_element(By.ID, "reject").click()
     _wait(browser).until(lambda driver: driver.find_elements(By.ID, "now-serving"))
     assert browser.find_element(By.ID, "outcome-title").text == "Version 2 is Rejected"
-    assert "Rejected, not Approved" in browser.find_element(By.ID, "deployment-outcome").text
-    assert "Rejecting does not take a version off the endpoint" in browser.find_element(By.TAG_NAME, "main").text
+    assert "Version 2 was taken off endpoint" in browser.find_element(By.ID, "deployment-outcome").text
+    assert "it now runs version 1, the newest other approved version" in browser.find_element(
+        By.ID, "deployment-outcome").text
+    assert "serves version 1 (InService)" in browser.find_element(By.ID, "now-serving").text
     _screenshot(browser, screens, "5-rejected")
 
 

@@ -295,9 +295,10 @@ def test_an_approval_deploys_and_the_serving_version_is_found(deployable):
     assert (now.version, now.status) == (2, "InService") and now.in_service
     assert [v.serving for v in listed.versions] == [True, False]  # newest first: version 2 serves
     rejected = decisions.decide(_settings(deployable), 2, "reject", "second thoughts")
-    assert rejected.outcome is not None and rejected.outcome["status"] == "ignored"
+    # the only Approved version: taking it back leaves nothing to serve (the CLI and the page confirm first)
+    assert rejected.outcome is not None and rejected.outcome["status"] == "stopped"
     with evidence.reading(_settings(deployable)) as found:
-        assert versions.serving(found).version == 2  # rejecting does not undeploy, as on AWS
+        assert versions.serving(found).version is None and not versions.serving(found).in_service
 
 
 @pytest.mark.server

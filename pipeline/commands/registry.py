@@ -13,7 +13,7 @@ from typing import Any
 from mlops_rules.approvals import APPROVAL_STATUSES, VERBS
 from pipeline.commands.common import Reply, deployment_line
 from pipeline.errors import CommandError
-from pipeline.registries import RegistryStore, version_summary
+from pipeline.registries import RegistryStore, stop_serving_problem, version_summary
 from pipeline.settings import Settings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -45,13 +45,16 @@ def show_version(store: RegistryStore, version: int) -> dict[str, Any]:
 
 
 def set_status(store: RegistryStore, version: int, verb: str, comment: str | None,
-               deliver: bool = True) -> dict[str, Any]:
+               deliver: bool = True, stop_serving: bool = False) -> dict[str, Any]:
     """Approve or reject. On SageMaker, EventBridge takes the event from there. Locally the
     decision takes the path the registry page's takes too (``pipeline.review.decisions.decide``):
     the event is recorded and (unless ``deliver`` is False) handed to the deploy handler at once;
     a deployment that fails leaves the approval in place and says why in ``deployment_error``."""
     from pipeline.review.decisions import check_comment
 
+    problem = stop_serving_problem(store, version, verb)
+    if problem and not stop_serving:
+        raise CommandError(f"{problem}; add --stop-serving to reject it anyway")
     decided = store.decide(version, verb, check_comment(comment), deliver=deliver)
     return {**version_summary(decided.version, store.report(decided.version)), **decided.extras}
 
@@ -90,6 +93,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         action.add_argument("--no-deploy", action="store_true",
                             help="locally: keep the approval event pending instead of deploying at once "
                                  "(`events deliver` delivers it later)")
+        if verb == "reject":
+            action.add_argument("--stop-serving", action="store_true",
+                                help="confirm rejecting the only Approved version, which stops the endpoint")
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=command_set_status)
     comparing = actions.add_parser("compare", help="champion against challenger: metric deltas and the test reviews "
@@ -110,7 +116,7 @@ def command_show(args: argparse.Namespace, settings: Settings) -> Reply:
 
 def command_set_status(args: argparse.Namespace, settings: Settings) -> Reply:
     result = set_status(registry_store(settings, args.backend), args.version, args.action, args.comment,
-                        deliver=not args.no_deploy)
+                        deliver=not args.no_deploy, stop_serving=getattr(args, "stop_serving", False))
     # exit 1 when the approval is recorded but its deployment is not done
     return Reply(result, _print_version, 1 if isinstance(result, dict) and result.get("deployment_error") else 0)
 

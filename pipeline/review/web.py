@@ -298,9 +298,19 @@ class RegistryPages:
         if len(actions) != 1 or actions[0] not in VERBS or len(comments) != 1:
             return self._page(400, "error.html", title="Cannot do that",
                               message=f"choose one of: {', '.join(VERBS)}")
+        problem = await self._blocking(self._stop_serving_problem, version, actions[0])
+        if problem and fields.get("stop_serving") != ["yes"]:
+            return self._page(409, "error.html", title="Confirm first",
+                              message=f"{problem}: tick \"stop serving\" on the version's page to reject it anyway")
         made = await self._blocking(decide, self.settings, version, actions[0], comments[0])
         now = await self._blocking(self._read, versions.serving)
         return self._page(200, "decision.html", decision=made, serving=now)
+
+    def _stop_serving_problem(self, version: int, verb: str) -> str | None:
+        from pipeline.registries import stop_serving_problem
+        from pipeline.review.local_registry import LocalRegistry
+
+        return stop_serving_problem(LocalRegistry(self.settings), version, verb)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

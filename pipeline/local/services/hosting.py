@@ -88,6 +88,17 @@ class LocalHosting:
                 # a datetime, as boto3 parses SageMaker's timestamp: the deploy handler orders approvals by it
                 "LastModifiedTime": parse_iso(package.last_modified_time)}
 
+    def list_model_packages(self, ModelPackageGroupName: str, ModelApprovalStatus: str | None = None,  # noqa: N803
+                            SortOrder: str = "Ascending", **_: Any) -> dict[str, Any]:
+        """ListModelPackages' summaries in one page (a local group is small), newest first when asked."""
+        packages = self.registry.list_packages(ModelPackageGroupName, ModelApprovalStatus)
+        if SortOrder != "Descending":
+            packages = packages[::-1]
+        return {"ModelPackageSummaryList": [
+            {"ModelPackageGroupName": p.group_name, "ModelPackageVersion": p.version, "ModelPackageArn": p.arn,
+             "ModelApprovalStatus": p.approval_status, "CreationTime": parse_iso(p.creation_time),
+             "ModelPackageStatus": "Completed"} for p in packages]}
+
     # --- models -------------------------------------------------------------------------------
     def describe_model(self, ModelName: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
         model = self.models.get(ModelName)
