@@ -319,3 +319,38 @@ def test_an_answer_slower_than_the_timeout_is_tried_again_then_fails():
     with server, pytest.raises(TransformFailed, match="did not answer .*ReadTimeoutError.*tried 2 times"):
         _client(server.url, retries=1, timeout_s=1).invoke(b'"fine"', "w")
     assert len(calls) == 2
+
+
+def test_max_concurrent_transforms_is_how_many_requests_are_in_flight_at_once(tmp_path):
+    """With SingleRecord and MaxConcurrentTransforms 3, a slow model sees exactly 3 requests at a
+    time, never more, and the answers are written in the records' order all the same."""
+    import asyncio
+
+    from aiohttp import web
+
+    from pipeline.local.services.transform.runner import run_transform
+    from pipeline.local.services.transform.spec import parse_request, resolve
+    from serve.server.run import BackgroundServer
+
+    in_flight, most = [0], [0]
+
+    async def invocations(request: web.Request) -> web.Response:
+        body = await request.read()
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0.05 if body.endswith(b'0"') else 0.02)  # uneven: answers come back out of order
+        in_flight[0] -= 1
+        return web.Response(text=json.dumps({"echo": json.loads(body)}), content_type="application/jsonlines")
+
+    app = web.Application()
+    app.router.add_post("/invocations", invocations)
+    store = ArtifactStore(tmp_path)
+    store.put_bytes("s3://b/in/r.jsonl", "".join(json.dumps(f"review {i}") + "\n" for i in range(30)).encode())
+    request = transform_request("c", "m", "s3://b/in/", "s3://b/out/",
+                                TransformOptions(batch_strategy="SingleRecord", max_concurrent=3))
+    spec = parse_request(request)
+    with BackgroundServer(app) as server:
+        progress = run_transform(spec, resolve(spec, {}), store, server.url)
+    assert most[0] == 3 and progress.records == 30
+    written = [json.loads(line)["echo"] for line in store.read_bytes("s3://b/out/r.jsonl.out").splitlines()]
+    assert written == [f"review {i}" for i in range(30)]
