@@ -152,10 +152,12 @@ def _transforms_on_sagemaker(args: argparse.Namespace, settings: Settings) -> Re
 def _shown(transforms, name: str) -> dict[str, Any]:
     """DescribeTransformJob's answer, with the local record of progress and the output files."""
     from pipeline.local.services.transform.runner import OUTPUT_SUFFIX
+    from pipeline.local.state.store import split_uri
 
     described = transforms.describe_transform_job(TransformJobName=name)
     output = described["TransformOutput"]["S3OutputPath"]
-    files = [f"s3://{output.split('/')[2]}/{key}" for key in transforms.store.keys(output.rstrip("/") + "/")
+    bucket = split_uri(output)[0]
+    files = [f"s3://{bucket}/{key}" for key in transforms.store.keys(output.rstrip("/") + "/")
              if key.endswith(OUTPUT_SUFFIX)]
     return {**described, "Progress": transforms.progress(name),
             "OutputFiles": [{"uri": uri, "path": str(transforms.store.path(uri))} for uri in files]}

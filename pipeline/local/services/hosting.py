@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.services.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
-from pipeline.local.state.db import StateError, iso, parse_iso, to_json, utc_now, write_transaction
+from pipeline.local.state.db import StateError, iso, parse_iso, to_json, update_row, utc_now, write_transaction
 from pipeline.local.state.models import ModelExists, ModelStore
 from pipeline.local.state.registry import ModelRegistry
 from pipeline.local.state.store import ArtifactStore
@@ -47,6 +47,7 @@ from serve.artifact import ArtifactError, unpack_model_archive
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
+ENDPOINT_COLUMNS = frozenset({"status", "url", "pid", "failure_reason", "config_name"})
 # A server asked to stop finishes the requests it holds first (up to 30 s), then exits.
 STOP_TIMEOUT_S = 40.0
 
@@ -261,13 +262,7 @@ class LocalHosting:
 
     # --- the server processes ---------------------------------------------------------------------
     def _set(self, name: str, **fields: Any) -> None:
-        unknown = set(fields) - {"status", "url", "pid", "failure_reason", "config_name"}
-        if unknown:  # column names go into the SQL text: only these may
-            raise ValueError(f"not endpoint columns: {sorted(unknown)}")
-        assignments = ", ".join(f"{column} = ?" for column in fields)
-        with write_transaction(self.conn):
-            self.conn.execute(f"UPDATE endpoints SET {assignments}, last_modified_time = ? WHERE name = ?",
-                              (*fields.values(), iso(utc_now()), name))
+        update_row(self.conn, "endpoints", name, ENDPOINT_COLUMNS, **fields)
 
     def _log(self, endpoint: str) -> Path:
         return endpoint_log(self.home, endpoint)

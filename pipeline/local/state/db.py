@@ -275,6 +275,18 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
+def update_row(conn: sqlite3.Connection, table: str, name: str, columns: frozenset[str], **fields: Any) -> None:
+    """Set ``fields`` and ``last_modified_time`` on the row of ``table`` whose ``name`` is ``name``,
+    in one write transaction. Column names go into the SQL text, so only ``columns`` may be set."""
+    unknown = set(fields) - columns
+    if unknown:
+        raise ValueError(f"not {table} columns: {sorted(unknown)}")
+    assignments = ", ".join(f"{column} = ?" for column in fields)
+    with write_transaction(conn):
+        conn.execute(f"UPDATE {table} SET {assignments}, last_modified_time = ? WHERE name = ?",
+                     (*fields.values(), iso(utc_now()), name))
+
+
 @contextlib.contextmanager
 def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A consistent snapshot across several SELECTs (an execution and its steps, say)."""

@@ -33,7 +33,7 @@ from pipeline.local.services.hosting import LocalHosting
 from pipeline.local.services.runtime import hosting_folder
 from pipeline.local.services.transform.runner import Progress, TransformFailed, TransformStopped, run_transform
 from pipeline.local.services.transform.spec import RequestError, TransformSpec, parse_request, resolve
-from pipeline.local.state.db import iso, parse_iso, to_json, utc_now, write_transaction
+from pipeline.local.state.db import iso, parse_iso, to_json, update_row, utc_now, write_transaction
 from pipeline.local.state.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ RUNNING = ("InProgress", "Stopping")
 PROGRESS_EVERY_S = 1.0
 STOP_TIMEOUT_S = 40.0
 DEFAULT_MAX_RESULTS = 10
+JOB_COLUMNS = frozenset({"status", "failure_reason", "progress", "end_time", "server_pid"})
 
 
 def _client_error(operation: str, message: str, code: str = "ValidationException") -> ClientError:
@@ -140,13 +141,7 @@ class LocalTransforms:
         return asked
 
     def _set(self, name: str, **fields: Any) -> None:
-        unknown = set(fields) - {"status", "failure_reason", "progress", "end_time", "server_pid"}
-        if unknown:  # column names go into the SQL text: only these may
-            raise ValueError(f"not transform job columns: {sorted(unknown)}")
-        assignments = ", ".join(f"{column} = ?" for column in fields)
-        with write_transaction(self.conn):
-            self.conn.execute(f"UPDATE transform_jobs SET {assignments}, last_modified_time = ? WHERE name = ?",
-                              (*fields.values(), iso(utc_now()), name))
+        update_row(self.conn, "transform_jobs", name, JOB_COLUMNS, **fields)
 
     def _finish(self, name: str, status: str, reason: str | None) -> None:
         log.log(logging.WARNING if status == "Failed" else logging.INFO, "transform job %s: %s%s", name, status,
