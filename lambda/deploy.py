@@ -45,7 +45,16 @@ Runs in AWS Lambda with the standard library, boto3 (the runtime provides it) an
 names of the resources it makes, which the local registry and a teardown follow too.
 Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``,
 ``EXECUTION_ROLE_ARN`` (the role the endpoint's model runs as), ``INSTANCE_TYPE``
-(default ``ml.m5.large``), ``INSTANCE_COUNT`` (default 1) and ``RETRY_QUEUE_URL``.
+(default ``ml.m5.large``), ``INSTANCE_COUNT`` (default 1), ``RETRY_QUEUE_URL``, and the rollout
+(``mlops_rules.rollouts``): ``DEPLOYMENT_MODE``, ``TRAFFIC_STEP_PERCENT``, ``BAKE_SECONDS``,
+``TERMINATION_WAIT_SECONDS``, ``MAX_DEPLOYMENT_SECONDS``, ``ROLLBACK_ALARMS``, ``NEW_FLEET_ALARM``.
+
+An update of the endpoint follows the rollout: UpdateEndpoint's ``DeploymentConfig`` (blue/green,
+all at once, a canary or linear steps, a baking period after each, automatic rollback on the
+stack's alarms), with the new-fleet alarm first pointed at the new endpoint config. A creation
+has nothing to protect and takes none; neither does the rollback a rejection makes, which must
+be quick. SageMaker's limits are checked when the settings are read (a canary needs two
+instances), so a bad stack parameter fails on the first approval with the reason.
 """
 from __future__ import annotations
 
@@ -61,7 +70,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mlops_rules.approvals import EVENT_DETAIL_TYPE, EVENT_SOURCE, package_version
-from mlops_rules.hosting import BUSY_STATUSES, DEFAULT_ENDPOINT_INSTANCE_TYPE, model_name
+from mlops_rules.hosting import BUSY_STATUSES, DEFAULT_ENDPOINT_INSTANCE_TYPE, VARIANT_NAME, model_name
+from mlops_rules.rollouts import NEW_FLEET_DIMENSION, RolloutPolicy
 
 log = logging.getLogger("deploy")
 log.setLevel(logging.INFO)
@@ -114,6 +124,7 @@ class DeployConfig:
     instance_count: int = 1
     retry_queue_url: str = ""  # empty: a busy endpoint raises at once
     retry_delays_s: tuple[int, ...] = RETRY_DELAYS_S
+    rollout: RolloutPolicy = RolloutPolicy()  # how an update shifts traffic, and what rolls it back
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DeployConfig:
@@ -124,13 +135,21 @@ class DeployConfig:
             count = int(environ.get("INSTANCE_COUNT", "1"))
         except ValueError:
             raise DeployError(f"INSTANCE_COUNT {environ['INSTANCE_COUNT']!r} is not a whole number") from None
+        try:
+            rollout = RolloutPolicy.from_env(environ)
+        except ValueError as error:
+            raise DeployError(f"{error}: fix the stack's rollout parameters") from None
         config = cls(environ["ENDPOINT_NAME"], environ["MODEL_PACKAGE_GROUP"], environ["EXECUTION_ROLE_ARN"],
-                     environ.get("INSTANCE_TYPE") or DEFAULT_ENDPOINT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "")
+                     environ.get("INSTANCE_TYPE") or DEFAULT_ENDPOINT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "",
+                     rollout=rollout)
         if not _NAME.match(config.endpoint_name) or len(config.endpoint_name) > NAME_LIMIT - 20:
             raise DeployError(f"ENDPOINT_NAME {config.endpoint_name!r} must be letters, digits and hyphens, "
                               f"at most {NAME_LIMIT - 20} characters (room for the version suffixes)")
         if count < 1:
             raise DeployError("INSTANCE_COUNT must be at least 1")
+        problems = rollout.problems(count)
+        if problems:
+            raise DeployError(f"SageMaker would refuse this rollout: {'; '.join(problems)} (fix the stack's parameters)")
         return config
 
     def variant_hash(self) -> str:
@@ -242,7 +261,7 @@ def _ensure_endpoint_config(sagemaker, name: str, model: str, config: DeployConf
     if _exists(sagemaker.describe_endpoint_config, EndpointConfigName=name) is not None:
         return False
     sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": model, "InstanceType": config.instance_type,
+        "VariantName": VARIANT_NAME, "ModelName": model, "InstanceType": config.instance_type,
         "InitialInstanceCount": config.instance_count, "InitialVariantWeight": 1.0}])
     return True
 
@@ -293,9 +312,30 @@ def _approval_tags(approval: Approval) -> list[dict[str, str]]:
             {"Key": APPROVED_PACKAGE_TAG, "Value": approval.package_arn}]
 
 
-def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any]:
+def _watch_new_fleet(cloudwatch, alarm_name: str, endpoint_config: str) -> None:
+    """Point the new-fleet alarm at the config about to be deployed: SageMaker publishes the new
+    fleet's metrics with its ``EndpointConfigName`` as a dimension, a name only known now. The
+    alarm keeps every other setting the stack gave it (PutMetricAlarm replaces the whole alarm)."""
+    if cloudwatch is None:
+        raise DeployError(f"NEW_FLEET_ALARM {alarm_name} is set, but no CloudWatch client was given")
+    found = cloudwatch.describe_alarms(AlarmNames=[alarm_name], AlarmTypes=["MetricAlarm"]).get("MetricAlarms") or []
+    if not found:
+        raise DeployError(f"the alarm {alarm_name} (NEW_FLEET_ALARM) does not exist: deploy the stack again")
+    alarm = found[0]
+    dimensions = [d for d in alarm.get("Dimensions", []) if d["Name"] != NEW_FLEET_DIMENSION]
+    kept = {key: alarm[key] for key in ("AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions",
+                                        "InsufficientDataActions", "Statistic", "ExtendedStatistic", "Unit",
+                                        "DatapointsToAlarm", "TreatMissingData") if key in alarm}
+    cloudwatch.put_metric_alarm(AlarmName=alarm_name, Namespace=alarm["Namespace"], MetricName=alarm["MetricName"],
+                                Dimensions=[*dimensions, {"Name": NEW_FLEET_DIMENSION, "Value": endpoint_config}],
+                                Period=alarm["Period"], EvaluationPeriods=alarm["EvaluationPeriods"],
+                                Threshold=alarm["Threshold"], ComparisonOperator=alarm["ComparisonOperator"], **kept)
+
+
+def deploy(approval: Approval, config: DeployConfig, sagemaker, cloudwatch=None, guarded: bool = True) -> dict[str, Any]:
     """Make the endpoint run the approved version, unless it follows a later approval already;
-    returns what was done."""
+    returns what was done. An update follows the rollout policy (``guarded``), its new-fleet
+    alarm first pointed at the new config through ``cloudwatch``."""
     model = model_name(config.endpoint_name, approval.version)
     endpoint_config = f"{model}-{config.variant_hash()}"
     current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
@@ -321,15 +361,30 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker) -> dict[str, Any
         raise DeployError(f"endpoint {config.endpoint_name} is Failed ({current.get('FailureReason', 'no reason given')}): "
                           "delete it, then approve the version again")
     else:
+        deployment = config.rollout.deployment_config() if guarded else None
+        if deployment and config.rollout.new_fleet_alarm:
+            _watch_new_fleet(cloudwatch, config.rollout.new_fleet_alarm, endpoint_config)
         with _busy_if_changing(config.endpoint_name, approval):  # another delivery started an update a moment ago
-            sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config)
+            sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config,
+                                      **({"DeploymentConfig": deployment} if deployment else {}))
         action = "updated"
     if current is not None:  # the endpoint now follows this approval, even when it already ran this version
         _record_approval(sagemaker, current, approval)
     return {"status": action, "endpoint": config.endpoint_name, "endpoint_config": endpoint_config, "model": model,
             "model_package_arn": approval.package_arn, "version": approval.version,
             "previous_endpoint_config": current.get("EndpointConfigName") if current else None,
-            "created_model": created_model, "created_endpoint_config": created_config}
+            "created_model": created_model, "created_endpoint_config": created_config,
+            "traffic": _traffic_line(config.rollout if guarded and action == "updated" else None)}
+
+
+def _traffic_line(policy: RolloutPolicy | None) -> str:
+    """How the new version takes the traffic, in words (the approval's answer shows it)."""
+    if policy is None or not policy.guarded:
+        return "all at once"
+    steps = {"ALL_AT_ONCE": "all at once", "CANARY": f"a {policy.step_percent} % canary, then the rest",
+             "LINEAR": f"steps of {policy.step_percent} %"}[policy.mode]
+    watch = f", rolled back if {' or '.join(policy.alarms)} goes off" if policy.alarms else ""
+    return f"{steps}, {policy.bake_s} s of baking after each step{watch}"
 
 
 def _newest_other_approved(sagemaker, config: DeployConfig, rejected_arn: str) -> Approval | None:
@@ -369,15 +424,17 @@ def take_back(rejection: Approval, config: DeployConfig, sagemaker) -> dict[str,
         return {"status": "stopped", "endpoint": config.endpoint_name, "version": rejection.version,
                 "reason": f"version {rejection.version} was rejected and no other version is Approved: endpoint "
                           f"{config.endpoint_name} was deleted; approve a version to serve again"}
-    result = deploy(replace(fallback, time=rejection.time), config, sagemaker)
+    # No canary for a rollback: the version that serves was rejected, so it leaves at once.
+    result = deploy(replace(fallback, time=rejection.time), config, sagemaker, guarded=False)
     return {**result, "rolled_back_from": rejection.version}
 
 
 def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None = None,
-           attempt: int = 1) -> dict[str, Any]:
+           attempt: int = 1, cloudwatch=None) -> dict[str, Any]:
     """The handler's decision, with its dependencies given (what the tests and the local runtime
     call). A busy endpoint requeues the event through ``requeue``; without one, or once
-    ``MAX_ATTEMPTS`` are spent, ``EndpointBusy`` is raised."""
+    ``MAX_ATTEMPTS`` are spent, ``EndpointBusy`` is raised. ``cloudwatch`` is needed when the
+    rollout policy names a new-fleet alarm."""
     try:
         approval = parse_event(event)
     except EventError as error:
@@ -397,7 +454,7 @@ def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None 
     try:
         if approval.status == "Rejected":
             return take_back(approval, config, sagemaker)
-        return deploy(approval, config, sagemaker)
+        return deploy(approval, config, sagemaker, cloudwatch)
     except EndpointBusy as busy:
         if requeue is None or attempt >= MAX_ATTEMPTS:
             raise EndpointBusy(f"{busy} (attempt {attempt} of {MAX_ATTEMPTS}): once the endpoint is InService, "
@@ -415,7 +472,8 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     config = DeployConfig.from_env()
     sagemaker = boto3.client("sagemaker")
     requeue = SqsRequeue(boto3.client("sqs"), config.retry_queue_url) if config.retry_queue_url else None
-    results = [handle(one, config, sagemaker, requeue, attempt) for one, attempt in deliveries(event)]
+    cloudwatch = boto3.client("cloudwatch") if config.rollout.new_fleet_alarm else None
+    results = [handle(one, config, sagemaker, requeue, attempt, cloudwatch) for one, attempt in deliveries(event)]
     for result in results:
         log.info("%s", json.dumps(result))
     return results[0] if len(results) == 1 else {"status": "batch", "results": results}

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from mlops_rules.rollouts import ENV_NAMES
 from pipeline.lambdas import lambda_path, load_lambda
 from pipeline.local.services.events import deploy_module
 from pipeline.transforms import OUTPUTS as TRANSFORM_OUTPUTS
@@ -80,6 +81,10 @@ def test_each_role_may_pass_one_role_only_to_sagemaker():
 def test_the_deploy_role_covers_every_call_deploy_py_makes():
     """Each SageMaker call in deploy.py is granted; a call added there without its permission fails here."""
     calls = set(re.findall(r"sagemaker\.(\w+)\(", DEPLOY_HANDLER.read_text()))
+    watched = {"".join(part.title() for part in call.split("_"))
+               for call in re.findall(r"cloudwatch\.(\w+)\(", DEPLOY_HANDLER.read_text())}
+    assert watched and watched <= {a.split(":", 1)[1] for _, s in _statements() for a in _as_list(s["Action"])
+                                   if a.startswith("cloudwatch:")}, watched
     calls |= set(re.findall(r"_exists\(sagemaker\.(\w+)", DEPLOY_HANDLER.read_text()))
     granted = {a.split(":", 1)[1] for _, s in _statements() for a in _as_list(s["Action"]) if a.startswith("sagemaker:")}
     needed = {"".join(part.title() for part in call.split("_")) for call in calls}
@@ -123,11 +128,16 @@ def test_the_functions_settings_are_the_ones_deploy_py_reads():
     assert (DEPLOY_HANDLER.parent / f"{module}.py") == DEPLOY_HANDLER and callable(getattr(deploy_module(), handler))
     variables = function["Environment"]["Variables"]
     environ = {name: "x" for name in variables}
-    environ.update(ENDPOINT_NAME="sentiment-mlops", INSTANCE_COUNT="1")
+    environ.update(ENDPOINT_NAME="sentiment-mlops", INSTANCE_COUNT="1", DEPLOYMENT_MODE="CANARY", TRAFFIC_STEP_PERCENT="10",
+                   BAKE_SECONDS="30", TERMINATION_WAIT_SECONDS="0", MAX_DEPLOYMENT_SECONDS="600", ROLLBACK_ALARMS="a,b",
+                   NEW_FLEET_ALARM="b")
+    with pytest.raises(deploy_module().DeployError, match="at least 2 instances"):
+        deploy_module().DeployConfig.from_env(environ)
+    environ["INSTANCE_COUNT"] = "2"
     config = deploy_module().DeployConfig.from_env(environ)
     assert config.endpoint_name == "sentiment-mlops"
     assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT",
-                              "RETRY_QUEUE_URL"}
+                              "RETRY_QUEUE_URL", *ENV_NAMES}
 
 
 def test_the_endpoint_instance_type_defaults_are_the_settings():

@@ -7,6 +7,9 @@ import re
 # The endpoint's instance type when none is chosen (the stack's EndpointInstanceType, a local
 # endpoint's record): the smallest general-purpose type the CPU inference image runs on.
 DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.m5.large"
+# The one production variant of the deploy function's endpoint configs: a blue/green update with
+# guardrails needs the new config to keep the variant's name.
+VARIANT_NAME = "AllTraffic"
 # EndpointStatus values during which UpdateEndpoint and DeleteEndpoint are refused.
 BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
