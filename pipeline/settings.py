@@ -14,6 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from mlops_rules.hosting import DEFAULT_ENDPOINT_INSTANCE_TYPE
+from mlops_rules.rollouts import ENV_NAMES as ROLLOUT_ENV_NAMES
+
+# The rollout settings a person chooses; the alarms are the local stack's own (events.local_alarms).
+LOCAL_ROLLOUT_SETTINGS = tuple(n for n in ROLLOUT_ENV_NAMES if n not in ("ROLLBACK_ALARMS", "NEW_FLEET_ALARM"))
 
 OFFICIAL_DATASET_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATASET_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -79,6 +83,21 @@ class Settings:
     runtime_port: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_RUNTIME_PORT", "0")))
     endpoint_instance_type: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_ENDPOINT_INSTANCE_TYPE",
                                                                      DEFAULT_ENDPOINT_INSTANCE_TYPE))
+    # The instances a local endpoint stands for: one server either way, but a canary's share of
+    # the requests is its share of the instances, as on SageMaker (10 % of traffic needs 10).
+    endpoint_instance_count: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_ENDPOINT_INSTANCE_COUNT", "1")))
+    # How a local update reaches the endpoint: the deploy function's rollout settings, named as
+    # the stack's parameters pass them (SENTIMENT_MLOPS_DEPLOYMENT_MODE, _TRAFFIC_STEP_PERCENT,
+    # _BAKE_SECONDS, _TERMINATION_WAIT_SECONDS, _MAX_DEPLOYMENT_SECONDS). Unset: all at once, with
+    # no baking, as before guardrails. A guarded rollout is watched by the local copies of the
+    # stack's two alarms, judged over ALARM_PERIOD seconds instead of CloudWatch's minute.
+    rollout_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({
+        name: os.environ[f"SENTIMENT_MLOPS_{name}"] for name in LOCAL_ROLLOUT_SETTINGS
+        if os.environ.get(f"SENTIMENT_MLOPS_{name}")}))
+    alarm_period_s: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_ALARM_PERIOD", "10")))
+    error_alarm_threshold: float = field(default_factory=lambda: float(_env("SENTIMENT_MLOPS_ERROR_ALARM_THRESHOLD", "1")))
+    latency_alarm_us: float = field(default_factory=lambda: float(_env("SENTIMENT_MLOPS_LATENCY_ALARM_MICROSECONDS",
+                                                                       "1000000")))
     # The PyTorch Deep Learning Containers the jobs and the endpoint run in. The URIs are
     # resolved offline from the SDK's bundled image table; set these to pin an explicit image.
     framework_version: str = field(default_factory=lambda: _env("SENTIMENT_MLOPS_FRAMEWORK_VERSION", DEFAULT_FRAMEWORK_VERSION))

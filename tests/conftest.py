@@ -1,6 +1,8 @@
 """Shared fixtures: synthetic data preprocessed once, and a tiny trained model, for the whole session."""
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -115,7 +117,22 @@ def delete_endpoints(home: Path) -> None:
     from pipeline.local.services.runtime import stop_runtime
     from pipeline.local.state.db import open_state
 
-    hosting = LocalHosting(home, open_state(home))
+    conn = open_state(home)
+    hosting = LocalHosting(home, conn)
     for endpoint in hosting.list_endpoints():
+        stop_rollout(conn, endpoint["EndpointName"])
+        hosting.wait_for_rollout(endpoint["EndpointName"])
         hosting.delete_endpoint(endpoint["EndpointName"])
     stop_runtime(home)
+
+
+def stop_rollout(conn, endpoint: str) -> None:
+    """Signal a rollout's driver to stop (it rolls back), if one runs."""
+    import json
+    import signal
+
+    row = conn.execute("SELECT rollout FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
+    pid = json.loads(row["rollout"]).get("driver_pid") if row and row["rollout"] else None
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)

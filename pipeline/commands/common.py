@@ -57,8 +57,9 @@ def parse_params(pairs: list[str] | None) -> dict[str, str]:
 
 def deployment_line(result: dict) -> str:
     """One local deployment (an approval event the deploy handler acted on), for people."""
+    traffic = f", {result['traffic']}" if result.get("traffic") not in (None, "all at once") else ""
     return (f"endpoint {result['endpoint']} {result['status']}: version {result['version']} "
-            f"({result['endpoint_config']})")
+            f"({result['endpoint_config']}{traffic})")
 
 
 def list_executions(history: ExecutionHistory, limit: int | None = None) -> list[dict[str, Any]]:

@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     endpoint_list = endpoint_actions.add_parser("list", help="endpoints with their status, version and URL")
     endpoint_list.add_argument("--json", action="store_true")
     endpoint_list.set_defaults(handler=command_endpoints)
-    for verb, text in (("show", "one endpoint"), ("restart", "start an endpoint's server again (after a reboot, say)"),
+    for verb, text in (("show", "one endpoint"), ("history", "which version served when, and the updates that did not take"),
+                       ("restart", "start an endpoint's server again (after a reboot, say)"),
                        ("delete", "stop an endpoint's server and forget it")):
         action = endpoint_actions.add_parser(verb, help=text)
         action.add_argument("name")
@@ -72,6 +73,8 @@ def command_endpoints(args: argparse.Namespace, settings: Settings) -> Reply:
             return Reply(hosting.list_endpoints(), _print_endpoints)
         if args.action == "show":
             return Reply(hosting.describe_endpoint(args.name), _print_endpoint)
+        if args.action == "history":
+            return Reply(hosting.endpoint_history(args.name), _print_history)
         if args.action == "restart":
             return Reply(hosting.restart_endpoint(args.name), _print_endpoint)
         hosting.delete_endpoint(args.name)
@@ -97,8 +100,20 @@ def _print_endpoints(rows: list) -> None:
     for row in rows:
         print(f"  {row['EndpointName']:<20} {row['EndpointStatus']:<10} {row['EndpointConfigName']:<36} "
               f"{row.get('Url') or ''}  {row.get('FailureReason') or ''}")
+        pending = row.get("PendingDeploymentSummary")
+        if pending:
+            share = pending["ProductionVariants"][0]["CurrentWeight"]
+            print(f"  {'':<20} rolling out {pending['EndpointConfigName']}: {100 * share:.0f} % of the requests")
     if not rows:
         print("no endpoints")
+
+
+def _print_history(rows: list) -> None:
+    for row in rows:
+        version = f"version {row['version']}" if row["version"] is not None else (row["endpoint_config"] or "")
+        print(f"  {row['time']}  {row['event']:<12} {version:<12} {row['detail'] or ''}")
+    if not rows:
+        print("no history")
 
 
 def _print_deleted(result: dict) -> None:

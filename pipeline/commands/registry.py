@@ -7,7 +7,9 @@ written against one works against the other.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import sys
 from typing import Any
 
 from mlops_rules.approvals import APPROVAL_STATUSES, VERBS
@@ -96,6 +98,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         if verb == "reject":
             action.add_argument("--stop-serving", action="store_true",
                                 help="confirm rejecting the only Approved version, which stops the endpoint")
+        action.add_argument("--no-wait", action="store_true",
+                            help="locally: return once a guarded rollout has started instead of following it to its end")
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=command_set_status)
     comparing = actions.add_parser("compare", help="champion against challenger: metric deltas and the test reviews "
@@ -117,8 +121,35 @@ def command_show(args: argparse.Namespace, settings: Settings) -> Reply:
 def command_set_status(args: argparse.Namespace, settings: Settings) -> Reply:
     result = set_status(registry_store(settings, args.backend), args.version, args.action, args.comment,
                         deliver=not args.no_deploy, stop_serving=getattr(args, "stop_serving", False))
+    if args.backend == "local" and not args.no_wait:
+        rollout = follow_rollout(settings, result)
+        if rollout:
+            result = {**result, "rollout": rollout}
     # exit 1 when the approval is recorded but its deployment is not done
-    return Reply(result, _print_version, 1 if isinstance(result, dict) and result.get("deployment_error") else 0)
+    failed = result.get("deployment_error") or (result.get("rollout") or {}).get("outcome") == "rolled back"
+    return Reply(result, _print_version, 1 if failed else 0)
+
+
+def follow_rollout(settings: Settings, result: dict[str, Any]) -> dict[str, Any] | None:
+    """Locally, an approval whose update shifts traffic in steps is followed to its end (the
+    steps on stderr): its outcome, or None when the update took effect at once."""
+    from pipeline.local.services.hosting import LocalHosting
+    from pipeline.local.state.db import open_state
+
+    updated = [d for d in result.get("deployment") or [] if d.get("status") == "updated"]
+    if not updated:
+        return None
+    wanted = updated[-1]["endpoint_config"]
+    with contextlib.closing(open_state(settings.home)) as conn:
+        hosting = LocalHosting(settings.home, conn)
+        if hosting.describe_endpoint(settings.endpoint_name).get("PendingDeploymentSummary") is None:
+            return None
+        print(f"rollout of {wanted}: {updated[-1].get('traffic', '')}", file=sys.stderr, flush=True)
+        ended = hosting.wait_for_rollout(settings.endpoint_name, lambda share: print(
+            f"  the new version takes {100 * share:.0f} % of the requests", file=sys.stderr, flush=True))
+    took = ended["EndpointConfigName"] == wanted
+    return {"outcome": "completed" if took else "rolled back", "endpoint_config": ended["EndpointConfigName"],
+            "status": ended["EndpointStatus"], "reason": None if took else ended.get("FailureReason")}
 
 
 def command_compare(args: argparse.Namespace, settings: Settings) -> Reply:
@@ -189,3 +220,8 @@ def _print_versions(rows: list) -> None:
             print(f"  {deployment.get('reason') or deployment_line(deployment)}")
         if row.get("deployment_error"):
             print(f"  deployment failed: {row['deployment_error']} (retry with: sentiment-mlops events deliver)")
+        rollout = row.get("rollout")
+        if rollout and rollout["outcome"] == "completed":
+            print(f"  rollout completed: {rollout['endpoint_config']} serves all requests")
+        elif rollout:
+            print(f"  rollout {rollout['reason']}; {rollout['endpoint_config']} goes on serving")

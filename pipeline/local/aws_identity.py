@@ -37,6 +37,11 @@ def model_package_arn(group_name: str, version: int, *, region: str = REGION) ->
     return sagemaker_arn("model-package", f"{group_name}/{version}", region=region)
 
 
+def alarm_arn(alarm_name: str) -> str:
+    """A CloudWatch metric alarm's ARN (CloudWatch keeps the name's case)."""
+    return f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{alarm_name}"
+
+
 def endpoint_log_group_arn(endpoint_name: str) -> str:
     """The CloudWatch log group SageMaker writes an endpoint's container output to."""
     return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint_name}"

@@ -113,6 +113,23 @@ def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
     _group_gone(pid, KILL_WAIT_S)
 
 
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (not a zombie); True where /proc cannot tell."""
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return True
+    for entry in entries:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (name) ": state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
 def _group_gone(pid: int, timeout_s: float) -> bool:
     """Whether the group ``pid`` leads is gone within ``timeout_s`` (reaping the leader if it is ours)."""
     deadline = time.monotonic() + timeout_s
@@ -124,6 +141,8 @@ def _group_gone(pid: int, timeout_s: float) -> bool:
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
+            return True
+        if not _group_runs(pid):  # only zombies left: ended, waiting for their parent (another process) to reap them
             return True
         if time.monotonic() >= deadline:
             return False

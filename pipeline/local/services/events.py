@@ -18,10 +18,14 @@ import fcntl
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mlops_rules.hosting import VARIANT_NAME
+from mlops_rules.rollouts import (ERRORS_METRIC, LATENCY_METRIC, NAMESPACE, NEW_FLEET_DIMENSION, RolloutPolicy,
+                                  errors_alarm_name, latency_alarm_name)
 from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 
@@ -90,8 +94,46 @@ class LocalRequeue:
 
 
 def deploy_config(settings: Settings):
-    return deploy_module().DeployConfig(settings.endpoint_name, settings.model_package_group, settings.role_arn,
-                                        settings.endpoint_instance_type, 1, retry_delays_s=LOCAL_RETRY_DELAYS_S)
+    """The deploy function's settings as the stack would give them, read by its own ``from_env``
+    (so a rollout SageMaker would refuse is refused here, with the same words)."""
+    deploy = deploy_module()
+    environ = {"ENDPOINT_NAME": settings.endpoint_name, "MODEL_PACKAGE_GROUP": settings.model_package_group,
+               "EXECUTION_ROLE_ARN": settings.role_arn, "INSTANCE_TYPE": settings.endpoint_instance_type,
+               "INSTANCE_COUNT": str(settings.endpoint_instance_count), **settings.rollout_env}
+    alarms = [alarm["AlarmName"] for alarm in local_alarms(settings)]
+    try:
+        guarded = RolloutPolicy.from_env(environ).guarded
+    except ValueError:
+        guarded = False  # DeployConfig.from_env says what is wrong
+    if guarded:  # the stack's alarms watch every guarded update
+        environ.update(ROLLBACK_ALARMS=",".join(alarms), NEW_FLEET_ALARM=alarms[1])
+    return replace(deploy.DeployConfig.from_env(environ), retry_delays_s=LOCAL_RETRY_DELAYS_S)
+
+
+def local_alarms(settings: Settings) -> list[dict[str, Any]]:
+    """The stack's two rollback alarms (lambda/template.yaml), for the local endpoint: the same
+    metrics, dimensions, statistics and comparisons, judged over ``alarm_period_s``."""
+    endpoint = settings.endpoint_name
+    dimensions = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT_NAME}]
+    common = {"Namespace": NAMESPACE, "Period": settings.alarm_period_s, "EvaluationPeriods": 1,
+              "TreatMissingData": "notBreaching"}
+    return [
+        {**common, "AlarmName": errors_alarm_name(endpoint), "MetricName": ERRORS_METRIC, "Dimensions": dimensions,
+         "Statistic": "Sum", "Threshold": settings.error_alarm_threshold,
+         "ComparisonOperator": "GreaterThanOrEqualToThreshold"},
+        {**common, "AlarmName": latency_alarm_name(endpoint), "MetricName": LATENCY_METRIC,
+         "Dimensions": [*dimensions, {"Name": NEW_FLEET_DIMENSION, "Value": f"{endpoint}-no-update-yet"}],
+         "Statistic": "Average", "Threshold": settings.latency_alarm_us, "ComparisonOperator": "GreaterThanThreshold"},
+    ]
+
+
+def ensure_local_alarms(settings: Settings, cloudwatch) -> None:
+    """What the stack does on AWS: the rollback alarms exist before a guarded update names them.
+    The new-fleet alarm's config is left as the deploy handler last set it."""
+    existing = {a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]}
+    for alarm in local_alarms(settings):
+        if alarm["AlarmName"] not in existing or alarm["MetricName"] != LATENCY_METRIC:
+            cloudwatch.put_metric_alarm(**alarm)
 
 
 def _next_due(settings: Settings) -> Path | None:
@@ -109,6 +151,7 @@ def _next_due(settings: Settings) -> Path | None:
 def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
     """Deliver every pending event in order; returns the handler's answer for each one delivered.
     Raises the first failure (its event and the later ones stay pending)."""
+    from pipeline.local.services.cloudwatch import LocalCloudWatch
     from pipeline.local.services.hosting import LocalHosting
     from pipeline.local.state.db import open_state
 
@@ -121,10 +164,13 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         hosting, config = LocalHosting(settings.home, conn, runtime_port=settings.runtime_port), deploy_config(settings)
+        cloudwatch = LocalCloudWatch(conn)
+        if config.rollout.alarms:
+            ensure_local_alarms(settings, cloudwatch)
         requeue = LocalRequeue(settings)
         while (path := _next_due(settings)) is not None:
             event, attempt = _read_event(path)
-            result = deploy.handle(event, config, hosting, requeue, attempt)
+            result = deploy.handle(event, config, hosting, requeue, attempt, cloudwatch)
             _check_deployed(hosting, result)
             _set_aside(path, event, result)
             log.info("event %s: %s", path.name, result.get("reason") or result["status"])
@@ -145,6 +191,9 @@ def _check_deployed(hosting, result: dict) -> None:
     if result["status"] not in ("created", "updated"):
         return
     endpoint = hosting.describe_endpoint(EndpointName=result["endpoint"])
+    pending = endpoint.get("PendingDeploymentSummary", {}).get("EndpointConfigName")
+    if endpoint["EndpointStatus"] == "Updating" and pending == result["endpoint_config"]:
+        return  # a guarded rollout under way: its outcome is the endpoint's to show
     if endpoint["EndpointStatus"] != "InService" or endpoint["EndpointConfigName"] != result["endpoint_config"]:
         raise DeploymentFailed(f"endpoint {result['endpoint']} did not take version {result['version']}: "
                                f"{endpoint.get('FailureReason', endpoint['EndpointStatus'])}")

@@ -29,14 +29,18 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from botocore.exceptions import ClientError
 
+from mlops_rules.approvals import package_version
+from mlops_rules.rollouts import EXECUTION_TIMEOUT_RANGE_S, deployment_problems, traffic_steps
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
+from pipeline.local.services.cloudwatch import LocalCloudWatch
 from pipeline.local.services.runtime import endpoint_log, ensure_runtime, hosting_folder, runtime_url, stop_runtime
 from pipeline.local.state.db import StateError, iso, parse_iso, to_json, update_row, utc_now, write_transaction
 from pipeline.local.state.models import ModelExists, ModelStore
@@ -47,7 +51,11 @@ from serve.artifact import ArtifactError, unpack_model_archive
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
-ENDPOINT_COLUMNS = frozenset({"status", "url", "pid", "failure_reason", "config_name"})
+ENDPOINT_COLUMNS = frozenset({"status", "url", "pid", "failure_reason", "config_name", "candidate_config",
+                              "candidate_url", "candidate_pid", "candidate_share", "rollout"})
+ROLLOUT_MODULE = "pipeline.local.services.rollout"
+# A rollout whose driver never recorded itself (its starter was killed at that moment) is given up after this.
+DRIVER_START_S = 60.0
 # A server asked to stop finishes the requests it holds first (up to 30 s), then exits.
 STOP_TIMEOUT_S = 40.0
 
@@ -148,6 +156,9 @@ class LocalHosting:
         row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
         if row is None:
             raise _client_error("DescribeEndpoint", f'Could not find endpoint "{EndpointName}".')
+        if row["rollout"] and _driver_gone(json.loads(row["rollout"])):
+            self.roll_back(EndpointName, "the rollout's process is gone (killed, or the machine restarted)")
+            row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
         status, reason = row["status"], row["failure_reason"]
         runtime = runtime_url(self.home)
         if status == "InService" and not _alive(row["pid"]):
@@ -160,6 +171,12 @@ class LocalHosting:
                  "Url": f"{runtime}/endpoints/{row['name']}" if runtime else None}
         if reason:
             found["FailureReason"] = reason
+        if row["rollout"]:
+            rollout = json.loads(row["rollout"])
+            found["PendingDeploymentSummary"] = {
+                "EndpointConfigName": row["candidate_config"], "StartTime": rollout["started"],
+                "ProductionVariants": [{"VariantName": rollout["variant"], "CurrentWeight": row["candidate_share"],
+                                        "DesiredWeight": 1.0}]}
         return found
 
     def list_endpoints(self) -> list[dict[str, Any]]:
@@ -176,19 +193,160 @@ class LocalHosting:
             self.conn.execute("INSERT INTO endpoints (name, arn, config_name, status, creation_time, last_modified_time) "
                               "VALUES (?,?,?,'Creating',?,?)", (EndpointName, arn, EndpointConfigName, now, now))
             self._put_tags(arn, Tags or [])
-        self._serve(EndpointName, EndpointConfigName, on_failure={"status": "Failed"})
+        if self._serve(EndpointName, EndpointConfigName, on_failure={"status": "Failed"}):
+            self.record_history(EndpointName, "Created", EndpointConfigName)
         return {"EndpointArn": arn}
 
-    def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
-        """Blue/green: the new server starts first; the old one stops once the new one answers.
-        If it does not, SageMaker rolls back: the old config goes on serving."""
+    def update_endpoint(self, EndpointName: str, EndpointConfigName: str,  # noqa: N803
+                        DeploymentConfig: Mapping[str, Any] | None = None) -> dict[str, str]:  # noqa: N803
+        """Blue/green: the new server starts first; if it does not, the old config goes on serving.
+        Without a ``DeploymentConfig`` the old server stops once the new one answers. With one,
+        traffic moves by its steps under its alarms (``pipeline/local/services/rollout.py``):
+        the endpoint is Updating until the rollout ends, InService on the new config or, after
+        RollingBack, on the old one; this call returns once the rollout has started."""
         self.describe_endpoint_config(EndpointConfigName)
+        plan = self._rollout_plan(EndpointName, EndpointConfigName, DeploymentConfig) if DeploymentConfig else None
         self._ensure_runtime("UpdateEndpoint")
         old_pid = self._claim(EndpointName, "UpdateEndpoint")
-        if self._serve(EndpointName, EndpointConfigName, on_failure={"status": "InService"}, failure_prefix=
-                       f"update to {EndpointConfigName} failed: "):
+        if plan is not None:
+            self._start_rollout(EndpointName, EndpointConfigName, plan)
+        elif self._serve(EndpointName, EndpointConfigName, on_failure={"status": "InService"}, failure_prefix=
+                         f"update to {EndpointConfigName} failed: "):
             _stop(old_pid)
+            self.record_history(EndpointName, "Updated", EndpointConfigName, "all traffic at once")
+        else:
+            self.record_history(EndpointName, "UpdateFailed", EndpointConfigName,
+                                self.describe_endpoint(EndpointName).get("FailureReason"))
         return {"EndpointArn": sagemaker_arn("endpoint", EndpointName)}
+
+    # --- guarded rollouts (the driver: pipeline/local/services/rollout.py) --------------------------
+    def _rollout_plan(self, endpoint: str, config_name: str, deployment: Mapping[str, Any]) -> dict[str, Any]:
+        """The rollout a DeploymentConfig asks for, refused as SageMaker refuses it (the limits, a
+        missing alarm, a variant renamed)."""
+        variant = self.describe_endpoint_config(config_name)["ProductionVariants"][0]
+        count = int(variant.get("InitialInstanceCount", 1))
+        problems = deployment_problems(deployment, count)
+        current = self.describe_endpoint(endpoint)
+        old_variant = self.describe_endpoint_config(current["EndpointConfigName"])["ProductionVariants"][0]
+        if old_variant["VariantName"] != variant["VariantName"]:
+            problems.append(f"a guarded update keeps the variant's name: {variant['VariantName']} is not "
+                            f"{old_variant['VariantName']}")
+        if problems:
+            raise _client_error("UpdateEndpoint", "; ".join(problems))
+        alarms = [a["AlarmName"] for a in (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms", [])]
+        try:
+            LocalCloudWatch(self.conn).alarms(alarms)
+        except ClientError as error:
+            raise _client_error("UpdateEndpoint", f"AutoRollbackConfiguration: {error.response['Error']['Message']}") from None
+        policy = deployment["BlueGreenUpdatePolicy"]
+        return {"steps": traffic_steps(deployment, count), "variant": variant["VariantName"],
+                "wait_s": policy["TrafficRoutingConfiguration"]["WaitIntervalInSeconds"],
+                "termination_wait_s": policy.get("TerminationWaitInSeconds", 0),
+                "max_execution_s": policy.get("MaximumExecutionTimeoutInSeconds", EXECUTION_TIMEOUT_RANGE_S[0]),
+                "alarms": alarms, "mode": policy["TrafficRoutingConfiguration"]["Type"]}
+
+    def _start_rollout(self, name: str, config_name: str, plan: dict[str, Any]) -> None:
+        """Start the new server beside the old one, record it as the candidate with no traffic
+        yet, and hand the rollout to its driver process."""
+        try:
+            pid, url = self._start_server(name, config_name)
+        except RuntimeError as error:
+            reason = f"update to {config_name} failed: {error}"
+            self._set(name, status="InService", failure_reason=reason)
+            self.record_history(name, "UpdateFailed", config_name, reason)
+            return
+        except BaseException:
+            self._set(name, status="InService", failure_reason=f"update to {config_name} failed: interrupted while starting")
+            raise
+        rollout = {**plan, "started": iso(utc_now()), "step": -1, "driver_pid": None}
+        self._set(name, candidate_config=config_name, candidate_url=url, candidate_pid=pid, candidate_share=0.0,
+                  rollout=to_json(rollout), failure_reason=None)
+        try:
+            driver, _ = start_server([sys.executable, "-m", ROLLOUT_MODULE, "--home", str(self.home.resolve()),
+                                      "--endpoint", name], rollout_log(self.home, name), "the rollout", 30.0)
+        except BaseException as error:
+            self.roll_back(name, f"the rollout did not start: {error}")
+            if not isinstance(error, Exception):
+                raise
+            return
+        self.update_rollout(name, driver_pid=driver)
+
+    def shift_traffic(self, name: str, share: float) -> None:
+        """Give the rollout's candidate this share of the endpoint's requests."""
+        self._set(name, candidate_share=share)
+
+    def update_rollout(self, name: str, **fields: Any) -> None:
+        """Change the rollout's record (its step, its driver) without touching the rest."""
+        with write_transaction(self.conn):
+            row = self.conn.execute("SELECT rollout FROM endpoints WHERE name = ?", (name,)).fetchone()
+            if row is None or not row["rollout"]:
+                return
+            self.conn.execute("UPDATE endpoints SET rollout = ? WHERE name = ?",
+                              (to_json({**json.loads(row["rollout"]), **fields}), name))
+
+    def finish_rollout(self, name: str, detail: str) -> None:
+        """The candidate takes the endpoint; the old server stops (finishing what it holds)."""
+        row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+        if row is None or not row["rollout"]:
+            return
+        self._set(name, status="InService", config_name=row["candidate_config"], url=row["candidate_url"],
+                  pid=row["candidate_pid"], candidate_config=None, candidate_url=None, candidate_pid=None,
+                  candidate_share=0.0, rollout=None, failure_reason=None)
+        self.record_history(name, "Updated", row["candidate_config"], detail)
+        _stop(row["pid"])
+
+    def roll_back(self, name: str, reason: str) -> None:
+        """All traffic back to the old server (RollingBack, then InService with the reason); the
+        candidate server stops."""
+        row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+        if row is None or not row["rollout"]:
+            return
+        self._set(name, status="RollingBack", candidate_share=0.0)
+        failure = f"update to {row['candidate_config']} rolled back: {reason}"
+        log.warning("endpoint %s: %s", name, failure)
+        _stop(row["candidate_pid"])
+        log.info("endpoint %s: the new model server (pid %s) stopped", name, row["candidate_pid"])
+        self._set(name, status="InService", candidate_config=None, candidate_url=None, candidate_pid=None,
+                  rollout=None, failure_reason=failure)
+        self.record_history(name, "RolledBack", row["candidate_config"], reason)
+
+    def wait_for_rollout(self, name: str, on_share: Callable[[float], None] = lambda share: None,
+                         poll_s: float = 0.25) -> dict[str, Any]:
+        """Follow the endpoint's rollout until it ends (the driver bounds it by its time limit);
+        ``on_share`` hears each new share of the candidate. Returns the endpoint as it ends."""
+        share = None
+        while True:
+            endpoint = self.describe_endpoint(name)
+            pending = endpoint.get("PendingDeploymentSummary")
+            if pending is None and endpoint["EndpointStatus"] not in ("Updating", "RollingBack"):
+                return endpoint
+            current = pending["ProductionVariants"][0]["CurrentWeight"] if pending else None
+            if current is not None and current != share:
+                share = current
+                on_share(current)
+            time.sleep(poll_s)
+
+    # --- which version served when --------------------------------------------------------------------
+    def record_history(self, endpoint: str, event: str, config_name: str | None, detail: str | None = None) -> None:
+        with write_transaction(self.conn):
+            self.conn.execute("INSERT INTO endpoint_history (endpoint, time, event, config_name, detail) "
+                              "VALUES (?,?,?,?,?)", (endpoint, iso(utc_now()), event, config_name, detail))
+
+    def endpoint_history(self, name: str) -> list[dict[str, Any]]:
+        """The endpoint's changes, oldest first: each with the version its config serves."""
+        rows = self.conn.execute("SELECT * FROM endpoint_history WHERE endpoint = ? ORDER BY seq", (name,)).fetchall()
+        if not rows and self.conn.execute("SELECT 1 FROM endpoints WHERE name = ?", (name,)).fetchone() is None:
+            raise _client_error("DescribeEndpoint", f'Could not find endpoint "{name}".')
+        return [{"time": row["time"], "event": row["event"], "endpoint_config": row["config_name"],
+                 "version": self._config_version(row["config_name"]), "detail": row["detail"]} for row in rows]
+
+    def _config_version(self, config_name: str | None) -> int | None:
+        """The registry version an endpoint config serves (through its model's package), if any."""
+        if not config_name:
+            return None
+        row = self.conn.execute("SELECT production_variants FROM endpoint_configs WHERE name = ?", (config_name,)).fetchone()
+        model = self.models.get(json.loads(row["production_variants"])[0]["ModelName"]) if row else None
+        return package_version(model.primary_container.get("ModelPackageName")) if model else None
 
     # --- tags (on endpoints: the deploy handler's record of the approval an endpoint follows) ---
     def add_tags(self, ResourceArn: str, Tags: list) -> dict[str, list]:  # noqa: N803
@@ -212,7 +370,8 @@ class LocalHosting:
         config_name = self.describe_endpoint(name)["EndpointConfigName"]
         self._ensure_runtime("RestartEndpoint")
         _stop(self._claim(name, "RestartEndpoint"))
-        self._serve(name, config_name, on_failure={"status": "Failed", "pid": None})
+        if self._serve(name, config_name, on_failure={"status": "Failed", "pid": None}):
+            self.record_history(name, "Restarted", config_name)
         return self.describe_endpoint(name)
 
     def _ensure_runtime(self, operation: str) -> str:
@@ -249,13 +408,18 @@ class LocalHosting:
         return True
 
     def delete_endpoint(self, EndpointName: str) -> None:  # noqa: N803
-        row = self.conn.execute("SELECT pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
+        row = self.conn.execute("SELECT status, pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
         if row is None:
             raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
+        if row["status"] in ("Updating", "RollingBack"):  # SageMaker refuses it too: the rollout owns two servers
+            raise _client_error("DeleteEndpoint", f"endpoint {EndpointName} is {row['status']}: wait until it is "
+                                                  "InService (sentiment-mlops endpoints show)")
         _stop(row["pid"])
         with write_transaction(self.conn):
             self.conn.execute("DELETE FROM tags WHERE resource_arn = ?", (sagemaker_arn("endpoint", EndpointName),))
             self.conn.execute("DELETE FROM endpoints WHERE name = ?", (EndpointName,))
+            self.conn.execute("INSERT INTO endpoint_history (endpoint, time, event) VALUES (?,?,'Deleted')",
+                              (EndpointName, iso(utc_now())))
             last = self.conn.execute("SELECT 1 FROM endpoints").fetchone() is None
         if last:  # nothing left to route to; the runtime comes back on the same port with the next endpoint
             stop_runtime(self.home)
@@ -336,6 +500,19 @@ def _last_line(log_path: Path) -> str:
     except OSError:
         return ""
     return next((line for line in reversed(lines) if line), "")[:300]
+
+
+def rollout_log(home: Path, endpoint: str) -> Path:
+    """Where an endpoint's rollouts write what they did."""
+    return endpoint_log(home, endpoint).with_suffix(".rollout.log")
+
+
+def _driver_gone(rollout: Mapping[str, Any]) -> bool:
+    """Whether the process that drives a rollout is gone (or never came, long enough ago)."""
+    pid = rollout.get("driver_pid")
+    if pid is None:
+        return (utc_now() - parse_iso(rollout["started"])).total_seconds() > DRIVER_START_S
+    return not process_runs(pid, ROLLOUT_MODULE)
 
 
 def _stop(pid: int | None) -> None:

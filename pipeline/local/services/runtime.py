@@ -12,7 +12,11 @@ invoke-endpoint --endpoint-url ...`` work against it unchanged. It answers as Sa
 - ``ValidationError`` (400) for an endpoint that does not exist or is not serving.
 
 Routes come from the state database: the endpoints table holds each endpoint's current model
-server. The runtime re-reads it whenever another process has committed a change (SQLite's
+server and, while a guarded update shifts traffic (``pipeline/local/services/rollout.py``), the
+candidate server and its share of the requests, dealt exactly (a share of 0.1 sends every tenth
+request). Each answer is counted per endpoint config, the way SageMaker publishes a fleet's
+metrics (``Invocations``, ``Invocation5XXErrors``, ``ModelLatency`` in microseconds), and
+``GET /_local/metrics/NAME`` hands the last minutes of them to whoever judges the alarms. The runtime re-reads it whenever another process has committed a change (SQLite's
 ``data_version``), so a blue/green update takes effect for the very next request. A request
 that finds no server listening (the old variant stopping, a pooled connection it closed) is
 sent again, to the route read afresh: an invocation only scores, so sending it twice is safe.
@@ -40,6 +44,7 @@ from typing import TypeGuard
 import aiohttp
 from aiohttp import web
 
+from mlops_rules.hosting import VARIANT_NAME
 from pipeline.local.aws_identity import ACCOUNT, endpoint_log_group_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.state.db import connect, state_path
@@ -58,7 +63,9 @@ INVOKE_TIMEOUT_S = 60.0
 # How long a request keeps looking for a listening server (an update in progress, say).
 RETRY_WINDOW_S = 5.0
 READY_TIMEOUT_S = 30.0
-SERVING_STATUSES = ("InService", "Updating")
+SERVING_STATUSES = ("InService", "Updating", "RollingBack")
+# How long the per-second metrics are kept (the longest alarm window a rollout judges: 10 periods of 60 s).
+METRICS_KEPT_S = 600
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 
 
@@ -67,6 +74,34 @@ class Route:
     status: str
     url: str | None
     variant: str
+    config: str = ""
+    candidate_url: str | None = None  # a guarded update's new server, while it takes a share
+    candidate_config: str | None = None
+    share: float = 0.0  # the candidate's share of the requests
+
+
+class FleetMetrics:
+    """Per endpoint and endpoint config, per second: requests, 5xx answers, and the latency's
+    sum, maximum and minimum in microseconds (``cloudwatch.Bucket``)."""
+
+    def __init__(self) -> None:
+        self._series: dict[str, dict[str, dict[int, list[float]]]] = {}
+
+    def record(self, endpoint: str, config: str, error: bool, latency_us: float, now: float) -> None:
+        seconds = self._series.setdefault(endpoint, {}).setdefault(config, {})
+        second = int(now)
+        bucket = seconds.get(second)
+        if bucket is None:
+            bucket = seconds[second] = [second, 0, 0, 0.0, latency_us, latency_us]
+            for old in [s for s in seconds if s <= second - METRICS_KEPT_S]:
+                del seconds[old]
+        bucket[1] += 1
+        bucket[2] += int(error)
+        bucket[3] += latency_us
+        bucket[4], bucket[5] = max(bucket[4], latency_us), min(bucket[5], latency_us)
+
+    def of(self, endpoint: str) -> dict[str, list[list[float]]]:
+        return {config: sorted(seconds.values()) for config, seconds in self._series.get(endpoint, {}).items()}
 
 
 class Routes:
@@ -85,13 +120,14 @@ class Routes:
         return self._routes.get(name)
 
     def _read(self) -> dict[str, Route]:
-        rows = self.conn.execute("SELECT e.name, e.status, e.url, c.production_variants FROM endpoints e "
+        rows = self.conn.execute("SELECT e.*, c.production_variants FROM endpoints e "
                                  "LEFT JOIN endpoint_configs c ON c.name = e.config_name").fetchall()
         routes = {}
         for row in rows:
             variants = json.loads(row["production_variants"] or "[]")
-            variant = (variants[0] if variants else {}).get("VariantName", "AllTraffic")
-            routes[row["name"]] = Route(row["status"], row["url"], variant)
+            variant = (variants[0] if variants else {}).get("VariantName", VARIANT_NAME)
+            routes[row["name"]] = Route(row["status"], row["url"], variant, row["config_name"], row["candidate_url"],
+                                        row["candidate_config"], row["candidate_share"] or 0.0)
         return routes
 
 
@@ -114,12 +150,15 @@ class Runtime:
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
         self.routes = Routes(self.home)
+        self.metrics = FleetMetrics()
+        self._credit: dict[str, float] = {}  # each endpoint's running count toward its candidate's next request
         self.session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
         app.router.add_get("/ping", ping)
         app.router.add_post("/endpoints/{name}/invocations", self.invoke)
+        app.router.add_get("/_local/metrics/{name}", self.fleet_metrics)
         app.router.add_route("*", "/{tail:.*}", self.unknown)
         app.on_response_prepare.append(name_server)
         app.on_startup.append(self._open)
@@ -139,6 +178,20 @@ class Runtime:
         return aws_error(HTTPStatus.NOT_FOUND, "UnknownOperationException",
                          f"no operation at {printable(request.method)} {printable(request.path)!r}: "
                          "use POST /endpoints/NAME/invocations")
+
+    async def fleet_metrics(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        return json_response(200, {"endpoint": name, "now": time.time(), "fleets": self.metrics.of(name)})
+
+    def _target(self, name: str, route: Route) -> tuple[str | None, str]:
+        """The server (and its endpoint config) that takes this request: the candidate for its
+        share of them, dealt evenly, else the endpoint's own."""
+        if not route.candidate_url or route.share <= 0:
+            return route.url, route.config
+        credit = self._credit.get(name, 0.0) + route.share
+        chosen = credit >= 1.0 - 1e-9
+        self._credit[name] = credit - 1.0 if chosen else credit
+        return (route.candidate_url, route.candidate_config or "") if chosen else (route.url, route.config)
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
@@ -167,13 +220,18 @@ class Runtime:
                                  f"Endpoint {name} is {route.status}: it is not serving. "
                                  "See sentiment-mlops endpoints show for the reason.")
             assert self.session is not None, "the client session starts with the application"
+            url, config = self._target(name, route)
+            started = time.perf_counter()
             try:
-                async with self.session.post(route.url + "/invocations", data=body, headers=headers) as response:
+                async with self.session.post(f"{url}/invocations", data=body, headers=headers) as response:
                     data = await response.read()
+                    self.metrics.record(name, config, response.status >= 500, (time.perf_counter() - started) * 1e6,
+                                        time.time())
                     return self._answer(name, route, response, data)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if isinstance(error, asyncio.TimeoutError) or time.monotonic() + pause > deadline:
-                    log.warning("endpoint %s: the model server at %s did not answer: %r", name, route.url, error)
+                    log.warning("endpoint %s: the model server at %s did not answer: %r", name, url, error)
+                    self.metrics.record(name, config, True, (time.perf_counter() - started) * 1e6, time.time())
                     return aws_error(HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailable",
                                      f"Endpoint {name}'s model server is not answering; try again, or see "
                                      "sentiment-mlops endpoints show")

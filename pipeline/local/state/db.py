@@ -213,6 +213,48 @@ MIGRATIONS: list[list[str]] = [
             server_pid INTEGER)""",
         "CREATE INDEX transform_jobs_newest ON transform_jobs (creation_time, seq)",
     ],
+    [
+        # Guarded rollouts (pipeline/local/services/rollout.py): an endpoint may be RollingBack,
+        # and while an update shifts traffic it has a candidate server beside its own, with the
+        # candidate's share of the requests and the rollout's plan and progress. SQLite cannot
+        # change a CHECK constraint in place: the table is made again with its rows.
+        """CREATE TABLE endpoints_new (
+            name TEXT PRIMARY KEY,
+            arn TEXT NOT NULL UNIQUE,
+            config_name TEXT NOT NULL REFERENCES endpoint_configs (name),
+            status TEXT NOT NULL CHECK (status IN ('Creating','Updating','RollingBack','InService','Failed')),
+            url TEXT,
+            pid INTEGER,
+            failure_reason TEXT,
+            creation_time TEXT NOT NULL,
+            last_modified_time TEXT NOT NULL,
+            candidate_config TEXT REFERENCES endpoint_configs (name),
+            candidate_url TEXT,
+            candidate_pid INTEGER,
+            candidate_share REAL NOT NULL DEFAULT 0,
+            rollout TEXT)""",
+        "INSERT INTO endpoints_new (name, arn, config_name, status, url, pid, failure_reason, creation_time, "
+        "last_modified_time) SELECT name, arn, config_name, status, url, pid, failure_reason, creation_time, "
+        "last_modified_time FROM endpoints",
+        "DROP TABLE endpoints",
+        "ALTER TABLE endpoints_new RENAME TO endpoints",
+        # CloudWatch metric alarms (pipeline/local/services/cloudwatch.py), PutMetricAlarm's request as given.
+        """CREATE TABLE alarms (
+            name TEXT PRIMARY KEY,
+            arn TEXT NOT NULL UNIQUE,
+            definition TEXT NOT NULL,
+            last_modified_time TEXT NOT NULL)""",
+        # What each endpoint served when: every change of the config that takes its traffic, and
+        # every update that did not take (rolled back, failed), in order.
+        """CREATE TABLE endpoint_history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            endpoint TEXT NOT NULL,
+            time TEXT NOT NULL,
+            event TEXT NOT NULL,
+            config_name TEXT,
+            detail TEXT)""",
+        "CREATE INDEX endpoint_history_by_endpoint ON endpoint_history (endpoint, seq)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
