@@ -71,7 +71,8 @@ class Load:
     """Two clients sending reviews one after another until stopped; each answer's time and status."""
 
     def __init__(self, url: str) -> None:
-        self.url, self.answers = urlsplit(url), []
+        self.url = urlsplit(url)
+        self.answers: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(2)]
 
@@ -86,7 +87,7 @@ class Load:
             thread.join(30)
 
     def _send(self) -> None:
-        connection = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=30)
+        connection = http.client.HTTPConnection(self.url.hostname or "127.0.0.1", self.url.port, timeout=30)
         while not self._stop.is_set():
             connection.request("POST", self.url.path + "/invocations", body=json.dumps({"review": "a fine film"}),
                                headers={"Content-Type": "application/json"})
@@ -100,7 +101,7 @@ class Load:
 
 def _history(capsys, home: Path) -> list[dict]:
     code, rows = _cli(capsys, home, "endpoints", "history", ENDPOINT)
-    assert code == 0
+    assert code == 0 and isinstance(rows, list)
     return rows
 
 

@@ -390,6 +390,11 @@ def test_rejecting_the_version_that_serves_puts_the_previous_one_back(browser, s
         By.ID, "deployment-outcome").text
     assert "serves version 1 (InService)" in browser.find_element(By.ID, "now-serving").text
     _screenshot(browser, screens, "5-rejected")
+    browser.get(f"{site.url}/registry")
+    history = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+               for row in browser.find_elements(By.CSS_SELECTOR, "#serving-history tbody tr")]
+    assert [(row[1], row[2]) for row in history][:3] == [("Updated", "Version 1"), ("Updated", "Version 2"),
+                                                         ("Created", "Version 1")]  # newest first
 
 
 def test_the_pages_own_form_without_its_token_is_refused(browser, site, home):

@@ -9,8 +9,17 @@ import pytest
 from botocore.stub import Stubber
 
 from mlops_rules.hosting import VARIANT_NAME
-from mlops_rules.rollouts import (ERRORS_METRIC, LATENCY_METRIC, NAMESPACE, NEW_FLEET_DIMENSION, RolloutPolicy,
-                                  deployment_problems, errors_alarm_name, latency_alarm_name, traffic_steps)
+from mlops_rules.rollouts import (
+    ERRORS_METRIC,
+    LATENCY_METRIC,
+    NAMESPACE,
+    NEW_FLEET_DIMENSION,
+    RolloutPolicy,
+    deployment_problems,
+    errors_alarm_name,
+    latency_alarm_name,
+    traffic_steps,
+)
 from pipeline.local.services.events import deploy_module
 from tests.test_aws_backend import REGION
 from tests.test_deploy_handler import CONFIG, ENDPOINT_ARN, V2, _event, _stubbed

@@ -134,7 +134,7 @@ def deployment_problems(config: Mapping[str, Any], instance_count: int) -> list[
     if not isinstance(policy, Mapping):
         return ["DeploymentConfig needs a BlueGreenUpdatePolicy"]
     routing = policy.get("TrafficRoutingConfiguration") or {}
-    mode, wait = routing.get("Type"), routing.get("WaitIntervalInSeconds")
+    mode, wait = str(routing.get("Type")), routing.get("WaitIntervalInSeconds")
     problems = []
     if mode not in TRAFFIC_MODES:
         problems.append(f"TrafficRoutingConfiguration.Type {mode!r} is not one of {', '.join(TRAFFIC_MODES)}")

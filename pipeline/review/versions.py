@@ -107,6 +107,8 @@ class Serving:
     version: int | None = None
     endpoint_config: str | None = None
     failure_reason: str | None = None
+    rolling_out: int | None = None  # the version a guarded update is bringing in, while it runs
+    rollout_share: float = 0.0  # its share of the requests now
 
     @property
     def in_service(self) -> bool:
@@ -117,7 +119,20 @@ class Serving:
             return f"Nothing is deployed: endpoint {self.endpoint} does not exist yet. Approving a version deploys it."
         which = f"version {self.version}" if self.version is not None else f"config {self.endpoint_config}"
         text = f"Endpoint {self.endpoint} serves {which} ({self.status})."
+        if self.rolling_out is not None:
+            text += f" Rolling out version {self.rolling_out}: it takes {100 * self.rollout_share:.0f} % of the requests."
         return text + (f" {self.failure_reason}" if self.failure_reason else "")
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One change of what the endpoint serves (``endpoints history``)."""
+
+    time: str
+    event: str
+    version: int | None
+    endpoint_config: str | None
+    detail: str | None
 
 
 def serving(evidence: Evidence) -> Serving:
@@ -140,8 +155,21 @@ def serving(evidence: Evidence) -> Serving:
             version = matches[0] if len(matches) == 1 else None
     except (ClientError, StateError, KeyError, IndexError, TypeError):
         version = None
+    pending = endpoint.get("PendingDeploymentSummary")
+    rolling_out = hosting.config_version(pending["EndpointConfigName"]) if pending else None
+    share = pending["ProductionVariants"][0]["CurrentWeight"] if pending else 0.0
     return Serving(name, endpoint["EndpointStatus"], version, endpoint["EndpointConfigName"],
-                   endpoint.get("FailureReason"))
+                   endpoint.get("FailureReason"), rolling_out, share)
+
+
+def serving_history(evidence: Evidence) -> list[HistoryRow]:
+    """What the endpoint served when, newest first (none before anything was deployed)."""
+    hosting = LocalHosting(evidence.settings.home, evidence.conn, registry=evidence.registry)
+    try:
+        rows = hosting.endpoint_history(evidence.settings.endpoint_name)
+    except ClientError:
+        return []
+    return [HistoryRow(r["time"], r["event"], r["version"], r["endpoint_config"], r["detail"]) for r in reversed(rows)]
 
 
 @dataclass(frozen=True)
@@ -174,12 +202,14 @@ class Overview:
     group: str
     serving: Serving
     versions: list[VersionSummary]
+    history: list[HistoryRow]
 
 
 def overview(evidence: Evidence) -> Overview:
-    """Every version of the group, newest first, and what serves now."""
+    """Every version of the group, newest first, what serves now, and what served before."""
     now = serving(evidence)
-    return Overview(evidence.group, now, [summary(evidence, p, now) for p in evidence.packages()])
+    return Overview(evidence.group, now, [summary(evidence, p, now) for p in evidence.packages()],
+                    serving_history(evidence))
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,15 @@ from types import ModuleType
 from typing import Any
 
 from mlops_rules.hosting import VARIANT_NAME
-from mlops_rules.rollouts import (ERRORS_METRIC, LATENCY_METRIC, NAMESPACE, NEW_FLEET_DIMENSION, RolloutPolicy,
-                                  errors_alarm_name, latency_alarm_name)
+from mlops_rules.rollouts import (
+    ERRORS_METRIC,
+    LATENCY_METRIC,
+    NAMESPACE,
+    NEW_FLEET_DIMENSION,
+    RolloutPolicy,
+    errors_alarm_name,
+    latency_alarm_name,
+)
 from pipeline.lambdas import load_lambda
 from pipeline.settings import Settings
 

@@ -338,9 +338,9 @@ class LocalHosting:
         if not rows and self.conn.execute("SELECT 1 FROM endpoints WHERE name = ?", (name,)).fetchone() is None:
             raise _client_error("DescribeEndpoint", f'Could not find endpoint "{name}".')
         return [{"time": row["time"], "event": row["event"], "endpoint_config": row["config_name"],
-                 "version": self._config_version(row["config_name"]), "detail": row["detail"]} for row in rows]
+                 "version": self.config_version(row["config_name"]), "detail": row["detail"]} for row in rows]
 
-    def _config_version(self, config_name: str | None) -> int | None:
+    def config_version(self, config_name: str | None) -> int | None:
         """The registry version an endpoint config serves (through its model's package), if any."""
         if not config_name:
             return None
