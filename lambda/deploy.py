@@ -47,7 +47,9 @@ Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAG
 ``EXECUTION_ROLE_ARN`` (the role the endpoint's model runs as), ``INSTANCE_TYPE``
 (default ``ml.m5.large``), ``INSTANCE_COUNT`` (default 1), ``RETRY_QUEUE_URL``, and the rollout
 (``mlops_rules.rollouts``): ``DEPLOYMENT_MODE``, ``TRAFFIC_STEP_PERCENT``, ``BAKE_SECONDS``,
-``TERMINATION_WAIT_SECONDS``, ``MAX_DEPLOYMENT_SECONDS``, ``ROLLBACK_ALARMS``, ``NEW_FLEET_ALARM``.
+``TERMINATION_WAIT_SECONDS``, ``MAX_DEPLOYMENT_SECONDS``, ``ROLLBACK_ALARMS``, ``NEW_FLEET_ALARM``;
+and data capture: ``CAPTURE_PERCENT`` (0, the default: none) of the invocations, requests and
+answers, written by SageMaker under ``CAPTURE_DESTINATION`` (``mlops_rules.capture``).
 
 An update of the endpoint follows the rollout: UpdateEndpoint's ``DeploymentConfig`` (blue/green,
 all at once, a canary or linear steps, a baking period after each, automatic rollback on the
@@ -70,6 +72,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mlops_rules.approvals import EVENT_DETAIL_TYPE, EVENT_SOURCE, package_version
+from mlops_rules.capture import capture_config
 from mlops_rules.hosting import BUSY_STATUSES, DEFAULT_ENDPOINT_INSTANCE_TYPE, VARIANT_NAME, model_name
 from mlops_rules.rollouts import NEW_FLEET_DIMENSION, RolloutPolicy
 
@@ -125,6 +128,8 @@ class DeployConfig:
     retry_queue_url: str = ""  # empty: a busy endpoint raises at once
     retry_delays_s: tuple[int, ...] = RETRY_DELAYS_S
     rollout: RolloutPolicy = RolloutPolicy()  # how an update shifts traffic, and what rolls it back
+    capture_percent: int = 0  # the share of invocations the endpoint captures (0: none)
+    capture_destination: str = ""  # where, an s3:// prefix
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DeployConfig:
@@ -139,9 +144,19 @@ class DeployConfig:
             rollout = RolloutPolicy.from_env(environ)
         except ValueError as error:
             raise DeployError(f"{error}: fix the stack's rollout parameters") from None
+        capture_text = environ.get("CAPTURE_PERCENT") or "0"
+        if not capture_text.strip().isdigit():
+            raise DeployError(f"CAPTURE_PERCENT {capture_text!r} is not a whole number from 0 to 100")
+        capture = int(capture_text)
         config = cls(environ["ENDPOINT_NAME"], environ["MODEL_PACKAGE_GROUP"], environ["EXECUTION_ROLE_ARN"],
                      environ.get("INSTANCE_TYPE") or DEFAULT_ENDPOINT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "",
-                     rollout=rollout)
+                     rollout=rollout, capture_percent=capture,
+                     capture_destination=(environ.get("CAPTURE_DESTINATION") or "").rstrip("/"))
+        if not 0 <= capture <= 100:
+            raise DeployError(f"CAPTURE_PERCENT {capture} is not between 0 and 100")
+        if capture and not config.capture_destination.startswith("s3://"):
+            raise DeployError(f"CAPTURE_PERCENT is {capture}, but CAPTURE_DESTINATION "
+                              f"{config.capture_destination!r} is not an s3:// prefix")
         if not _NAME.match(config.endpoint_name) or len(config.endpoint_name) > NAME_LIMIT - 20:
             raise DeployError(f"ENDPOINT_NAME {config.endpoint_name!r} must be letters, digits and hyphens, "
                               f"at most {NAME_LIMIT - 20} characters (room for the version suffixes)")
@@ -154,7 +169,10 @@ class DeployConfig:
 
     def variant_hash(self) -> str:
         """What the endpoint config holds besides the model: a change makes a new config."""
-        return hashlib.sha256(f"{self.instance_type}|{self.instance_count}".encode()).hexdigest()[:8]
+        held = f"{self.instance_type}|{self.instance_count}"
+        if self.capture_percent:  # (without capture, the hash configs made before capture existed had)
+            held += f"|capture {self.capture_percent} {self.capture_destination}"
+        return hashlib.sha256(held.encode()).hexdigest()[:8]
 
     def retry_delay(self, attempt: int) -> int:
         """How long the ``attempt``-th try waits before the next (1-based)."""
@@ -260,9 +278,11 @@ def _ensure_model(sagemaker, name: str, approval: Approval, config: DeployConfig
 def _ensure_endpoint_config(sagemaker, name: str, model: str, config: DeployConfig) -> bool:
     if _exists(sagemaker.describe_endpoint_config, EndpointConfigName=name) is not None:
         return False
+    capture = {"DataCaptureConfig": capture_config(config.capture_destination, config.capture_percent)} \
+        if config.capture_percent else {}
     sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": VARIANT_NAME, "ModelName": model, "InstanceType": config.instance_type,
-        "InitialInstanceCount": config.instance_count, "InitialVariantWeight": 1.0}])
+        "InitialInstanceCount": config.instance_count, "InitialVariantWeight": 1.0}], **capture)
     return True
 
 

@@ -94,6 +94,9 @@ class Settings:
     rollout_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({
         name: os.environ[f"SENTIMENT_MLOPS_{name}"] for name in LOCAL_ROLLOUT_SETTINGS
         if os.environ.get(f"SENTIMENT_MLOPS_{name}")}))
+    # The share of a local endpoint's invocations captured into the store (SageMaker's data
+    # capture format, under s3://BUCKET/PREFIX/datacapture/), as the stack's CapturePercent; 0: none.
+    capture_percent: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_CAPTURE_PERCENT", "100")))
     alarm_period_s: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_ALARM_PERIOD", "10")))
     error_alarm_threshold: float = field(default_factory=lambda: float(_env("SENTIMENT_MLOPS_ERROR_ALARM_THRESHOLD", "1")))
     latency_alarm_us: float = field(default_factory=lambda: float(_env("SENTIMENT_MLOPS_LATENCY_ALARM_MICROSECONDS",

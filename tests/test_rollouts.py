@@ -178,7 +178,8 @@ def test_the_stacks_default_rollout_is_one_sagemaker_accepts():
     parameters = TEMPLATE["Parameters"]
     variables = RESOURCES["DeployFunction"]["Properties"]["Environment"]["Variables"]
     environ = {"ENDPOINT_NAME": "e", "MODEL_PACKAGE_GROUP": "g", "EXECUTION_ROLE_ARN": "r",
-               "ROLLBACK_ALARMS": "e-errors,e-latency", "NEW_FLEET_ALARM": "e-latency"}
+               "ROLLBACK_ALARMS": "e-errors,e-latency", "NEW_FLEET_ALARM": "e-latency",
+               "CAPTURE_DESTINATION": "s3://bucket/prefix/datacapture"}
     for name, value in variables.items():
         if isinstance(value, dict) and "Ref" in value and value["Ref"] in parameters and name not in environ:
             environ[name] = str(parameters[value["Ref"]]["Default"])

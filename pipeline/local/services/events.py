@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mlops_rules.capture import CAPTURE_FOLDER
 from mlops_rules.hosting import VARIANT_NAME
 from mlops_rules.rollouts import (
     ERRORS_METRIC,
@@ -106,7 +107,9 @@ def deploy_config(settings: Settings):
     deploy = deploy_module()
     environ = {"ENDPOINT_NAME": settings.endpoint_name, "MODEL_PACKAGE_GROUP": settings.model_package_group,
                "EXECUTION_ROLE_ARN": settings.role_arn, "INSTANCE_TYPE": settings.endpoint_instance_type,
-               "INSTANCE_COUNT": str(settings.endpoint_instance_count), **settings.rollout_env}
+               "INSTANCE_COUNT": str(settings.endpoint_instance_count), **settings.rollout_env,
+               "CAPTURE_PERCENT": str(settings.capture_percent),
+               "CAPTURE_DESTINATION": f"s3://{settings.bucket}/{settings.prefix}/{CAPTURE_FOLDER}"}
     alarms = [alarm["AlarmName"] for alarm in local_alarms(settings)]
     try:
         guarded = RolloutPolicy.from_env(environ).guarded

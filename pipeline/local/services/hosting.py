@@ -37,6 +37,7 @@ from typing import Any, TypeGuard
 from botocore.exceptions import ClientError
 
 from mlops_rules.approvals import package_version
+from mlops_rules.capture import config_problems as capture_problems
 from mlops_rules.rollouts import EXECUTION_TIMEOUT_RANGE_S, deployment_problems, traffic_steps
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
@@ -136,19 +137,30 @@ class LocalHosting:
         row = self.conn.execute("SELECT * FROM endpoint_configs WHERE name = ?", (EndpointConfigName,)).fetchone()
         if row is None:
             raise _client_error("DescribeEndpointConfig", f'Could not find endpoint configuration "{EndpointConfigName}".')
-        return {"EndpointConfigName": row["name"], "EndpointConfigArn": row["arn"],
-                "ProductionVariants": json.loads(row["production_variants"]), "CreationTime": row["creation_time"]}
+        found = {"EndpointConfigName": row["name"], "EndpointConfigArn": row["arn"],
+                 "ProductionVariants": json.loads(row["production_variants"]), "CreationTime": row["creation_time"]}
+        if row["data_capture_config"]:
+            found["DataCaptureConfig"] = json.loads(row["data_capture_config"])
+        return found
 
-    def create_endpoint_config(self, EndpointConfigName: str, ProductionVariants: list) -> dict[str, str]:  # noqa: N803
+    def create_endpoint_config(self, EndpointConfigName: str, ProductionVariants: list,  # noqa: N803
+                               DataCaptureConfig: Mapping[str, Any] | None = None) -> dict[str, str]:  # noqa: N803
+        """An endpoint config; with ``DataCaptureConfig``, the runtime captures its invocations
+        into the local store as SageMaker does (``pipeline/local/services/capture.py``)."""
         if len(ProductionVariants) != 1:
             raise _client_error("CreateEndpointConfig", "the local runtime serves exactly one production variant")
         self.describe_model(ProductionVariants[0]["ModelName"])  # the model must exist, as SageMaker checks
+        problems = capture_problems(DataCaptureConfig) if DataCaptureConfig else []
+        if problems:
+            raise _client_error("CreateEndpointConfig", f"DataCaptureConfig: {'; '.join(problems)}")
         arn = sagemaker_arn("endpoint-config", EndpointConfigName)
         with write_transaction(self.conn):
             if self.conn.execute("SELECT 1 FROM endpoint_configs WHERE name = ?", (EndpointConfigName,)).fetchone():
                 raise _client_error("CreateEndpointConfig", f'Cannot create already existing endpoint configuration "{arn}".')
-            self.conn.execute("INSERT INTO endpoint_configs VALUES (?,?,?,?)",
-                              (EndpointConfigName, arn, to_json(list(ProductionVariants)), iso(utc_now())))
+            self.conn.execute("INSERT INTO endpoint_configs (name, arn, production_variants, creation_time, "
+                              "data_capture_config) VALUES (?,?,?,?,?)",
+                              (EndpointConfigName, arn, to_json(list(ProductionVariants)), iso(utc_now()),
+                               to_json(dict(DataCaptureConfig)) if DataCaptureConfig else None))
         return {"EndpointConfigArn": arn}
 
     # --- endpoints ----------------------------------------------------------------------------

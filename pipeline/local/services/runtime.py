@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import TypeGuard
@@ -44,10 +45,13 @@ from typing import TypeGuard
 import aiohttp
 from aiohttp import web
 
+from mlops_rules.capture import CaptureRules, capture_prefix
 from mlops_rules.hosting import VARIANT_NAME
 from pipeline.local.aws_identity import ACCOUNT, endpoint_log_group_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
+from pipeline.local.services.capture import CaptureWriter
 from pipeline.local.state.db import connect, state_path
+from pipeline.local.state.store import ArtifactStore
 from serve.server.http import BodyRefused, json_response, name_server, ping, printable, read_body, refuse
 from serve.server.run import listening_socket, serve_forever, url_of, write_whole
 
@@ -64,6 +68,8 @@ INVOKE_TIMEOUT_S = 60.0
 RETRY_WINDOW_S = 5.0
 READY_TIMEOUT_S = 30.0
 SERVING_STATUSES = ("InService", "Updating", "RollingBack")
+# InvokeEndpoint's InferenceId, as botocore sends it: kept in the captured record's eventMetadata.
+INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
 # How long the per-second metrics are kept (the longest alarm window a rollout judges: 10 periods of 60 s).
 METRICS_KEPT_S = 600
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
@@ -78,6 +84,8 @@ class Route:
     candidate_url: str | None = None  # a guarded update's new server, while it takes a share
     candidate_config: str | None = None
     share: float = 0.0  # the candidate's share of the requests
+    capture: CaptureRules | None = None  # the endpoint config's DataCaptureConfig, if it captures
+    candidate_capture: CaptureRules | None = None
 
 
 class FleetMetrics:
@@ -120,14 +128,18 @@ class Routes:
         return self._routes.get(name)
 
     def _read(self) -> dict[str, Route]:
-        rows = self.conn.execute("SELECT e.*, c.production_variants FROM endpoints e "
-                                 "LEFT JOIN endpoint_configs c ON c.name = e.config_name").fetchall()
+        rows = self.conn.execute("SELECT e.*, c.production_variants, c.data_capture_config, "
+                                 "n.data_capture_config AS candidate_capture FROM endpoints e "
+                                 "LEFT JOIN endpoint_configs c ON c.name = e.config_name "
+                                 "LEFT JOIN endpoint_configs n ON n.name = e.candidate_config").fetchall()
         routes = {}
         for row in rows:
             variants = json.loads(row["production_variants"] or "[]")
             variant = (variants[0] if variants else {}).get("VariantName", VARIANT_NAME)
             routes[row["name"]] = Route(row["status"], row["url"], variant, row["config_name"], row["candidate_url"],
-                                        row["candidate_config"], row["candidate_share"] or 0.0)
+                                        row["candidate_config"], row["candidate_share"] or 0.0,
+                                        CaptureRules.of(json.loads(row["data_capture_config"] or "null")),
+                                        CaptureRules.of(json.loads(row["candidate_capture"] or "null")))
         return routes
 
 
@@ -152,6 +164,8 @@ class Runtime:
         self.routes = Routes(self.home)
         self.metrics = FleetMetrics()
         self._credit: dict[str, float] = {}  # each endpoint's running count toward its candidate's next request
+        self.capture = CaptureWriter(ArtifactStore(self.home))
+        self._capture_credit: dict[str, float] = {}  # the same toward the next invocation captured
         self.session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -166,6 +180,7 @@ class Runtime:
         return app
 
     async def _open(self, app: web.Application) -> None:
+        self.capture.start()
         connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                              timeout=aiohttp.ClientTimeout(total=INVOKE_TIMEOUT_S))
@@ -173,6 +188,7 @@ class Runtime:
     async def _close(self, app: web.Application) -> None:
         if self.session is not None:
             await self.session.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.capture.close)
 
     async def unknown(self, request: web.Request) -> web.Response:
         return aws_error(HTTPStatus.NOT_FOUND, "UnknownOperationException",
@@ -181,7 +197,8 @@ class Runtime:
 
     async def fleet_metrics(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        return json_response(200, {"endpoint": name, "now": time.time(), "fleets": self.metrics.of(name)})
+        return json_response(200, {"endpoint": name, "now": time.time(), "fleets": self.metrics.of(name),
+                                   "capture": self.capture.stats})
 
     def _target(self, name: str, route: Route) -> tuple[str | None, str]:
         """The server (and its endpoint config) that takes this request: the candidate for its
@@ -204,11 +221,30 @@ class Runtime:
         for header in ("Accept", "X-Amzn-SageMaker-Custom-Attributes"):
             if header in request.headers:
                 headers[header] = request.headers[header]
-        answer = await self._forward(name, body, headers)
+        answer = await self._forward(name, body, headers, request.headers.get(INFERENCE_ID_HEADER))
         answer.headers["x-amzn-RequestId"] = request_id
         return answer
 
-    async def _forward(self, name: str, body: bytes, headers: dict[str, str]) -> web.Response:
+    def _captured(self, name: str, route: Route, config: str, request: tuple[str, bytes],
+                  answer: tuple[str, bytes], inference_id: str | None) -> None:
+        """Hand a served invocation to the capture writer if its config captures and it is sampled
+        (dealt evenly: at 20 %, every fifth). Never raises into the request."""
+        rules = route.capture if config == route.config else route.candidate_capture
+        if rules is None:
+            return
+        credit = self._capture_credit.get(name, 0.0) + rules.percent / 100
+        self._capture_credit[name] = credit - 1.0 if credit >= 1.0 - 1e-9 else credit
+        if credit < 1.0 - 1e-9:
+            return
+        now = datetime.now(UTC)
+        try:
+            record = rules.record(request, answer, str(uuid.uuid4()), now, inference_id)
+            self.capture.add(capture_prefix(rules.destination, name, route.variant, now), record)
+        except Exception:  # noqa: BLE001 (capture must never fail a request)
+            log.exception("endpoint %s: an invocation could not be captured", name)
+
+    async def _forward(self, name: str, body: bytes, headers: dict[str, str],
+                       inference_id: str | None = None) -> web.Response:
         deadline, pause = time.monotonic() + RETRY_WINDOW_S, 0.01
         while True:
             route = self.routes.get(name)
@@ -227,6 +263,10 @@ class Runtime:
                     data = await response.read()
                     self.metrics.record(name, config, response.status >= 500, (time.perf_counter() - started) * 1e6,
                                         time.time())
+                    if response.status == 200:
+                        self._captured(name, route, config, (headers["Content-Type"], body),
+                                       (response.headers.get("Content-Type", "application/octet-stream"), data),
+                                       inference_id)
                     return self._answer(name, route, response, data)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if isinstance(error, asyncio.TimeoutError) or time.monotonic() + pause > deadline:

@@ -255,6 +255,10 @@ MIGRATIONS: list[list[str]] = [
             detail TEXT)""",
         "CREATE INDEX endpoint_history_by_endpoint ON endpoint_history (endpoint, seq)",
     ],
+    [
+        # An endpoint config's DataCaptureConfig as given (pipeline/local/services/capture.py).
+        "ALTER TABLE endpoint_configs ADD COLUMN data_capture_config TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
