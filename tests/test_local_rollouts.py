@@ -206,3 +206,46 @@ def test_a_rollout_sagemaker_would_refuse_is_refused_with_its_reason(home, capsy
     _rollout_env(monkeypatch, DEPLOYMENT_MODE="CANARY", BAKE_SECONDS="5")  # one instance: no canary possible
     code, approved = _cli(capsys, home, "registry", "approve", "1")
     assert code == 1 and "CANARY needs at least 2 instances" in approved["deployment_error"]
+
+
+def _endpoint_in_rollout(home: Path, candidate_pid: int) -> LocalHosting:
+    """An endpoint row in the middle of a rollout, written directly (no servers: their pids are not running)."""
+    conn = open_state(home)
+    variants = json.dumps([{"VariantName": "AllTraffic", "ModelName": "not-made"}])
+    conn.execute("INSERT INTO endpoint_configs (name, arn, production_variants, creation_time) VALUES "
+                 "('old', 'arn:old', ?, '2026-12-07T00:00:00.000Z'), ('new', 'arn:new', ?, '2026-12-07T00:00:00.000Z')",
+                 (variants, variants))
+    conn.execute("INSERT INTO endpoints (name, arn, config_name, status, pid, creation_time, last_modified_time, "
+                 "candidate_config, candidate_pid, candidate_share, rollout) VALUES (?, 'arn:e', 'old', 'Updating', 999999, "
+                 "'2026-12-07T00:00:00.000Z', '2026-12-07T00:00:00.000Z', 'new', ?, 0.1, ?)",
+                 (ENDPOINT, candidate_pid, json.dumps({"started": "2026-12-07T00:00:00.000Z", "driver_pid": None})))
+    return LocalHosting(home, conn)
+
+
+def test_a_rollout_ends_once_whoever_reads_its_end(tmp_path):
+    """Two readers that both find the driver gone roll it back once; a reader holding a rollout that
+    has been replaced since changes nothing."""
+    hosting = _endpoint_in_rollout(tmp_path, candidate_pid=999998)
+    assert not hosting._settle(ENDPOINT, 123, ("Updating",), status="RollingBack")  # another rollout's candidate
+    hosting.roll_back(ENDPOINT, "first reader")
+    hosting.roll_back(ENDPOINT, "second reader")
+    hosting.finish_rollout(ENDPOINT, "too late")
+    row = hosting.conn.execute("SELECT * FROM endpoints").fetchone()
+    assert (row["status"], row["config_name"], row["rollout"], row["candidate_pid"]) == ("InService", "old", None, None)
+    assert row["failure_reason"] == "update to new rolled back: first reader"
+    assert [(r["event"], r["endpoint_config"]) for r in hosting.endpoint_history(ENDPOINT)] == [("RolledBack", "new")]
+    assert hosting.rolled_back(ENDPOINT, "new") and not hosting.rolled_back(ENDPOINT, "old")
+
+
+def test_an_endpoint_in_a_rollout_cannot_be_deleted_and_a_bad_alarm_period_is_refused(tmp_path):
+    from botocore.exceptions import ClientError
+
+    from pipeline.local.services.cloudwatch import LocalCloudWatch
+
+    hosting = _endpoint_in_rollout(tmp_path, candidate_pid=999998)
+    with pytest.raises(ClientError, match="is Updating: wait until it is InService"):
+        hosting.delete_endpoint(ENDPOINT)
+    with pytest.raises(ClientError, match="SENTIMENT_MLOPS_ALARM_PERIOD"):
+        LocalCloudWatch(hosting.conn).put_metric_alarm(
+            AlarmName="a", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors", Period=0, EvaluationPeriods=1,
+            Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold")

@@ -142,11 +142,13 @@ def follow_rollout(settings: Settings, result: dict[str, Any]) -> dict[str, Any]
     wanted = updated[-1]["endpoint_config"]
     with contextlib.closing(open_state(settings.home)) as conn:
         hosting = LocalHosting(settings.home, conn)
-        if hosting.describe_endpoint(settings.endpoint_name).get("PendingDeploymentSummary") is None:
-            return None
-        print(f"rollout of {wanted}: {updated[-1].get('traffic', '')}", file=sys.stderr, flush=True)
-        ended = hosting.wait_for_rollout(settings.endpoint_name, lambda share: print(
-            f"  the new version takes {100 * share:.0f} % of the requests", file=sys.stderr, flush=True))
+        ended = hosting.describe_endpoint(settings.endpoint_name)
+        if ended.get("PendingDeploymentSummary") is not None:
+            print(f"rollout of {wanted}: {updated[-1].get('traffic', '')}", file=sys.stderr, flush=True)
+            ended = hosting.wait_for_rollout(settings.endpoint_name, lambda share: print(
+                f"  the new version takes {100 * share:.0f} % of the requests", file=sys.stderr, flush=True))
+        elif ended["EndpointConfigName"] == wanted or not hosting.rolled_back(settings.endpoint_name, wanted):
+            return None  # it took effect at once (or another change has come since)
     took = ended["EndpointConfigName"] == wanted
     return {"outcome": "completed" if took else "rolled back", "endpoint_config": ended["EndpointConfigName"],
             "status": ended["EndpointStatus"], "reason": None if took else ended.get("FailureReason")}

@@ -2,7 +2,7 @@
 them (``mlops_rules/capture.py``) into the local store, without slowing or failing a request.
 
 The router hands each sampled invocation to ``CaptureWriter.add``, which only appends the
-encoded line to a bounded buffer (``MAX_PENDING`` lines; past that a line is dropped and
+encoded line to a bounded buffer (``MAX_PENDING`` lines or ``MAX_PENDING_BYTES``; past that a line is dropped and
 counted, never waited for). Once a second a background thread takes what is buffered and writes
 each hour-folder's lines as one new object (``<prefix>/mm-ss-mmm-<uuid>.jsonl``), through the
 store's temporary file and rename: a reader finds a whole file or none, so no record is ever
@@ -23,6 +23,7 @@ from pipeline.local.state.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 20_000
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # a 6 MB request and its answer are two of them
 FLUSH_EVERY_S = 1.0
 
 
@@ -32,6 +33,7 @@ class CaptureWriter:
     def __init__(self, store: ArtifactStore, max_pending: int = MAX_PENDING, flush_every_s: float = FLUSH_EVERY_S) -> None:
         self.store, self.max_pending, self.flush_every_s = store, max_pending, flush_every_s
         self._pending: deque[tuple[str, str]] = deque()
+        self._pending_bytes = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -41,15 +43,16 @@ class CaptureWriter:
         """Buffer one record for ``prefix`` (its hour's folder); drop it if the buffer is full."""
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         with self._lock:
-            if len(self._pending) >= self.max_pending:
+            if len(self._pending) >= self.max_pending or self._pending_bytes + len(line) > MAX_PENDING_BYTES:
                 self.dropped += 1
                 return
             self._pending.append((prefix, line))
+            self._pending_bytes += len(line)
 
     def flush(self) -> int:
         """Write what is buffered, one object per hour folder; returns how many lines were written."""
         with self._lock:
-            batch, self._pending = self._pending, deque()
+            batch, self._pending, self._pending_bytes = self._pending, deque(), 0
         groups: dict[str, list[str]] = defaultdict(list)
         for prefix, line in batch:
             groups[prefix].append(line)

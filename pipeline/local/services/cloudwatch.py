@@ -51,6 +51,11 @@ class LocalCloudWatch:
         missing = [key for key in REQUIRED if key not in alarm]
         if missing:
             raise _error("PutMetricAlarm", f"missing {', '.join(missing)}")
+        if not isinstance(alarm["Period"], int) or alarm["Period"] < 1 or not isinstance(alarm["EvaluationPeriods"], int) \
+                or alarm["EvaluationPeriods"] < 1:
+            raise _error("PutMetricAlarm", f"Period {alarm['Period']!r} and EvaluationPeriods "
+                                           f"{alarm['EvaluationPeriods']!r} must be whole numbers of at least 1 "
+                                           "(locally: SENTIMENT_MLOPS_ALARM_PERIOD)")
         if alarm["ComparisonOperator"] not in COMPARISONS or alarm.get("Statistic", "Sum") not in STATISTICS:
             raise _error("PutMetricAlarm", f"the local CloudWatch judges {', '.join(STATISTICS)} with "
                                            f"{', '.join(COMPARISONS)}, not {alarm.get('Statistic')} {alarm['ComparisonOperator']}")

@@ -202,8 +202,10 @@ def _check_deployed(hosting, result: dict) -> None:
         return
     endpoint = hosting.describe_endpoint(EndpointName=result["endpoint"])
     pending = endpoint.get("PendingDeploymentSummary", {}).get("EndpointConfigName")
-    if endpoint["EndpointStatus"] == "Updating" and pending == result["endpoint_config"]:
+    if endpoint["EndpointStatus"] in ("Updating", "RollingBack") and pending == result["endpoint_config"]:
         return  # a guarded rollout under way: its outcome is the endpoint's to show
+    if hosting.rolled_back(result["endpoint"], result["endpoint_config"]):
+        return  # a guarded rollout that has ended already, rolled back by an alarm: the deployment was done
     if endpoint["EndpointStatus"] != "InService" or endpoint["EndpointConfigName"] != result["endpoint_config"]:
         raise DeploymentFailed(f"endpoint {result['endpoint']} did not take version {result['version']}: "
                                f"{endpoint.get('FailureReason', endpoint['EndpointStatus'])}")

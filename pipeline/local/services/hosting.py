@@ -296,31 +296,51 @@ class LocalHosting:
             self.conn.execute("UPDATE endpoints SET rollout = ? WHERE name = ?",
                               (to_json({**json.loads(row["rollout"]), **fields}), name))
 
+    def _settle(self, name: str, of_candidate: int | None, statuses: tuple[str, ...], /, **fields: Any) -> bool:
+        """Change the endpoint only if it is still in the rollout of ``of_candidate`` and in one of
+        ``statuses``: whoever reads a rollout's end (its driver, a reader that finds the driver
+        gone) acts once, and never on a rollout that has been replaced since it was read."""
+        unknown = set(fields) - ENDPOINT_COLUMNS
+        if unknown:
+            raise ValueError(f"not endpoints columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        marks = ",".join("?" * len(statuses))
+        with write_transaction(self.conn):
+            changed = self.conn.execute(
+                f"UPDATE endpoints SET {assignments}, last_modified_time = ? WHERE name = ? AND rollout IS NOT NULL "
+                f"AND candidate_pid IS ? AND status IN ({marks})",
+                (*fields.values(), iso(utc_now()), name, of_candidate, *statuses)).rowcount
+        return changed == 1
+
     def finish_rollout(self, name: str, detail: str) -> None:
         """The candidate takes the endpoint; the old server stops (finishing what it holds)."""
         row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
         if row is None or not row["rollout"]:
             return
-        self._set(name, status="InService", config_name=row["candidate_config"], url=row["candidate_url"],
-                  pid=row["candidate_pid"], candidate_config=None, candidate_url=None, candidate_pid=None,
-                  candidate_share=0.0, rollout=None, failure_reason=None)
+        if not self._settle(name, row["candidate_pid"], ("Updating",), status="InService",
+                            config_name=row["candidate_config"], url=row["candidate_url"], pid=row["candidate_pid"],
+                            candidate_config=None, candidate_url=None, candidate_pid=None, candidate_share=0.0,
+                            rollout=None, failure_reason=None):
+            return  # rolled back meanwhile
         self.record_history(name, "Updated", row["candidate_config"], detail)
         _stop(row["pid"])
 
     def roll_back(self, name: str, reason: str) -> None:
         """All traffic back to the old server (RollingBack, then InService with the reason); the
-        candidate server stops."""
+        candidate server stops. A rollback left half done (its process killed) is finished."""
         row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
         if row is None or not row["rollout"]:
             return
-        self._set(name, status="RollingBack", candidate_share=0.0)
+        candidate = row["candidate_pid"]
+        if not self._settle(name, candidate, ("Updating", "RollingBack"), status="RollingBack", candidate_share=0.0):
+            return  # finished, or replaced by another update, since it was read
         failure = f"update to {row['candidate_config']} rolled back: {reason}"
         log.warning("endpoint %s: %s", name, failure)
-        _stop(row["candidate_pid"])
-        log.info("endpoint %s: the new model server (pid %s) stopped", name, row["candidate_pid"])
-        self._set(name, status="InService", candidate_config=None, candidate_url=None, candidate_pid=None,
-                  rollout=None, failure_reason=failure)
-        self.record_history(name, "RolledBack", row["candidate_config"], reason)
+        _stop(candidate)
+        log.info("endpoint %s: the new model server (pid %s) stopped", name, candidate)
+        if self._settle(name, candidate, ("RollingBack",), status="InService", candidate_config=None, candidate_url=None,
+                        candidate_pid=None, rollout=None, failure_reason=failure):
+            self.record_history(name, "RolledBack", row["candidate_config"], reason)
 
     def wait_for_rollout(self, name: str, on_share: Callable[[float], None] = lambda share: None,
                          poll_s: float = 0.25) -> dict[str, Any]:
@@ -351,6 +371,12 @@ class LocalHosting:
             raise _client_error("DescribeEndpoint", f'Could not find endpoint "{name}".')
         return [{"time": row["time"], "event": row["event"], "endpoint_config": row["config_name"],
                  "version": self.config_version(row["config_name"]), "detail": row["detail"]} for row in rows]
+
+    def rolled_back(self, name: str, config_name: str) -> bool:
+        """Whether the endpoint's last change was a rollback of an update to ``config_name``."""
+        row = self.conn.execute("SELECT event, config_name FROM endpoint_history WHERE endpoint = ? "
+                                "ORDER BY seq DESC LIMIT 1", (name,)).fetchone()
+        return row is not None and row["event"] == "RolledBack" and row["config_name"] == config_name
 
     def config_version(self, config_name: str | None) -> int | None:
         """The registry version an endpoint config serves (through its model's package), if any."""
@@ -420,19 +446,21 @@ class LocalHosting:
         return True
 
     def delete_endpoint(self, EndpointName: str) -> None:  # noqa: N803
-        row = self.conn.execute("SELECT status, pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
-        if row is None:
-            raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
-        if row["status"] in ("Updating", "RollingBack"):  # SageMaker refuses it too: the rollout owns two servers
-            raise _client_error("DeleteEndpoint", f"endpoint {EndpointName} is {row['status']}: wait until it is "
-                                                  "InService (sentiment-mlops endpoints show)")
-        _stop(row["pid"])
+        # The row goes first, in one transaction with the check: no update can claim the endpoint
+        # while its server drains (SageMaker's endpoint is Deleting then, and takes no update either).
         with write_transaction(self.conn):
+            row = self.conn.execute("SELECT status, pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
+            if row is None:
+                raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
+            if row["status"] in ("Updating", "RollingBack"):  # SageMaker refuses it too: the rollout owns two servers
+                raise _client_error("DeleteEndpoint", f"endpoint {EndpointName} is {row['status']}: wait until it is "
+                                                      "InService (sentiment-mlops endpoints show)")
             self.conn.execute("DELETE FROM tags WHERE resource_arn = ?", (sagemaker_arn("endpoint", EndpointName),))
             self.conn.execute("DELETE FROM endpoints WHERE name = ?", (EndpointName,))
             self.conn.execute("INSERT INTO endpoint_history (endpoint, time, event) VALUES (?,?,'Deleted')",
                               (EndpointName, iso(utc_now())))
             last = self.conn.execute("SELECT 1 FROM endpoints").fetchone() is None
+        _stop(row["pid"])
         if last:  # nothing left to route to; the runtime comes back on the same port with the next endpoint
             stop_runtime(self.home)
 

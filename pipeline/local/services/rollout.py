@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -40,22 +41,24 @@ from serve.server.run import write_whole
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+# A rollout that cannot read the metrics this long is rolled back: an alarm that cannot be judged protects nothing.
+BLIND_S = 5.0
 
 
 class Stopped(Exception):
     """A stop signal: the rollout is rolled back, as an interrupted deployment is."""
 
 
-def _fleets(runtime: str | None, endpoint: str) -> dict[str, list]:
-    """The router's per-fleet metrics for the endpoint (none if it cannot be asked now)."""
+def _fleets(runtime: str | None, endpoint: str) -> dict[str, list] | None:
+    """The router's per-fleet metrics for the endpoint; None if it cannot be asked now."""
     if runtime is None:
-        return {}
+        return None
     try:
         with urllib.request.urlopen(f"{runtime}/_local/metrics/{endpoint}", timeout=2.0) as answer:
             return json.loads(answer.read())["fleets"]
     except (OSError, ValueError, KeyError) as error:
         log.warning("endpoint %s: the runtime's metrics could not be read: %s", endpoint, error)
-        return {}
+        return None
 
 
 class Rollout:
@@ -68,9 +71,11 @@ class Rollout:
         row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
         if row is None or not row["rollout"]:
             raise RuntimeError(f"endpoint {endpoint} has no rollout under way")
+        self.hosting.update_rollout(endpoint, driver_pid=os.getpid())  # its starter records it too, if it lives
         self.plan: dict[str, Any] = json.loads(row["rollout"])
         self.candidate_pid, self.candidate = row["candidate_pid"], row["candidate_config"]
         self.alarms = LocalCloudWatch(self.conn).alarms(self.plan["alarms"])
+        self.unreadable = 0  # polls in a row that found no metrics to judge
         started = parse_iso(self.plan["started"]).timestamp()
         self.deadline = started + self.plan["max_execution_s"]
 
@@ -100,11 +105,18 @@ class Rollout:
     def _watch(self, seconds: float) -> None:
         """Wait ``seconds``, judging the alarms; _Breach with the reason when one goes off."""
         until = time.time() + seconds
-        runtime = runtime_url(self.home)
         while True:
             now = time.time()
             if self.alarms:
-                fleets = _fleets(runtime, self.endpoint)
+                fleets = _fleets(runtime_url(self.home), self.endpoint)  # read afresh: the runtime may restart
+                if fleets is None:
+                    self.unreadable += 1
+                    if self.unreadable * POLL_S >= BLIND_S:
+                        raise _Breach(f"the alarms could not be judged for {BLIND_S:g} s: the runtime's metrics "
+                                      "could not be read")
+                    fleets = {}
+                else:
+                    self.unreadable = 0
                 for alarm in self.alarms:
                     reason = alarm_state(alarm, self.endpoint, fleets, now)
                     if reason:

@@ -67,6 +67,7 @@ INVOKE_TIMEOUT_S = 60.0
 # How long a request keeps looking for a listening server (an update in progress, say).
 RETRY_WINDOW_S = 5.0
 READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 45.0
 SERVING_STATUSES = ("InService", "Updating", "RollingBack")
 # InvokeEndpoint's InferenceId, as botocore sends it: kept in the captured record's eventMetadata.
 INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
@@ -269,9 +270,14 @@ class Runtime:
                                        inference_id)
                     return self._answer(name, route, response, data)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
+                if url == route.candidate_url and route.share > 0:
+                    # A candidate that drops connections is failing, even though the request is sent
+                    # again (to whichever server the route deals next): its fleet counts a 5xx.
+                    self.metrics.record(name, config, True, (time.perf_counter() - started) * 1e6, time.time())
                 if isinstance(error, asyncio.TimeoutError) or time.monotonic() + pause > deadline:
                     log.warning("endpoint %s: the model server at %s did not answer: %r", name, url, error)
-                    self.metrics.record(name, config, True, (time.perf_counter() - started) * 1e6, time.time())
+                    if url != route.candidate_url:  # (a candidate's failure is counted above)
+                        self.metrics.record(name, config, True, (time.perf_counter() - started) * 1e6, time.time())
                     return aws_error(HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailable",
                                      f"Endpoint {name}'s model server is not answering; try again, or see "
                                      "sentiment-mlops endpoints show")
@@ -361,8 +367,8 @@ def stop_runtime(home: Path) -> None:
     """Stop the home's runtime, if it runs; its port stays recorded for the next start."""
     with _locked(home):
         record = read_record(home)
-        if _running(record):
-            stop_process_group(record["pid"], 10.0)
+        if _running(record):  # it finishes its requests (up to 30 s) and writes its buffered capture first
+            stop_process_group(record["pid"], STOP_TIMEOUT_S)
 
 
 def main(argv: list[str] | None = None) -> int:
