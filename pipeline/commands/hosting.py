@@ -80,7 +80,7 @@ def command_endpoints(args: argparse.Namespace, settings: Settings) -> Reply:
         hosting.delete_endpoint(args.name)
         return Reply({"deleted": args.name}, _print_deleted)
     except ClientError as exc:
-        raise CommandError(exc.response["Error"]["Message"] + "; list the endpoints to see their names") from exc
+        raise CommandError(exc.response["Error"]["Message"].rstrip(".") + "; list the endpoints to see their names") from exc
     finally:
         conn.close()
 
