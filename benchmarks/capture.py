@@ -17,22 +17,20 @@ Target (issue 20): ≥ 90 % of the throughput without capture; 0 lost or torn re
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.serving import _test_reviews, _wrk, _wrk_script  # noqa: E402
+from benchmarks.scratch import fleet_counts, remove_scratch_home  # noqa: E402
+from benchmarks.serving import _test_reviews, _wrk, _wrk_script, require_wrk  # noqa: E402
 from mlops_rules.capture import CAPTURE_FOLDER, CaptureLineError, capture_config, read_capture_line  # noqa: E402
 from pipeline.local.services.hosting import LocalHosting  # noqa: E402
-from pipeline.local.services.runtime import runtime_url, stop_runtime  # noqa: E402
+from pipeline.local.services.runtime import stop_runtime  # noqa: E402
 from pipeline.local.state.db import open_state  # noqa: E402
 from pipeline.local.state.registry import ModelRegistry  # noqa: E402
 from pipeline.local.state.store import ArtifactStore  # noqa: E402
@@ -59,13 +57,6 @@ def _serve_twice(source: Settings, version: int, home: Path) -> tuple[LocalHosti
     return hosting, destination
 
 
-def _answered(runtime: str, endpoint: str) -> int:
-    """The answers the runtime counted for an endpoint (every fleet, every second it keeps)."""
-    with urllib.request.urlopen(f"{runtime}/_local/metrics/{endpoint}") as answer:
-        fleets = json.loads(answer.read())["fleets"]
-    return int(sum(bucket[1] - bucket[2] for buckets in fleets.values() for bucket in buckets))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path(".mlops"))
@@ -74,8 +65,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     source = Settings(home=args.home)
     reviews, _ = _test_reviews(source, args.version, 500)
     home = Path(tempfile.mkdtemp(prefix="bench-capture-"))
@@ -97,9 +87,7 @@ def main() -> int:
                   f"{captured['rps']:.0f} req/s: {ratios[-1]:.2f}×; failed {plain['non_2xx'] + plain['socket_errors']} "
                   f"and {captured['non_2xx'] + captured['socket_errors']}")
         time.sleep(2.0)  # the requests wrk left in flight when it stopped are answered (and captured) still
-        runtime = runtime_url(home)
-        assert runtime is not None, "the runtime stopped during the runs"
-        answered = _answered(runtime, "captured")
+        answered = sum(requests - errors for requests, errors in fleet_counts(home, "captured").values())
         stop_runtime(home)  # a graceful stop writes what is buffered
         folder = ArtifactStore(home).path(f"{destination}/captured")
         records = torn = 0
@@ -116,11 +104,7 @@ def main() -> int:
         print(f"records: {records} in {files} files for {answered} answers the runtime counted: "
               f"{answered - records} lost, {torn} torn (target 0 and 0)")
     finally:
-        hosting = LocalHosting(home, open_state(home))
-        for endpoint in hosting.list_endpoints():
-            hosting.delete_endpoint(endpoint["EndpointName"])
-        stop_runtime(home)
-        shutil.rmtree(home, ignore_errors=True)
+        remove_scratch_home(home)
     return 0
 
 

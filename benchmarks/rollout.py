@@ -21,8 +21,6 @@ rollback; phase 3, none fail.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,10 +33,10 @@ from types import MappingProxyType
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.serving import _test_reviews, _wrk_script  # noqa: E402
+from benchmarks.scratch import fleet_counts, remove_scratch_home  # noqa: E402
+from benchmarks.serving import _test_reviews, _wrk_script, require_wrk  # noqa: E402
 from pipeline.commands.registry import registry_store, set_status  # noqa: E402
 from pipeline.local.services.hosting import LocalHosting  # noqa: E402
-from pipeline.local.services.runtime import stop_runtime  # noqa: E402
 from pipeline.local.state.db import open_state  # noqa: E402
 from pipeline.local.state.registry import ModelRegistry  # noqa: E402
 from pipeline.local.state.store import ArtifactStore  # noqa: E402
@@ -106,16 +104,6 @@ def _rollout(settings: Settings, version: int, url: str, connections: int, scrip
     return load.stop(), ended, seconds
 
 
-def _candidate_counts(hosting: LocalHosting, settings: Settings, config: str) -> tuple[int, int]:
-    """Requests and 5xx answers the router counted for one endpoint config (a fleet)."""
-    import urllib.request
-
-    url = hosting.describe_endpoint(settings.endpoint_name)["Url"].rsplit("/endpoints/", 1)[0]
-    with urllib.request.urlopen(f"{url}/_local/metrics/{settings.endpoint_name}") as answer:
-        buckets = json.loads(answer.read())["fleets"].get(config, [])
-    return sum(b[1] for b in buckets), sum(b[2] for b in buckets)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path(".mlops"))
@@ -127,8 +115,7 @@ def main() -> int:
     parser.add_argument("--step-bake", type=int, default=3)
     parser.add_argument("--alarm-period", type=int, default=10)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     source = Settings(home=args.home)
     reviews, _ = _test_reviews(source, args.version, 500)
     home = _scratch_home(source, args.version)
@@ -149,8 +136,8 @@ def main() -> int:
         after = Wrk(url, args.connections, script)
         time.sleep(10)
         later = after.stop()
-        served, failed_5xx = _candidate_counts(hosting, base, next(
-            row["endpoint_config"] for row in hosting.endpoint_history(base.endpoint_name) if row["event"] == "RolledBack"))
+        served, failed_5xx = fleet_counts(home, base.endpoint_name)[next(
+            row["endpoint_config"] for row in hosting.endpoint_history(base.endpoint_name) if row["event"] == "RolledBack")]
         print(f"CANARY {args.canary_percent} % of {INSTANCES} instances, {args.bake} s bake, broken v2: "
               f"{'rolled back' if rolled_back else 'NOT rolled back'} after {seconds:.1f} s "
               f"({ended.get('FailureReason', '')})")
@@ -170,12 +157,7 @@ def main() -> int:
         for row in hosting.endpoint_history(base.endpoint_name):
             print(f"  history: {row['time']} {row['event']:<11} v{row['version']}  {row['detail'] or ''}")
     finally:
-        hosting = LocalHosting(home, open_state(home))
-        for endpoint in hosting.list_endpoints():
-            hosting.wait_for_rollout(endpoint["EndpointName"])
-            hosting.delete_endpoint(endpoint["EndpointName"])
-        stop_runtime(home)
-        shutil.rmtree(home, ignore_errors=True)
+        remove_scratch_home(home)
     return 0
 
 

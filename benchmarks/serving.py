@@ -115,6 +115,11 @@ end
     return script
 
 
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+
+
 def _wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
     done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
                            "-s", str(script), url], capture_output=True, text=True, check=True)
@@ -203,8 +208,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--swap-seconds", type=int, default=30)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     settings = Settings(home=args.home)
     reviews, expected = _test_reviews(settings, args.version, args.reviews)
     texts = [r["text"] for r in reviews]

@@ -300,17 +300,9 @@ class LocalHosting:
         """Change the endpoint only if it is still in the rollout of ``of_candidate`` and in one of
         ``statuses``: whoever reads a rollout's end (its driver, a reader that finds the driver
         gone) acts once, and never on a rollout that has been replaced since it was read."""
-        unknown = set(fields) - ENDPOINT_COLUMNS
-        if unknown:
-            raise ValueError(f"not endpoints columns: {sorted(unknown)}")
-        assignments = ", ".join(f"{column} = ?" for column in fields)
         marks = ",".join("?" * len(statuses))
-        with write_transaction(self.conn):
-            changed = self.conn.execute(
-                f"UPDATE endpoints SET {assignments}, last_modified_time = ? WHERE name = ? AND rollout IS NOT NULL "
-                f"AND candidate_pid IS ? AND status IN ({marks})",
-                (*fields.values(), iso(utc_now()), name, of_candidate, *statuses)).rowcount
-        return changed == 1
+        return update_row(self.conn, "endpoints", name, ENDPOINT_COLUMNS, guard=(
+            f"rollout IS NOT NULL AND candidate_pid IS ? AND status IN ({marks})", (of_candidate, *statuses)), **fields) == 1
 
     def finish_rollout(self, name: str, detail: str) -> None:
         """The candidate takes the endpoint; the old server stops (finishing what it holds)."""

@@ -27,14 +27,13 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from pipeline.local.processes import process_runs
 from pipeline.local.services.cloudwatch import LocalCloudWatch, alarm_state
 from pipeline.local.services.hosting import LocalHosting
-from pipeline.local.services.runtime import runtime_url
+from pipeline.local.services.runtime import read_fleet_metrics, runtime_url
 from pipeline.local.state.db import connect, parse_iso, state_path, utc_now
 from serve.server.run import write_whole
 
@@ -54,9 +53,8 @@ def _fleets(runtime: str | None, endpoint: str) -> dict[str, list] | None:
     if runtime is None:
         return None
     try:
-        with urllib.request.urlopen(f"{runtime}/_local/metrics/{endpoint}", timeout=2.0) as answer:
-            return json.loads(answer.read())["fleets"]
-    except (OSError, ValueError, KeyError) as error:
+        return read_fleet_metrics(runtime, endpoint)
+    except (OSError, ValueError) as error:
         log.warning("endpoint %s: the runtime's metrics could not be read: %s", endpoint, error)
         return None
 

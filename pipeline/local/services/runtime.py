@@ -33,6 +33,7 @@ import logging
 import sqlite3
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +112,26 @@ class FleetMetrics:
 
     def of(self, endpoint: str) -> dict[str, list[list[float]]]:
         return {config: sorted(seconds.values()) for config, seconds in self._series.get(endpoint, {}).items()}
+
+
+def _deal(credits: dict[str, float], name: str, share: float) -> bool:
+    """Whether this one of ``name``'s requests falls to a share of them, dealt evenly and exactly:
+    a running credit grows by ``share`` a request and pays 1 for each one it takes (at 0.1, every
+    tenth)."""
+    credit = credits.get(name, 0.0) + share
+    taken = credit >= 1.0 - 1e-9
+    credits[name] = credit - 1.0 if taken else credit
+    return taken
+
+
+def read_fleet_metrics(runtime: str, endpoint: str, timeout_s: float = 2.0) -> dict[str, list[list[float]]]:
+    """What ``GET /_local/metrics/NAME`` answers for an endpoint: endpoint config → per-second
+    buckets (``FleetMetrics``). OSError or ValueError if the runtime cannot be asked."""
+    with urllib.request.urlopen(f"{runtime}/_local/metrics/{endpoint}", timeout=timeout_s) as answer:
+        fleets = json.loads(answer.read()).get("fleets")
+    if not isinstance(fleets, dict):
+        raise ValueError(f"the runtime at {runtime} answered no fleets for {endpoint}")
+    return fleets
 
 
 class Routes:
@@ -206,9 +227,7 @@ class Runtime:
         share of them, dealt evenly, else the endpoint's own."""
         if not route.candidate_url or route.share <= 0:
             return route.url, route.config
-        credit = self._credit.get(name, 0.0) + route.share
-        chosen = credit >= 1.0 - 1e-9
-        self._credit[name] = credit - 1.0 if chosen else credit
+        chosen = _deal(self._credit, name, route.share)
         return (route.candidate_url, route.candidate_config or "") if chosen else (route.url, route.config)
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
@@ -233,9 +252,7 @@ class Runtime:
         rules = route.capture if config == route.config else route.candidate_capture
         if rules is None:
             return
-        credit = self._capture_credit.get(name, 0.0) + rules.percent / 100
-        self._capture_credit[name] = credit - 1.0 if credit >= 1.0 - 1e-9 else credit
-        if credit < 1.0 - 1e-9:
+        if not _deal(self._capture_credit, name, rules.percent / 100):
             return
         now = datetime.now(UTC)
         try:

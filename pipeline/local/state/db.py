@@ -321,16 +321,21 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
-def update_row(conn: sqlite3.Connection, table: str, name: str, columns: frozenset[str], **fields: Any) -> None:
+def update_row(conn: sqlite3.Connection, table: str, name: str, columns: frozenset[str], /,
+               guard: tuple[str, tuple[Any, ...]] = ("", ()), **fields: Any) -> int:
     """Set ``fields`` and ``last_modified_time`` on the row of ``table`` whose ``name`` is ``name``,
-    in one write transaction. Column names go into the SQL text, so only ``columns`` may be set."""
+    in one write transaction; with ``guard`` (an SQL condition and its parameters), only while the
+    row still meets it: a compare-and-set. Returns how many rows changed (0 or 1). Column names go
+    into the SQL text, so only ``columns`` may be set; the guard is the caller's own SQL."""
     unknown = set(fields) - columns
     if unknown:
         raise ValueError(f"not {table} columns: {sorted(unknown)}")
     assignments = ", ".join(f"{column} = ?" for column in fields)
+    condition, parameters = guard
     with write_transaction(conn):
-        conn.execute(f"UPDATE {table} SET {assignments}, last_modified_time = ? WHERE name = ?",
-                     (*fields.values(), iso(utc_now()), name))
+        return conn.execute(f"UPDATE {table} SET {assignments}, last_modified_time = ? WHERE name = ?"
+                            f"{f' AND ({condition})' if condition else ''}",
+                            (*fields.values(), iso(utc_now()), name, *parameters)).rowcount
 
 
 @contextlib.contextmanager
