@@ -51,8 +51,7 @@ def _serve_twice(source: Settings, version: int, home: Path) -> tuple[LocalHosti
     for name, capture in (("plain", None), ("captured", capture_config(destination, 100))):
         variants = [{"VariantName": "AllTraffic", "ModelName": "benchmark", "InstanceType": "ml.m5.large",
                      "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}]
-        hosting.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants,
-                                       **({"DataCaptureConfig": capture} if capture else {}))
+        hosting.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants, DataCaptureConfig=capture)
         hosting.create_endpoint(EndpointName=name, EndpointConfigName=name)
     return hosting, destination
 

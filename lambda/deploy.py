@@ -51,6 +51,14 @@ Settings come from the function's environment: ``ENDPOINT_NAME``, ``MODEL_PACKAG
 and data capture: ``CAPTURE_PERCENT`` (0, the default: none) of the invocations, requests and
 answers, written by SageMaker under ``CAPTURE_DESTINATION`` (``mlops_rules.capture``).
 
+A shadow challenger (``SHADOW_PERCENT`` above 0): a newly registered version (the rule delivers
+PendingManualApproval too) runs beside the serving one as the endpoint config's shadow variant
+(``<endpoint>-s<version>-<hash>``, the production variant unchanged; a Model made from the
+package's container, ``<endpoint>-v<version>-shadow``). SageMaker copies it the share of requests
+its weight gives and captures its answers with the endpoint's; web users never see them. Approving
+it deploys it as usual (the new config has no shadow); rejecting it puts the endpoint back on its
+production config; a newer registration takes the shadow's place.
+
 An update of the endpoint follows the rollout: UpdateEndpoint's ``DeploymentConfig`` (blue/green,
 all at once, a canary or linear steps, a baking period after each, automatic rollback on the
 stack's alarms), with the new-fleet alarm first pointed at the new endpoint config. A creation
@@ -73,7 +81,18 @@ from typing import Any, Protocol
 
 from mlops_rules.approvals import EVENT_DETAIL_TYPE, EVENT_SOURCE, package_version
 from mlops_rules.capture import capture_config
-from mlops_rules.hosting import BUSY_STATUSES, DEFAULT_ENDPOINT_INSTANCE_TYPE, VARIANT_NAME, model_name
+from mlops_rules.hosting import (
+    BUSY_STATUSES,
+    DEFAULT_ENDPOINT_INSTANCE_TYPE,
+    SHADOW_VARIANT_NAME,
+    VARIANT_NAME,
+    model_name,
+    model_version,
+    shadow_config_name,
+    shadow_model_name,
+    shadow_version,
+    shadow_weight,
+)
 from mlops_rules.rollouts import NEW_FLEET_DIMENSION, RolloutPolicy
 
 log = logging.getLogger("deploy")
@@ -130,6 +149,7 @@ class DeployConfig:
     rollout: RolloutPolicy = RolloutPolicy()  # how an update shifts traffic, and what rolls it back
     capture_percent: int = 0  # the share of invocations the endpoint captures (0: none)
     capture_destination: str = ""  # where, an s3:// prefix
+    shadow_percent: int = 0  # the share of requests a newly registered version gets a copy of (0: no shadow)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DeployConfig:
@@ -144,16 +164,11 @@ class DeployConfig:
             rollout = RolloutPolicy.from_env(environ)
         except ValueError as error:
             raise DeployError(f"{error}: fix the stack's rollout parameters") from None
-        capture_text = environ.get("CAPTURE_PERCENT") or "0"
-        if not capture_text.strip().isdigit():
-            raise DeployError(f"CAPTURE_PERCENT {capture_text!r} is not a whole number from 0 to 100")
-        capture = int(capture_text)
+        capture, shadow = _percent(environ, "CAPTURE_PERCENT"), _percent(environ, "SHADOW_PERCENT")
         config = cls(environ["ENDPOINT_NAME"], environ["MODEL_PACKAGE_GROUP"], environ["EXECUTION_ROLE_ARN"],
                      environ.get("INSTANCE_TYPE") or DEFAULT_ENDPOINT_INSTANCE_TYPE, count, environ.get("RETRY_QUEUE_URL") or "",
                      rollout=rollout, capture_percent=capture,
-                     capture_destination=(environ.get("CAPTURE_DESTINATION") or "").rstrip("/"))
-        if not 0 <= capture <= 100:
-            raise DeployError(f"CAPTURE_PERCENT {capture} is not between 0 and 100")
+                     capture_destination=(environ.get("CAPTURE_DESTINATION") or "").rstrip("/"), shadow_percent=shadow)
         if capture and not config.capture_destination.startswith("s3://"):
             raise DeployError(f"CAPTURE_PERCENT is {capture}, but CAPTURE_DESTINATION "
                               f"{config.capture_destination!r} is not an s3:// prefix")
@@ -177,6 +192,14 @@ class DeployConfig:
     def retry_delay(self, attempt: int) -> int:
         """How long the ``attempt``-th try waits before the next (1-based)."""
         return self.retry_delays_s[min(attempt, len(self.retry_delays_s)) - 1]
+
+
+def _percent(environ: Mapping[str, str], name: str) -> int:
+    """A whole percentage from the environment (unset: 0); DeployError naming the setting otherwise."""
+    text = (environ.get(name) or "0").strip()
+    if not text.isdigit() or int(text) > 100:
+        raise DeployError(f"{name} {text!r} is not a whole number from 0 to 100")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -432,6 +455,9 @@ def take_back(rejection: Approval, config: DeployConfig, sagemaker) -> dict[str,
     if approved at the rejection's time), or, with none, the endpoint is deleted."""
     current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
     _, serving = _followed_approval(sagemaker, current) if current is not None else (None, None)
+    if current is not None and serving != rejection.package_arn and \
+            shadow_version(config.endpoint_name, current.get("EndpointConfigName")) == rejection.version:
+        return end_shadow(rejection, current, config, sagemaker)
     if current is None or serving != rejection.package_arn:
         return {"status": "ignored", "reason": f"version {rejection.version} was rejected, but the endpoint "
                                                f"{config.endpoint_name} does not serve it: nothing to take back"}
@@ -449,6 +475,73 @@ def take_back(rejection: Approval, config: DeployConfig, sagemaker) -> dict[str,
     return {**result, "rolled_back_from": rejection.version}
 
 
+def _ensure_shadow_model(sagemaker, name: str, package: Mapping[str, Any], config: DeployConfig) -> bool:
+    """The pending version's Model, made from its package's container (image, artifact,
+    environment) rather than from the package: a shadow runs before anyone approves it."""
+    if _exists(sagemaker.describe_model, ModelName=name) is not None:
+        return False
+    containers = (package.get("InferenceSpecification") or {}).get("Containers") or []
+    if not containers or not containers[0].get("ModelDataUrl"):
+        raise DeployError(f"model package {package.get('ModelPackageArn')} has no container with a ModelDataUrl to shadow")
+    container = {key: containers[0][key] for key in ("Image", "ModelDataUrl", "Environment") if key in containers[0]}
+    sagemaker.create_model(ModelName=name, ExecutionRoleArn=config.execution_role_arn, PrimaryContainer=container,
+                           Tags=[{"Key": "ModelPackageArn", "Value": package["ModelPackageArn"]}])
+    return True
+
+
+def start_shadow(pending: Approval, package: Mapping[str, Any], config: DeployConfig, sagemaker) -> dict[str, Any]:
+    """Run a newly registered version as the endpoint's shadow variant: the production variant as it
+    is, and beside it the pending version, copied ``shadow_percent`` of the requests, its answers
+    captured with the endpoint's and never returned. Approving or rejecting it ends the shadow."""
+    current = _exists(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
+    if current is None:
+        return {"status": "ignored", "reason": f"version {pending.version} is PendingManualApproval, but endpoint "
+                                               f"{config.endpoint_name} does not exist: no traffic to shadow"}
+    if current.get("EndpointStatus") in BUSY_STATUSES:
+        raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; shadowing version "
+                           f"{pending.version} waits until it settles")
+    running = shadow_version(config.endpoint_name, current.get("EndpointConfigName"))
+    if running is not None and running >= pending.version:
+        return {"status": "ignored", "reason": f"version {running} runs as the shadow already, not older than "
+                                               f"{pending.version}"}
+    production = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])["ProductionVariants"][0]
+    if model_version(config.endpoint_name, production.get("ModelName")) == pending.version:
+        return {"status": "ignored", "reason": f"version {pending.version} serves already: no shadow of itself"}
+    shadow_model = shadow_model_name(config.endpoint_name, pending.version)
+    created_model = _ensure_shadow_model(sagemaker, shadow_model, package, config)
+    held = f"{production['ModelName']}|{config.variant_hash()}|shadow {config.shadow_percent}"
+    name = shadow_config_name(config.endpoint_name, pending.version, hashlib.sha256(held.encode()).hexdigest()[:8])
+    if _exists(sagemaker.describe_endpoint_config, EndpointConfigName=name) is None:
+        kept = {key: production[key] for key in ("VariantName", "ModelName", "InstanceType", "InitialInstanceCount",
+                                                 "InitialVariantWeight") if key in production}
+        capture = {"DataCaptureConfig": capture_config(config.capture_destination, config.capture_percent)} \
+            if config.capture_percent else {}
+        sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[kept], ShadowProductionVariants=[{
+            "VariantName": SHADOW_VARIANT_NAME, "ModelName": shadow_model, "InstanceType": config.instance_type,
+            "InitialInstanceCount": 1, "InitialVariantWeight": shadow_weight(config.shadow_percent)}], **capture)
+    with _busy_if_changing(config.endpoint_name, pending):
+        sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=name)
+    return {"status": "shadowing", "endpoint": config.endpoint_name, "endpoint_config": name, "model": shadow_model,
+            "model_package_arn": pending.package_arn, "version": pending.version, "created_model": created_model,
+            "previous_endpoint_config": current["EndpointConfigName"],
+            "traffic": f"a copy of {config.shadow_percent} % of the requests; its answers are captured, never returned"}
+
+
+def end_shadow(rejection: Approval, current: Mapping[str, Any], config: DeployConfig, sagemaker) -> dict[str, Any]:
+    """The endpoint back on its production variant alone, when the version it shadows is rejected."""
+    if current.get("EndpointStatus") in BUSY_STATUSES:
+        raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; ending the shadow of "
+                           f"version {rejection.version} waits until it settles")
+    production = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])["ProductionVariants"][0]
+    name = f"{production['ModelName']}-{config.variant_hash()}"
+    _ensure_endpoint_config(sagemaker, name, production["ModelName"], config)
+    with _busy_if_changing(config.endpoint_name, rejection):
+        sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=name)
+    return {"status": "shadow ended", "endpoint": config.endpoint_name, "endpoint_config": name,
+            "version": rejection.version, "reason": f"version {rejection.version} was rejected: it no longer shadows "
+                                                    f"endpoint {config.endpoint_name}"}
+
+
 def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None = None,
            attempt: int = 1, cloudwatch=None) -> dict[str, Any]:
     """The handler's decision, with its dependencies given (what the tests and the local runtime
@@ -462,16 +555,21 @@ def handle(event: Any, config: DeployConfig, sagemaker, requeue: Requeue | None 
     if approval.group != config.model_package_group:
         return {"status": "ignored", "reason": f"model package group {approval.group!r} is not "
                                                f"{config.model_package_group!r}"}
-    if approval.status not in ("Approved", "Rejected"):
+    if approval.status not in ("Approved", "Rejected", "PendingManualApproval"):
         return {"status": "ignored", "reason": f"version {approval.version} is {approval.status}, not Approved"}
+    if approval.status == "PendingManualApproval" and not config.shadow_percent:
+        return {"status": "ignored", "reason": f"version {approval.version} is PendingManualApproval, not Approved, "
+                                               "and no shadow is asked for (SHADOW_PERCENT 0)"}
     # The event may be old (a retry, a late delivery): act on the package's status now.
     package = sagemaker.describe_model_package(ModelPackageName=approval.package_arn)
     now = package.get("ModelApprovalStatus")
     if now != approval.status:
-        verb = "approved" if approval.status == "Approved" else "rejected"
+        verb = {"Approved": "approved", "Rejected": "rejected"}.get(approval.status, "registered")
         return {"status": "ignored", "reason": f"version {approval.version} was {verb}, but is {now} now"}
     approval = _at_package_time(approval, package)
     try:
+        if approval.status == "PendingManualApproval":
+            return start_shadow(approval, package, config, sagemaker)
         if approval.status == "Rejected":
             return take_back(approval, config, sagemaker)
         return deploy(approval, config, sagemaker, cloudwatch)

@@ -1,8 +1,11 @@
 """The predict handler: API Gateway (Lambda proxy integration) → the SageMaker endpoint.
 
 ``POST /predict`` with ``{"review": "..."}`` (or ``{"reviews": [...]}``, or the review as
-``text/plain``) answers ``{"predictions": [{"label", "score", "positive_probability"}]}``: the
-endpoint's own JSON, passed through. ``GET /health`` answers whether the endpoint is reachable
+``text/plain``) answers ``{"predictions": [{"label", "score", "positive_probability"}],
+"inference_id": "..."}``: the endpoint's own JSON, with the ``InferenceId`` this function gave
+the invocation. SageMaker's data capture records that id with the request and the answer (and
+with a shadow variant's answer to the same request), so that whatever comes back about this
+answer later (a web user's "right" or "wrong") can be joined to it. ``GET /health`` answers whether the endpoint is reachable
 in principle (the function is up); ``OPTIONS`` answers CORS preflights.
 
 Both API Gateway payload formats are read: REST APIs' 1.0 (``httpMethod``, ``path``) and HTTP
@@ -27,7 +30,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,11 +143,11 @@ def model_message(original: str | None) -> str:
     return first or "the model refused the request"
 
 
-def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes) -> tuple[int, Any]:
-    """The endpoint's answer; its refusals keep their status and message."""
+def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes, inference_id: str) -> tuple[int, Any]:
+    """The endpoint's answer, with the invocation's id; its refusals keep their status and message."""
     try:
         answer = runtime.invoke_endpoint(EndpointName=config.endpoint_name, ContentType=content_type,
-                                         Accept="application/json", Body=body)
+                                         Accept="application/json", Body=body, InferenceId=inference_id)
     except Exception as error:  # botocore's ClientError; its classes live on each client
         response = getattr(error, "response", None) or {}
         code = response.get("Error", {}).get("Code")
@@ -159,10 +163,16 @@ def _invoke(runtime, config: PredictConfig, content_type: str, body: bytes) -> t
             raise ApiError(503, "the model is busy: try again in a moment") from None
         log.exception("invoking %s failed", config.endpoint_name)
         raise ApiError(502, "the model could not answer: try again later") from None
-    return 200, answer["Body"].read().decode("utf-8")
+    text = answer["Body"].read().decode("utf-8")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return 200, text
+    return 200, {**parsed, "inference_id": inference_id} if isinstance(parsed, dict) else parsed
 
 
-def handle(event: Any, config: PredictConfig, runtime) -> dict[str, Any]:
+def handle(event: Any, config: PredictConfig, runtime,
+           new_inference_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> dict[str, Any]:
     """The handler's answer, with its dependencies given (what the tests and the local API call)."""
     try:
         request = parse_request(event)
@@ -177,7 +187,7 @@ def handle(event: Any, config: PredictConfig, runtime) -> dict[str, Any]:
         if request.method != "POST":
             raise ApiError(405, f"{request.method} {PREDICT_PATH} is not supported; use POST")
         content_type = _check_body(request)
-        status, body = _invoke(runtime, config, content_type, request.body)
+        status, body = _invoke(runtime, config, content_type, request.body, new_inference_id())
     except ApiError as error:
         log.info("refused: %d %s", error.status, error.message)
         return _error(error.status, error.message, config)

@@ -251,7 +251,7 @@ def run_local(settings: Settings, data: Sequence[DataSource], params: dict[str, 
         if previous is not None:
             return {**_skipped(settings, previous, values), "total_seconds": round(time.perf_counter() - started, 1)}
     execution = run_pipeline(definition, settings, values, build_bundles(settings), use_cache=use_cache)
-    summary = summarize(settings, execution.execution_id)
+    summary = _with_shadow(settings, summarize(settings, execution.execution_id))
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     return summary
 
@@ -262,9 +262,25 @@ def retry_local(settings: Settings, execution_id: str, use_cache: bool = True) -
 
     started = time.perf_counter()
     execution = retry_execution(execution_id, settings, use_cache=use_cache)
-    summary = summarize(settings, execution.execution_id)
+    summary = _with_shadow(settings, summarize(settings, execution.execution_id))
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+def _with_shadow(settings: Settings, summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary, with what became of a newly registered version's shadow when shadows are on
+    (``announce_registration``). A shadow that cannot start fails no run: the reason is kept."""
+    from pipeline.local.services.events import announce_registration
+
+    version = summary.get("model_package_version")
+    if version is None or not settings.shadow_percent:
+        return summary
+    try:
+        result = announce_registration(settings, version)
+    except Exception as error:  # noqa: BLE001 (the run itself succeeded; the endpoint says what went wrong)
+        log.warning("version %s could not start as the shadow: %s", version, error)
+        result = {"status": "failed", "reason": str(error)}
+    return {**summary, "shadow": result}
 
 
 def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:

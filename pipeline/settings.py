@@ -97,6 +97,9 @@ class Settings:
     # The share of a local endpoint's invocations captured into the store (SageMaker's data
     # capture format, under s3://BUCKET/PREFIX/datacapture/), as the stack's CapturePercent; 0: none.
     capture_percent: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_CAPTURE_PERCENT", "100")))
+    # The share of a local endpoint's requests copied to a newly registered version run as its
+    # shadow until it is approved or rejected, as the stack's ShadowPercent; 0 (the default): no shadow.
+    shadow_percent: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_SHADOW_PERCENT", "0")))
     alarm_period_s: int = field(default_factory=lambda: int(_env("SENTIMENT_MLOPS_ALARM_PERIOD", "10")))
     error_alarm_threshold: float = field(default_factory=lambda: float(_env("SENTIMENT_MLOPS_ERROR_ALARM_THRESHOLD", "1")))
     latency_alarm_us: float = field(default_factory=lambda: float(_env("SENTIMENT_MLOPS_LATENCY_ALARM_MICROSECONDS",

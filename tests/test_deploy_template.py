@@ -130,15 +130,17 @@ def test_the_functions_settings_are_the_ones_deploy_py_reads():
     environ = {name: "x" for name in variables}
     environ.update(ENDPOINT_NAME="sentiment-mlops", INSTANCE_COUNT="1", DEPLOYMENT_MODE="CANARY", TRAFFIC_STEP_PERCENT="10",
                    BAKE_SECONDS="30", TERMINATION_WAIT_SECONDS="0", MAX_DEPLOYMENT_SECONDS="600", ROLLBACK_ALARMS="a,b",
-                   NEW_FLEET_ALARM="b", CAPTURE_PERCENT="100", CAPTURE_DESTINATION="s3://bucket/prefix/datacapture")
+                   NEW_FLEET_ALARM="b", CAPTURE_PERCENT="100", CAPTURE_DESTINATION="s3://bucket/prefix/datacapture",
+                   SHADOW_PERCENT="20")
     with pytest.raises(deploy_module().DeployError, match="at least 2 instances"):
         deploy_module().DeployConfig.from_env(environ)
     environ["INSTANCE_COUNT"] = "2"
     config = deploy_module().DeployConfig.from_env(environ)
     assert config.endpoint_name == "sentiment-mlops"
     assert set(variables) == {"ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN", "INSTANCE_TYPE", "INSTANCE_COUNT",
-                              "RETRY_QUEUE_URL", *ENV_NAMES, "CAPTURE_PERCENT", "CAPTURE_DESTINATION"}
+                              "RETRY_QUEUE_URL", *ENV_NAMES, "CAPTURE_PERCENT", "CAPTURE_DESTINATION", "SHADOW_PERCENT"}
     assert config.capture_percent == 100 and config.capture_destination == "s3://bucket/prefix/datacapture"
+    assert config.shadow_percent == 20
 
 
 def test_the_endpoint_instance_type_defaults_are_the_settings():

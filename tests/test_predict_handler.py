@@ -10,7 +10,7 @@ import json
 import boto3
 import pytest
 from botocore.response import StreamingBody
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from pipeline.lambdas import load_lambda
 
@@ -49,7 +49,7 @@ def _expect(stub, body: bytes, content_type: str = "application/json", answer: d
     stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(data), len(data)),
                                           "ContentType": "application/json"},
                       {"EndpointName": "sentiment-test", "ContentType": content_type, "Accept": "application/json",
-                       "Body": body})
+                       "Body": body, "InferenceId": ANY})
 
 
 def test_a_review_goes_to_the_endpoint_and_its_answer_comes_back(runtime, caplog):
@@ -57,8 +57,8 @@ def test_a_review_goes_to_the_endpoint_and_its_answer_comes_back(runtime, caplog
     body = json.dumps({"review": REVIEW})
     _expect(stub, body.encode())
     caplog.set_level("INFO", logger="predict")
-    response = predict.handle(_v2(body=body), CONFIG, client)
-    assert response["statusCode"] == 200 and json.loads(response["body"]) == ANSWER
+    response = predict.handle(_v2(body=body), CONFIG, client, new_inference_id=lambda: "id-1")
+    assert response["statusCode"] == 200 and json.loads(response["body"]) == {**ANSWER, "inference_id": "id-1"}
     assert response["headers"]["Access-Control-Allow-Origin"] == "https://reviews.example.com"
     assert REVIEW not in caplog.text  # reviews are the users' words: sizes are logged, not text
 

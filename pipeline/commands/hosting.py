@@ -104,6 +104,10 @@ def _print_endpoints(rows: list) -> None:
         if pending:
             share = pending["ProductionVariants"][0]["CurrentWeight"]
             print(f"  {'':<20} rolling out {pending['EndpointConfigName']}: {100 * share:.0f} % of the requests")
+        for shadow in row.get("ShadowProductionVariants") or []:
+            running = "running" if shadow["CurrentInstanceCount"] else "NOT running (endpoints restart starts it)"
+            print(f"  {'':<20} shadow variant {shadow['VariantName']}: a copy of {100 * min(1.0, shadow['CurrentWeight']):.0f} % "
+                  f"of the requests, {running}")
     if not rows:
         print("no endpoints")
 

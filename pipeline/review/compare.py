@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.local.services.hosting import LocalHosting
 from pipeline.review.evidence import EvaluationSet, Evidence, EvidenceError, Prediction, Review, lines_up
+from pipeline.review.live import LiveComparison, live_comparison
 from pipeline.review.versions import METRICS, LabelledReview, Serving, VersionSummary, serving, summary
 
 SHOWN_DISAGREEMENTS = 50
@@ -63,6 +65,7 @@ class Comparison:
     disagreements_total: int
     challenger_right: int  # of the disagreements, how many the challenger gets right
     disagreements: list[Disagreement]  # the SHOWN_DISAGREEMENTS with the biggest difference
+    live: LiveComparison | None = None  # on live traffic: when the challenger shadows the champion that serves
 
     def as_dict(self) -> dict[str, Any]:
         """For ``--json``: the fields, each delta with its value, each disagreement with who is right."""
@@ -71,6 +74,8 @@ class Comparison:
         result["disagreements"] = [{**asdict(d), "actual": d.actual, "challenger_right": d.challenger_right}
                                    for d in self.disagreements]
         result["champion_right"] = self.disagreements_total - self.challenger_right
+        if self.live is not None:
+            result["live"] = {**asdict(self.live), "agreement": self.live.agreement, "interval": self.live.interval}
         return result
 
 
@@ -87,16 +92,27 @@ def compare(evidence: Evidence, champion: int | None, challenger: int) -> Compar
     champ, chall = (summary(evidence, p, now) for p in packages)
     deltas = [MetricDelta(name, label, champ.metrics[name].value, chall.metrics[name].value)
               for name, label in METRICS.items()] + _dataset_deltas(champ, chall)
+    live = _on_live_traffic(evidence, now, champion, challenger)
     try:
         test_set, reviews, ours, theirs = _shared_reviews(evidence, packages[0], packages[1])
     except EvidenceError as why:
-        return Comparison(champ, chall, now, deltas, False, str(why), None, 0, 0, [])
+        return Comparison(champ, chall, now, deltas, False, str(why), None, 0, 0, [], live)
     differ = [Disagreement(i, reviews[i].text, reviews[i].label, a.positive_probability, b.positive_probability)
               for i, (a, b) in enumerate(zip(ours, theirs))
               if (a.positive_probability >= 0.5) != (b.positive_probability >= 0.5)]
     shown = sorted(differ, key=lambda d: -abs(d.challenger_probability - d.champion_probability))[:SHOWN_DISAGREEMENTS]
     return Comparison(champ, chall, now, deltas, True, None, test_set, len(differ),
-                      sum(d.challenger_right for d in differ), shown)
+                      sum(d.challenger_right for d in differ), shown, live)
+
+
+def _on_live_traffic(evidence: Evidence, now: Serving, champion: int, challenger: int) -> LiveComparison | None:
+    """The shadow against the serving version on the requests web users sent, when the challenger
+    is the endpoint's shadow and the champion the version it shadows."""
+    if now.shadow != challenger or now.version != champion or now.endpoint_config is None or now.shadow_since is None:
+        return None
+    hosting = LocalHosting(evidence.settings.home, evidence.conn, registry=evidence.registry)
+    config = hosting.describe_endpoint_config(EndpointConfigName=now.endpoint_config)
+    return live_comparison(evidence.settings.home, now.endpoint, config, now.shadow_since)
 
 
 def _dataset_deltas(champion: VersionSummary, challenger: VersionSummary) -> list[MetricDelta]:

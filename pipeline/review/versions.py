@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from evaluation.outputs import DATASETS_KEY
+from mlops_rules.hosting import shadow_version
 from pipeline.local.services.hosting import LocalHosting
 from pipeline.local.state.db import StateError
 from pipeline.local.state.registry import ModelPackage
@@ -109,6 +110,9 @@ class Serving:
     failure_reason: str | None = None
     rolling_out: int | None = None  # the version a guarded update is bringing in, while it runs
     rollout_share: float = 0.0  # its share of the requests now
+    shadow: int | None = None  # the version the endpoint runs as its shadow variant, if any
+    shadow_share: float = 0.0  # the share of the requests copied to it
+    shadow_since: str | None = None  # when its config took the endpoint
 
     @property
     def in_service(self) -> bool:
@@ -121,6 +125,9 @@ class Serving:
         text = f"Endpoint {self.endpoint} serves {which} ({self.status})."
         if self.rolling_out is not None:
             text += f" Rolling out version {self.rolling_out}: it takes {100 * self.rollout_share:.0f} % of the requests."
+        if self.shadow is not None:
+            text += (f" Version {self.shadow} runs as the shadow: it gets a copy of {100 * self.shadow_share:.0f} % of "
+                     "the requests; its answers are captured, never returned.")
         return text + (f" {self.failure_reason}" if self.failure_reason else "")
 
 
@@ -158,8 +165,21 @@ def serving(evidence: Evidence) -> Serving:
     pending = endpoint.get("PendingDeploymentSummary")
     rolling_out = hosting.config_version(pending["EndpointConfigName"]) if pending else None
     share = pending["ProductionVariants"][0]["CurrentWeight"] if pending else 0.0
+    shadow, shadow_share, since = _shadow(hosting, name, endpoint)
     return Serving(name, endpoint["EndpointStatus"], version, endpoint["EndpointConfigName"],
-                   endpoint.get("FailureReason"), rolling_out, share)
+                   endpoint.get("FailureReason"), rolling_out, share, shadow, shadow_share, since)
+
+
+def _shadow(hosting: LocalHosting, name: str, endpoint: dict[str, Any]) -> tuple[int | None, float, str | None]:
+    """The version the endpoint's config runs as its shadow (by the deploy function's naming), the
+    share it is copied, and when that config took the endpoint."""
+    version = shadow_version(name, endpoint["EndpointConfigName"])
+    summaries = endpoint.get("ShadowProductionVariants") or []
+    if version is None or not summaries:
+        return None, 0.0, None
+    since = next((row["time"] for row in reversed(hosting.endpoint_history(name))
+                  if row["endpoint_config"] == endpoint["EndpointConfigName"]), None)
+    return version, min(1.0, float(summaries[0]["CurrentWeight"])), since
 
 
 def serving_history(evidence: Evidence) -> list[HistoryRow]:

@@ -173,6 +173,7 @@ def _environment() -> Environment:
     env.filters["number"] = lambda value, digits=4: "—" if value is None else f"{value:.{digits}f}"
     env.filters["signed"] = lambda value: "—" if value is None else f"{value:+.4f}"
     env.filters["thousands"] = lambda value: f"{value:,}"
+    env.filters["percent"] = lambda value: "—" if value is None else f"{100 * value:.1f} %"
     return env
 
 

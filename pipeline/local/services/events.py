@@ -108,7 +108,7 @@ def deploy_config(settings: Settings):
     environ = {"ENDPOINT_NAME": settings.endpoint_name, "MODEL_PACKAGE_GROUP": settings.model_package_group,
                "EXECUTION_ROLE_ARN": settings.role_arn, "INSTANCE_TYPE": settings.endpoint_instance_type,
                "INSTANCE_COUNT": str(settings.endpoint_instance_count), **settings.rollout_env,
-               "CAPTURE_PERCENT": str(settings.capture_percent),
+               "CAPTURE_PERCENT": str(settings.capture_percent), "SHADOW_PERCENT": str(settings.shadow_percent),
                "CAPTURE_DESTINATION": f"s3://{settings.bucket}/{settings.prefix}/{CAPTURE_FOLDER}"}
     alarms = [alarm["AlarmName"] for alarm in local_alarms(settings)]
     try:
@@ -189,6 +189,25 @@ def deliver_pending(settings: Settings) -> list[dict[str, Any]]:
         conn.close()
         lock.close()  # releases the lock
     return results
+
+
+def announce_registration(settings: Settings, version: int) -> dict[str, Any] | None:
+    """What EventBridge does when a version is registered: its state-change event (status
+    PendingManualApproval) goes to the deploy function, which runs it as the endpoint's shadow
+    when ``shadow_percent`` is above 0; the handler's answer. Nothing when shadows are off."""
+    if not settings.shadow_percent:
+        return None
+    from pipeline.local.state.db import open_state
+    from pipeline.local.state.registry import ModelRegistry
+
+    conn = open_state(settings.home)
+    try:
+        registry = ModelRegistry(conn)
+        path = record_event(settings, registry.event(registry.get(settings.model_package_group, version)))
+    finally:
+        conn.close()
+    delivered = {result["event"]: result for result in deliver_pending(settings)}
+    return delivered.get(path.name)
 
 
 class DeploymentFailed(RuntimeError):

@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 
 from mlops_rules.approvals import package_version
 from mlops_rules.capture import config_problems as capture_problems
+from mlops_rules.hosting import shadow_share
 from mlops_rules.rollouts import EXECUTION_TIMEOUT_RANGE_S, deployment_problems, traffic_steps
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
 ENDPOINT_COLUMNS = frozenset({"status", "url", "pid", "failure_reason", "config_name", "candidate_config",
-                              "candidate_url", "candidate_pid", "candidate_share", "rollout"})
+                              "candidate_url", "candidate_pid", "candidate_share", "rollout", "shadow_url", "shadow_pid"})
 ROLLOUT_MODULE = "pipeline.local.services.rollout"
 # A rollout whose driver never recorded itself (its starter was killed at that moment) is given up after this.
 DRIVER_START_S = 60.0
@@ -141,16 +142,23 @@ class LocalHosting:
                  "ProductionVariants": json.loads(row["production_variants"]), "CreationTime": row["creation_time"]}
         if row["data_capture_config"]:
             found["DataCaptureConfig"] = json.loads(row["data_capture_config"])
+        if row["shadow_variants"]:
+            found["ShadowProductionVariants"] = json.loads(row["shadow_variants"])
         return found
 
     def create_endpoint_config(self, EndpointConfigName: str, ProductionVariants: list,  # noqa: N803
-                               DataCaptureConfig: Mapping[str, Any] | None = None) -> dict[str, str]:  # noqa: N803
+                               DataCaptureConfig: Mapping[str, Any] | None = None,  # noqa: N803
+                               ShadowProductionVariants: list | None = None) -> dict[str, str]:  # noqa: N803
         """An endpoint config; with ``DataCaptureConfig``, the runtime captures its invocations
-        into the local store as SageMaker does (``pipeline/local/services/capture.py``)."""
+        into the local store as SageMaker does (``pipeline/local/services/capture.py``); with one
+        shadow variant, the runtime copies it the share of requests its weight gives."""
         if len(ProductionVariants) != 1:
             raise _client_error("CreateEndpointConfig", "the local runtime serves exactly one production variant")
         self.describe_model(ProductionVariants[0]["ModelName"])  # the model must exist, as SageMaker checks
         problems = capture_problems(DataCaptureConfig) if DataCaptureConfig else []
+        problems += _shadow_problems(ProductionVariants[0], ShadowProductionVariants or [])
+        for shadow in ShadowProductionVariants or []:
+            self.describe_model(shadow["ModelName"])
         if problems:
             raise _client_error("CreateEndpointConfig", f"DataCaptureConfig: {'; '.join(problems)}")
         arn = sagemaker_arn("endpoint-config", EndpointConfigName)
@@ -158,9 +166,10 @@ class LocalHosting:
             if self.conn.execute("SELECT 1 FROM endpoint_configs WHERE name = ?", (EndpointConfigName,)).fetchone():
                 raise _client_error("CreateEndpointConfig", f'Cannot create already existing endpoint configuration "{arn}".')
             self.conn.execute("INSERT INTO endpoint_configs (name, arn, production_variants, creation_time, "
-                              "data_capture_config) VALUES (?,?,?,?,?)",
+                              "data_capture_config, shadow_variants) VALUES (?,?,?,?,?,?)",
                               (EndpointConfigName, arn, to_json(list(ProductionVariants)), iso(utc_now()),
-                               to_json(dict(DataCaptureConfig)) if DataCaptureConfig else None))
+                               to_json(dict(DataCaptureConfig)) if DataCaptureConfig else None,
+                               to_json(list(ShadowProductionVariants)) if ShadowProductionVariants else None))
         return {"EndpointConfigArn": arn}
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -183,6 +192,12 @@ class LocalHosting:
                  "Url": f"{runtime}/endpoints/{row['name']}" if runtime else None}
         if reason:
             found["FailureReason"] = reason
+        shadows = self.describe_endpoint_config(row["config_name"]).get("ShadowProductionVariants", [])
+        if shadows:  # as DescribeEndpoint summarizes it, with whether its server runs
+            found["ShadowProductionVariants"] = [{
+                "VariantName": shadow["VariantName"], "CurrentWeight": shadow.get("InitialVariantWeight", 1.0),
+                "DesiredWeight": shadow.get("InitialVariantWeight", 1.0), "CurrentInstanceCount": int(_alive(row["shadow_pid"])),
+                "DesiredInstanceCount": shadow.get("InitialInstanceCount", 1)} for shadow in shadows]
         if row["rollout"]:
             rollout = json.loads(row["rollout"])
             found["PendingDeploymentSummary"] = {
@@ -219,13 +234,15 @@ class LocalHosting:
         self.describe_endpoint_config(EndpointConfigName)
         plan = self._rollout_plan(EndpointName, EndpointConfigName, DeploymentConfig) if DeploymentConfig else None
         self._ensure_runtime("UpdateEndpoint")
-        old_pid = self._claim(EndpointName, "UpdateEndpoint")
+        old_pids = self._claim(EndpointName, "UpdateEndpoint")
         if plan is not None:
             self._start_rollout(EndpointName, EndpointConfigName, plan)
         elif self._serve(EndpointName, EndpointConfigName, on_failure={"status": "InService"}, failure_prefix=
                          f"update to {EndpointConfigName} failed: "):
-            _stop(old_pid)
-            self.record_history(EndpointName, "Updated", EndpointConfigName, "all traffic at once")
+            for pid in old_pids:
+                _stop(pid)
+            self.record_history(EndpointName, "Updated", EndpointConfigName,
+                                "all traffic at once" + self._shadow_words(EndpointConfigName))
         else:
             self.record_history(EndpointName, "UpdateFailed", EndpointConfigName,
                                 self.describe_endpoint(EndpointName).get("FailureReason"))
@@ -235,9 +252,13 @@ class LocalHosting:
     def _rollout_plan(self, endpoint: str, config_name: str, deployment: Mapping[str, Any]) -> dict[str, Any]:
         """The rollout a DeploymentConfig asks for, refused as SageMaker refuses it (the limits, a
         missing alarm, a variant renamed)."""
-        variant = self.describe_endpoint_config(config_name)["ProductionVariants"][0]
+        new_config = self.describe_endpoint_config(config_name)
+        variant = new_config["ProductionVariants"][0]
         count = int(variant.get("InitialInstanceCount", 1))
         problems = deployment_problems(deployment, count)
+        if new_config.get("ShadowProductionVariants"):
+            problems.append("the local runtime does not roll a shadow variant out under a DeploymentConfig: "
+                            "update to a config with a shadow without one")
         current = self.describe_endpoint(endpoint)
         old_variant = self.describe_endpoint_config(current["EndpointConfigName"])["ProductionVariants"][0]
         if old_variant["VariantName"] != variant["VariantName"]:
@@ -312,10 +333,11 @@ class LocalHosting:
         if not self._settle(name, row["candidate_pid"], ("Updating",), status="InService",
                             config_name=row["candidate_config"], url=row["candidate_url"], pid=row["candidate_pid"],
                             candidate_config=None, candidate_url=None, candidate_pid=None, candidate_share=0.0,
-                            rollout=None, failure_reason=None):
+                            rollout=None, failure_reason=None, shadow_url=None, shadow_pid=None):
             return  # rolled back meanwhile
         self.record_history(name, "Updated", row["candidate_config"], detail)
         _stop(row["pid"])
+        _stop(row["shadow_pid"])  # the old fleet's shadow goes with it: the new config has none
 
     def roll_back(self, name: str, reason: str) -> None:
         """All traffic back to the old server (RollingBack, then InService with the reason); the
@@ -399,7 +421,8 @@ class LocalHosting:
         replaces a failed instance, done here on request (after a reboot, say)."""
         config_name = self.describe_endpoint(name)["EndpointConfigName"]
         self._ensure_runtime("RestartEndpoint")
-        _stop(self._claim(name, "RestartEndpoint"))
+        for pid in self._claim(name, "RestartEndpoint"):
+            _stop(pid)
         if self._serve(name, config_name, on_failure={"status": "Failed", "pid": None}):
             self.record_history(name, "Restarted", config_name)
         return self.describe_endpoint(name)
@@ -410,38 +433,44 @@ class LocalHosting:
         except (RuntimeError, OSError) as error:
             raise _client_error(operation, str(error), "InternalFailure") from None
 
-    def _claim(self, name: str, operation: str) -> int | None:
+    def _claim(self, name: str, operation: str) -> tuple[int | None, int | None]:
         """Move an InService or Failed endpoint to Updating in one transaction (so that two
-        processes cannot change it at once); returns the pid of the server it had."""
+        processes cannot change it at once); returns the pids of the servers it had (its own, its shadow's)."""
         with write_transaction(self.conn):
-            row = self.conn.execute("SELECT status, pid FROM endpoints WHERE name = ?", (name,)).fetchone()
+            row = self.conn.execute("SELECT status, pid, shadow_pid FROM endpoints WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise _client_error(operation, f'Could not find endpoint "{name}".')
             if row["status"] not in ("InService", "Failed"):
                 raise _client_error(operation, f"endpoint {name} is {row['status']}: another change is under way")
             self.conn.execute("UPDATE endpoints SET status = 'Updating', last_modified_time = ? WHERE name = ?",
                               (iso(utc_now()), name))
-        return row["pid"]
+        return row["pid"], row["shadow_pid"]
 
     def _serve(self, name: str, config_name: str, *, on_failure: dict[str, Any], failure_prefix: str = "") -> bool:
         """Start the config's server and record it InService; if it cannot start, record
         ``on_failure`` with the reason. An interruption is recorded too, then goes on."""
+        pid = None
         try:
             pid, url = self._start_server(name, config_name)
+            shadow_pid, shadow_url = self._start_shadow(name, config_name)
         except RuntimeError as error:
+            _stop(pid)
             self._set(name, **on_failure, failure_reason=f"{failure_prefix}{error}")
             return False
         except BaseException:
+            _stop(pid)
             self._set(name, **on_failure, failure_reason=f"{failure_prefix}interrupted while starting")
             raise
-        self._set(name, status="InService", url=url, pid=pid, config_name=config_name, failure_reason=None)
+        self._set(name, status="InService", url=url, pid=pid, config_name=config_name, failure_reason=None,
+                  shadow_url=shadow_url, shadow_pid=shadow_pid)
         return True
 
     def delete_endpoint(self, EndpointName: str) -> None:  # noqa: N803
         # The row goes first, in one transaction with the check: no update can claim the endpoint
         # while its server drains (SageMaker's endpoint is Deleting then, and takes no update either).
         with write_transaction(self.conn):
-            row = self.conn.execute("SELECT status, pid FROM endpoints WHERE name = ?", (EndpointName,)).fetchone()
+            row = self.conn.execute("SELECT status, pid, shadow_pid FROM endpoints WHERE name = ?",
+                                    (EndpointName,)).fetchone()
             if row is None:
                 raise _client_error("DeleteEndpoint", f'Could not find endpoint "{EndpointName}".')
             if row["status"] in ("Updating", "RollingBack"):  # SageMaker refuses it too: the rollout owns two servers
@@ -453,6 +482,7 @@ class LocalHosting:
                               (EndpointName, iso(utc_now())))
             last = self.conn.execute("SELECT 1 FROM endpoints").fetchone() is None
         _stop(row["pid"])
+        _stop(row["shadow_pid"])
         if last:  # nothing left to route to; the runtime comes back on the same port with the next endpoint
             stop_runtime(self.home)
 
@@ -503,6 +533,28 @@ class LocalHosting:
         log.info("endpoint %s: %s serves %s at %s", endpoint, config_name, variant["ModelName"], url)
         return pid, url
 
+    def _start_shadow(self, endpoint: str, config_name: str) -> tuple[int | None, str | None]:
+        """The config's shadow variant's model server, if it has one (its own log); RuntimeError if it does not start."""
+        shadows = self.describe_endpoint_config(config_name).get("ShadowProductionVariants") or []
+        if not shadows:
+            return None, None
+        log_path = self._log(endpoint).with_suffix(".shadow.log")
+        try:
+            pid, url = self.start_model_server(shadows[0]["ModelName"], log_path)
+        except RuntimeError as error:
+            raise RuntimeError(f"the shadow variant {shadows[0]['VariantName']} did not start: {error}") from None
+        log.info("endpoint %s: %s shadows with %s at %s", endpoint, config_name, shadows[0]["ModelName"], url)
+        return pid, url
+
+    def _shadow_words(self, config_name: str) -> str:
+        """What a config's shadow adds to the history's line ("" without one)."""
+        config = self.describe_endpoint_config(config_name)
+        shadows = config.get("ShadowProductionVariants") or []
+        if not shadows:
+            return ""
+        return (f"; {shadows[0]['ModelName']} as the shadow, copied "
+                f"{shadow_share(shadows[0], config['ProductionVariants'][0]) * 100:.0f} % of the requests")
+
     def start_model_server(self, model_name: str, log_path: Path,
                            environment: Mapping[str, str] | None = None) -> tuple[int, str]:
         """A model server for ``model_name`` with its container's environment (``environment``
@@ -522,6 +574,21 @@ class LocalHosting:
         except RuntimeError as error:
             last = _last_line(log_path)
             raise RuntimeError(f"{error}: {last}" if last else str(error)) from None
+
+def _shadow_problems(production: Mapping[str, Any], shadows: list) -> list[str]:
+    """What SageMaker refuses in ShadowProductionVariants: more than one, a weight of 0, the production variant's name."""
+    if not shadows:
+        return []
+    problems = []
+    if len(shadows) > 1:
+        problems.append("ShadowProductionVariants holds at most one variant")
+    for shadow in shadows:
+        if shadow.get("VariantName") == production.get("VariantName"):
+            problems.append(f"the shadow variant cannot share the production variant's name {shadow.get('VariantName')}")
+        if not float(shadow.get("InitialVariantWeight", 1.0)) > 0:
+            problems.append("the shadow variant's InitialVariantWeight must be above 0")
+    return problems
+
 
 def _last_line(log_path: Path) -> str:
     """The last line a server that failed to start wrote (its own reason), shortened."""

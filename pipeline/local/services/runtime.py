@@ -16,7 +16,11 @@ server and, while a guarded update shifts traffic (``pipeline/local/services/rol
 candidate server and its share of the requests, dealt exactly (a share of 0.1 sends every tenth
 request). Each answer is counted per endpoint config, the way SageMaker publishes a fleet's
 metrics (``Invocations``, ``Invocation5XXErrors``, ``ModelLatency`` in microseconds), and
-``GET /_local/metrics/NAME`` hands the last minutes of them to whoever judges the alarms. The runtime re-reads it whenever another process has committed a change (SQLite's
+``GET /_local/metrics/NAME`` hands the last minutes of them to whoever judges the alarms. An
+endpoint config with a shadow variant has its share of the requests copied to the shadow's server
+once the production answer is sent: the shadow's answer is never returned, its failures never
+reach the client, its metrics are kept apart (a shadow does not trip the production alarms), and
+it is captured beside the production answer it shadows, under the shadow's variant. The runtime re-reads it whenever another process has committed a change (SQLite's
 ``data_version``), so a blue/green update takes effect for the very next request. A request
 that finds no server listening (the old variant stopping, a pooled connection it closed) is
 sent again, to the route read afresh: an invocation only scores, so sending it twice is safe.
@@ -47,7 +51,7 @@ import aiohttp
 from aiohttp import web
 
 from mlops_rules.capture import CaptureRules, capture_prefix
-from mlops_rules.hosting import VARIANT_NAME
+from mlops_rules.hosting import VARIANT_NAME, shadow_share
 from pipeline.local.aws_identity import ACCOUNT, endpoint_log_group_arn
 from pipeline.local.processes import process_runs, start_server, stop_process_group
 from pipeline.local.services.capture import CaptureWriter
@@ -72,6 +76,9 @@ STOP_TIMEOUT_S = 45.0
 SERVING_STATUSES = ("InService", "Updating", "RollingBack")
 # InvokeEndpoint's InferenceId, as botocore sends it: kept in the captured record's eventMetadata.
 INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
+# Copies to a shadow variant waiting for its answer at once; more are dropped (and counted), so a
+# slow shadow never holds the router's memory or the production answers.
+MAX_SHADOW_IN_FLIGHT = 64
 # How long the per-second metrics are kept (the longest alarm window a rollout judges: 10 periods of 60 s).
 METRICS_KEPT_S = 600
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
@@ -88,6 +95,9 @@ class Route:
     share: float = 0.0  # the candidate's share of the requests
     capture: CaptureRules | None = None  # the endpoint config's DataCaptureConfig, if it captures
     candidate_capture: CaptureRules | None = None
+    shadow_url: str | None = None  # the config's shadow variant's server, copied ``shadow_share`` of the requests
+    shadow_variant: str = ""
+    shadow_share: float = 0.0
 
 
 class FleetMetrics:
@@ -124,14 +134,20 @@ def _deal(credits: dict[str, float], name: str, share: float) -> bool:
     return taken
 
 
-def read_fleet_metrics(runtime: str, endpoint: str, timeout_s: float = 2.0) -> dict[str, list[list[float]]]:
-    """What ``GET /_local/metrics/NAME`` answers for an endpoint: endpoint config → per-second
-    buckets (``FleetMetrics``). OSError or ValueError if the runtime cannot be asked."""
+def read_runtime_metrics(runtime: str, endpoint: str, timeout_s: float = 2.0) -> dict:
+    """What ``GET /_local/metrics/NAME`` answers for an endpoint: ``fleets`` and ``shadow``, each
+    endpoint config → per-second buckets (``FleetMetrics``), and the capture's and shadow copies'
+    counts. OSError or ValueError if the runtime cannot be asked."""
     with urllib.request.urlopen(f"{runtime}/_local/metrics/{endpoint}", timeout=timeout_s) as answer:
-        fleets = json.loads(answer.read()).get("fleets")
-    if not isinstance(fleets, dict):
+        metrics = json.loads(answer.read())
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("fleets"), dict):
         raise ValueError(f"the runtime at {runtime} answered no fleets for {endpoint}")
-    return fleets
+    return metrics
+
+
+def read_fleet_metrics(runtime: str, endpoint: str, timeout_s: float = 2.0) -> dict[str, list[list[float]]]:
+    """The production fleets' part of ``read_runtime_metrics``: what the rollback alarms judge."""
+    return read_runtime_metrics(runtime, endpoint, timeout_s)["fleets"]
 
 
 class Routes:
@@ -150,18 +166,22 @@ class Routes:
         return self._routes.get(name)
 
     def _read(self) -> dict[str, Route]:
-        rows = self.conn.execute("SELECT e.*, c.production_variants, c.data_capture_config, "
+        rows = self.conn.execute("SELECT e.*, c.production_variants, c.data_capture_config, c.shadow_variants, "
                                  "n.data_capture_config AS candidate_capture FROM endpoints e "
                                  "LEFT JOIN endpoint_configs c ON c.name = e.config_name "
                                  "LEFT JOIN endpoint_configs n ON n.name = e.candidate_config").fetchall()
         routes = {}
         for row in rows:
             variants = json.loads(row["production_variants"] or "[]")
-            variant = (variants[0] if variants else {}).get("VariantName", VARIANT_NAME)
-            routes[row["name"]] = Route(row["status"], row["url"], variant, row["config_name"], row["candidate_url"],
+            production = variants[0] if variants else {}
+            shadow = (json.loads(row["shadow_variants"] or "[]") or [{}])[0]
+            routes[row["name"]] = Route(row["status"], row["url"], production.get("VariantName", VARIANT_NAME),
+                                        row["config_name"], row["candidate_url"],
                                         row["candidate_config"], row["candidate_share"] or 0.0,
                                         CaptureRules.of(json.loads(row["data_capture_config"] or "null")),
-                                        CaptureRules.of(json.loads(row["candidate_capture"] or "null")))
+                                        CaptureRules.of(json.loads(row["candidate_capture"] or "null")),
+                                        row["shadow_url"] if shadow else None, shadow.get("VariantName", ""),
+                                        shadow_share(shadow, production) if shadow else 0.0)
         return routes
 
 
@@ -189,6 +209,10 @@ class Runtime:
         self.capture = CaptureWriter(ArtifactStore(self.home))
         self._capture_credit: dict[str, float] = {}  # the same toward the next invocation captured
         self.session: aiohttp.ClientSession | None = None
+        self.shadow_metrics = FleetMetrics()  # the shadow variants' answers, apart from the production alarms
+        self._shadow_credit: dict[str, float] = {}  # the same toward the next request copied to a shadow
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self.shadow_dropped = 0  # copies not sent: MAX_SHADOW_IN_FLIGHT were waiting
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
@@ -208,6 +232,9 @@ class Runtime:
                                              timeout=aiohttp.ClientTimeout(total=INVOKE_TIMEOUT_S))
 
     async def _close(self, app: web.Application) -> None:
+        for task in list(self._shadow_tasks):  # copies only: nobody waits for their answers
+            task.cancel()
+        await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self.capture.close)
@@ -220,6 +247,7 @@ class Runtime:
     async def fleet_metrics(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         return json_response(200, {"endpoint": name, "now": time.time(), "fleets": self.metrics.of(name),
+                                   "shadow": self.shadow_metrics.of(name), "shadow_dropped": self.shadow_dropped,
                                    "capture": self.capture.stats})
 
     def _target(self, name: str, route: Route) -> tuple[str | None, str]:
@@ -246,20 +274,55 @@ class Runtime:
         return answer
 
     def _captured(self, name: str, route: Route, config: str, request: tuple[str, bytes],
-                  answer: tuple[str, bytes], inference_id: str | None) -> None:
+                  answer: tuple[str, bytes], inference_id: str | None) -> bool:
         """Hand a served invocation to the capture writer if its config captures and it is sampled
-        (dealt evenly: at 20 %, every fifth). Never raises into the request."""
+        (dealt evenly: at 20 %, every fifth); whether it was. Never raises into the request."""
         rules = route.capture if config == route.config else route.candidate_capture
         if rules is None:
-            return
+            return False
         if not _deal(self._capture_credit, name, rules.percent / 100):
-            return
+            return False
+        return self._capture_one(name, rules, route.variant, request, answer, inference_id)
+
+    def _capture_one(self, name: str, rules: CaptureRules, variant: str, request: tuple[str, bytes],
+                     answer: tuple[str, bytes], inference_id: str | None) -> bool:
         now = datetime.now(UTC)
         try:
             record = rules.record(request, answer, str(uuid.uuid4()), now, inference_id)
-            self.capture.add(capture_prefix(rules.destination, name, route.variant, now), record)
+            self.capture.add(capture_prefix(rules.destination, name, variant, now), record)
+            return True
         except Exception:  # noqa: BLE001 (capture must never fail a request)
             log.exception("endpoint %s: an invocation could not be captured", name)
+            return False
+
+    def _copy_to_shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
+                        inference_id: str | None, captured: bool) -> None:
+        """Send the shadow variant its share of the requests (dealt evenly), after the production
+        answer and without waiting for it; its answer is captured if the production one was."""
+        if not route.shadow_url or route.shadow_share <= 0 or not _deal(self._shadow_credit, name, route.shadow_share):
+            return
+        if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
+            self.shadow_dropped += 1
+            return
+        task = asyncio.create_task(self._shadow(name, route, body, headers, inference_id, captured))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
+                      inference_id: str | None, captured: bool) -> None:
+        assert self.session is not None, "the client session starts with the application"
+        started = time.perf_counter()
+        try:
+            async with self.session.post(f"{route.shadow_url}/invocations", data=body, headers=headers) as response:
+                data = await response.read()
+                status, content_type = response.status, response.headers.get("Content-Type", "application/octet-stream")
+        except (TimeoutError, aiohttp.ClientError) as error:
+            log.warning("endpoint %s: the shadow variant did not answer: %r", name, error)
+            status, data, content_type = 503, b"", ""
+        self.shadow_metrics.record(name, route.config, status >= 500, (time.perf_counter() - started) * 1e6, time.time())
+        if captured and status == 200 and route.capture is not None:
+            self._capture_one(name, route.capture, route.shadow_variant, (headers["Content-Type"], body),
+                              (content_type, data), inference_id)
 
     async def _forward(self, name: str, body: bytes, headers: dict[str, str],
                        inference_id: str | None = None) -> web.Response:
@@ -281,10 +344,10 @@ class Runtime:
                     data = await response.read()
                     self.metrics.record(name, config, response.status >= 500, (time.perf_counter() - started) * 1e6,
                                         time.time())
-                    if response.status == 200:
-                        self._captured(name, route, config, (headers["Content-Type"], body),
-                                       (response.headers.get("Content-Type", "application/octet-stream"), data),
-                                       inference_id)
+                    captured = response.status == 200 and self._captured(
+                        name, route, config, (headers["Content-Type"], body),
+                        (response.headers.get("Content-Type", "application/octet-stream"), data), inference_id)
+                    self._copy_to_shadow(name, route, body, headers, inference_id, captured)
                     return self._answer(name, route, response, data)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if url == route.candidate_url and route.share > 0:

@@ -259,6 +259,12 @@ MIGRATIONS: list[list[str]] = [
         # An endpoint config's DataCaptureConfig as given (pipeline/local/services/capture.py).
         "ALTER TABLE endpoint_configs ADD COLUMN data_capture_config TEXT",
     ],
+    [
+        # A config's ShadowProductionVariants, and the shadow's model server while it runs.
+        "ALTER TABLE endpoint_configs ADD COLUMN shadow_variants TEXT",
+        "ALTER TABLE endpoints ADD COLUMN shadow_url TEXT",
+        "ALTER TABLE endpoints ADD COLUMN shadow_pid INTEGER",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
