@@ -116,10 +116,25 @@ def test_the_website_bucket_is_private_and_read_only_by_its_distribution():
 def test_the_predict_functions_settings_are_the_ones_predict_py_reads():
     function = RESOURCES["PredictFunction"]["Properties"]
     assert function["Handler"] == "predict.handler" and callable(load_lambda("predict").handler)
-    environ = {name: "x" for name in function["Environment"]["Variables"]}
-    assert load_lambda("predict").PredictConfig.from_env(environ).endpoint_name == "x"
+    variables = function["Environment"]["Variables"]
+    assert set(variables) == {"ENDPOINT_NAME", "ALLOWED_ORIGIN", "GROUND_TRUTH_URI", "FEEDBACK_SECRET_ARN"}
+    environ = {name: "x" for name in variables} | {"GROUND_TRUTH_URI": "s3://bucket/prefix/groundtruth"}
+    config = load_lambda("predict").PredictConfig.from_env(environ, feedback_key=b"k")
+    assert config.endpoint_name == "x" and config.takes_feedback
+    assert variables["GROUND_TRUTH_URI"] == {"Fn::Sub": "s3://${ArtifactBucket}/${ArtifactPrefix}/groundtruth"}
+    assert variables["FEEDBACK_SECRET_ARN"] == {"Ref": "FeedbackSigningKey"}
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in function["Events"].values()}
-    assert routes == {("POST", "/predict"), ("GET", "/health")}
+    assert routes == {("POST", "/predict"), ("GET", "/health"), ("POST", "/feedback")}
+
+
+def test_the_predict_function_may_write_ground_truth_and_read_its_key_and_nothing_else_of_s3():
+    actions = _role_actions("PredictFunctionRole")
+    assert {a for a in actions if a.startswith(("s3:", "secretsmanager:"))} == {"s3:PutObject",
+                                                                               "secretsmanager:GetSecretValue"}
+    assert actions["s3:PutObject"] == [{"Fn::Sub": "${ArtifactBucket.Arn}/${ArtifactPrefix}/groundtruth/*"}]
+    assert actions["secretsmanager:GetSecretValue"] == [{"Ref": "FeedbackSigningKey"}]
+    secret = RESOURCES["FeedbackSigningKey"]["Properties"]
+    assert "SecretString" not in secret and secret["GenerateSecretString"]["PasswordLength"] >= 32
 
 
 def test_the_functions_settings_are_the_ones_deploy_py_reads():

@@ -11,7 +11,11 @@ const result = document.getElementById("result");
 const label = document.getElementById("label");
 const confidence = document.getElementById("confidence");
 const error = document.getElementById("error");
+const feedback = document.getElementById("feedback");
+const feedbackStatus = document.getElementById("feedback-status");
+const verdictButtons = [document.getElementById("feedback-right"), document.getElementById("feedback-wrong")];
 let apiUrl = null;
+let answered = null; // the answer on show, for its feedback: {inference_id, label, token}
 
 function showError(message) {
   result.hidden = true;
@@ -19,13 +23,49 @@ function showError(message) {
   error.hidden = false;
 }
 
-function showPrediction(prediction) {
+function showPrediction(prediction, answer) {
   error.hidden = true;
   label.textContent = prediction.label === "positive" ? "Positive" : "Negative";
   label.className = "label " + prediction.label;
   confidence.textContent = "(" + Math.round(prediction.score * 100) + "% sure)";
+  // The API signs an answer it will take feedback on; without the signature there are no buttons.
+  answered = answer.feedback_token ? {inference_id: answer.inference_id, label: prediction.label,
+                                      token: answer.feedback_token} : null;
+  feedback.hidden = !answered;
+  feedbackStatus.textContent = "";
+  verdictButtons.forEach((button) => { button.disabled = false; });
   result.hidden = false;
 }
+
+async function sendFeedback(verdict) {
+  if (!answered) {
+    return;
+  }
+  verdictButtons.forEach((button) => { button.disabled = true; });
+  feedbackStatus.textContent = "Sending…";
+  try {
+    const response = await fetch(apiUrl + "/feedback", {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({inference_id: answered.inference_id, label: answered.label, verdict: verdict,
+                            token: answered.token}),
+    });
+    const reply = await response.json().catch(() => ({}));
+    if (response.ok) {
+      feedbackStatus.textContent = "Thank you: noted as " + reply.label + ".";
+    } else {
+      feedbackStatus.textContent = reply.error || "The feedback was not recorded (" + response.status + ").";
+      verdictButtons.forEach((button) => { button.disabled = response.status === 403; });
+    }
+  } catch (failure) {
+    feedbackStatus.textContent = "The feedback could not be sent; try again.";
+    verdictButtons.forEach((button) => { button.disabled = false; });
+  }
+}
+
+verdictButtons.forEach((button) => {
+  button.addEventListener("click", () => sendFeedback(button.dataset.verdict));
+});
 
 function ready(isReady) {
   submit.disabled = !isReady;
@@ -71,7 +111,7 @@ form.addEventListener("submit", async (event) => {
     } else if (!answer.predictions || !answer.predictions.length) {
       showError("The service gave no prediction; try again later.");
     } else {
-      showPrediction(answer.predictions[0]);
+      showPrediction(answer.predictions[0], answer);
     }
   } catch (failure) {
     showError("The service cannot be reached; check your connection and try again.");

@@ -6,11 +6,14 @@ One HTTP server (``sentiment-mlops api``, port 3000 by default) does what the AW
 - ``/``, ``/app.js``, ``/style.css``: the static site from ``website/``, and ``/config.json``,
   which tells the page where its API is (on AWS the deploy writes it next to the page: nobody
   pastes an address into the HTML any more);
-- ``/predict``, ``/health`` and any other API path: the request becomes an API Gateway
+- ``/predict``, ``/feedback``, ``/health`` and any other API path: the request becomes an API Gateway
   payload-2.0 event, which goes to ``lambda/predict.py``'s ``handle`` (the code that runs in
   Lambda) with a real boto3 ``sagemaker-runtime`` client. The client's ``endpoint_url`` is the
   home's local SageMaker runtime (``pipeline/local/services/runtime.py``), which routes the invocation to
-  the endpoint's current model server, as SageMaker's runtime does on AWS.
+  the endpoint's current model server, as SageMaker's runtime does on AWS. Feedback is written
+  into the store under ``s3://BUCKET/PREFIX/groundtruth/`` (``LocalS3``), its answers signed with
+  a key made once for the home (``<home>/secrets/feedback.key``, readable by its owner only),
+  as the stack's secret signs them on AWS.
 
 Other applications can be served by the same server: each ``Mount`` (a path prefix, an aiohttp
 application, and what ``config.json`` says about it) is added ahead of the API's catch-all route,
@@ -34,9 +37,12 @@ from typing import Any
 
 from aiohttp import web
 
+from mlops_rules.feedback import GROUND_TRUTH_FOLDER
 from pipeline.lambdas import load_lambda
 from pipeline.local.aws_identity import REGION
+from pipeline.local.secret_keys import write_secret_key
 from pipeline.local.services.runtime import INVOKE_TIMEOUT_S, ensure_runtime
+from pipeline.local.services.s3 import LocalS3
 from pipeline.settings import WEBSITE_DIR, Settings
 from serve.server.http import BodyRefused, json_response, name_server, read_body, refuse
 
@@ -62,11 +68,11 @@ def runtime_client(runtime_url: str, pool_size: int = HANDLER_THREADS):
                                           config=config)
 
 
-def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes, source_ip: str = "") -> dict[str, Any]:
     """An API Gateway HTTP API (payload 2.0) event, as API Gateway builds one."""
     return {"version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
             "headers": {k.lower(): v for k, v in headers.items()},
-            "requestContext": {"http": {"method": method, "path": path}, "stage": "$default"},
+            "requestContext": {"http": {"method": method, "path": path, "sourceIp": source_ip}, "stage": "$default"},
             "body": base64.b64encode(body).decode("ascii") if body else None, "isBase64Encoded": bool(body)}
 
 
@@ -89,8 +95,10 @@ class ApiApp:
         self.mounts = tuple(mounts)
         self.predict = load_lambda("predict")
         # The page is served from this same origin here; on AWS the API allows the site's origin.
-        self.config = self.predict.PredictConfig(settings.endpoint_name, url)
+        self.config = self.predict.PredictConfig(settings.endpoint_name, url, settings.s3_uri(GROUND_TRUTH_FOLDER),
+                                                 write_secret_key(Path(settings.home) / "secrets" / "feedback.key"))
         self.client = runtime_client(runtime_url)
+        self.s3, self.limiter = LocalS3(settings.home), self.predict.FeedbackLimiter()
         self.executor = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="predict")
 
     def app(self) -> web.Application:
@@ -121,9 +129,9 @@ class ApiApp:
             body = await read_body(request, API_GATEWAY_MAX_BYTES, length_required=False)
         except BodyRefused as refused:  # answered as API Gateway answers, before any function runs
             return await refuse(request, refused, key="message")
-        event = proxy_event(request.method, request.path, dict(request.headers), body)
+        event = proxy_event(request.method, request.path, dict(request.headers), body, request.remote or "")
         answer = await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.predict.handle, event, self.config, self.client)
+            self.executor, lambda: self.predict.handle(event, self.config, self.client, s3=self.s3, limiter=self.limiter))
         headers = {k: v for k, v in answer["headers"].items() if k.lower() not in ("content-length",)}
         headers.setdefault("Content-Type", "application/octet-stream")
         return web.Response(status=answer["statusCode"], body=answer["body"].encode("utf-8"), headers=headers)
