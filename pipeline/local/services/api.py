@@ -40,9 +40,9 @@ from aiohttp import web
 from mlops_rules.feedback import GROUND_TRUTH_FOLDER
 from pipeline.lambdas import load_lambda
 from pipeline.local.aws_identity import REGION
-from pipeline.local.secret_keys import write_secret_key
 from pipeline.local.services.runtime import INVOKE_TIMEOUT_S, ensure_runtime
 from pipeline.local.services.s3 import LocalS3
+from pipeline.local.state.secret_keys import write_secret_key
 from pipeline.settings import WEBSITE_DIR, Settings
 from serve.server.http import BodyRefused, json_response, name_server, read_body, refuse
 
