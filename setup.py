@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="IMDb sentiment LSTM on SageMaker Pipelines, runnable end to end on one machine",
     python_requires=">=3.11.4",  # tarfile extraction filters,
-    packages=[*find_packages(include=["pipeline", "pipeline.*", "serve", "serve.*", "steps", "train", "evaluation"]),
+    packages=[*find_packages(include=["pipeline", "pipeline.*", "serve", "serve.*", "steps", "train", "evaluation", "monitor"]),
               "mlops_rules"],
     # The rules the Lambda functions share with the rest (standard library only) live in the
     # functions' code root, which the template packages whole; installed from there as mlops_rules.

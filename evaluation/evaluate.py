@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make the sibling packages (serve/, evaluation/) importable
@@ -28,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the sibling packages (ser
 from evaluation.metrics import binary_classification_report
 from evaluation.outputs import (
     ACCURACY_BY_LENGTH_FILE,
+    BASELINE_FOLDER,
     CALIBRATION_FILE,
     CONFUSION_MATRIX_FILE,
     DATASETS_KEY,
@@ -41,8 +43,9 @@ from evaluation.outputs import (
 )
 from evaluation.plots import plot_accuracy_by_length, plot_confusion_matrix, plot_reliability, plot_roc_and_pr
 from evaluation.slices import accuracy_by_length, expected_calibration_error, short_texts
+from monitor.baseline import make_baseline
 from serve.artifact import TRAINING_CURVES_FILE as CURVES_IN_ARTIFACT
-from serve.artifact import ArtifactError, resolve_model_dir
+from serve.artifact import ArtifactError, load_model, resolve_model_dir
 from serve.artifact_code import load_artifact_handlers
 from serve.text import REVIEWS, TEXT_KINDS, has_words
 from steps.arrays import REVIEWS_FILE
@@ -255,6 +258,9 @@ def run(model: Path, test_dir: Path, output_dir: Path, predictions_dir: Path | N
         metrics = report["binary_classification_metrics"]
         results = scratch / "results"
         results.mkdir()
+        # What a monitoring job compares live traffic with (monitor/baseline.py), registered with the model.
+        make_baseline(texts, probabilities, load_model(model_dir, device=torch.device("cpu")), results / BASELINE_FOLDER,
+                      accuracy=metrics["accuracy"]["value"])
         (results / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
         with open(results / PREDICTIONS_FILE, "w", encoding="utf-8") as handle:
             for label, probability, dataset in zip(labels, probabilities, test.datasets):

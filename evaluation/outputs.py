@@ -19,6 +19,9 @@ ROC_PR_FILE = "roc_pr_curves.png"            # only when the test split holds bo
 TRAINING_CURVES_FILE = "training_curves.png"  # copied from the artifact, when it carries one
 ACCURACY_BY_LENGTH_FILE = "accuracy_by_length.png"  # test reviews by words, and sentences taken from them
 CALIBRATION_FILE = "calibration.png"          # "NN % sure" against how often it is right
+# A folder: the baseline a monitoring job compares live traffic with (monitor/baseline.py writes it);
+# the Register step attaches its statistics and constraints as the package's DriftCheckBaselines.
+BASELINE_FOLDER = "baseline"
 
 # evaluation.json's section that CheckAccuracy reads: per kind of test text (serve.text.TEXT_KINDS),
 # ``texts`` and ``accuracy`` (``gate.<kind>.accuracy``). Each kind has its own threshold, and every

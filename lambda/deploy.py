@@ -398,7 +398,7 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker, cloudwatch=None,
             sagemaker.create_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config,
                                       Tags=_approval_tags(approval))
         action = "created"
-    elif current.get("EndpointConfigName") == endpoint_config and current.get("EndpointStatus") != "Failed":
+    elif current.get("EndpointStatus") != "Failed" and _runs_already(sagemaker, current, endpoint_config, model, config):
         action = "unchanged"
     elif current.get("EndpointStatus") == "Failed":
         raise DeployError(f"endpoint {config.endpoint_name} is Failed ({current.get('FailureReason', 'no reason given')}): "
@@ -418,6 +418,20 @@ def deploy(approval: Approval, config: DeployConfig, sagemaker, cloudwatch=None,
             "previous_endpoint_config": current.get("EndpointConfigName") if current else None,
             "created_model": created_model, "created_endpoint_config": created_config,
             "traffic": _traffic_line(config.rollout if guarded and action == "updated" else None)}
+
+
+def _runs_already(sagemaker, current: Mapping[str, Any], endpoint_config: str, model: str,
+                  config: DeployConfig) -> bool:
+    """Whether the endpoint serves this version already: on its config, or on a shadow config whose
+    production variant is this version's Model. A redelivered approval of the serving version
+    must not end a shadow that runs beside it."""
+    name = current.get("EndpointConfigName")
+    if name == endpoint_config:
+        return True
+    if shadow_version(config.endpoint_name, name) is None:
+        return False
+    variants = sagemaker.describe_endpoint_config(EndpointConfigName=name).get("ProductionVariants") or [{}]
+    return variants[0].get("ModelName") == model
 
 
 def _traffic_line(policy: RolloutPolicy | None) -> str:
@@ -500,6 +514,9 @@ def start_shadow(pending: Approval, package: Mapping[str, Any], config: DeployCo
     if current.get("EndpointStatus") in BUSY_STATUSES:
         raise EndpointBusy(f"endpoint {config.endpoint_name} is {current['EndpointStatus']}; shadowing version "
                            f"{pending.version} waits until it settles")
+    if current.get("EndpointStatus") == "Failed":
+        return {"status": "ignored", "reason": f"version {pending.version} is PendingManualApproval, but endpoint "
+                                               f"{config.endpoint_name} is Failed: no traffic to shadow"}
     running = shadow_version(config.endpoint_name, current.get("EndpointConfigName"))
     if running is not None and running >= pending.version:
         return {"status": "ignored", "reason": f"version {running} runs as the shadow already, not older than "

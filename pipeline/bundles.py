@@ -29,7 +29,7 @@ from serve import dependencies
 TEXT_REQUIREMENTS = dependencies.JOBS.installs
 CONSTRAINTS_SOURCE = "serve/constraints.txt"  # inside the bundle: its root constraints.txt is a copy
 
-PROCESSING_PACKAGES = ("steps", "serve", "evaluation")
+PROCESSING_PACKAGES = ("steps", "serve", "evaluation", "monitor")
 TRAINING_PACKAGES = ("train", "serve", "steps")
 
 PROCESSING_BUNDLE_NAME = "sourcedir.tar.gz"

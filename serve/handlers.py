@@ -43,6 +43,8 @@ CSV = "text/csv"
 JSONLINES = "application/jsonlines"
 INPUT_TYPES = (TEXT, JSON, CSV, JSONLINES)
 OUTPUT_TYPES = (JSON, TEXT, JSONLINES)
+# An answer's scores are rounded to this many decimals (what a baseline of scores must match).
+SCORE_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,8 @@ def predict_fn(reviews: list[str], model: SentimentModel) -> list[Prediction]:
 
 
 def _prediction_record(prediction: Prediction) -> dict[str, Any]:
-    return {"label": prediction.label, "score": round(prediction.score, 6),
-            "positive_probability": round(prediction.positive_probability, 6)}
+    return {"label": prediction.label, "score": round(prediction.score, SCORE_DECIMALS),
+            "positive_probability": round(prediction.positive_probability, SCORE_DECIMALS)}
 
 
 def output_fn(predictions: list[Prediction], accept: str | None) -> tuple[str, str]:

@@ -31,7 +31,7 @@ from serve.dependencies import ENDPOINT, JOBS, canonical_name, parse_pins
 SOURCE = REPO_ROOT / "serve" / "constraints.txt"
 PINS = parse_pins(SOURCE.read_text(encoding="utf-8"))
 SETTINGS = Settings(bucket="test-bucket", prefix="sentiment-mlops")
-PROJECT_PACKAGES = {"pipeline", "serve", "steps", "train", "evaluation"}
+PROJECT_PACKAGES = {"pipeline", "serve", "steps", "train", "evaluation", "monitor"}
 # Import names whose distribution is named otherwise.
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "bs4": "beautifulsoup4"}
 # The Python of the images the pins are installed into (the PyTorch 2.5 DLC Dockerfiles' PYTHON_VERSION:

@@ -83,10 +83,13 @@ def test_outputs_a_person_can_read(evaluated):
 
 def test_every_file_the_registry_links_is_written_and_nothing_else(evaluated, trained):
     """The Register step links ``outputs.LINKS`` from the model package: each names a file this
-    step writes, and the training curves come from the artifact, byte for byte."""
+    step writes, and the training curves come from the artifact, byte for byte. Beside them, the
+    monitoring baseline's folder, which the package carries as its drift-check baselines."""
     out, _ = evaluated
     folder = out / "evaluation"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.LINKS.values())
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*outputs.LINKS.values(), outputs.BASELINE_FOLDER])
+    assert sorted(p.name for p in (folder / outputs.BASELINE_FOLDER).iterdir()) == [
+        "constraints.json", "reference.npz", "statistics.json"]
     assert (folder / outputs.TRAINING_CURVES_FILE).read_bytes() == (trained / "model" / TRAINING_CURVES_FILE).read_bytes()
 
 
@@ -109,7 +112,8 @@ def test_an_artifact_without_training_curves_gives_no_curves_and_the_report_come
     monkeypatch.setattr(evaluate_module.os, "replace", replace)
     run(model_dir, prepared / "test", tmp_path / "out")
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == sorted(name for name in outputs.LINKS.values() if name != outputs.TRAINING_CURVES_FILE)
+    assert written == sorted([*(name for name in outputs.LINKS.values() if name != outputs.TRAINING_CURVES_FILE),
+                              outputs.BASELINE_FOLDER])
     assert moved[-1] == outputs.REPORT_FILE and sorted(moved) == written
 
 

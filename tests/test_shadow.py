@@ -16,10 +16,26 @@ import pytest
 from botocore.stub import Stubber
 
 from mlops_rules.capture import CAPTURE_FOLDER, capture_config, read_capture_line
-from mlops_rules.hosting import SHADOW_VARIANT_NAME, VARIANT_NAME, made_for, shadow_share, shadow_version, shadow_weight
+from mlops_rules.hosting import (
+    SHADOW_VARIANT_NAME,
+    VARIANT_NAME,
+    made_for,
+    shadow_config_name,
+    shadow_share,
+    shadow_version,
+    shadow_weight,
+)
 from pipeline.local.services.events import deploy_module
-from tests.test_aws_backend import REGION
-from tests.test_deploy_handler import CONFIG, ENDPOINT_ARN, GROUP, ROLE, _event
+from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
+from tests.test_deploy_handler import (
+    CONFIG,
+    ENDPOINT_ARN,
+    GROUP,
+    ROLE,
+    _event,
+    _register,
+    sagemaker,  # noqa: F401  (a fixture: moto's SageMaker)
+)
 from tests.test_deploy_template import RESOURCES, _role_actions
 from tests.test_registry_page import browser  # noqa: F401  (a fixture: Chromium, or a skip outside CI)
 
@@ -168,6 +184,32 @@ def test_a_registered_version_with_nothing_to_shadow_is_ignored_with_the_reason(
         result = deploy.handle(_event(V3, "PendingManualApproval"), SHADOWING, client)
     stub.assert_no_pending_responses()
     assert result["status"] == "ignored" and reason in result["reason"]
+
+
+def test_an_approval_delivered_again_for_the_serving_version_leaves_its_shadow_running(sagemaker):
+    """EventBridge delivers at least once: the serving version's Approved event, delivered again
+    while a newer registration shadows it, changes nothing (the shadow stays)."""
+    arn = _register(sagemaker)  # version 1, Approved: it serves, with version 2 as its shadow
+    sagemaker.create_model(ModelName="sentiment-test-v1", ExecutionRoleArn=ROLE,
+                           PrimaryContainer={"ModelPackageName": arn})
+    shadow = shadow_config_name("sentiment-test", 2, "0123abcd")
+    sagemaker.create_endpoint_config(EndpointConfigName=shadow, ProductionVariants=[
+        {"VariantName": VARIANT_NAME, "ModelName": "sentiment-test-v1", "InstanceType": "ml.m5.large",
+         "InitialInstanceCount": 1}])
+    sagemaker.create_endpoint(EndpointName="sentiment-test", EndpointConfigName=shadow)
+    again = deploy.handle(_event(arn), SHADOWING, sagemaker)
+    assert again["status"] == "unchanged"
+    assert sagemaker.describe_endpoint(EndpointName="sentiment-test")["EndpointConfigName"] == shadow
+
+
+def test_a_failed_endpoint_gets_no_shadow():
+    client, stub = _client()
+    _package(stub, V3, "PendingManualApproval")
+    _endpoint(stub, f"sentiment-test-v2-{SHADOWING.variant_hash()}", status="Failed")
+    with stub:
+        result = deploy.handle(_event(V3, "PendingManualApproval"), SHADOWING, client)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "ignored" and "is Failed" in result["reason"]
 
 
 def test_without_a_shadow_share_a_registration_makes_no_call():
@@ -334,6 +376,23 @@ def test_a_broken_shadow_never_reaches_a_client_and_rejecting_it_ends_it(home, t
     fleets = read_runtime_metrics(url, settings.endpoint_name)["fleets"]
     assert sum(b[2] for buckets in fleets.values() for b in buckets) == 0  # the production alarms see no error
     assert _captured(home, SHADOW_VARIANT_NAME) == []  # a failed answer is not captured
+
+    # A restart whose shadow cannot start keeps the production variant serving, and says why.
+    start = hosting.start_model_server
+
+    def no_shadow(model_name, log_path, environment=None):
+        if model_name.endswith("-shadow"):
+            raise RuntimeError("its server exited at once")
+        return start(model_name, log_path, environment)
+
+    hosting.start_model_server = no_shadow
+    restarted = hosting.restart_endpoint(settings.endpoint_name)
+    hosting.start_model_server = start
+    assert restarted["EndpointStatus"] == "InService" and "serves without its shadow" in restarted["FailureReason"]
+    assert restarted["ShadowProductionVariants"][0]["CurrentInstanceCount"] == 0
+    answer = runtime.invoke_endpoint(EndpointName=settings.endpoint_name, ContentType="application/json",
+                                     Body=json.dumps({"review": "dull"}))
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
 
     code, answer = _cli(capsys, home, "registry", "reject", "2")
     assert code == 0, answer

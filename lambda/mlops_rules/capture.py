@@ -117,7 +117,7 @@ class CaptureLineError(ValueError):
 
 def read_capture_line(line: str | bytes) -> dict[str, Any]:
     """One captured invocation from its line, with ``input`` and ``output`` decoded to text
-    (None where not captured); CaptureLineError for anything else."""
+    (None where not captured) and their ``input_type`` and ``output_type``; CaptureLineError for anything else."""
     try:
         record = json.loads(line)
     except (ValueError, UnicodeDecodeError) as error:
@@ -125,12 +125,16 @@ def read_capture_line(line: str | bytes) -> dict[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("captureData"), dict) \
             or not isinstance(record.get("eventMetadata"), dict):
         raise CaptureLineError("not a capture record: captureData and eventMetadata are missing")
-    decoded: dict[str, Any] = {"event_id": record["eventMetadata"].get("eventId"),
-                               "inference_id": record["eventMetadata"].get("inferenceId"),
-                               "time": record["eventMetadata"].get("inferenceTime")}
+    metadata = record["eventMetadata"]
+    for key in ("eventId", "inferenceId", "inferenceTime"):
+        if not isinstance(metadata.get(key, ""), str):
+            raise CaptureLineError(f"eventMetadata.{key} is not a string")
+    decoded: dict[str, Any] = {"event_id": metadata.get("eventId"), "inference_id": metadata.get("inferenceId"),
+                               "time": metadata.get("inferenceTime")}
     for key, name in (("endpointInput", "input"), ("endpointOutput", "output")):
         part = record["captureData"].get(key)
         decoded[name] = None if part is None else _decode(part, key)
+        decoded[f"{name}_type"] = part.get("observedContentType") if isinstance(part, dict) else None
     return decoded
 
 

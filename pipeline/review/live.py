@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlops_rules.capture import CaptureLineError, read_capture_line
 from mlops_rules.hosting import SHADOW_VARIANT_NAME, VARIANT_NAME
+from monitor.statistics import wilson_interval
 from pipeline.local.services.runtime import read_runtime_metrics, runtime_url
 from pipeline.local.state.db import parse_iso
 from pipeline.local.state.store import ArtifactStore
@@ -54,16 +54,6 @@ class LiveComparison:
     @property
     def enough(self) -> bool:
         return self.pairs >= MIN_PAIRS
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float] | None:
-    """The Wilson score interval of a proportion: honest near 0 and 1 and for few trials."""
-    if trials <= 0:
-        return None
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _labels(output: str | None) -> list[str] | None:
@@ -136,7 +126,9 @@ def live_comparison(home, endpoint: str, config: dict, since: str) -> LiveCompar
         try:
             metrics = read_runtime_metrics(url, endpoint)
             production_ms = _latency_ms({config["EndpointConfigName"]: metrics["fleets"].get(config["EndpointConfigName"], [])})
-            shadow_ms = _latency_ms(metrics.get("shadow"))
+            # The runtime files a shadow's answers under the endpoint config that copied them.
+            shadow_ms = _latency_ms({config["EndpointConfigName"]: (metrics.get("shadow") or {}).get(
+                config["EndpointConfigName"], [])})
         except (OSError, ValueError, KeyError) as error:
             log.warning("the runtime's latency figures could not be read: %s", error)
     return LiveComparison(since, pairs, agreeing, unpaired, unreadable, production_ms, shadow_ms)

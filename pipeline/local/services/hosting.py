@@ -423,7 +423,8 @@ class LocalHosting:
         self._ensure_runtime("RestartEndpoint")
         for pid in self._claim(name, "RestartEndpoint"):
             _stop(pid)
-        if self._serve(name, config_name, on_failure={"status": "Failed", "pid": None}):
+        if self._serve(name, config_name, on_failure={"status": "Failed", "pid": None, "shadow_pid": None,
+                                                      "shadow_url": None}, shadow_required=False):
             self.record_history(name, "Restarted", config_name)
         return self.describe_endpoint(name)
 
@@ -446,22 +447,36 @@ class LocalHosting:
                               (iso(utc_now()), name))
         return row["pid"], row["shadow_pid"]
 
-    def _serve(self, name: str, config_name: str, *, on_failure: dict[str, Any], failure_prefix: str = "") -> bool:
-        """Start the config's server and record it InService; if it cannot start, record
-        ``on_failure`` with the reason. An interruption is recorded too, then goes on."""
+    def _serve(self, name: str, config_name: str, *, on_failure: dict[str, Any], failure_prefix: str = "",
+               shadow_required: bool = True) -> bool:
+        """Start the config's servers and record them InService; if one cannot start, record
+        ``on_failure`` with the reason. A shadow that does not start fails an update as SageMaker
+        fails it (the old config serves on); where the production server is all there is to keep
+        (a restart), it serves without its shadow and the reason says so. An interruption is
+        recorded too, then goes on."""
         pid = None
         try:
             pid, url = self._start_server(name, config_name)
-            shadow_pid, shadow_url = self._start_shadow(name, config_name)
         except RuntimeError as error:
-            _stop(pid)
             self._set(name, **on_failure, failure_reason=f"{failure_prefix}{error}")
             return False
+        except BaseException:
+            self._set(name, **on_failure, failure_reason=f"{failure_prefix}interrupted while starting")
+            raise
+        reason = None
+        try:
+            shadow_pid, shadow_url = self._start_shadow(name, config_name)
+        except RuntimeError as error:
+            if shadow_required:
+                _stop(pid)
+                self._set(name, **on_failure, failure_reason=f"{failure_prefix}{error}")
+                return False
+            shadow_pid, shadow_url, reason = None, None, f"{error}; it serves without its shadow"
         except BaseException:
             _stop(pid)
             self._set(name, **on_failure, failure_reason=f"{failure_prefix}interrupted while starting")
             raise
-        self._set(name, status="InService", url=url, pid=pid, config_name=config_name, failure_reason=None,
+        self._set(name, status="InService", url=url, pid=pid, config_name=config_name, failure_reason=reason,
                   shadow_url=shadow_url, shadow_pid=shadow_pid)
         return True
 

@@ -20,7 +20,9 @@ metrics (``Invocations``, ``Invocation5XXErrors``, ``ModelLatency`` in microseco
 endpoint config with a shadow variant has its share of the requests copied to the shadow's server
 once the production answer is sent: the shadow's answer is never returned, its failures never
 reach the client, its metrics are kept apart (a shadow does not trip the production alarms), and
-it is captured beside the production answer it shadows, under the shadow's variant. The runtime re-reads it whenever another process has committed a change (SQLite's
+when the config captures, both answers to a copied request are captured whatever the sampling
+percentage (the shadow's under its own variant), so each has its pair. The runtime re-reads the
+routes whenever another process has committed a change (SQLite's
 ``data_version``), so a blue/green update takes effect for the very next request. A request
 that finds no server listening (the old variant stopping, a pooled connection it closed) is
 sent again, to the route read afresh: an invocation only scores, so sending it twice is safe.
@@ -274,13 +276,15 @@ class Runtime:
         return answer
 
     def _captured(self, name: str, route: Route, config: str, request: tuple[str, bytes],
-                  answer: tuple[str, bytes], inference_id: str | None) -> bool:
+                  answer: tuple[str, bytes], inference_id: str | None, whole: bool = False) -> bool:
         """Hand a served invocation to the capture writer if its config captures and it is sampled
-        (dealt evenly: at 20 %, every fifth); whether it was. Never raises into the request."""
+        (dealt evenly: at 20 %, every fifth), or ``whole``: a request copied to the shadow is
+        captured whatever the sampling, so each shadow answer has its production pair. Whether it
+        was; never raises into the request."""
         rules = route.capture if config == route.config else route.candidate_capture
         if rules is None:
             return False
-        if not _deal(self._capture_credit, name, rules.percent / 100):
+        if not whole and not _deal(self._capture_credit, name, rules.percent / 100):
             return False
         return self._capture_one(name, rules, route.variant, request, answer, inference_id)
 
@@ -295,21 +299,29 @@ class Runtime:
             log.exception("endpoint %s: an invocation could not be captured", name)
             return False
 
-    def _copy_to_shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
-                        inference_id: str | None, captured: bool) -> None:
-        """Send the shadow variant its share of the requests (dealt evenly), after the production
-        answer and without waiting for it; its answer is captured if the production one was."""
-        if not route.shadow_url or route.shadow_share <= 0 or not _deal(self._shadow_credit, name, route.shadow_share):
-            return
+    def _copies_to_shadow(self, name: str, route: Route, config: str) -> bool:
+        """Whether this request goes to the shadow variant too: its share of the requests the
+        production config serves, dealt evenly (during a canary, the candidate's are not the
+        production variant's answers, so they are not compared), while fewer than
+        MAX_SHADOW_IN_FLIGHT copies wait (else dropped and counted)."""
+        if not route.shadow_url or route.shadow_share <= 0 or config != route.config:
+            return False
+        if not _deal(self._shadow_credit, name, route.shadow_share):
+            return False
         if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
             self.shadow_dropped += 1
-            return
-        task = asyncio.create_task(self._shadow(name, route, body, headers, inference_id, captured))
+            return False
+        return True
+
+    def _copy_to_shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
+                        inference_id: str | None) -> None:
+        """Send the copy after the production answer, without waiting for the shadow's."""
+        task = asyncio.create_task(self._shadow(name, route, body, headers, inference_id))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
-                      inference_id: str | None, captured: bool) -> None:
+                      inference_id: str | None) -> None:
         assert self.session is not None, "the client session starts with the application"
         started = time.perf_counter()
         try:
@@ -320,7 +332,7 @@ class Runtime:
             log.warning("endpoint %s: the shadow variant did not answer: %r", name, error)
             status, data, content_type = 503, b"", ""
         self.shadow_metrics.record(name, route.config, status >= 500, (time.perf_counter() - started) * 1e6, time.time())
-        if captured and status == 200 and route.capture is not None:
+        if status == 200 and route.capture is not None:
             self._capture_one(name, route.capture, route.shadow_variant, (headers["Content-Type"], body),
                               (content_type, data), inference_id)
 
@@ -344,10 +356,13 @@ class Runtime:
                     data = await response.read()
                     self.metrics.record(name, config, response.status >= 500, (time.perf_counter() - started) * 1e6,
                                         time.time())
-                    captured = response.status == 200 and self._captured(
-                        name, route, config, (headers["Content-Type"], body),
-                        (response.headers.get("Content-Type", "application/octet-stream"), data), inference_id)
-                    self._copy_to_shadow(name, route, body, headers, inference_id, captured)
+                    shadowed = response.status == 200 and self._copies_to_shadow(name, route, config)
+                    if response.status == 200:
+                        self._captured(name, route, config, (headers["Content-Type"], body),
+                                       (response.headers.get("Content-Type", "application/octet-stream"), data),
+                                       inference_id, whole=shadowed)
+                    if shadowed:
+                        self._copy_to_shadow(name, route, body, headers, inference_id)
                     return self._answer(name, route, response, data)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if url == route.candidate_url and route.share > 0:
