@@ -22,6 +22,9 @@ CALIBRATION_FILE = "calibration.png"          # "NN % sure" against how often it
 # A folder: the baseline a monitoring job compares live traffic with (monitor/baseline.py writes it);
 # the Register step attaches its statistics and constraints as the package's DriftCheckBaselines.
 BASELINE_FOLDER = "baseline"
+BASELINE_STATISTICS_FILE = "statistics.json"  # in BASELINE_FOLDER: the package's DriftCheckBaselines statistics
+BASELINE_CONSTRAINTS_FILE = "constraints.json"  # ... and its constraints
+BASELINE_REFERENCE_FILE = "reference.npz"  # ... and the reference sample, beside the statistics
 
 # evaluation.json's section that CheckAccuracy reads: per kind of test text (serve.text.TEXT_KINDS),
 # ``texts`` and ``accuracy`` (``gate.<kind>.accuracy``). Each kind has its own threshold, and every

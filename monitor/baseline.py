@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.outputs import BASELINE_CONSTRAINTS_FILE as CONSTRAINTS_FILE
+from evaluation.outputs import BASELINE_REFERENCE_FILE as REFERENCE_FILE
+from evaluation.outputs import BASELINE_STATISTICS_FILE as STATISTICS_FILE
 from monitor.features import TextFeatures, describe, token_counts
 from serve.artifact import LoadedModel
 from serve.handlers import SCORE_DECIMALS
 
-STATISTICS_FILE = "statistics.json"
-CONSTRAINTS_FILE = "constraints.json"
-REFERENCE_FILE = "reference.npz"
 SAMPLE_SIZE = 500
 DEFAULT_CONSTRAINTS: dict[str, Any] = {
     "version": 1,

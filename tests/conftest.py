@@ -81,9 +81,11 @@ def trained(prepared, tmp_path_factory) -> Path:
     return out
 
 
-def register_versions(home: Path, trained: Path, versions: int = 2, environment: dict | None = None) -> None:
+def register_versions(home: Path, trained: Path, versions: int = 2, environment: dict | None = None,
+                      baseline: Path | None = None) -> None:
     """``versions`` registered model versions in ``home``'s local registry, each with the tiny
-    trained model as its artifact in the local store (what the pipeline's Register leaves)."""
+    trained model as its artifact in the local store (what the pipeline's Register leaves), and
+    ``baseline`` (a folder monitor/baseline.py wrote) as its DriftCheckBaselines when given."""
     from pipeline.local.state.db import open_state
     from pipeline.local.state.registry import ModelRegistry
     from pipeline.local.state.store import ArtifactStore
@@ -96,10 +98,18 @@ def register_versions(home: Path, trained: Path, versions: int = 2, environment:
     for version in range(1, versions + 1):
         uri = f"s3://bucket/models/v{version}/model.tar.gz"
         store.upload_file(archive, uri)
+        baselines = {}
+        if baseline is not None:
+            folder = f"s3://bucket/evaluation/v{version}/baseline"
+            store.upload_dir(baseline, folder)
+            baselines = {"ModelDataQuality": {part: {"ContentType": "application/json", "S3Uri": f"{folder}/{name}"}
+                                              for part, name in (("Statistics", "statistics.json"),
+                                                                 ("Constraints", "constraints.json"))}}
         registry.register(Settings().model_package_group, uri, "0" * 64,
                           {"binary_classification_metrics": {"accuracy": {"value": 0.9}}},
                           inference_specification={"Containers": [{"ModelDataUrl": uri,
-                                                                   **({"Environment": environment} if environment else {})}]})
+                                                                   **({"Environment": environment} if environment else {})}]},
+                          drift_check_baselines=baselines)
 
 
 def endpoint_pid(home: Path) -> int:

@@ -303,6 +303,19 @@ def test_the_package_links_every_file_the_evaluate_step_writes(definition):
                      for key, name in outputs.LINKS.items()}
 
 
+def test_the_package_carries_the_baseline_the_evaluate_step_writes_as_its_drift_check_baselines(definition):
+    """The monitoring job reads its baseline from the package it monitors (DriftCheckBaselines'
+    ModelDataQuality), as a Model Monitor schedule does: each points at the file of Evaluate's
+    baseline folder that monitor/baseline.py writes (tests/test_evaluate.py checks it is written)."""
+    from evaluation import outputs
+    from monitor import baseline
+
+    quality = steps_by_name(definition)["Register"]["Arguments"]["DriftCheckBaselines"]["ModelDataQuality"]
+    assert quality == {part: {"ContentType": "application/json", "S3Uri": {"Std:Join": {"On": "/", "Values": [
+        EVALUATION_FOLDER, outputs.BASELINE_FOLDER, name]}}} for part, name in (
+        ("Statistics", baseline.STATISTICS_FILE), ("Constraints", baseline.CONSTRAINTS_FILE))}
+
+
 def definition_json_for(settings: Settings) -> str:
     from pipeline.definition import definition_json
 

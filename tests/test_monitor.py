@@ -190,3 +190,89 @@ def test_the_container_contract_settings_and_a_failure_message(tmp_path, baselin
     assert "cannot be read" in message.read_text(encoding="utf-8")
     assert job.main({**environ, "end_time": "2026-12-07T19:00:00Z"}, message) == 1
     assert "is not after" in message.read_text(encoding="utf-8")
+
+
+# --- `sentiment-mlops monitor run` on a deployed local endpoint -----------------------------------
+
+@pytest.fixture(scope="module")
+def monitored(trained, baseline, tmp_path_factory):
+    """A home with version 1, registered with the baseline, approved: served, capturing everything."""
+    from pipeline.cli import main
+    from tests.conftest import delete_endpoints, register_versions
+
+    home = tmp_path_factory.mktemp("monitor-home")
+    register_versions(home, trained, versions=1, baseline=baseline)
+    assert main(["--home", str(home), "registry", "approve", "1", "--json"]) == 0
+    yield home
+    delete_endpoints(home)
+
+
+def _serve_through_the_runtime(home: Path, texts: list[str]) -> None:
+    import boto3
+
+    from pipeline.local.services.hosting import LocalHosting
+    from pipeline.local.state.db import open_state
+    from pipeline.settings import Settings
+
+    settings = Settings(home=home)
+    url = LocalHosting(home, open_state(home)).describe_endpoint(settings.endpoint_name)["Url"]
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=url.split("/endpoints/")[0], region_name="us-east-1",
+                           aws_access_key_id="local",
+                           aws_secret_access_key="local")
+    for text in texts:
+        answer = runtime.invoke_endpoint(EndpointName=settings.endpoint_name, ContentType="application/json",
+                                         Body=json.dumps({"review": text}), InferenceId=str(uuid.uuid4()))
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def _monitor(home: Path, capsys, *args: str) -> tuple[int, dict]:
+    from pipeline.cli import main
+
+    capsys.readouterr()
+    code = main(["--home", str(home), "monitor", "run", "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.server
+def test_monitor_run_judges_the_endpoints_own_capture_against_its_registered_baseline(monitored, capsys):
+    import time
+
+    from pipeline.cli import main
+    from pipeline.local.state.store import ArtifactStore
+
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _serve_through_the_runtime(monitored, [r["text"] for r in make_reviews(120, seed=11)])
+    deadline = time.monotonic() + 20
+    while True:  # the runtime writes its capture a moment after the answers
+        code, report = _monitor(monitored, capsys, "--start", started)
+        if report["statistics"]["invocations"] == 120 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert code == 0 and report["version"] == 1 and report["violations"] == [], report["violations"]
+    assert report["statistics"]["invocations"] == 120
+    folder = ArtifactStore(monitored).path(report["report"])
+    assert json.loads((folder / job.VIOLATIONS_FILE).read_text(encoding="utf-8")) == {"violations": []}
+
+    drifted = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.1)  # the window starts at a whole second: the reviews above lie before it
+    _serve_through_the_runtime(monitored, _sentences(120, seed=12))
+    deadline = time.monotonic() + 20
+    while True:
+        code, report = _monitor(monitored, capsys, "--start", drifted)
+        if report["statistics"]["invocations"] >= 120 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert code == 1 and {"oov_rate", "representation"} <= {v["feature_name"] for v in report["violations"]}
+    assert main(["--home", str(monitored), "monitor", "run", "--start", drifted]) == 1
+    printed = capsys.readouterr().out
+    assert "violation: " in printed and "report: s3://" in printed
+
+
+def test_monitor_run_says_what_is_missing(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["--home", str(tmp_path), "monitor", "run"]) == 2
+    assert "approve a version" in capsys.readouterr().err
+    assert main(["--home", str(tmp_path), "monitor", "run", "--start", "2026-12-07T20:00:00Z",
+                 "--end", "2026-12-07T19:00:00Z"]) == 2
+    assert "before it starts" in capsys.readouterr().err

@@ -19,8 +19,8 @@ Helpers more than one module needs go to ``common.py``, not into a sibling comma
 """
 from __future__ import annotations
 
-from pipeline.commands import aws, definition, hosting, registry, run, transform
+from pipeline.commands import aws, definition, hosting, monitor, registry, run, transform
 
 # In --help order: run, executions, download | definition | registry | transform, transforms | aws |
-# events, endpoints, api, serve
-MODULES = (run, definition, registry, transform, aws, hosting)
+# events, endpoints, api, serve | monitor
+MODULES = (run, definition, registry, transform, aws, hosting, monitor)

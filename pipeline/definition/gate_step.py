@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sagemaker.core.drift_check_baselines import DriftCheckBaselines
 from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo, ConditionOr
 from sagemaker.core.workflow.functions import Join, JsonGet
@@ -14,7 +15,7 @@ from sagemaker.mlops.workflow.fail_step import FailStep
 from sagemaker.mlops.workflow.model_step import ModelStep
 from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
 
-from evaluation.outputs import LINKS, REPORT_FILE
+from evaluation.outputs import BASELINE_CONSTRAINTS_FILE, BASELINE_FOLDER, BASELINE_STATISTICS_FILE, LINKS, REPORT_FILE
 from pipeline.definition.context import BuildContext, service_retries
 from pipeline.definition.contracts import (
     CHECK_ACCURACY,
@@ -55,7 +56,8 @@ def evaluation_links(ctx: BuildContext, evaluate: ProcessingStep) -> dict[str, J
 
 
 def register_step(ctx: BuildContext, train: TrainingStep, evaluate: ProcessingStep) -> ModelStep:
-    """The model package, pending approval, with evaluation.json as its model metrics and links
+    """The model package, pending approval, with evaluation.json as its model metrics, the
+    monitoring baseline as its drift-check baselines, and links
     to every file of the evaluation (the report, the plots, the worst mistakes, the predictions)
     as its CustomerMetadataProperties."""
     settings = ctx.settings
@@ -64,11 +66,15 @@ def register_step(ctx: BuildContext, train: TrainingStep, evaluate: ProcessingSt
     metrics = ModelMetrics(model_statistics=MetricsSource(
         content_type="application/json",
         s3_uri=Join(on="/", values=[evaluation_uri(evaluate), REPORT_FILE])))
+    # What a monitoring job (monitor/) compares the live traffic with, from the same evaluation.
+    baselines = DriftCheckBaselines(**{key: MetricsSource(content_type="application/json", s3_uri=Join(
+        on="/", values=[evaluation_uri(evaluate), BASELINE_FOLDER, name])) for key, name in (
+        ("model_data_statistics", BASELINE_STATISTICS_FILE), ("model_data_constraints", BASELINE_CONSTRAINTS_FILE))})
     step_args = builder.register(
         model_package_group_name=settings.model_package_group, approval_status=ctx.params.model_approval_status,
         content_types=CONTENT_TYPES, response_types=RESPONSE_TYPES,
         inference_instances=instance_types["inference"], transform_instances=instance_types["transform"],
-        model_metrics=metrics, domain="NATURAL_LANGUAGE_PROCESSING", task="CLASSIFICATION",
+        model_metrics=metrics, drift_check_baselines=baselines, domain="NATURAL_LANGUAGE_PROCESSING", task="CLASSIFICATION",
         customer_metadata_properties=evaluation_links(ctx, evaluate),
     )
     return ModelStep(name=REGISTER, step_args=step_args, retry_policies=service_retries(),

@@ -200,7 +200,8 @@ def _register(run: _Run, node: StepNode, arguments: Any, log_path: Path) -> dict
         run.store.read_json(metrics_uri), approval_status=arguments.get("ModelApprovalStatus") or DEFAULT_APPROVAL_STATUS,
         inference_specification=specification, execution_id=run.execution_id,
         description=arguments.get("ModelPackageDescription"), metrics_uri=metrics_uri,
-        customer_metadata_properties=arguments.get("CustomerMetadataProperties"))
+        customer_metadata_properties=arguments.get("CustomerMetadataProperties"),
+        drift_check_baselines=arguments.get("DriftCheckBaselines"))
     return {"ModelPackageArn": package.arn, "ModelPackageGroupName": package.group_name,
             "ModelPackageVersion": package.version, "ModelApprovalStatus": package.approval_status}
 

@@ -97,7 +97,8 @@ class LocalHosting:
                 "ModelPackageVersion": package.version, "ModelApprovalStatus": package.approval_status,
                 "InferenceSpecification": package.inference_specification,
                 # a datetime, as boto3 parses SageMaker's timestamp: the deploy handler orders approvals by it
-                "LastModifiedTime": parse_iso(package.last_modified_time)}
+                "LastModifiedTime": parse_iso(package.last_modified_time),
+                **({"DriftCheckBaselines": package.drift_check_baselines} if package.drift_check_baselines else {})}
 
     def list_model_packages(self, ModelPackageGroupName: str, ModelApprovalStatus: str | None = None,  # noqa: N803
                             SortOrder: str = "Ascending", **_: Any) -> dict[str, Any]:

@@ -265,6 +265,10 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE endpoints ADD COLUMN shadow_url TEXT",
         "ALTER TABLE endpoints ADD COLUMN shadow_pid INTEGER",
     ],
+    [
+        # A model package's DriftCheckBaselines as registered (the monitoring baseline's files).
+        "ALTER TABLE model_packages ADD COLUMN drift_check_baselines TEXT NOT NULL DEFAULT '{}'",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -51,6 +51,8 @@ class ModelPackage:
     last_modified_time: str
     # CustomerMetadataProperties as registered (the Register step's links to the evaluation's files).
     customer_metadata_properties: dict[str, str] = field(default_factory=dict)
+    # DriftCheckBaselines as registered: where the monitoring job's baseline lies.
+    drift_check_baselines: dict[str, Any] = field(default_factory=dict)
 
     def model_version(self) -> ModelVersion:
         """The version in the shape both registries answer with (mlops_rules.model_versions)."""
@@ -91,7 +93,8 @@ def _package(row: sqlite3.Row) -> ModelPackage:
         row["group_name"], row["version"], row["arn"], row["artifact_uri"], row["artifact_sha256"],
         json.loads(row["metrics"]), row["metrics_uri"], json.loads(row["inference_specification"]),
         row["approval_status"], row["approval_description"], row["execution_id"], row["execution_arn"],
-        row["description"], row["creation_time"], row["last_modified_time"], json.loads(row["customer_metadata_properties"]))
+        row["description"], row["creation_time"], row["last_modified_time"], json.loads(row["customer_metadata_properties"]),
+        json.loads(row["drift_check_baselines"]))
 
 
 _SELECT_PACKAGE = ("SELECT p.*, e.arn AS execution_arn FROM model_packages p "
@@ -120,6 +123,7 @@ class ModelRegistry:
                  approval_status: str = DEFAULT_APPROVAL_STATUS, inference_specification: Mapping[str, Any],
                  execution_id: str | None = None, description: str | None = None, metrics_uri: str | None = None,
                  customer_metadata_properties: Mapping[str, str] | None = None,
+                 drift_check_baselines: Mapping[str, Any] | None = None,
                  registered_by: str = "pipeline") -> ModelPackage:
         """A new version in the group (created on first use), all in one transaction: the group,
         the package and its first history row land together or not at all.
@@ -144,10 +148,12 @@ class ModelRegistry:
                 self.conn.execute(
                     "INSERT INTO model_packages (group_name, version, arn, artifact_uri, artifact_sha256, metrics, "
                     "metrics_uri, inference_specification, approval_status, execution_id, description, creation_time, "
-                    "last_modified_time, customer_metadata_properties) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "last_modified_time, customer_metadata_properties, drift_check_baselines) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (group_name, version, model_package_arn(group_name, version, region=self.region), artifact_uri,
                      artifact_sha256, to_json(dict(metrics)), metrics_uri, to_json(dict(inference_specification)),
-                     approval_status, execution_id, description, now, now, to_json(properties)))
+                     approval_status, execution_id, description, now, now, to_json(properties),
+                     to_json(dict(drift_check_baselines or {}))))
             except sqlite3.IntegrityError as error:
                 raise RegistryError(f"cannot register in {group_name!r}: {error}; pass the id of an existing "
                                     "execution, or none") from error
