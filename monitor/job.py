@@ -48,6 +48,7 @@ import torch
 from mlops_rules.capture import CaptureLineError, read_capture_line
 from mlops_rules.feedback import FeedbackError, read_ground_truth_line
 from monitor.baseline import BaselineError, oov_rate, read_baseline, summary
+from monitor.contract import MESSAGE_PATH, METRICS_FOLDER, STATISTICS_FILE, VIOLATIONS_FILE
 from monitor.features import describe
 from monitor.statistics import Reservoir, TestResult, ks_test, mmd_test, wilson_interval
 from serve.artifact import ArtifactError, LoadedModel, load_model, resolve_model_dir
@@ -55,10 +56,6 @@ from serve.handlers import input_fn
 
 log = logging.getLogger("monitor")
 
-STATISTICS_FILE = "statistics.json"
-VIOLATIONS_FILE = "constraint_violations.json"
-MESSAGE_PATH = Path("/opt/ml/output/message")
-METRICS_FOLDER = Path("/opt/ml/output/metrics/cloudwatch")
 SAMPLE_SIZE = 500  # texts measured per window: the current side of the two-sample tests
 PERMUTATIONS = 500
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

@@ -9,8 +9,9 @@ the same code the Processing job runs) over a window of its captured traffic.
 - the model that answered: that package's artifact;
 - web users' feedback: the ground-truth records under ``s3://BUCKET/PREFIX/groundtruth/``.
 
-Each report goes to ``s3://BUCKET/PREFIX/monitoring/<endpoint>/<window end>/`` in the local
-store (``statistics.json``, ``constraint_violations.json``), as a schedule's would.
+Each report goes to ``s3://BUCKET/PREFIX/monitoring/<endpoint>/v<version>/<window end>/`` in the
+local store (``statistics.json``, ``constraint_violations.json``), as a schedule's would; the
+registry page shows the newest one on the version's page.
 """
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ class Monitored:
     baseline_constraints: Path
     model_source: Path
     ground_truth_source: Path
+
+
+def reports_uri(settings: Settings, endpoint: str, version: int | None) -> str:
+    """Where the monitoring reports of one version on one endpoint go, a folder per window."""
+    return settings.s3_uri(MONITORING_FOLDER, endpoint, f"v{version}")
 
 
 def find_monitored(settings: Settings, hosting: Any, endpoint: str) -> Monitored:
@@ -108,7 +114,7 @@ def monitor_run(settings: Settings, hosting: Any, endpoint: str, start: datetime
     from pipeline.local.state.store import ArtifactStore
 
     found = find_monitored(settings, hosting, endpoint)
-    report_uri = settings.s3_uri(MONITORING_FOLDER, endpoint, f"{end:%Y-%m-%dT%H-%M-%S}")
+    report_uri = f"{reports_uri(settings, endpoint, found.version)}/{end:%Y-%m-%dT%H-%M-%S}"
     job = JobSettings(found.dataset_source, ArtifactStore(settings.home).path(report_uri + "/"), start, end,
                       found.baseline_statistics, found.baseline_constraints, found.model_source,
                       found.ground_truth_source, endpoint=endpoint)

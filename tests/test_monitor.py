@@ -20,6 +20,7 @@ from monitor import job
 from monitor.baseline import CONSTRAINTS_FILE, STATISTICS_FILE, make_baseline, read_baseline
 from monitor.statistics import Reservoir, ks_test, mmd_test, wilson_interval
 from tests.synthetic import make_reviews
+from tests.test_registry_page import browser  # noqa: F401  (a fixture: Chromium, or a skip outside CI)
 
 START = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
 WORDS = ["gripping", "thriller", "quiet", "tale", "of", "grief", "sharp", "dialogue", "an", "uneven", "sequel", "heist"]
@@ -266,6 +267,54 @@ def test_monitor_run_judges_the_endpoints_own_capture_against_its_registered_bas
     assert main(["--home", str(monitored), "monitor", "run", "--start", drifted]) == 1
     printed = capsys.readouterr().out
     assert "violation: " in printed and "report: s3://" in printed
+
+
+@pytest.mark.browser
+def test_web_users_feedback_and_the_drift_checks_reach_the_versions_page(monitored, capsys, browser):
+    """Reviews and their verdicts sent through the API (as the website sends them), a monitoring
+    run, and the serving version's page shows its checks and its live accuracy, in Chromium."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    from mlops_rules.capture import CAPTURE_FOLDER, read_capture_line
+    from pipeline.local.services.api import api_app
+    from pipeline.local.state.store import ArtifactStore
+    from pipeline.review.web import registry_mount
+    from pipeline.settings import Settings
+    from serve.server.run import BackgroundServer
+    from tests.test_local_api import _request
+
+    settings = Settings(home=monitored)
+    ids = []
+    with BackgroundServer(lambda url: api_app(settings, url, mounts=[registry_mount(settings, url)])) as site:
+        for review in make_reviews(6, seed=13):
+            status, _, body = _request(site, "POST", "/predict", json.dumps({"review": review["text"]}).encode(),
+                                       {"Content-Type": "application/json"})
+            assert status == 200, body
+            answer = json.loads(body)
+            feedback = {"inference_id": answer["inference_id"], "label": answer["predictions"][0]["label"],
+                        "verdict": "right", "token": answer["feedback_token"]}
+            status, _, body = _request(site, "POST", "/feedback", json.dumps(feedback).encode(),
+                                       {"Content-Type": "application/json"})
+            assert status == 201, body
+            ids.append(answer["inference_id"])
+        folder = ArtifactStore(monitored).path(settings.s3_uri(CAPTURE_FOLDER))
+        deadline = time.monotonic() + 20
+        while not set(ids) <= {read_capture_line(line)["inference_id"] for path in folder.rglob("*.jsonl")
+                               for line in path.read_bytes().splitlines()}:
+            assert time.monotonic() < deadline, "the answers were not captured"
+            time.sleep(0.3)
+        code, report = _monitor(monitored, capsys, "--hours", "1")
+        assert report["statistics"]["live_quality"]["labels"] == 6
+        assert report["statistics"]["live_quality"]["accuracy"]["value"] == 1.0  # every verdict said "right"
+        browser.get(f"{site.url}/registry/versions/1")
+        live = browser.find_element(By.ID, "live").text
+        assert f"{report['statistics']['invocations']:,} invocations" in live and report["report"] in live
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#drift-checks tbody tr")) == 4
+        assert "6 labelled answers" in browser.find_element(By.ID, "live-quality").text
+        shown = browser.find_elements(By.CSS_SELECTOR, "#violations li")
+        assert [item.text for item in shown] == [v["description"] for v in report["violations"]]
 
 
 def test_monitor_run_says_what_is_missing(tmp_path, capsys):

@@ -20,6 +20,7 @@ from pipeline.local.services.hosting import LocalHosting
 from pipeline.local.state.db import StateError
 from pipeline.local.state.registry import ModelPackage
 from pipeline.review.evidence import PLOTS, CodeBundle, EvaluationSet, Evidence, EvidenceError, lines_up
+from pipeline.review.watched import WatchedView, newest_report
 from serve.text import REVIEWS
 from steps.sources import DEFAULT_NAME
 
@@ -294,6 +295,7 @@ class VersionDetail:
     evaluated: int | None
     lineage: Lineage
     notes: list[str] = field(default_factory=list)  # what could not be found, in words
+    watched: WatchedView | None = None  # the newest monitoring report of this version on the endpoint
 
 
 def detail(evidence: Evidence, version: int) -> VersionDetail:
@@ -312,7 +314,8 @@ def detail(evidence: Evidence, version: int) -> VersionDetail:
     report = package.metrics.get("binary_classification_metrics") if isinstance(package.metrics, dict) else None
     matrix = report.get("confusion_matrix") if isinstance(report, dict) else None
     return VersionDetail(summary(evidence, package, now), now, plots, matrix if isinstance(matrix, dict) else None,
-                         mistakes, misclassified, evaluated, _lineage(evidence, package, test_set), notes)
+                         mistakes, misclassified, evaluated, _lineage(evidence, package, test_set), notes,
+                         newest_report(evidence.settings, version))
 
 
 def _mistakes(evidence: Evidence, package: ModelPackage, notes: list[str]) -> tuple[list[Mistake], int | None, int | None]:
