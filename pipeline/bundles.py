@@ -29,7 +29,9 @@ from serve import dependencies
 TEXT_REQUIREMENTS = dependencies.JOBS.installs
 CONSTRAINTS_SOURCE = "serve/constraints.txt"  # inside the bundle: its root constraints.txt is a copy
 
-PROCESSING_PACKAGES = ("steps", "serve", "evaluation", "monitor")
+# A package below a folder (lambda/mlops_rules) is bundled at the archive's top (mlops_rules/), where
+# the script's imports find it: the monitoring job reads captures and feedback by its rules.
+PROCESSING_PACKAGES = ("steps", "serve", "evaluation", "monitor", "lambda/mlops_rules")
 TRAINING_PACKAGES = ("train", "serve", "steps")
 
 PROCESSING_BUNDLE_NAME = "sourcedir.tar.gz"
@@ -100,14 +102,15 @@ def install_files(files: Mapping[str, bytes], requirements: Iterable[str] = TEXT
 
 
 def _source_files(root: Path, packages: Iterable[str]) -> dict[str, bytes]:
-    """``{archive name: bytes}`` for each package's files, caches and compiled files left out."""
+    """``{archive name: bytes}`` for each package's files, caches and compiled files left out; each
+    package at the archive's top, under its own name."""
     files: dict[str, bytes] = {}
     for package in packages:
         base = root / package
         if not base.is_dir():
             raise FileNotFoundError(f"cannot bundle {package}/: no such folder under {root}")
         for path in base.rglob("*"):
-            relative = path.relative_to(root)
+            relative = path.relative_to(base.parent)
             if any(part in _EXCLUDED_DIRS or part.startswith(".") for part in relative.parts):
                 continue
             if path.is_file() and not path.name.endswith(_EXCLUDED_SUFFIXES):

@@ -31,7 +31,9 @@ from serve.dependencies import ENDPOINT, JOBS, canonical_name, parse_pins
 SOURCE = REPO_ROOT / "serve" / "constraints.txt"
 PINS = parse_pins(SOURCE.read_text(encoding="utf-8"))
 SETTINGS = Settings(bucket="test-bucket", prefix="sentiment-mlops")
-PROJECT_PACKAGES = {"pipeline", "serve", "steps", "train", "evaluation", "monitor"}
+PROJECT_PACKAGES = {"pipeline", "serve", "steps", "train", "evaluation", "monitor", "mlops_rules"}
+# Where the packages lie: the repository's top, and lambda/ (mlops_rules, bundled at the archive's top).
+PACKAGE_ROOTS = (REPO_ROOT, REPO_ROOT / "lambda")
 # Import names whose distribution is named otherwise.
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "bs4": "beautifulsoup4"}
 # The Python of the images the pins are installed into (the PyTorch 2.5 DLC Dockerfiles' PYTHON_VERSION:
@@ -40,7 +42,8 @@ IMAGE_PYTHONS = ("3.11.9", "3.11.10")
 # What each container runs, which packages its code comes from, and what it gets from where.
 # The evaluation job runs the model's own serve/inference.py too.
 UNITS = {
-    "processing": (("steps/preprocess.py", "evaluation/evaluate.py", "serve/inference.py"), PROCESSING_PACKAGES, JOBS),
+    "processing": (("steps/preprocess.py", "evaluation/evaluate.py", "serve/inference.py", "monitor/job.py"),
+                   PROCESSING_PACKAGES, JOBS),
     "training": (("train/train.py",), TRAINING_PACKAGES, JOBS),
     "endpoint": (("serve/inference.py",), ("serve",), ENDPOINT),
 }
@@ -78,10 +81,11 @@ def _imports(tree: ast.AST) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _module_file(module: str) -> Path | None:
-    base = REPO_ROOT.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
+    for root in PACKAGE_ROOTS:
+        base = root.joinpath(*module.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -113,7 +117,8 @@ def test_every_package_the_code_imports_is_pinned_or_in_the_image(unit):
     listed without a pin, resolved afresh at every start."""
     entry_points, packages, container = UNITS[unit]
     modules, third_party = _closure(entry_points)
-    assert {m.split("/")[0] for m in modules} <= set(packages), f"{unit} imports code its bundle lacks"
+    assert {m.removeprefix("lambda/").split("/")[0] for m in modules} <= {p.split("/")[-1] for p in packages}, \
+        f"{unit} imports code its bundle lacks"
     needed = {canonical_name(DISTRIBUTIONS.get(root, root)) for root in third_party}
     provided = {canonical_name(p) for p in container.installs + container.from_image}
     assert needed <= provided, f"{unit} imports {sorted(needed - provided)}, neither pinned nor in its image"
@@ -325,3 +330,23 @@ def test_the_containers_tier_runs_the_torch_of_the_images_tags():
     assert "scripts/containers_tier.sh" in (REPO_ROOT / ".ci" / "run").read_text()
     with pytest.raises(ValueError, match="knows no PyTorch 1.99 training image"):
         container_torch_version(dataclasses.replace(settings, framework_version="1.99"))
+
+
+def test_the_processing_bundle_carries_the_monitoring_job_and_the_rules_it_reads_by(tmp_path):
+    """The monitoring job runs from the processing bundle (``runproc.sh``: the bundle's top on
+    PYTHONPATH); it imports ``mlops_rules``, which lives in lambda/ and is bundled at the top."""
+    import subprocess
+    import tarfile
+
+    bundle = build_bundles(SETTINGS).processing
+    archive = tmp_path / "sourcedir.tar.gz"
+    archive.write_bytes(bundle.data)
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path / "code", filter="data")
+    assert {"monitor/job.py", "mlops_rules/capture.py", "mlops_rules/feedback.py"} <= names
+    assert not any(name.startswith("lambda/") for name in names)
+    found = subprocess.run([sys.executable, "-c", "import mlops_rules.capture, monitor.contract; "
+                            "print(mlops_rules.capture.__file__)"], cwd=tmp_path / "code", capture_output=True,
+                           text=True, check=True, env={"PYTHONPATH": str(tmp_path / "code")})
+    assert found.stdout.strip().startswith(str(tmp_path / "code"))
