@@ -1,11 +1,13 @@
 """The retrain trigger: a schedule, or new data in the bucket, starts the pipeline.
 
-EventBridge delivers two kinds of event to ``handler``:
+EventBridge delivers three kinds of event to ``handler``:
 
 - a "Scheduled Event" from the template's schedule rule (only when ``RetrainSchedule`` is set):
   an execution starts on the pipeline's default ``InputDataUri``, unless one is still running
   (a retrain that outlasts the interval would otherwise pile executions up behind each other),
   and unless it would repeat a run (``_unchanged_since``).
+- a "Monitoring Violations" event from the monitoring function (only when ``MonitorRetrain`` is
+  true): the same as a scheduled run, on the default data;
 - an S3 "Object Created" event for a key under ``DATA_PREFIX`` that completes a dataset:
   an archive (``.tar.gz``, ``.tgz``, ``.tar``) or a ``.csv``, which is a dataset by itself,
   or a ``_SUCCESS`` marker uploaded last into a folder of several files (``train.jsonl`` and
@@ -57,6 +59,7 @@ from typing import Any
 from mlops_rules.caching import CACHE_LIFETIME
 from mlops_rules.data_versions import DATASET_SUFFIXES, READY_MARKER, data_version, repeats
 from mlops_rules.executions import EXECUTION_RUNNING
+from mlops_rules.monitoring import VIOLATIONS_DETAIL_TYPE, VIOLATIONS_SOURCE
 from mlops_rules.parameters import INPUT_PARAMETER, VERSION_PARAMETER, declared_parameters
 
 log = logging.getLogger("retrain")
@@ -103,7 +106,7 @@ class Trigger:
     """Why an execution should start, and with which parameters."""
 
     event_id: str
-    kind: str  # "scheduled" or "new-data"
+    kind: str  # "scheduled", "new-data" or "monitoring" (violations found; MonitorRetrain)
     time: str
     description: str
     input_data_uri: str | None = None  # None: the pipeline's default
@@ -135,8 +138,12 @@ def parse_event(event: Any, config: RetrainConfig) -> Trigger:
     if (source, detail_type) == (SCHEDULE_SOURCE, SCHEDULE_DETAIL_TYPE):
         rules = ", ".join(r for r in event.get("resources") or [] if isinstance(r, str)) or "a schedule"
         return Trigger(event_id, "scheduled", time, f"Scheduled retrain ({rules}) at {time}")
+    if (source, detail_type) == (VIOLATIONS_SOURCE, VIOLATIONS_DETAIL_TYPE):
+        detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
+        where = f"endpoint {detail.get('endpoint', '?')}, report {detail.get('report', '?')}"
+        return Trigger(event_id, "monitoring", time, f"Retrain: monitoring found violations ({where}) at {time}")
     if (source, detail_type) != (S3_SOURCE, S3_DETAIL_TYPE):
-        raise EventError(f"not a scheduled or S3 Object Created event (source {source!r}, detail-type {detail_type!r})")
+        raise EventError(f"not a scheduled, monitoring or S3 Object Created event (source {source!r}, detail-type {detail_type!r})")
     detail = event.get("detail")
     bucket_info = detail.get("bucket") if isinstance(detail, Mapping) else None
     stored = detail.get("object") if isinstance(detail, Mapping) else None
@@ -269,7 +276,7 @@ def _skip_reason(sagemaker, config: RetrainConfig, trigger: Trigger, definition:
     summaries = _recent_executions(sagemaker, config.pipeline_name, since)
     running = next((s["PipelineExecutionArn"] for s in summaries
                     if s.get("PipelineExecutionStatus") in EXECUTION_RUNNING), None)
-    if trigger.kind == "scheduled" and running:
+    if trigger.kind in ("scheduled", "monitoring") and running:
         return f"execution {running} is still running; the next schedule will retry"
     unchanged = _unchanged_since(sagemaker, summaries, definition, parameters)
     if unchanged:

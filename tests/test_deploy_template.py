@@ -17,6 +17,7 @@ from moto import mock_aws
 from mlops_rules.rollouts import ENV_NAMES
 from pipeline.lambdas import lambda_path, load_lambda
 from pipeline.local.services.events import deploy_module
+from pipeline.monitoring import MONITORING_FOLDER
 from pipeline.transforms import OUTPUTS as TRANSFORM_OUTPUTS
 from tests.test_aws_backend import REGION, aws_env  # noqa: F401  (aws_env is a fixture)
 
@@ -73,7 +74,9 @@ def test_each_role_may_pass_one_role_only_to_sagemaker():
     passes = {role: s for role, s in _statements() if s["Action"] == "iam:PassRole"}
     assert {role: s["Resource"] for role, s in passes.items()} == {
         "DeployFunctionRole": {"Fn::GetAtt": ["EndpointModelRole", "Arn"]},
-        "PipelineRole": {"Fn::GetAtt": ["PipelineRole", "Arn"]}}
+        "PipelineRole": {"Fn::GetAtt": ["PipelineRole", "Arn"]},
+        # the monitoring job runs as the pipeline's role, which may write its reports
+        "MonitoringFunctionRole": {"Fn::GetAtt": ["PipelineRole", "Arn"]}}
     for statement in passes.values():
         assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
 
@@ -391,7 +394,8 @@ def test_the_pipeline_role_may_run_every_step_the_definition_has():
 
 def test_the_pipeline_role_writes_only_where_the_definition_writes():
     """Every S3 location the definition names is under the prefix; writes go to three folders of it,
-    and to the folder where ``transform --backend sagemaker`` writes by default."""
+    to the folder where ``transform --backend sagemaker`` writes by default, and to the monitoring
+    job's reports (the monitoring function starts it as this role)."""
     prefix = "s3://test-bucket/sentiment-mlops/"
     text = json.dumps(SNAPSHOT)
     assert set(re.findall(r"s3://[^\"/]+/", text)) == {"s3://test-bucket/"}
@@ -400,6 +404,6 @@ def test_the_pipeline_role_writes_only_where_the_definition_writes():
     actions = _role_actions("PipelineRole")
     writes = {r["Fn::Sub"] for r in actions["s3:PutObject"]}
     assert writes == {"${ArtifactBucket.Arn}/${ArtifactPrefix}/" + f + "/*"
-                      for f in ("executions", "models", "checkpoints", TRANSFORM_OUTPUTS)}
+                      for f in ("executions", "models", "checkpoints", TRANSFORM_OUTPUTS, MONITORING_FOLDER)}
     assert actions["s3:GetObject"] == [{"Fn::Sub": "${ArtifactBucket.Arn}/${ArtifactPrefix}/*"}]
     assert "s3:DeleteObject" not in actions

@@ -218,6 +218,23 @@ def test_a_schedule_tick_starts_an_execution_on_the_default_data_and_its_version
         {"Name": "InputDataUri", "Value": DEFAULT_DATA}, {"Name": "InputDataVersion", "Value": version}]
 
 
+def test_violations_the_monitoring_function_found_start_a_run_on_the_default_data(sagemaker, s3):
+    """With MonitorRetrain, the monitoring function's event reaches this function: a run on the
+    default data, as a schedule tick (and, like one, not while another runs)."""
+    from mlops_rules.monitoring import VIOLATIONS_DETAIL_TYPE, VIOLATIONS_SOURCE
+
+    event = {**_scheduled("violations-1"), "source": VIOLATIONS_SOURCE, "detail-type": VIOLATIONS_DETAIL_TYPE,
+             "detail": {"endpoint": "sentiment-mlops", "report": "s3://bucket/sentiment-mlops/monitoring/x"}}
+    result = retrain.handle(event, CONFIG, sagemaker, s3)
+    assert result["status"] == "started" and result["parameters"]["InputDataUri"] == DEFAULT_DATA
+    (summary,) = _executions(sagemaker)
+    assert summary["PipelineExecutionDisplayName"].startswith("monitoring-")
+    assert "monitoring found violations (endpoint sentiment-mlops" in summary["PipelineExecutionDescription"]
+    _mark_running(result["execution_arn"])
+    again = retrain.handle({**event, "id": "violations-2"}, CONFIG, sagemaker, s3)
+    assert again["status"] == "skipped" and "still running" in again["reason"]
+
+
 def test_a_schedule_tick_with_no_default_data_is_ignored(sagemaker, s3):
     for key in ("sentiment-mlops/data/imdb/train.jsonl", "sentiment-mlops/data/imdb/test.jsonl"):
         s3.delete_object(Bucket=BUCKET, Key=key)
@@ -396,7 +413,7 @@ def test_a_pipeline_upserted_before_the_data_version_raises_saying_so(aws_env): 
     ("not an object", "not a JSON object"),
     ({"source": "aws.s3"}, "lacks id, source, detail-type or time"),
     ({**_scheduled(), "source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change"},
-     "not a scheduled or S3 Object Created event"),
+     "not a scheduled, monitoring or S3 Object Created event"),
     ({**_object_created("sentiment-mlops/data/a.tar.gz"), "detail": "oops"}, "lacks bucket.name or object.key"),
     ({**_object_created("sentiment-mlops/data/a.tar.gz"), "detail": {"bucket": {"name": BUCKET}}},
      "lacks bucket.name or object.key"),
