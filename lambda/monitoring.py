@@ -17,13 +17,14 @@ and the job a plain Processing job that follows the same bring-your-own-containe
 
 EventBridge delivers two kinds of event to ``handler``:
 
-- a "Scheduled Event" (``MonitorSchedule``): start the job for the last whole hour, named for the
+- a "Scheduled Event" (``MonitorSchedule``): start the job for the last whole hour that ended at
+  least ``SETTLE`` ago (capture files land a few minutes late), named for the
   endpoint and the hour, so a tick delivered twice starts one job. No endpoint, no capture, no
   baseline or no traffic in the hour: ``ignored`` with the reason;
 - a "SageMaker Processing Job State Change" for one of these jobs: Completed, the report's figures
   go to CloudWatch (namespace ``METRIC_NAMESPACE``, dimension ``Endpoint``), where the stack's alarm
   watches ``Violations``; with violations, a "Monitoring Violations" event goes to the default bus,
-  which the retrain function takes when ``MonitorRetrain`` is true. Failed: ``JobFailures``.
+  which the retrain function takes when ``MonitorRetrain`` is true. Failed or Stopped: ``JobFailures``.
 
 Runs with the standard library, boto3 and ``mlops_rules``; settings from the environment:
 ``ENDPOINT_NAME``, ``PIPELINE_NAME``, ``GROUND_TRUTH_URI``, ``REPORT_URI``.
@@ -55,6 +56,7 @@ MONITOR_SCRIPT = "monitor/job.py"
 INPUT = "/opt/ml/processing/input"
 OUTPUT = "/opt/ml/processing/output"
 NAME_LIMIT = 63
+SETTLE = timedelta(minutes=15)
 
 
 class MonitorError(RuntimeError):
@@ -78,15 +80,22 @@ class MonitorConfig:
 
 
 def window_of(time: datetime) -> tuple[datetime, datetime]:
-    """The last whole hour before ``time``: what a tick at ``time`` monitors."""
-    end = time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    """The last whole hour that ended ``SETTLE`` before ``time``: what a tick at ``time`` monitors.
+    SageMaker writes an hour's capture files a few minutes after it, and feedback comes later still."""
+    end = (time.astimezone(UTC) - SETTLE).replace(minute=0, second=0, microsecond=0)
     return end - timedelta(hours=1), end
+
+
+def jobs_of(endpoint: str) -> str:
+    """``monitor-<endpoint>-``: the names of one endpoint's monitoring jobs begin so (the stack's
+    rule for their ends matches it; EndpointName is at most 43 characters)."""
+    return f"{JOB_PREFIX}{endpoint}-"
 
 
 def job_name(endpoint: str, end: datetime) -> str:
     """``monitor-<endpoint>-<yyyymmddhh>``: one job per endpoint and hour (a second tick's
     CreateProcessingJob is refused), within SageMaker's 63 characters."""
-    return f"{JOB_PREFIX}{endpoint[:NAME_LIMIT - len(JOB_PREFIX) - 11]}-{end:%Y%m%d%H}"
+    return f"{jobs_of(endpoint)}{end:%Y%m%d%H}"
 
 
 def _parse_time(value: Any) -> datetime:
@@ -169,7 +178,8 @@ def start_job(config: MonitorConfig, time: datetime, sagemaker, s3) -> dict[str,
             inputs.append(_input(f"groundtruth-{when:%H}", folder, f"{INPUT}/groundtruth/{when:%Y/%m/%d/%H}"))
     report = f"{config.report_uri}/{config.endpoint_name}/v{version}/{end:%Y-%m-%dT%H-%M-%S}"
     name = job_name(config.endpoint_name, end)
-    environment = {"dataset_source": f"{INPUT}/capture", "output_path": OUTPUT,
+    environment = {**evaluate.get("Environment", {}),  # the Evaluate job's own (a pip mirror, say)
+                   "dataset_source": f"{INPUT}/capture", "output_path": OUTPUT,
                    "start_time": f"{start:%Y-%m-%dT%H:%M:%SZ}", "end_time": f"{end:%Y-%m-%dT%H:%M:%SZ}",
                    "baseline_statistics": f"{INPUT}/baseline/{quality['Statistics']['S3Uri'].rsplit('/', 1)[1]}",
                    "baseline_constraints": f"{INPUT}/baseline/{quality['Constraints']['S3Uri'].rsplit('/', 1)[1]}",
@@ -210,20 +220,30 @@ def _report_metrics(statistics: Mapping[str, Any], violations: list) -> dict[str
     return figures
 
 
-def finish_job(detail: Mapping[str, Any], s3, cloudwatch, events) -> dict[str, Any]:
-    """A finished job's figures to CloudWatch, and its violations to the default bus."""
-    name, status = detail.get("ProcessingJobName", ""), detail.get("ProcessingJobStatus")
-    endpoint = (detail.get("Environment") or {}).get("sagemaker_endpoint_name", "")
-    if not str(name).startswith(JOB_PREFIX) or not endpoint:
-        return {"status": "ignored", "reason": f"processing job {name} is not a monitoring job"}
+def _report_version(report: str) -> int | None:
+    """The version a report judged, from its folder (``…/<endpoint>/v<N>/<window end>``)."""
+    folder = report.rstrip("/").rsplit("/", 2)[-2] if report.count("/") >= 2 else ""
+    return int(folder[1:]) if folder[:1] == "v" and folder[1:].isdigit() else None
+
+
+def finish_job(config: MonitorConfig, detail: Mapping[str, Any], s3, cloudwatch, events) -> dict[str, Any]:
+    """A finished job's figures to CloudWatch, and its violations to the default bus. What it
+    reads of the event: the job's name, status and output (the endpoint is this function's own)."""
+    name, status = str(detail.get("ProcessingJobName", "")), detail.get("ProcessingJobStatus")
+    endpoint = config.endpoint_name
+    if not name.startswith(jobs_of(endpoint)):
+        return {"status": "ignored", "reason": f"processing job {name} is not a monitoring job of endpoint {endpoint}"}
     dimensions = [{"Name": "Endpoint", "Value": endpoint}]
-    if status == "Failed":
+    if status in ("Failed", "Stopped"):  # stopped: it ran past MaxRuntimeInSeconds, or someone stopped it
         cloudwatch.put_metric_data(Namespace=METRIC_NAMESPACE, MetricData=[
             {"MetricName": "JobFailures", "Dimensions": dimensions, "Value": 1.0, "Unit": "Count"}])
         return {"status": "failed", "job": name, "reason": detail.get("FailureReason", "no reason given")}
     if status != "Completed":
         return {"status": "ignored", "reason": f"job {name} is {status}"}
-    report = detail["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"].rstrip("/")
+    try:
+        report = str(detail["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]).rstrip("/")
+    except (KeyError, IndexError, TypeError):
+        return {"status": "ignored", "reason": f"the event of job {name} names no output"}
     bucket, key = split_s3_uri(report)
     statistics = json.loads(s3.get_object(Bucket=bucket, Key=f"{key}/statistics.json")["Body"].read())
     violations = json.loads(s3.get_object(Bucket=bucket, Key=f"{key}/constraint_violations.json")["Body"].read())[
@@ -234,7 +254,7 @@ def finish_job(detail: Mapping[str, Any], s3, cloudwatch, events) -> dict[str, A
     if violations:
         events.put_events(Entries=[{"Source": VIOLATIONS_SOURCE, "DetailType": VIOLATIONS_DETAIL_TYPE, "Detail": json.dumps({
             "endpoint": endpoint, "job": name, "report": report, "window": statistics.get("window"),
-            "version": (detail.get("Environment") or {}).get("model_package_version"),
+            "version": _report_version(report),
             "violations": violations[:10]})}])
     return {"status": "reported", "job": name, "violations": len(violations), "report": report}
 
@@ -251,7 +271,7 @@ def handle(event: Any, config: MonitorConfig, sagemaker, s3, cloudwatch, events)
             return {"status": "ignored", "reason": str(error)}
         return start_job(config, time, sagemaker, s3)
     if kind == (JOB_SOURCE, JOB_DETAIL_TYPE) and isinstance(event.get("detail"), Mapping):
-        return finish_job(event["detail"], s3, cloudwatch, events)
+        return finish_job(config, event["detail"], s3, cloudwatch, events)
     return {"status": "ignored", "reason": f"a {kind[1]!r} event from {kind[0]!r} is not one this function takes"}
 
 

@@ -159,11 +159,27 @@ def _predictions(output: str | None) -> list[dict] | None:
     return found if isinstance(found, list) and all(isinstance(p, dict) for p in found) else None
 
 
+def _record_time(value: Any) -> datetime | None:
+    """A captured record's inferenceTime as a UTC time (SageMaker's ``…T20:15:03Z``; any ISO 8601 form
+    is read, a time without a zone taken as UTC), or None."""
+    try:
+        return parse_time(value) if isinstance(value, str) and value else None
+    except MonitorError:
+        return None
+
+
+def _score(prediction: Mapping[str, Any]) -> float | None:
+    """The answer's positive probability, or None when it is not a number from 0 to 1."""
+    value = prediction.get("positive_probability")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        return None
+    return float(value)
+
+
 def read_window(settings: JobSettings, truth: Mapping[str, int]) -> Window:
     """Stream the window's captured invocations: count them, sample their texts with the scores the
     model gave, and join the labelled ones to their answers."""
     window = Window()
-    start, end = settings.start.strftime(TIME_FORMAT), settings.end.strftime(TIME_FORMAT)
     for path in hour_files(settings.dataset_source, settings.start, settings.end):
         with open(path, "rb") as lines:
             for number, line in enumerate(lines, 1):
@@ -174,7 +190,11 @@ def read_window(settings: JobSettings, truth: Mapping[str, int]) -> Window:
                 except CaptureLineError as error:
                     window.skip(f"{path}:{number}", str(error))
                     continue
-                if not start <= (record["time"] or "") < end:
+                when = _record_time(record["time"])
+                if when is None:
+                    window.skip(f"{path}:{number}", f"inferenceTime {record['time']!r} is not an ISO 8601 time")
+                    continue
+                if not settings.start <= when < settings.end:
                     continue
                 try:
                     texts = input_fn(record["input"] or "", record["input_type"] or "application/json")
@@ -185,10 +205,14 @@ def read_window(settings: JobSettings, truth: Mapping[str, int]) -> Window:
                 if predictions is None or len(predictions) != len(texts):
                     window.skip(f"{path}:{number}", "the captured answer holds no prediction for each text")
                     continue
+                scores = [_score(prediction) for prediction in predictions]
+                if None in scores:
+                    window.skip(f"{path}:{number}", "a prediction's positive_probability is not a number from 0 to 1")
+                    continue
                 window.invocations += 1
-                for text, prediction in zip(texts, predictions):
+                for text, score in zip(texts, scores):
                     window.texts += 1
-                    window.sample.add((text, float(prediction.get("positive_probability", 0.0))))
+                    window.sample.add((text, score))
                 label = truth.get(record["inference_id"] or "")
                 if label is not None and len(predictions) == 1:
                     window.labelled.append((label, int(predictions[0].get("label") == "positive")))
@@ -226,7 +250,10 @@ def evaluate_window(settings: JobSettings) -> tuple[dict[str, Any], list[dict[st
     """The window's statistics and its violations."""
     statistics, constraints, reference = read_baseline(settings.baseline_statistics.parent)
     if settings.baseline_constraints.is_file():
-        constraints = {**constraints, **json.loads(settings.baseline_constraints.read_text(encoding="utf-8"))}
+        try:
+            constraints = {**constraints, **json.loads(settings.baseline_constraints.read_text(encoding="utf-8"))}
+        except (OSError, ValueError) as error:
+            raise BaselineError(f"the constraints {settings.baseline_constraints} cannot be read: {error}") from None
     truth, bad_truth = read_ground_truth(settings.ground_truth_source, settings.start, datetime.now(UTC) + timedelta(hours=1))
     window = read_window(settings, truth)
     found: dict[str, Any] = {"window": {"start": settings.start.strftime(TIME_FORMAT), "end": settings.end.strftime(TIME_FORMAT)},

@@ -9,13 +9,22 @@ the same code the Processing job runs) over a window of its captured traffic.
 - the model that answered: that package's artifact;
 - web users' feedback: the ground-truth records under ``s3://BUCKET/PREFIX/groundtruth/``.
 
+``export_feedback`` turns web users' verdicts into a dataset for the next run: each answer they
+labelled, its text from the capture and its true label from the feedback, as JSON Lines in a
+folder ``run --data`` takes.
+
 Each report goes to ``s3://BUCKET/PREFIX/monitoring/<endpoint>/v<version>/<window end>/`` in the
 local store (``statistics.json``, ``constraint_violations.json``), as a schedule's would; the
 registry page shows the newest one on the version's page.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,3 +133,91 @@ def monitor_run(settings: Settings, hosting: Any, endpoint: str, start: datetime
         raise CommandError(str(error)) from None
     return {"endpoint": endpoint, "version": found.version, "report": report_uri, "statistics": statistics,
             "violations": violations}
+
+
+def _capture_folder(settings: Settings, hosting: Any, endpoint: str) -> Path:
+    """The local folder of the endpoint's production variant's capture; CommandError if it has none."""
+    from pipeline.local.state.store import ArtifactStore
+
+    try:
+        config = hosting.describe_endpoint_config(hosting.describe_endpoint(endpoint)["EndpointConfigName"])
+    except ClientError as error:
+        raise CommandError(f"endpoint {endpoint}: {error.response['Error']['Message']}; approve a version to deploy "
+                           "one (sentiment-mlops endpoints list shows what serves)") from None
+    capture = config.get("DataCaptureConfig")
+    if not capture:
+        raise CommandError(f"endpoint {endpoint} captures nothing: set SENTIMENT_MLOPS_CAPTURE_PERCENT above 0 and "
+                           "approve the version again")
+    variant = config["ProductionVariants"][0].get("VariantName", VARIANT_NAME)
+    return ArtifactStore(settings.home).path(f"{capture['DestinationS3Uri'].rstrip('/')}/{endpoint}/{variant}/")
+
+
+def _labels(folder: Path) -> dict[str, int]:
+    """Every answer's true label in the feedback under ``folder`` (the latest word on each wins)."""
+    from mlops_rules.feedback import FeedbackError, read_ground_truth_line
+
+    labels: dict[str, int] = {}
+    for path in sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []:
+        for line in path.read_bytes().splitlines():
+            try:
+                event_id, label = read_ground_truth_line(line)
+            except FeedbackError:
+                continue  # the monitoring job counts these; a dataset just leaves them out
+            labels[event_id] = label
+    return labels
+
+
+def _labelled_texts(capture: Path, labels: dict[str, int]) -> dict[str, tuple[str, int]]:
+    """Each labelled answer's text (one-review requests only: a verdict is on one answer), by id."""
+    from mlops_rules.capture import CaptureLineError, read_capture_line
+    from serve.errors import InferenceError
+    from serve.handlers import input_fn
+
+    found: dict[str, tuple[str, int]] = {}
+    for path in sorted(capture.rglob("*.jsonl")) if capture.is_dir() else []:
+        for line in path.read_bytes().splitlines():
+            try:
+                record = read_capture_line(line)
+                label = labels.get(record["inference_id"] or "")
+                if label is None:
+                    continue
+                texts = input_fn(record["input"] or "", record["input_type"] or "application/json")
+            except (CaptureLineError, InferenceError):  # not an invocation the model reads: no text to learn from
+                continue
+            if len(texts) == 1:
+                found[record["inference_id"]] = (texts[0], label)
+    return found
+
+
+def export_feedback(settings: Settings, hosting: Any, endpoint: str, output: Path, kind: str,
+                    test_fraction: float = 0.2) -> dict[str, Any]:
+    """Write ``output``/train.jsonl, test.jsonl and dataset.json (name ``feedback``, ``kind``) from
+    every labelled answer; the split is by a hash of the answer's id, so an answer stays in its
+    split however often the export runs. The folder appears whole or not at all."""
+    from mlops_rules.feedback import GROUND_TRUTH_FOLDER
+    from pipeline.local.state.store import ArtifactStore
+
+    if output.exists() and any(output.iterdir()):
+        raise CommandError(f"{output} exists and is not empty: name a new folder")
+    labels = _labels(ArtifactStore(settings.home).path(settings.s3_uri(GROUND_TRUTH_FOLDER) + "/"))
+    found = _labelled_texts(_capture_folder(settings, hosting, endpoint), labels)
+    splits: dict[str, list[str]] = {"train": [], "test": []}
+    for inference_id, (text, label) in sorted(found.items()):
+        share = int(hashlib.sha256(inference_id.encode()).hexdigest()[:8], 16) / 2**32
+        splits["test" if share < test_fraction else "train"].append(json.dumps({"text": text, "label": label}))
+    if not splits["train"] or not splits["test"]:
+        raise CommandError(f"{len(found)} labelled answers ({len(labels)} verdicts, the rest on answers not captured): "
+                           "too few for a train and a test split; wait for more feedback")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        for name, lines in splits.items():
+            (scratch / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (scratch / "dataset.json").write_text(json.dumps({"name": "feedback", "kind": kind}), encoding="utf-8")
+        if output.exists():
+            output.rmdir()
+        os.replace(scratch, output)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"endpoint": endpoint, "output": str(output), "train": len(splits["train"]), "test": len(splits["test"]),
+            "verdicts": len(labels), "kind": kind}

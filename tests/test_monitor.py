@@ -163,8 +163,24 @@ def test_bad_lines_and_an_empty_window_are_reported_not_a_crash(tmp_path, baseli
     _capture(tmp_path / "capture", [r["text"] for r in make_reviews(20, seed=10)], handlers)
     bad = tmp_path / "capture" / f"{START:%Y/%m/%d/%H}" / "torn.jsonl"
     bad.write_bytes(b'{"captureData": {"endpointInput"\n\xff\xfe\n')
+    # Whole records, but: a score that is not one, a time that is not one; and two times in other
+    # ISO 8601 forms, which count (fractional seconds, an offset instead of Z).
+    good = json.loads(next(p for p in (tmp_path / "capture").rglob("*.jsonl") if p != bad).read_text(
+        encoding="utf-8").splitlines()[0])
+    variants = []
+    for change in ("score", "time", "fraction", "offset"):
+        record = json.loads(json.dumps(good))
+        if change == "score":
+            answer = json.loads(record["captureData"]["endpointOutput"]["data"])
+            answer["predictions"][0]["positive_probability"] = None
+            record["captureData"]["endpointOutput"]["data"] = json.dumps(answer)
+        record["eventMetadata"]["inferenceTime"] = {"time": "yesterday", "fraction": "2026-12-07T20:30:00.123Z",
+                                                    "offset": "2026-12-07T21:30:00+01:00"}.get(change, "2026-12-07T20:30:00Z")
+        variants.append(json.dumps(record))
+    (bad.parent / "odd.jsonl").write_text("\n".join(variants) + "\n", encoding="utf-8")
     found, _ = job.run(_settings(tmp_path, baseline, trained))
-    assert found["invocations"] == 20 and found["unreadable_lines"] == 2 and "torn.jsonl:1" in found["first_unreadable"]
+    assert found["invocations"] == 22 and found["unreadable_lines"] == 4
+    assert found["first_unreadable"].split(": ", 1)[0].endswith(("odd.jsonl:1", "torn.jsonl:1"))
     empty = tmp_path / "empty"
     settings = job.JobSettings(empty, tmp_path / "out2", START, START + timedelta(hours=1), baseline / STATISTICS_FILE,
                                baseline / CONSTRAINTS_FILE, trained / "model")
@@ -208,7 +224,8 @@ def monitored(trained, baseline, tmp_path_factory):
     delete_endpoints(home)
 
 
-def _serve_through_the_runtime(home: Path, texts: list[str]) -> None:
+def _serve_through_the_runtime(home: Path, texts: list[str]) -> list[str]:
+    """Each text as one invocation through boto3's runtime client; the InferenceIds sent."""
     import boto3
 
     from pipeline.local.services.hosting import LocalHosting
@@ -220,10 +237,29 @@ def _serve_through_the_runtime(home: Path, texts: list[str]) -> None:
     runtime = boto3.client("sagemaker-runtime", endpoint_url=url.split("/endpoints/")[0], region_name="us-east-1",
                            aws_access_key_id="local",
                            aws_secret_access_key="local")
+    ids = []
     for text in texts:
+        ids.append(str(uuid.uuid4()))
         answer = runtime.invoke_endpoint(EndpointName=settings.endpoint_name, ContentType="application/json",
-                                         Body=json.dumps({"review": text}), InferenceId=str(uuid.uuid4()))
+                                         Body=json.dumps({"review": text}), InferenceId=ids[-1])
         assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    return ids
+
+
+def _wait_for_capture(home: Path, ids: list[str]) -> None:
+    """Until the runtime has written the capture of each of these invocations (once a second)."""
+    import time
+
+    from mlops_rules.capture import CAPTURE_FOLDER, read_capture_line
+    from pipeline.local.state.store import ArtifactStore
+    from pipeline.settings import Settings
+
+    folder = ArtifactStore(home).path(Settings(home=home).s3_uri(CAPTURE_FOLDER))
+    deadline = time.monotonic() + 20
+    while not set(ids) <= {read_capture_line(line)["inference_id"] for path in folder.rglob("*.jsonl")
+                           for line in path.read_bytes().splitlines()}:
+        assert time.monotonic() < deadline, "the answers were not captured"
+        time.sleep(0.3)
 
 
 def _monitor(home: Path, capsys, *args: str) -> tuple[int, dict]:
@@ -273,13 +309,10 @@ def test_monitor_run_judges_the_endpoints_own_capture_against_its_registered_bas
 def test_web_users_feedback_and_the_drift_checks_reach_the_versions_page(monitored, capsys, browser):
     """Reviews and their verdicts sent through the API (as the website sends them), a monitoring
     run, and the serving version's page shows its checks and its live accuracy, in Chromium."""
-    import time
 
     from selenium.webdriver.common.by import By
 
-    from mlops_rules.capture import CAPTURE_FOLDER, read_capture_line
     from pipeline.local.services.api import api_app
-    from pipeline.local.state.store import ArtifactStore
     from pipeline.review.web import registry_mount
     from pipeline.settings import Settings
     from serve.server.run import BackgroundServer
@@ -299,12 +332,7 @@ def test_web_users_feedback_and_the_drift_checks_reach_the_versions_page(monitor
                                        {"Content-Type": "application/json"})
             assert status == 201, body
             ids.append(answer["inference_id"])
-        folder = ArtifactStore(monitored).path(settings.s3_uri(CAPTURE_FOLDER))
-        deadline = time.monotonic() + 20
-        while not set(ids) <= {read_capture_line(line)["inference_id"] for path in folder.rglob("*.jsonl")
-                               for line in path.read_bytes().splitlines()}:
-            assert time.monotonic() < deadline, "the answers were not captured"
-            time.sleep(0.3)
+        _wait_for_capture(monitored, ids)
         code, report = _monitor(monitored, capsys, "--hours", "1")
         assert report["statistics"]["live_quality"]["labels"] == 6
         assert report["statistics"]["live_quality"]["accuracy"]["value"] == 1.0  # every verdict said "right"
@@ -315,6 +343,41 @@ def test_web_users_feedback_and_the_drift_checks_reach_the_versions_page(monitor
         assert "6 labelled answers" in browser.find_element(By.ID, "live-quality").text
         shown = browser.find_elements(By.CSS_SELECTOR, "#violations li")
         assert [item.text for item in shown] == [v["description"] for v in report["violations"]]
+
+
+@pytest.mark.server
+def test_web_users_verdicts_become_a_dataset_the_next_run_reads(monitored, tmp_path, capsys):
+    """Each labelled answer's text from the capture and its label from the feedback, split by id,
+    in a folder the pipeline's reader takes as a dataset of sentences named feedback."""
+
+    from pipeline.cli import main
+    from pipeline.local.state.store import ArtifactStore
+    from pipeline.settings import Settings
+    from steps.datasets import describe_dataset
+    from steps.sources import load_reviews
+
+    reviews = make_reviews(40, seed=14)
+    ids = _serve_through_the_runtime(monitored, [r["text"] for r in reviews])
+    settings = Settings(home=monitored)
+    truth = ArtifactStore(monitored).path(settings.s3_uri("groundtruth") + "/") / f"{datetime.now(UTC):%Y/%m/%d/%H}"
+    truth.mkdir(parents=True, exist_ok=True)
+    (truth / "replayed.jsonl").write_text("".join(json.dumps(ground_truth_record(i, r["label"])) + "\n"
+                                                  for i, r in zip(ids, reviews)) + "not a record\n", encoding="utf-8")
+    _wait_for_capture(monitored, ids)
+    output = tmp_path / "feedback"
+    capsys.readouterr()
+    code = main(["--home", str(monitored), "monitor", "feedback-data", "--output", str(output), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    # (the module's other tests may have labelled a few answers of their own)
+    assert code == 0 and result["train"] + result["test"] >= 40 and result["test"] > 0
+    data = load_reviews(output, unlabeled=False)
+    expected = {r["text"]: r["label"] for r in reviews}
+    exported = dict(pair for split in (data.train, data.test) for pair in zip(split.texts, split.labels))
+    assert {text: exported.get(text) for text in expected} == expected
+    assert len(exported) == result["train"] + result["test"]
+    assert describe_dataset(output) == ("feedback", "sentences")
+    assert main(["--home", str(monitored), "monitor", "feedback-data", "--output", str(output)]) == 2  # not over a dataset
+    assert "not empty" in capsys.readouterr().err
 
 
 def test_monitor_run_says_what_is_missing(tmp_path, capsys):

@@ -24,12 +24,12 @@ PACKAGE = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/sentiment-grou
 BASELINE = "s3://bucket/sentiment/executions/abc/Evaluate/evaluation/baseline"
 ROLE = "arn:aws:iam::123456789012:role/PipelineRole"
 TICK = {"version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012", "time": "2026-12-07T21:05:00Z", "region": REGION,
+        "source": "aws.events", "account": "123456789012", "time": "2026-12-07T21:20:00Z", "region": REGION,
         "resources": [f"arn:aws:events:{REGION}:123456789012:rule/monitor"], "detail": {}}
 DEFINITION = {"Version": "2020-12-01", "Parameters": [
     {"Name": "ProcessingInstanceType", "Type": "String", "DefaultValue": "ml.m5.xlarge"}], "Steps": [
     {"Name": "Evaluate", "Type": "Processing", "Arguments": {
-        "RoleArn": ROLE,
+        "RoleArn": ROLE, "Environment": {"PYTHONUNBUFFERED": "1", "PIP_INDEX_URL": "https://mirror.example/simple"},
         "AppSpecification": {"ImageUri": "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311",
                              "ContainerEntrypoint": ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"],
                              "ContainerArguments": ["evaluation/evaluate.py"]},
@@ -102,7 +102,8 @@ def test_a_tick_starts_the_job_over_the_last_whole_hour_with_the_serving_version
     report = "s3://bucket/sentiment/monitoring/sentiment-test/v2/2026-12-07T21-00-00"
     stubs["sagemaker"].add_response("create_processing_job", {"ProcessingJobArn": "arn:x"}, {
         "ProcessingJobName": "monitor-sentiment-test-2026120721", "RoleArn": ROLE,
-        "Environment": {"dataset_source": "/opt/ml/processing/input/capture", "output_path": "/opt/ml/processing/output",
+        "Environment": {"PYTHONUNBUFFERED": "1", "PIP_INDEX_URL": "https://mirror.example/simple",
+                        "dataset_source": "/opt/ml/processing/input/capture", "output_path": "/opt/ml/processing/output",
                         "start_time": "2026-12-07T20:00:00Z", "end_time": "2026-12-07T21:00:00Z",
                         "baseline_statistics": "/opt/ml/processing/input/baseline/statistics.json",
                         "baseline_constraints": "/opt/ml/processing/input/baseline/constraints.json",
@@ -156,8 +157,12 @@ def test_a_tick_without_an_endpoint_is_ignored():
 
 def test_job_names_are_one_per_endpoint_and_hour_within_sagemakers_limit():
     end = datetime(2026, 12, 7, 21, tzinfo=UTC)
-    assert monitoring.job_name("e" * 63, end).endswith("-2026120721") and len(monitoring.job_name("e" * 63, end)) <= 63
+    longest = "e" * 43  # the stack's EndpointName allows 43 characters
+    assert monitoring.job_name(longest, end) == f"monitor-{longest}-2026120721" and len(monitoring.job_name(longest, end)) <= 63
     assert monitoring.window_of(datetime(2026, 12, 7, 21, 59, 59, tzinfo=UTC)) == (datetime(2026, 12, 7, 20, tzinfo=UTC), end)
+    # a tick just after the hour waits for the hour's capture files to land: the hour before
+    assert monitoring.window_of(datetime(2026, 12, 7, 21, 10, tzinfo=UTC)) == (
+        datetime(2026, 12, 7, 19, tzinfo=UTC), datetime(2026, 12, 7, 20, tzinfo=UTC))
 
 
 def _finished(status: str = "Completed") -> dict:
@@ -165,7 +170,6 @@ def _finished(status: str = "Completed") -> dict:
             "account": "123456789012", "time": "2026-12-07T21:09:00Z", "region": REGION, "resources": [],
             "detail": {"ProcessingJobName": "monitor-sentiment-test-2026120721", "ProcessingJobStatus": status,
                        "FailureReason": "AlgorithmError: see the job's log",
-                       "Environment": {"sagemaker_endpoint_name": "sentiment-test", "model_package_version": "2"},
                        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "report", "S3Output": {
                            "S3Uri": "s3://bucket/sentiment/monitoring/sentiment-test/v2/2026-12-07T21-00-00",
                            "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}}]}}}
@@ -198,7 +202,7 @@ def test_a_finished_job_becomes_metrics_and_its_violations_an_event():
     stubs["events"].add_response("put_events", {"FailedEntryCount": 0, "Entries": [{"EventId": "1"}]}, {"Entries": [{
         "Source": "sentiment-mlops.monitoring", "DetailType": "Monitoring Violations", "Detail": json.dumps({
             "endpoint": "sentiment-test", "job": "monitor-sentiment-test-2026120721", "report": report,
-            "window": STATISTICS["window"], "version": "2", "violations": [violation]})}]})
+            "window": STATISTICS["window"], "version": 2, "violations": [violation]})}]})
     with stubs["s3"], stubs["cloudwatch"], stubs["events"]:
         result = monitoring.handle(_finished(), CONFIG, *clients.values())
     for stub in stubs.values():
@@ -211,12 +215,18 @@ def test_a_failed_job_is_counted_and_another_processing_job_is_none_of_its_busin
     stubs["cloudwatch"].add_response("put_metric_data", {}, {"Namespace": "SentimentMlops/Monitoring", "MetricData": [
         {"MetricName": "JobFailures", "Dimensions": [{"Name": "Endpoint", "Value": "sentiment-test"}], "Value": 1.0,
          "Unit": "Count"}]})
+    stubs["cloudwatch"].add_response("put_metric_data", {}, {"Namespace": "SentimentMlops/Monitoring", "MetricData": [
+        {"MetricName": "JobFailures", "Dimensions": [{"Name": "Endpoint", "Value": "sentiment-test"}], "Value": 1.0,
+         "Unit": "Count"}]})
     with stubs["cloudwatch"]:
         assert monitoring.handle(_finished("Failed"), CONFIG, *clients.values())["status"] == "failed"
-    other = _finished()
-    other["detail"]["ProcessingJobName"] = "pipelines-abc-Evaluate-xyz"
-    with stubs["s3"], stubs["cloudwatch"]:  # nothing queued: any call fails the test
-        assert monitoring.handle(other, CONFIG, *clients.values())["status"] == "ignored"
+        assert monitoring.handle(_finished("Stopped"), CONFIG, *clients.values())["status"] == "failed"
+    stubs["cloudwatch"].assert_no_pending_responses()
+    for name in ("pipelines-abc-Evaluate-xyz", "monitor-sentiment-other-2026120721"):  # not this endpoint's
+        other = _finished()
+        other["detail"]["ProcessingJobName"] = name
+        with stubs["s3"], stubs["cloudwatch"]:  # nothing queued: any call fails the test
+            assert monitoring.handle(other, CONFIG, *clients.values())["status"] == "ignored"
     for event in ([], {"source": "aws.s3", "detail-type": "Object Created"}, {**TICK, "time": "yesterday"}):
         assert monitoring.handle(event, CONFIG, *clients.values())["status"] == "ignored"
 
@@ -234,15 +244,18 @@ def test_the_stack_runs_it_on_a_schedule_and_on_its_jobs_ends_with_only_what_it_
     monitoring.MonitorConfig.from_env({name: "s3://b/p" for name in variables})  # every setting it reads
     ended = function["Events"]["JobEnded"]["Properties"]["Pattern"]
     assert ended["detail-type"] == [monitoring.JOB_DETAIL_TYPE]
-    assert ended["detail"]["ProcessingJobName"] == [{"prefix": monitoring.JOB_PREFIX}]
+    assert ended["detail"]["ProcessingJobName"] == [{"prefix": {"Fn::Sub": "monitor-${EndpointName}-"}}]
+    assert monitoring.jobs_of("${EndpointName}") == "monitor-${EndpointName}-"  # the names the function gives
+    assert ended["detail"]["ProcessingJobStatus"] == ["Completed", "Failed", "Stopped"]
     assert function["Events"]["Tick"]["Properties"]["Schedule"] == {"Ref": "MonitorSchedule"}
     alarm = RESOURCES["MonitoringViolationsAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == (monitoring.METRIC_NAMESPACE, "Violations")
     retrain = RESOURCES["RetrainOnViolationsRule"]
     assert retrain["Condition"] == "RetrainsOnViolations"
     assert retrain["Properties"]["EventPattern"] == {"source": [monitoring.VIOLATIONS_SOURCE],
-                                                     "detail-type": [monitoring.VIOLATIONS_DETAIL_TYPE]}
+                                                     "detail-type": [monitoring.VIOLATIONS_DETAIL_TYPE],
+                                                     "detail": {"endpoint": [{"Ref": "EndpointName"}]}}
     actions = _role_actions("MonitoringFunctionRole")
     assert actions["sagemaker:CreateProcessingJob"] == [{"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:"
-                                                         "${AWS::AccountId}:processing-job/monitor-*"}]
+                                                         "${AWS::AccountId}:processing-job/monitor-${EndpointName}-*"}]
     assert not [a for a in actions if a.startswith(("s3:Put", "s3:Delete", "sagemaker:Update", "sagemaker:Delete"))]

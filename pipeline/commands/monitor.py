@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from pipeline.commands.common import Reply
@@ -24,6 +25,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--end", help="the window's end, excluded (default: now)")
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=command_monitor_run)
+    export = actions.add_parser("feedback-data", help="web users' verdicts as a dataset for the next run "
+                                                      "(train.jsonl, test.jsonl: run --data feedback=DIR)")
+    export.add_argument("--output", required=True, type=Path, help="a new folder")
+    export.add_argument("--endpoint", help="the endpoint (default: the project's)")
+    export.add_argument("--kind", choices=("sentences", "reviews"), default="sentences",
+                        help="what web users typed, for the gate's thresholds (default: sentences)")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(handler=command_feedback_data)
 
 
 def command_monitor_run(args: argparse.Namespace, settings: Settings) -> Reply:
@@ -36,6 +45,19 @@ def command_monitor_run(args: argparse.Namespace, settings: Settings) -> Reply:
         hosting = LocalHosting(settings.home, conn, runtime_port=settings.runtime_port)
         result = monitor_run(settings, hosting, args.endpoint or settings.endpoint_name, start, end)
     return Reply(result, _print_report, 1 if result["violations"] else 0)
+
+
+def command_feedback_data(args: argparse.Namespace, settings: Settings) -> Reply:
+    from pipeline.local.services.hosting import LocalHosting
+    from pipeline.local.state.db import open_state
+    from pipeline.monitoring import export_feedback
+
+    with contextlib.closing(open_state(settings.home)) as conn:
+        hosting = LocalHosting(settings.home, conn, runtime_port=settings.runtime_port)
+        result = export_feedback(settings, hosting, args.endpoint or settings.endpoint_name, args.output, args.kind)
+    return Reply(result, lambda r: print(f"{r['output']}: {r['train']} train and {r['test']} test {r['kind']} from "
+                                         f"{r['verdicts']} verdicts; train on them with sentiment-mlops run --data "
+                                         f"IMDB --data feedback={r['output']}"))
 
 
 def _print_report(result: dict[str, Any]) -> None:

@@ -314,14 +314,15 @@ class Runtime:
         return True
 
     def _copy_to_shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
-                        inference_id: str | None) -> None:
-        """Send the copy after the production answer, without waiting for the shadow's."""
-        task = asyncio.create_task(self._shadow(name, route, body, headers, inference_id))
+                        inference_id: str | None, pair_captured: bool) -> None:
+        """Send the copy after the production answer, without waiting for the shadow's; its answer
+        is captured when the production answer it pairs with was."""
+        task = asyncio.create_task(self._shadow(name, route, body, headers, inference_id, pair_captured))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(self, name: str, route: Route, body: bytes, headers: dict[str, str],
-                      inference_id: str | None) -> None:
+                      inference_id: str | None, pair_captured: bool) -> None:
         assert self.session is not None, "the client session starts with the application"
         started = time.perf_counter()
         try:
@@ -332,7 +333,7 @@ class Runtime:
             log.warning("endpoint %s: the shadow variant did not answer: %r", name, error)
             status, data, content_type = 503, b"", ""
         self.shadow_metrics.record(name, route.config, status >= 500, (time.perf_counter() - started) * 1e6, time.time())
-        if status == 200 and route.capture is not None:
+        if pair_captured and status == 200 and route.capture is not None:
             self._capture_one(name, route.capture, route.shadow_variant, (headers["Content-Type"], body),
                               (content_type, data), inference_id)
 
@@ -356,13 +357,15 @@ class Runtime:
                     data = await response.read()
                     self.metrics.record(name, config, response.status >= 500, (time.perf_counter() - started) * 1e6,
                                         time.time())
-                    shadowed = response.status == 200 and self._copies_to_shadow(name, route, config)
-                    if response.status == 200:
-                        self._captured(name, route, config, (headers["Content-Type"], body),
-                                       (response.headers.get("Content-Type", "application/octet-stream"), data),
-                                       inference_id, whole=shadowed)
+                    # SageMaker copies a request to the shadow whatever the production answer;
+                    # the pair is captured only when the production answer is.
+                    shadowed = self._copies_to_shadow(name, route, config)
+                    captured = response.status == 200 and self._captured(
+                        name, route, config, (headers["Content-Type"], body),
+                        (response.headers.get("Content-Type", "application/octet-stream"), data),
+                        inference_id, whole=shadowed)
                     if shadowed:
-                        self._copy_to_shadow(name, route, body, headers, inference_id)
+                        self._copy_to_shadow(name, route, body, headers, inference_id, captured)
                     return self._answer(name, route, response, data)
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if url == route.candidate_url and route.share > 0:
