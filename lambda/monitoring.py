@@ -115,8 +115,9 @@ def _input(name: str, uri: str, local: str, data_type: str = "S3Prefix") -> dict
                                            "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
 
 
-def _serving(config: MonitorConfig, sagemaker) -> tuple[dict, str, dict] | str:
-    """(the capture config, the production variant's name, its model package), or why there is none."""
+def _serving(config: MonitorConfig, sagemaker) -> tuple[dict, str, dict, datetime | None] | str:
+    """(the capture config, the production variant's name, its model package, when the endpoint
+    last changed), or why there is none."""
     try:
         endpoint = sagemaker.describe_endpoint(EndpointName=config.endpoint_name)
     except Exception as error:  # botocore's ClientError, without importing botocore here
@@ -132,7 +133,8 @@ def _serving(config: MonitorConfig, sagemaker) -> tuple[dict, str, dict] | str:
     if "ModelPackageName" not in container:
         return f"model {variant['ModelName']} was not made from a model package: no baseline to compare with"
     package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
-    return capture, variant.get("VariantName", VARIANT_NAME), package
+    changed = endpoint.get("LastModifiedTime")
+    return capture, variant.get("VariantName", VARIANT_NAME), package, changed if isinstance(changed, datetime) else None
 
 
 def _evaluate_job(config: MonitorConfig, sagemaker) -> tuple[dict[str, Any], str]:
@@ -155,13 +157,20 @@ def start_job(config: MonitorConfig, time: datetime, sagemaker, s3) -> dict[str,
     serving = _serving(config, sagemaker)
     if isinstance(serving, str):
         return {"status": "ignored", "reason": serving}
-    capture, variant, package = serving
+    capture, variant, package, changed = serving
     version = package.get("ModelPackageVersion")
     quality = (package.get("DriftCheckBaselines") or {}).get("ModelDataQuality") or {}
     if not (quality.get("Statistics") or {}).get("S3Uri") or not (quality.get("Constraints") or {}).get("S3Uri"):
         return {"status": "ignored", "reason": f"version {version} has no monitoring baseline (DriftCheckBaselines): "
                                                "run the pipeline again and approve the new version"}
     start, end = window_of(time)
+    # The endpoint's capture holds one version's answers only from its last change on (during a
+    # blue/green update both answer under one variant): judge from then.
+    if changed is not None and changed.astimezone(UTC) >= end:
+        return {"status": "ignored", "reason": f"endpoint {config.endpoint_name} changed at {changed:%Y-%m-%dT%H:%M}Z, "
+                                               f"after the hour to judge ({end:%H:%M}Z): the next tick judges it"}
+    if changed is not None and changed.astimezone(UTC) > start:
+        start = changed.astimezone(UTC).replace(microsecond=0)
     hour = f"{capture['DestinationS3Uri'].rstrip('/')}/{config.endpoint_name}/{variant}/{start:%Y/%m/%d/%H}"
     if not _has_objects(s3, hour):
         return {"status": "ignored", "reason": f"no traffic was captured from {start:%Y-%m-%dT%H:%M}Z to {end:%H:%M}Z"}

@@ -123,6 +123,12 @@ def monitor_run(settings: Settings, hosting: Any, endpoint: str, start: datetime
     from pipeline.local.state.store import ArtifactStore
 
     found = find_monitored(settings, hosting, endpoint)
+    since = serving_since(hosting, endpoint)
+    if since is not None and since >= end:
+        raise CommandError(f"version {found.version} took endpoint {endpoint} at {since:%Y-%m-%dT%H:%M:%SZ}, after the "
+                           "window's end: ask for a later window (the default is the last hour up to now)")
+    clipped = since is not None and since > start
+    start = since if since is not None and clipped else start
     report_uri = f"{reports_uri(settings, endpoint, found.version)}/{end:%Y-%m-%dT%H-%M-%S}"
     job = JobSettings(found.dataset_source, ArtifactStore(settings.home).path(report_uri + "/"), start, end,
                       found.baseline_statistics, found.baseline_constraints, found.model_source,
@@ -132,7 +138,23 @@ def monitor_run(settings: Settings, hosting: Any, endpoint: str, start: datetime
     except (MonitorError, BaselineError) as error:
         raise CommandError(str(error)) from None
     return {"endpoint": endpoint, "version": found.version, "report": report_uri, "statistics": statistics,
-            "violations": violations}
+            "violations": violations, "serving_since": f"{since:%Y-%m-%dT%H:%M:%SZ}" if clipped and since else None}
+
+
+# The endpoint changes after which its capture holds one version's answers only: a creation, an
+# update's end, a rollback's end (during a canary, both versions answer under one variant).
+SERVING_CHANGES = ("Created", "Updated", "RolledBack")
+
+
+def serving_since(hosting: Any, endpoint: str) -> datetime | None:
+    """When the endpoint last changed which version answers (its history), or None. A window is
+    judged from then on: answers before it came from another version, or from two."""
+    from pipeline.local.state.db import parse_iso
+
+    changes = [row["time"] for row in hosting.endpoint_history(endpoint) if row["event"] in SERVING_CHANGES]
+    # Floored to the second: a capture record's inferenceTime is to the second (truncated), so an
+    # answer given later in the same second as the change must not fall before it.
+    return parse_iso(changes[-1]).astimezone(UTC).replace(microsecond=0) if changes else None
 
 
 def _capture_folder(settings: Settings, hosting: Any, endpoint: str) -> Path:

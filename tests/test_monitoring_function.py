@@ -49,11 +49,12 @@ def _clients():
     return made, {name: Stubber(client) for name, client in made.items()}
 
 
-def _serving(stub: Stubber, baselines: dict | None = None, capture: bool = True) -> None:
+def _serving(stub: Stubber, baselines: dict | None = None, capture: bool = True,
+             changed: datetime = datetime(2026, 12, 7, tzinfo=UTC)) -> None:
     stub.add_response("describe_endpoint", {
         "EndpointName": "sentiment-test", "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/sentiment-test",
         "EndpointConfigName": "sentiment-test-v2-abcdef12", "EndpointStatus": "InService",
-        "CreationTime": datetime(2026, 12, 7, tzinfo=UTC), "LastModifiedTime": datetime(2026, 12, 7, tzinfo=UTC)},
+        "CreationTime": datetime(2026, 12, 7, tzinfo=UTC), "LastModifiedTime": changed},
         {"EndpointName": "sentiment-test"})
     stub.add_response("describe_endpoint_config", {
         "EndpointConfigName": "sentiment-test-v2-abcdef12",
@@ -144,6 +145,25 @@ def test_a_tick_with_nothing_to_judge_is_ignored_with_the_reason(baselines, capt
     with stubs["sagemaker"], stubs["s3"]:
         result = monitoring.handle(TICK, CONFIG, *clients.values())
     assert result["status"] == "ignored" and reason in result["reason"], result
+
+
+def test_a_window_is_judged_from_the_endpoints_last_change_on():
+    """Before it, the capture holds another version's answers (or, during an update, both)."""
+    clients, stubs = _clients()
+    _serving(stubs["sagemaker"], BASELINES, changed=datetime(2026, 12, 7, 21, 2, tzinfo=UTC))
+    with stubs["sagemaker"], stubs["s3"]:
+        result = monitoring.handle(TICK, CONFIG, *clients.values())
+    assert result["status"] == "ignored" and "after the hour to judge" in result["reason"]
+    clients, stubs = _clients()
+    _serving(stubs["sagemaker"], BASELINES, changed=datetime(2026, 12, 7, 20, 30, 15, 250000, tzinfo=UTC))
+    _listed(stubs["s3"], "sentiment/datacapture/sentiment-test/AllTraffic/2026/12/07/20/", 3)
+    stubs["sagemaker"].add_response("describe_pipeline", {"PipelineDefinition": json.dumps(DEFINITION)})
+    _listed(stubs["s3"], "sentiment/groundtruth/2026/12/07/20/", 0)
+    _listed(stubs["s3"], "sentiment/groundtruth/2026/12/07/21/", 0)
+    stubs["sagemaker"].add_response("create_processing_job", {"ProcessingJobArn": "arn:x"})
+    with stubs["sagemaker"], stubs["s3"]:
+        result = monitoring.handle(TICK, CONFIG, *clients.values())
+    assert result["window"] == ["2026-12-07T20:30:15Z", "2026-12-07T21:00:00Z"]
 
 
 def test_a_tick_without_an_endpoint_is_ignored():

@@ -65,6 +65,8 @@ def _print_report(result: dict[str, Any]) -> None:
     window = found["window"]
     print(f"endpoint {result['endpoint']} (version {result['version']}), {window['start']} to {window['end']}: "
           f"{found['invocations']} invocations, {found['texts']} texts")
+    if result.get("serving_since"):
+        print(f"  (from {result['serving_since']}, when this version took the endpoint: earlier answers are another's)")
     if found["unreadable_lines"]:
         print(f"  {found['unreadable_lines']} capture lines skipped (first: {found['first_unreadable']})")
     for check in found["checks"]:
