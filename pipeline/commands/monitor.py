@@ -71,7 +71,7 @@ def _print_report(result: dict[str, Any]) -> None:
         print(f"  {found['unreadable_lines']} capture lines skipped (first: {found['first_unreadable']})")
     for check in found["checks"]:
         figure = f"p = {check['p_value']:.4f}" if "p_value" in check else f"{check['statistic']:+.4f}"
-        print(f"  {check['name']:<20} {check['test']:<20} {figure:<12} {'VIOLATED' if check['violated'] else 'ok'}")
+        print(f"  {check['name']:<20} {check['test']:<26} {figure:<12} {'VIOLATED' if check['violated'] else 'ok'}")
     quality = found["live_quality"]
     accuracy = quality["accuracy"]
     if accuracy["value"] is None:
