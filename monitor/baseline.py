@@ -87,7 +87,10 @@ def read_baseline(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[st
         constraints = {**DEFAULT_CONSTRAINTS, **json.loads((folder / CONSTRAINTS_FILE).read_text(encoding="utf-8"))}
         with np.load(folder / REFERENCE_FILE, allow_pickle=False) as arrays:
             reference = {name: arrays[name] for name in ("tokens", "probabilities", "representation")}
-    except (OSError, ValueError, KeyError) as error:
+        missing = [key for key in ("oov_rate", "tokens", "scores") if not isinstance(statistics, dict) or key not in statistics]
+        if missing:
+            raise ValueError(f"{STATISTICS_FILE} lacks {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise BaselineError(f"the baseline in {folder} cannot be read ({error}): it is written by the Evaluate step; "
                             "run the pipeline again to make one") from None
     return statistics, constraints, reference

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,6 +208,14 @@ def test_the_container_contract_settings_and_a_failure_message(tmp_path, baselin
     assert "cannot be read" in message.read_text(encoding="utf-8")
     assert job.main({**environ, "end_time": "2026-12-07T19:00:00Z"}, message) == 1
     assert "is not after" in message.read_text(encoding="utf-8")
+    partial = tmp_path / "partial-baseline"  # statistics without the figures the checks compare with
+    shutil.copytree(baseline, partial)
+    (partial / STATISTICS_FILE).write_text('{"version": 1}', encoding="utf-8")
+    assert job.main({**environ, "baseline_statistics": str(partial / STATISTICS_FILE)}, message) == 1
+    assert "lacks oov_rate, tokens, scores" in message.read_text(encoding="utf-8")
+    (tmp_path / "constraints.json").write_text("not json", encoding="utf-8")  # the job's own constraints, unreadable
+    assert job.main({**environ, "baseline_constraints": str(tmp_path / "constraints.json")}, message) == 1
+    assert "constraints" in message.read_text(encoding="utf-8") and "cannot be read" in message.read_text(encoding="utf-8")
 
 
 # --- `sentiment-mlops monitor run` on a deployed local endpoint -----------------------------------
