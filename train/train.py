@@ -38,12 +38,15 @@ from steps.job_failure import TRAINING_REASON_FILE, report_failures
 from train.calibration import fit_calibration, log_loss, split_logits
 from train.checkpoints import CheckpointStore
 from train.crops import Crops
+from train.distributed import World, trainer
 from train.epoch_log import EPOCH_LINE
 from train.nbsvm import fit_nbsvm
 from train.plots import plot_training_curves
 from train.profiles import PROFILES, Hyperparameters
 
 log = logging.getLogger("train")
+
+SplitArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, lengths, labels
 
 METRICS_FILE = "metrics.json"
 CURVES_FILE = TRAINING_CURVES_FILE  # in SM_OUTPUT_DATA_DIR, and in the model dir (the artifact carries it)
@@ -106,8 +109,10 @@ def evaluate(network: SentimentLSTM, data: tuple, device: torch.device, batch_si
     return log_loss(logits, labels), float(np.mean((logits > 0) == (labels > 0.5)))
 
 
-def _device(requested_gpus: int) -> torch.device:
-    return torch.device("cuda") if requested_gpus != 0 and torch.cuda.is_available() else torch.device("cpu")
+def _cpus() -> int:
+    """The cores this host has: ``SM_NUM_CPUS`` where the job says (a local host's share of the
+    machine), else all of them."""
+    return int(os.environ.get("SM_NUM_CPUS") or 0) or os.cpu_count() or 1
 
 
 def _seed_everything(seed: int, device: torch.device) -> None:
@@ -147,9 +152,23 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     except SplitFormatError as exc:
         raise TrainingError(str(exc)) from exc
     vocab, text, prep_stats = _read_preprocessing_outputs(train_dir)
-    device = _device(args.num_gpus)
+    world = World.from_env()
+    device = world.device(args.num_gpus != 0)
     if device.type == "cpu":
-        torch.set_num_threads(hp.num_threads or os.cpu_count() or 1)
+        torch.set_num_threads(hp.num_threads or world.threads(_cpus()))
+    world.start(device)
+    try:
+        return _train(args, hp, world, device, (train_data, val_data, vocab, text, prep_stats), started)
+    finally:
+        world.stop()
+
+
+def _train(args: argparse.Namespace, hp: Hyperparameters, world: World, device: torch.device,
+           inputs: tuple[SplitArrays, SplitArrays, Vocabulary, TextConfig, dict], started: float) -> dict:
+    """The loop and the artifact; on many ranks, every rank trains its share of each batch and
+    rank 0 alone validates, checkpoints and writes (``train.distributed``)."""
+    train_data, val_data, vocab, text, prep_stats = inputs
+    train_dir = Path(args.train)
     _seed_everything(hp.seed, device)
     autocast = _autocast_settings(device)
 
@@ -159,8 +178,9 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     if hp.pretrained_embeddings:
         _initialise_embeddings(network, train_dir)
     if network.ngrams is not None:
-        _fit_bag(network, train_data, hp)
+        _fit_bag(network, train_data, hp, world)
     network.to(device)
+    model = trainer(network, world, device)
     # Over what trains: the fitted bag does not.
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=hp.learning_rate,
                                   weight_decay=hp.weight_decay)
@@ -173,20 +193,23 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
                                                    pct_start=max(0.1, 2 / total_steps), anneal_strategy="linear")
     store = CheckpointStore(Path(args.checkpoint_dir), signature={"hyperparameters": hp.to_dict(), "data": prep_stats.get("data_sha256")})
     state = store.resume(network, optimizer, schedule)
-    log.info("training on %s: %d train / %d validation reviews, %d parameters, starting at epoch %d",
-             device, len(train_data[2]), len(val_data[2]), sum(p.numel() for p in network.parameters()), state.epoch + 1)
+    log.info("training on %s%s: %d train / %d validation reviews, %d parameters, starting at epoch %d",
+             device, f", rank {world.rank} of {world.size}" if world.distributed else "", len(train_data[2]),
+             len(val_data[2]), sum(p.numel() for p in network.parameters()), state.epoch + 1)
 
     for epoch in range(state.epoch + 1, hp.epochs + 1):
         network.train()
-        torch.manual_seed(hp.seed + epoch)  # dropout masks replay the same after a resume
+        torch.manual_seed(hp.seed + epoch + 100_003 * world.rank)  # dropout masks replay the same after a resume
         epoch_started, loss_sum, tokens = time.perf_counter(), 0.0, 0
-        plan = batches.epoch(epoch)
+        # Every rank needs rows of every batch (a rank without one would leave the others waiting).
+        plan = [batch for batch in batches.epoch(epoch) if len(batch) >= world.size]
         cropping = (crops, crops.generator(epoch)) if crops.probability else None  # no copy of each batch for nothing
-        for rows in tqdm(plan, desc=f"epoch {epoch}/{hp.epochs}", unit="batch", mininterval=5.0, disable=None, leave=False):
+        for global_rows in tqdm(plan, desc=f"epoch {epoch}/{hp.epochs}", unit="batch", mininterval=5.0,
+                                disable=None if world.main else True, leave=False):
+            rows = world.share(global_rows)
             batch_ids, batch_lengths, batch_labels = _to_tensors(*train_data, rows, device, cropping)
             with torch.autocast(**autocast):
-                loss = nn.functional.binary_cross_entropy_with_logits(network.recurrent_logit(batch_ids, batch_lengths).float(),
-                                                                      batch_labels)
+                loss = nn.functional.binary_cross_entropy_with_logits(model(batch_ids, batch_lengths).float(), batch_labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
@@ -194,17 +217,23 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
             schedule.step()
             loss_sum += loss.item() * len(rows)
             tokens += int(batch_lengths.sum())
-        val_loss, val_accuracy = evaluate(network, val_data, device, hp.batch_size, autocast, hp.calibrate)
+        total_loss, total_tokens = world.sum(loss_sum, tokens)
+        scores = evaluate(network, val_data, device, hp.batch_size, autocast, hp.calibrate) if world.main else (0.0, 0.0)
+        val_loss, val_accuracy = world.from_main(*scores)
         seconds = time.perf_counter() - epoch_started
-        record = {"epoch": epoch, "train_loss": loss_sum / len(batches.rows), "val_loss": val_loss, "val_accuracy": val_accuracy,
-                  "epoch_seconds": seconds, "tokens_per_second": tokens / seconds}
-        log.info(EPOCH_LINE.format(**record))
+        record = {"epoch": epoch, "train_loss": total_loss / len(batches.rows), "val_loss": val_loss,
+                  "val_accuracy": val_accuracy, "epoch_seconds": seconds, "tokens_per_second": total_tokens / seconds}
+        if world.main:
+            log.info(EPOCH_LINE.format(**record))
         state.record(record, network)
-        store.save(state, network, optimizer, schedule)
+        if world.main:
+            store.save(state, network, optimizer, schedule)
         if state.epochs_without_improvement >= hp.patience:
             log.info("early stop: validation accuracy has not improved for %d epochs (best %.4f at epoch %d)",
                      hp.patience, state.best_accuracy, state.best_epoch)
             break
+    if not world.main:
+        return {"best_epoch": state.best_epoch, "best_val_accuracy": state.best_accuracy, "rank": world.rank}
     store.save(state, network, optimizer, schedule, finished=True)
 
     network.load_state_dict(state.best_state)
@@ -257,17 +286,20 @@ def epoch_rows(train_dir: Path, rows: int, prep_stats: dict, hp: Hyperparameters
     return np.concatenate([every, *[sentences] * (hp.sentence_repeats - 1)])
 
 
-def _fit_bag(network: SentimentLSTM, train_data: tuple, hp: Hyperparameters) -> None:
+def _fit_bag(network: SentimentLSTM, train_data: tuple, hp: Hyperparameters, world: World) -> None:
     """Set the bag to the NBSVM fitted on the training split and freeze it: the LSTM trains on its
-    own loss, and the calibration weighs the two (``train.nbsvm``)."""
+    own loss, and the calibration weighs the two (``train.nbsvm``). On many ranks rank 0 fits it
+    once and the others receive its weights."""
     started = time.perf_counter()
     assert network.ngrams is not None
     config = network.config
-    weights = fit_nbsvm(train_data, config.ngram_buckets, config.vocab_size, config.ngram_order, hp.ngram_c)
-    with torch.no_grad():
-        network.ngrams.weights.weight[:, 0] = weights
+    if world.main:
+        weights = fit_nbsvm(train_data, config.ngram_buckets, config.vocab_size, config.ngram_order, hp.ngram_c)
+        with torch.no_grad():
+            network.ngrams.weights.weight[:, 0] = weights
+    world.broadcast_(network.ngrams.weights.weight.data)
     network.ngrams.requires_grad_(False)
-    log.info("the bag's NBSVM took %.1f s", time.perf_counter() - started)
+    log.info("the bag's NBSVM took %.1f s%s", time.perf_counter() - started, "" if world.main else " (fitted by rank 0)")
 
 
 def _calibrate(network: SentimentLSTM, data: tuple, device: torch.device, hp: Hyperparameters,

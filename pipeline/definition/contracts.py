@@ -67,6 +67,8 @@ CHECKPOINT_DIR = "/opt/ml/checkpoints"
 PREPROCESS_SCRIPT = "steps/preprocess.py"
 EVALUATE_SCRIPT = "evaluation/evaluate.py"
 TRAIN_SCRIPT = "train/train.py"
+# The PyTorch training toolkit's switch for its torchrun launcher (the local runtime honours it too).
+TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
 
 # What a registered model accepts and answers.
 CONTENT_TYPES = ["application/json", "text/plain", "text/csv"]

@@ -12,6 +12,7 @@ from sagemaker.train.model_trainer import ModelTrainer
 from pipeline.definition.context import BuildContext, job_retries
 from pipeline.definition.contracts import (
     CHECKPOINT_DIR,
+    TORCH_DISTRIBUTED,
     TRAIN,
     TRAIN_SCRIPT,
     TRAINING_MAX_RUNTIME_S,
@@ -47,6 +48,9 @@ def train_step(ctx: BuildContext, preprocess: ProcessingStep) -> TrainingStep:
         "sagemaker_program": TRAIN_SCRIPT,
         "sagemaker_submit_directory": ctx.bundles.training.s3_uri,
         "sagemaker_region": settings.region,
+        # The PyTorch training toolkit's torchrun launcher: one process per GPU on each host, every
+        # host joined (TrainingInstanceCount > 1); one process in all is the plain path in train.py.
+        TORCH_DISTRIBUTED: "true",
     }
     trainer = ModelTrainer(
         training_image=ctx.images.training, role=settings.role_arn, sagemaker_session=ctx.session,

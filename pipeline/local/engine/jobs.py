@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -33,13 +35,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.definition.contracts import TORCH_DISTRIBUTED
 from pipeline.local.aws_identity import sagemaker_arn
+from pipeline.local.engine.hosts import (
+    FULLY_REPLICATED,
+    SHARDED_BY_S3_KEY,
+    HostCommand,
+    HostsError,
+    deal,
+    host_names,
+    resource_config,
+    supervisor_command,
+    write_spec,
+)
 from pipeline.local.processes import HeldInterrupts, stop_process_group
 from pipeline.local.state.store import ArtifactStore
 from serve.artifact import pack_model_dir
 from steps.job_failure import OUTPUT_DIR_ENV, PROCESSING_REASON_FILE, TRAINING_REASON_FILE
 
 OPT_ML = "/opt/ml"
+LOCAL_MASTER_ADDR = "127.0.0.1"  # every local host is this machine
+RANK_JOIN_TIMEOUT_S = int(os.environ.get("SENTIMENT_MLOPS_RANK_JOIN_TIMEOUT", "120"))  # torchrun's static rendezvous waits 600 s
 _OPT_ML_PATH = re.compile(r"(?<![\w./-])/opt/ml(?=/|$|[^\w.-])")
 SHIM_DIR = ".local-runtime/bin"
 PIP_SHIM = """#!/bin/bash
@@ -119,6 +135,7 @@ def _run(command: list[str], *, job_name: str, cwd: Path, env: Mapping[str, str]
             _stop(process)
             raise
     if code != 0:
+        _stop(process)  # what it left running: a multi-host job's other hosts
         raise JobFailed(job_name, code, log_path, _failure_reason(failure_file, code))
 
 
@@ -180,42 +197,146 @@ def _write_shim(job_dir: Path) -> Path:
     return shim_dir
 
 
-def _stage_processing_inputs(arguments: Mapping[str, Any], job_dir: Path, store: ArtifactStore) -> None:
+@dataclass(frozen=True)
+class JobHosts:
+    """A job's instances and the folder that mirrors ``/opt/ml`` for each: the job's own folder
+    when there is one host (as it always was), ``<job>/algo-i`` when there are more."""
+
+    names: list[str]
+    dirs: dict[str, Path]
+
+    @classmethod
+    def plan(cls, job_dir: Path, count: int) -> JobHosts:
+        names = host_names(count)
+        return cls(names, {names[0]: job_dir} if count == 1 else {name: job_dir / name for name in names})
+
+    @property
+    def many(self) -> bool:
+        return len(self.names) > 1
+
+
+def _instance_count(value: Any, name: str) -> int:
+    try:
+        count = int(value if value is not None else 1)
+    except (TypeError, ValueError):
+        raise HostsError(f"{name} must be a whole number, not {value!r}") from None
+    if count < 1:
+        raise HostsError(f"{name} must be 1 or more, not {count}")
+    return count
+
+
+def _shares(uri: str, distribution: str | None, hosts: JobHosts, store: ArtifactStore,
+            count_name: str) -> dict[str, list[str] | None]:
+    """Which objects each host gets: all of them (``FullyReplicated``, None), or its deal."""
+    if (distribution or FULLY_REPLICATED) == SHARDED_BY_S3_KEY and hosts.many:
+        return dict(deal(store.keys(uri), hosts.names, source=uri, count_name=count_name))
+    return {name: None for name in hosts.names}
+
+
+def _write_resource_config(folder: Path, host: str, hosts: JobHosts) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "resourceconfig.json").write_text(json.dumps(resource_config(host, hosts.names)), encoding="utf-8")
+
+
+def _run_hosts(commands: dict[str, tuple[list[str], Path, dict[str, str], Path]], *, job_name: str, job_dir: Path,
+               log_path: Path, timeout_s: float | None, watch: JobWatch | None) -> None:
+    """One host: its command, as it always ran. More: the hosts' supervisor, which runs them all
+    at once, fails fast and names the host that failed (``pipeline.local.engine.hosts``)."""
+    if len(commands) == 1:
+        command, cwd, env, failure = next(iter(commands.values()))
+        _run(command, job_name=job_name, cwd=cwd, env=env, log_path=log_path, timeout_s=timeout_s,
+             failure_file=failure, watch=watch)
+        return
+    base = _supervisor_env()
+    hosts = [HostCommand(host, command, str(cwd), {k: v for k, v in env.items() if base.get(k) != v}, str(failure))
+             for host, (command, cwd, env, failure) in commands.items()]
+    failure_file = job_dir / "hosts-failure"
+    failure_file.unlink(missing_ok=True)
+    spec = write_spec(job_dir / "hosts.json", hosts, failure_file)
+    _run(supervisor_command(spec), job_name=job_name, cwd=job_dir, env=base, log_path=log_path, timeout_s=timeout_s,
+         failure_file=failure_file, watch=watch)
+
+
+def _supervisor_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # as _base_env: each host's code comes from its own folder
+    return env
+
+
+def _stage_processing_inputs(arguments: Mapping[str, Any], hosts: JobHosts, store: ArtifactStore) -> None:
+    count_name = "ProcessingResources.ClusterConfig.InstanceCount"
     for item in arguments.get("ProcessingInputs") or []:
         source = item.get("S3Input")
         if not source:
             raise ValueError(f"processing input {item.get('InputName')!r}: only S3Input is supported locally")
-        store.download(source["S3Uri"], _mirror(source["LocalPath"], job_dir))
+        shares = _shares(source["S3Uri"], source.get("S3DataDistributionType"), hosts, store, count_name)
+        for host, keys in shares.items():
+            store.download(source["S3Uri"], _mirror(source["LocalPath"], hosts.dirs[host]), keys=keys)
 
 
 def _processing_outputs(arguments: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [o for o in (arguments.get("ProcessingOutputConfig") or {}).get("Outputs") or [] if o.get("S3Output")]
 
 
+def _files_by_host(folders: Mapping[str, Path], what: str, advice: str, job_name: str, log_path: Path) -> list[tuple[Path, str]]:
+    """Every file of the hosts' copies of one folder, as (path, relative name); refuses a name
+    two hosts wrote, before anything is uploaded: one would silently replace the other."""
+    owner: dict[str, str] = {}
+    files = []
+    for host, folder in folders.items():
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            if relative in owner:
+                raise JobFailed(job_name, None, log_path, f"failed: hosts {owner[relative]} and {host} both wrote "
+                                f"{what}/{relative}; {advice}")
+            owner[relative] = host
+            files.append((path, relative))
+    return files
+
+
+def _upload_processing_outputs(arguments: Mapping[str, Any], hosts: JobHosts, store: ArtifactStore, job_name: str,
+                               log_path: Path) -> None:
+    advice = ("SageMaker uploads every instance's output folder to the same S3Uri, so name each host's files "
+              "after it (resourceconfig.json's current_host)")
+    planned = []
+    for output in _processing_outputs(arguments):
+        local, uri = output["S3Output"]["LocalPath"], output["S3Output"]["S3Uri"].rstrip("/")
+        folders = {host: _mirror(local, hosts.dirs[host]) for host in hosts.names}
+        planned += [(path, f"{uri}/{relative}")
+                    for path, relative in _files_by_host(folders, output.get("OutputName", local), advice, job_name, log_path)]
+    for path, uri in planned:
+        store.upload_file(path, uri)
+
+
 def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, store: ArtifactStore,
                        log_path: Path, watch: JobWatch | None = None) -> dict[str, Any]:
-    """Run one resolved CreateProcessingJob request; returns its DescribeProcessingJob-shaped
-    properties (what ``Steps.X.ProcessingOutputConfig.Outputs['name']...`` reads)."""
+    """Run one resolved CreateProcessingJob request on its instances; returns its
+    DescribeProcessingJob-shaped properties (what ``Steps.X.ProcessingOutputConfig.Outputs['name']...`` reads)."""
     job_dir = Path(job_dir)
-    _stage_processing_inputs(arguments, job_dir, store)
-    for output in _processing_outputs(arguments):
-        _mirror(output["S3Output"]["LocalPath"], job_dir).mkdir(parents=True, exist_ok=True)
+    cluster = (arguments.get("ProcessingResources") or {}).get("ClusterConfig") or {}
+    hosts = JobHosts.plan(job_dir, _instance_count(cluster.get("InstanceCount"), "ProcessingResources.ClusterConfig.InstanceCount"))
+    _stage_processing_inputs(arguments, hosts, store)
     app = arguments.get("AppSpecification") or {}
-    command = rewrite_opt_ml(list(app.get("ContainerEntrypoint") or []) + list(app.get("ContainerArguments") or []), job_dir)
-    if not command:
+    if not (app.get("ContainerEntrypoint") or app.get("ContainerArguments")):
         raise ValueError(f"processing job {job_name}: AppSpecification has no ContainerEntrypoint")
-    env = _base_env(arguments, job_dir)
-    env.update(SM_CODE_INPUT=str(job_dir / "processing/input/code"), SM_CODE_DIR=str(job_dir / "code"),
-               PATH=f"{_write_shim(job_dir)}{os.pathsep}{env.get('PATH', '')}")
-    env[OUTPUT_DIR_ENV] = str(job_dir / "output")  # /opt/ml/output, where the scripts leave their ExitMessage
-    (job_dir / "output").mkdir(parents=True, exist_ok=True)
-    _run([str(c) for c in command], job_name=job_name, cwd=job_dir, env=env, log_path=log_path,
-         timeout_s=_timeout(arguments), failure_file=job_dir / "output" / PROCESSING_REASON_FILE, watch=watch)
-    for output in _processing_outputs(arguments):
-        store.upload_dir(_mirror(output["S3Output"]["LocalPath"], job_dir), output["S3Output"]["S3Uri"])
+    commands = {}
+    for host, host_dir in hosts.dirs.items():
+        for output in _processing_outputs(arguments):
+            _mirror(output["S3Output"]["LocalPath"], host_dir).mkdir(parents=True, exist_ok=True)
+        _write_resource_config(host_dir / "config", host, hosts)
+        command = rewrite_opt_ml(list(app.get("ContainerEntrypoint") or []) + list(app.get("ContainerArguments") or []), host_dir)
+        env = _base_env(arguments, host_dir)
+        env.update(SM_CODE_INPUT=str(host_dir / "processing/input/code"), SM_CODE_DIR=str(host_dir / "code"),
+                   PATH=f"{_write_shim(host_dir)}{os.pathsep}{env.get('PATH', '')}")
+        env[OUTPUT_DIR_ENV] = str(host_dir / "output")  # /opt/ml/output, where the scripts leave their ExitMessage
+        (host_dir / "output").mkdir(parents=True, exist_ok=True)
+        commands[host] = ([str(c) for c in command], host_dir, env, host_dir / "output" / PROCESSING_REASON_FILE)
+    _run_hosts(commands, job_name=job_name, job_dir=job_dir, log_path=log_path, timeout_s=_timeout(arguments), watch=watch)
+    _upload_processing_outputs(arguments, hosts, store, job_name, log_path)
     return {"ProcessingJobName": job_name, "ProcessingJobArn": sagemaker_arn("processing-job", job_name),
             "ProcessingJobStatus": "Completed", "AppSpecification": dict(app),
             "ProcessingInputs": list(arguments.get("ProcessingInputs") or []),
+            "ProcessingResources": {"ClusterConfig": {**cluster, "InstanceCount": len(hosts.names)}},
             "ProcessingOutputConfig": dict(arguments.get("ProcessingOutputConfig") or {"Outputs": []})}
 
 
@@ -242,14 +363,17 @@ def _user_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in hyperparameters.items() if not str(k).startswith("sagemaker_")}
 
 
-def _stage_channels(arguments: Mapping[str, Any], job_dir: Path, store: ArtifactStore) -> dict[str, Path]:
-    channels = {}
+def _stage_channels(arguments: Mapping[str, Any], hosts: JobHosts, store: ArtifactStore) -> dict[str, dict[str, Path]]:
+    """Each host's channels: ``{host: {channel: folder}}``."""
+    channels: dict[str, dict[str, Path]] = {host: {} for host in hosts.names}
     for channel in arguments.get("InputDataConfig") or []:
         name = channel["ChannelName"]
         source = (channel.get("DataSource") or {}).get("S3DataSource")
         if not source:
             raise ValueError(f"training channel {name!r}: only S3DataSource is supported locally")
-        channels[name] = store.download(source["S3Uri"], job_dir / "input" / "data" / name)
+        shares = _shares(source["S3Uri"], source.get("S3DataDistributionType"), hosts, store, "ResourceConfig.InstanceCount")
+        for host, keys in shares.items():
+            channels[host][name] = store.download(source["S3Uri"], hosts.dirs[host] / "input" / "data" / name, keys=keys)
     return channels
 
 
@@ -263,16 +387,22 @@ def _unpack_code(submit_directory: str, code_dir: Path, store: ArtifactStore) ->
 
 
 def _training_env(arguments: Mapping[str, Any], job_dir: Path, channels: Mapping[str, Path],
-                  hyperparameters: Mapping[str, str], checkpoint_dir: Path, num_gpus: int) -> dict[str, str]:
+                  hyperparameters: Mapping[str, str], checkpoint_dir: Path, num_gpus: int,
+                  host: str = "algo-1", hosts: JobHosts | None = None) -> dict[str, str]:
+    names = hosts.names if hosts else [host]
     env = _base_env(arguments, job_dir)
     env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
     env.update({f"SM_HP_{name.upper()}": value for name, value in hyperparameters.items()})
+    # Local hosts share this machine's cores: each is told its share, as an instance is told its own.
+    cpus = max((os.cpu_count() or 1) // len(names), 1)
     env.update(SM_CHANNELS=json.dumps(sorted(channels)), SM_MODEL_DIR=str(job_dir / "model"),
                SM_OUTPUT_DATA_DIR=str(job_dir / "output" / "data"), SM_OUTPUT_DIR=str(job_dir / "output"),
                SM_INPUT_DIR=str(job_dir / "input"), SM_CHECKPOINT_DIR=str(checkpoint_dir),
-               SM_NUM_GPUS=str(num_gpus), SM_NUM_CPUS=str(os.cpu_count() or 1),
+               SM_NUM_GPUS=str(num_gpus), SM_NUM_CPUS=str(cpus),
                SM_HPS=json.dumps({k: _decode(v) for k, v in hyperparameters.items()}),
-               SM_CURRENT_HOST="algo-1", SM_HOSTS='["algo-1"]', PYTHONPATH=str(job_dir / "code"))
+               SM_CURRENT_HOST=host, SM_HOSTS=json.dumps(names), PYTHONPATH=str(job_dir / "code"))
+    if len(names) > 1:  # what the training toolkit sets on every host, with or without a distribution
+        env.update(MASTER_ADDR=LOCAL_MASTER_ADDR, SM_MASTER_ADDR=names[0])
     return env
 
 
@@ -322,38 +452,122 @@ def _upload_model(job_dir: Path, output_path: str, job_name: str, store: Artifac
     return f"{prefix}/model.tar.gz"
 
 
+def _merge_hosts(hosts: JobHosts, job_dir: Path, job_name: str, log_path: Path) -> None:
+    """Every host's ``/opt/ml/model`` and ``/opt/ml/output/data`` merged into the job folder's own,
+    as SageMaker packs all hosts' into one archive; a name two hosts wrote is refused (which copy
+    SageMaker keeps is not documented)."""
+    advice = "SageMaker merges every host's folder into one archive: write the model and the curves on one rank (rank 0)"
+    for folder in ("model", "output/data"):
+        target = job_dir / folder
+        files = _files_by_host({host: hosts.dirs[host] / folder for host in hosts.names}, folder, advice, job_name, log_path)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for path, relative in files:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / relative)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOCAL_MASTER_ADDR, 0))
+        return int(probe.getsockname()[1])
+
+
+def _processes_per_host(hyperparameters: Mapping[str, str], num_gpus: int) -> int:
+    """The training toolkit's rule: ``sagemaker_mpi_num_of_processes_per_host`` if set, else
+    one per GPU, else 1."""
+    configured = hyperparameters.get("sagemaker_mpi_num_of_processes_per_host")
+    return int(_decode(configured)) if configured else max(num_gpus, 1)
+
+
+def training_commands(hyperparameters: Mapping[str, str], program: str, hosts: JobHosts, num_gpus: int,
+                      master_port: int | None = None) -> dict[str, list[str]]:
+    """Each host's command, as the PyTorch training toolkit builds it: with
+    ``sagemaker_torch_distributed_enabled`` and more than one process in all, torchrun on every
+    host (``--nnodes N --nproc_per_node P``, and with N > 1 the first host's address, a port and
+    the host's rank); else the script itself on every host. One process in all runs the script
+    plainly (on SageMaker, torchrun then starts that one process; the script sees a world of one
+    either way). Locally the master is this machine at a free port (SageMaker's 7777 would make
+    two local jobs collide), and a rank that has not joined after ``RANK_JOIN_TIMEOUT_S`` ends
+    the job instead of leaving it waiting."""
+    user = _user_hyperparameters(hyperparameters)
+    script = [program] + [token for name, value in user.items() for token in (f"--{name}", value)]
+    per_host = _processes_per_host(hyperparameters, num_gpus)
+    distributed = str(_decode(hyperparameters.get(TORCH_DISTRIBUTED, "false"))).lower() == "true"
+    if not distributed or len(hosts.names) * per_host == 1:
+        return {host: [sys.executable, *script] for host in hosts.names}
+    port = master_port or _free_port()
+    commands = {}
+    for rank, host in enumerate(hosts.names):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(len(hosts.names)),
+                    "--nproc_per_node", str(per_host), "--master_addr", LOCAL_MASTER_ADDR, "--master_port", str(port),
+                    "--node_rank", str(rank), "--rdzv-conf", f"timeout={RANK_JOIN_TIMEOUT_S}"]
+        commands[host] = launcher + script
+    return commands
+
+
+def _check_torchrun_entry(code_dir: Path, program: str) -> None:
+    """The toolkit's torchrun launcher runs a Python script only: it refuses a code folder with a
+    ``setup.py`` (a package) and a program that is not a ``.py`` file, so the local runtime does too."""
+    if program.endswith(".sh") or not program.endswith(".py"):
+        raise ValueError(f"{TORCH_DISTRIBUTED} runs a Python script, not {program!r} "
+                         "(the training toolkit: \"Unsupported entry point type for torch_distributed\")")
+    if (code_dir / "setup.py").exists():
+        raise ValueError(f"{TORCH_DISTRIBUTED} with a code bundle holding setup.py: the training toolkit refuses it "
+                         "(\"Python packages are not supported for torch_distributed\"); drop setup.py from the bundle")
+
+
+def _sync_host_checkpoints(config: Mapping[str, Any], hosts: JobHosts, folders: Mapping[str, Path], store: ArtifactStore,
+                           upload: bool) -> None:
+    """Checkpoints in to every host; back out from every host, the first host last: it holds rank
+    0's, which a later host's stale copy (downloaded at the start) must not replace."""
+    for host in (list(reversed(hosts.names)) if upload else hosts.names):
+        _sync_checkpoints(config, folders[host], store, upload=upload)
+
+
 def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Path, store: ArtifactStore,
                      log_path: Path, num_gpus: int | None = None, watch: JobWatch | None = None) -> dict[str, Any]:
-    """Run one resolved CreateTrainingJob request in script mode; returns DescribeTrainingJob-
-    shaped properties (``ModelArtifacts.S3ModelArtifacts``, ``FinalMetricDataList``, ...)."""
+    """Run one resolved CreateTrainingJob request in script mode on its instances; returns
+    DescribeTrainingJob-shaped properties (``ModelArtifacts.S3ModelArtifacts``, ``FinalMetricDataList``, ...)."""
     job_dir = Path(job_dir)
     all_hps = {str(k): str(v) for k, v in (arguments.get("HyperParameters") or {}).items()}
     program, submit = all_hps.get("sagemaker_program"), all_hps.get("sagemaker_submit_directory")
     if not program or not submit:
         raise ValueError(f"training job {job_name}: only script mode (sagemaker_program and "
                          "sagemaker_submit_directory hyperparameters) runs locally")
-    channels = _stage_channels(arguments, job_dir, store)
-    _unpack_code(submit, job_dir / "code", store)
-    for folder in ("model", "output/data"):
-        (job_dir / folder).mkdir(parents=True, exist_ok=True)
+    resources = arguments.get("ResourceConfig") or {}
+    hosts = JobHosts.plan(job_dir, _instance_count(resources.get("InstanceCount"), "ResourceConfig.InstanceCount"))
+    channels = _stage_channels(arguments, hosts, store)
     checkpoint_config = arguments.get("CheckpointConfig") or {}
-    checkpoint_dir = _mirror(checkpoint_config.get("LocalPath") or f"{OPT_ML}/checkpoints", job_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    _sync_checkpoints(checkpoint_config, checkpoint_dir, store, upload=False)
+    gpus = gpu_count() if num_gpus is None else num_gpus
+    launch = training_commands(all_hps, program, hosts, gpus)
     user_hps = _user_hyperparameters(all_hps)
-    env = _training_env(arguments, job_dir, channels, user_hps, checkpoint_dir,
-                        gpu_count() if num_gpus is None else num_gpus)
-    command = [sys.executable, program] + [token for name, value in user_hps.items() for token in (f"--{name}", value)]
+    commands, checkpoint_dirs = {}, {}
+    for host, host_dir in hosts.dirs.items():
+        _unpack_code(submit, host_dir / "code", store)
+        if launch[host][1:3] == ["-m", "torch.distributed.run"]:
+            _check_torchrun_entry(host_dir / "code", program)
+        for folder in ("model", "output/data"):
+            (host_dir / folder).mkdir(parents=True, exist_ok=True)
+        _write_resource_config(host_dir / "input" / "config", host, hosts)
+        checkpoint_dirs[host] = _mirror(checkpoint_config.get("LocalPath") or f"{OPT_ML}/checkpoints", host_dir)
+        checkpoint_dirs[host].mkdir(parents=True, exist_ok=True)
+        env = _training_env(arguments, host_dir, channels[host], user_hps, checkpoint_dirs[host], gpus, host, hosts)
+        commands[host] = (launch[host], host_dir / "code", env, host_dir / "output" / TRAINING_REASON_FILE)
+    _sync_host_checkpoints(checkpoint_config, hosts, checkpoint_dirs, store, upload=False)
     try:
-        _run(command, job_name=job_name, cwd=job_dir / "code", env=env, log_path=log_path,
-             timeout_s=_timeout(arguments), failure_file=job_dir / "output" / TRAINING_REASON_FILE, watch=watch)
+        _run_hosts(commands, job_name=job_name, job_dir=job_dir, log_path=log_path, timeout_s=_timeout(arguments), watch=watch)
     finally:
-        _sync_checkpoints(checkpoint_config, checkpoint_dir, store, upload=True)
+        _sync_host_checkpoints(checkpoint_config, hosts, checkpoint_dirs, store, upload=True)
+    if hosts.many:
+        _merge_hosts(hosts, job_dir, job_name, log_path)
     model_uri = _upload_model(job_dir, (arguments.get("OutputDataConfig") or {})["S3OutputPath"], job_name, store)
     definitions = (arguments.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
     return {"TrainingJobName": job_name, "TrainingJobArn": sagemaker_arn("training-job", job_name),
             "TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
             "HyperParameters": all_hps, "OutputDataConfig": dict(arguments.get("OutputDataConfig") or {}),
+            "ResourceConfig": {**resources, "InstanceCount": len(hosts.names)},
             "CheckpointConfig": dict(checkpoint_config),
             "FinalMetricDataList": parse_metrics(log_path.read_text(encoding="utf-8", errors="replace"), definitions)}
 

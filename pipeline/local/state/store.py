@@ -189,11 +189,12 @@ class ArtifactStore:
             written.append(object_uri)
         return written
 
-    def download(self, uri: str, destination: Path) -> Path:
+    def download(self, uri: str, destination: Path, keys: list[str] | None = None) -> Path:
         """Every object ``uri`` matches as a prefix into ``destination``, each where a File-mode
-        S3Prefix input puts it (``landing_path``); returns ``destination``."""
+        S3Prefix input puts it (``landing_path``); returns ``destination``. ``keys``: only these
+        of them (one instance's share of a ``ShardedByS3Key`` input)."""
         bucket, prefix = split_uri(uri)
-        keys = self.keys(uri)
+        keys = self.keys(uri) if keys is None else keys
         if not keys:
             raise StoreError(f"nothing at {uri}: no object's key starts with {prefix!r} in {self.root / bucket}; "
                              "put the data there first, or give the URI of data that is there")
