@@ -301,7 +301,7 @@ def summarize(settings: Settings, execution_id: str) -> dict[str, Any]:
         "status": execution.status,
         "failure_reason": execution.failure_reason,
         "steps": {s.step_name: {"status": s.status, "seconds": s.seconds, "log": s.log_path, "attempts": s.attempts,
-                                "cached_from": s.cache_source_execution_id} for s in steps},
+                                "cached_from": s.cache_source_execution_id, "hosts": s.hosts} for s in steps},
         "accuracy": report_accuracy(report),
         "accuracy_by_dataset": report_accuracy_by_dataset(report),
         "threshold": execution.parameters.get("AccuracyThreshold"),

@@ -38,6 +38,7 @@ from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
 from steps.arrays import EMBEDDINGS_FILE, REVIEWS_FILE, save_split_arrays
 from steps.datasets import Corpus, load_corpus
 from steps.embeddings import cooccurrence, embeddings_from_cooccurrence
+from steps.instances import read_instances
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
 from steps.sources import DataError
 
@@ -347,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-version", default="",
                         help="the data's version (the pipeline's InputDataVersion), recorded in stats.json")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output-dir")
+    parser.add_argument("--resource-config", type=Path, default=None,
+                        help="SageMaker's resourceconfig.json: which of the job's instances this is (default: the only one)")
     return parser.parse_args(argv)
 
 
@@ -363,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work() -> int:
+        instances = read_instances(args.resource_config)
+        if instances.count > 1:
+            raise DataError(f"Preprocess runs on one instance, and this job has {instances.count} "
+                            f"({', '.join(instances.hosts)}): the vocabulary must be counted over every instance's share "
+                            "before any review is encoded, which this version does not do yet; set ProcessingInstanceCount to 1")
         stats = run(Path(args.input_dir), Path(args.output_dir), options_from_args(args), overwrite=args.overwrite,
                     data_version=args.data_version)
         print(json.dumps({"seconds": stats["seconds"], "splits": {n: stats["splits"][n]["reviews"] for n in SPLITS}}))

@@ -762,3 +762,44 @@ def test_building_the_definition_does_not_import_torch():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"torch imported while building the definition: {result.stdout}"
+
+
+def _with_counts(value, parameters: dict):
+    """The definition's arguments with these parameters' values, and every other run-time value
+    (another step's property, a join) replaced by a well-formed S3 URI."""
+    if isinstance(value, dict):
+        if set(value) == {"Get"} and value["Get"].startswith("Parameters."):
+            return parameters.get(value["Get"].split(".", 1)[1], "ml.m5.xlarge")
+        if set(value) in ({"Get"}, {"Std:Join"}, {"Std:JsonGet"}):
+            return "s3://sentiment-mlops/run-time"
+        return {key: _with_counts(item, parameters) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_counts(item, parameters) for item in value]
+    return value
+
+
+def test_more_than_one_instance_validates_against_botocore_and_says_how_to_share_the_work(built):
+    """ProcessingInstanceCount=4 and TrainingInstanceCount=2: the requests SageMaker receives are
+    valid, Preprocess's raw data is dealt by object (ShardedByS3Key) while its code is copied to
+    every instance, Evaluate stays on one (it writes one report), and Train asks the PyTorch
+    training toolkit for its torchrun launcher."""
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    steps = {step["Name"]: step for step in json.loads(built[0])["Steps"]}
+    counts = {"ProcessingInstanceCount": 4, "TrainingInstanceCount": 2}
+    preprocess = _with_counts(steps["Preprocess"]["Arguments"], counts)
+    train = _with_counts(steps["Train"]["Arguments"], counts)
+    evaluate = _with_counts(steps["Evaluate"]["Arguments"], counts)
+    for operation, request in (("CreateProcessingJob", preprocess), ("CreateProcessingJob", evaluate),
+                               ("CreateTrainingJob", train)):
+        key = "ProcessingJobName" if operation == "CreateProcessingJob" else "TrainingJobName"
+        validate_parameters({**request, key: "job"}, model.operation_model(operation).input_shape)  # raises if not
+    assert preprocess["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 4
+    distribution = {i["InputName"]: i["S3Input"]["S3DataDistributionType"] for i in preprocess["ProcessingInputs"]}
+    assert distribution == {"data": "ShardedByS3Key", "code": "FullyReplicated", "entrypoint": "FullyReplicated"}
+    assert "/opt/ml/config/resourceconfig.json" in preprocess["AppSpecification"]["ContainerArguments"]
+    assert evaluate["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
+    assert train["ResourceConfig"]["InstanceCount"] == 2
+    assert train["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"

@@ -409,9 +409,11 @@ def test_real_train_arguments_resolve_to_concrete_uris_and_string_hyperparameter
     context = real_context(definition, {"Epochs": "2"})
     preprocess = resolve(steps["Preprocess"]["Arguments"], context)
     assert not contains_expression(preprocess)
-    assert preprocess["AppSpecification"]["ContainerArguments"][-7:] == ["1000", "--vocab-size", "20000",
+    assert preprocess["AppSpecification"]["ContainerArguments"][-9:] == ["1000", "--vocab-size", "20000",
                                                                           "--embedding-dim", "128",
-                                                                          "--data-version", ""]
+                                                                          "--data-version", "",
+                                                                          "--resource-config",
+                                                                          "/opt/ml/config/resourceconfig.json"]
     context = context.with_step_properties("Preprocess", {**preprocess, "ProcessingJobName": "p-1"})
     train = resolve(steps["Train"]["Arguments"], context)
     assert not contains_expression(train)

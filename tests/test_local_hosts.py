@@ -223,3 +223,21 @@ def test_torchrun_refuses_a_code_bundle_that_is_a_package(tmp_path):
         jobs._check_torchrun_entry(code, "train/train.py")
     with pytest.raises(ValueError, match="Unsupported entry point type"):
         jobs._check_torchrun_entry(tmp_path, "train.sh")
+
+
+def test_a_step_says_how_many_hosts_its_job_ran_on_and_the_summary_shows_more_than_one(capsys):
+    from pipeline.commands.run import print_execution
+    from pipeline.local.state.executions import Step
+
+    def step(properties: dict) -> Step:
+        return Step("e", "s", "Training", "Succeeded", None, None, 1.0, None, None, properties, None, None, 1)
+
+    assert step({"ResourceConfig": {"InstanceCount": 2}}).hosts == 2
+    assert step({"ProcessingResources": {"ClusterConfig": {"InstanceCount": 1}}}).hosts == 1
+    assert step({}).hosts is None  # a Condition step runs no job
+    print_execution({"execution_id": "e", "status": "Succeeded", "accuracy": None, "model_package_version": None,
+                     "failure_reason": None, "steps": {
+                         "Preprocess": {"status": "Succeeded", "seconds": 3.0, "hosts": 1},
+                         "Train": {"status": "Succeeded", "seconds": 9.0, "hosts": 2}}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("3.0s") and lines[2].endswith("(on 2 hosts)")

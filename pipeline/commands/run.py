@@ -115,6 +115,8 @@ def print_execution(result: dict) -> None:
         note = f"  (cached: the result of execution {step['cached_from']})" if step.get("cached_from") else ""
         if step.get("attempts", 0) > 1:
             note += f"  ({step['attempts']} attempts)"
+        if (step.get("hosts") or 1) > 1:
+            note += f"  (on {step['hosts']} hosts)"
         print(f"  {name:<21} {step['status']:<10} {seconds}{note}")
     if result["accuracy"] is not None:
         by_dataset = result.get("accuracy_by_dataset") or {}

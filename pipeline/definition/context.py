@@ -86,10 +86,12 @@ class BuildContext:
         for checks at build time of what is only known at run time."""
         return "/".join([self.settings.s3_uri("executions"), execution_id, step, name])
 
-    def s3_input(self, name: str, source: Any, destination: str, data_type: str = "S3Prefix") -> ProcessingInput:
+    def s3_input(self, name: str, source: Any, destination: str, data_type: str = "S3Prefix",
+                 distribution: str = "FullyReplicated") -> ProcessingInput:
+        """``distribution``: ``ShardedByS3Key`` gives each instance its share of the objects."""
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
             s3_uri=source, local_path=destination, s3_data_type=data_type, s3_input_mode="File",
-            s3_data_distribution_type="FullyReplicated"))
+            s3_data_distribution_type=distribution))
 
     def s3_output(self, step: str, name: str, source: str) -> ProcessingOutput:
         return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
@@ -100,13 +102,15 @@ class BuildContext:
         return [self.s3_input("code", self.bundles.processing.s3_uri, CODE_INPUT_DIR),
                 self.s3_input("entrypoint", self.bundles.runner.s3_uri, RUNNER_INPUT_DIR)]
 
-    def processor(self, step: str) -> Processor:
+    def processor(self, step: str, instance_count: Any = 1) -> Processor:
         """A plain Processor whose entry point is the bundle runner (FrameworkProcessor's shape
-        without its uploads): the runner unpacks the code input and installs requirements.txt."""
+        without its uploads): the runner unpacks the code input and installs requirements.txt.
+        One instance unless the step shares its work among more (Preprocess: ProcessingInstanceCount);
+        a step that writes one report runs on one."""
         return Processor(
             role=self.settings.role_arn, image_uri=self.images.processing,
             instance_type=self.params.processing_instance_type,
-            instance_count=self.params.processing_instance_count, max_runtime_in_seconds=PROCESSING_MAX_RUNTIME_S,
+            instance_count=instance_count, max_runtime_in_seconds=PROCESSING_MAX_RUNTIME_S,
             entrypoint=["/bin/bash", f"{RUNNER_INPUT_DIR}/{self.bundles.runner.name}"],
             base_job_name=f"{self.settings.pipeline_name}-{step.lower()}", sagemaker_session=self.session,
             env={"PYTHONUNBUFFERED": "1", **self.pip_env})

@@ -49,6 +49,8 @@ PROCESSING = "/opt/ml/processing"
 CODE_INPUT_DIR = f"{PROCESSING}/input/code"
 RUNNER_INPUT_DIR = f"{PROCESSING}/input/entrypoint"
 DATA_INPUT_DIR = f"{PROCESSING}/input/data"
+# Which instance a processing container is and which others run the job (SageMaker writes it).
+PROCESSING_RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
 PREPROCESS_OUTPUT_DIR = f"{PROCESSING}/output"
 SPLITS = ("train", "validation", "test")
 MODEL_INPUT_DIR = f"{PROCESSING}/model"

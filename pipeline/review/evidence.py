@@ -172,6 +172,16 @@ class Evidence:
         except ExecutionError:
             return None
 
+    def job_hosts(self, package: ModelPackage) -> dict[str, int]:
+        """How many instances each of the execution's jobs ran on, by step name."""
+        if not package.execution_id:
+            return {}
+        try:
+            steps = self.executions.steps(package.execution_id)
+        except ExecutionError:
+            return {}
+        return {step.step_name: step.hosts for step in steps if step.hosts}
+
     def evaluate_step(self, package: ModelPackage) -> Step | None:
         if not package.execution_id:
             return None

@@ -282,6 +282,7 @@ class Lineage:
     evaluation_folder: str | None
     test_set: EvaluationSet | None
     evaluated_by: str | None  # the execution whose Evaluate job really ran (a cached step names its source)
+    hosts: dict[str, int]  # instances each job ran on, by step
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ def _lineage(evidence: Evidence, package: ModelPackage, test_set: EvaluationSet 
         package.execution_id, execution.status if execution else None, execution.start_time if execution else None,
         execution.end_time if execution else None, dict(execution.parameters) if execution else {},
         _digests(data.get("sha256")), data.get("version"), training, evidence.code_bundles(package), package.artifact_uri,
-        package.artifact_sha256, evidence.evaluation_folder(package), test_set, evaluated_by)
+        package.artifact_sha256, evidence.evaluation_folder(package), test_set, evaluated_by, evidence.job_hosts(package))
 
 
 def _digests(value: Any) -> dict[str, str]:

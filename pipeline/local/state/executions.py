@@ -90,6 +90,14 @@ class Step:
     def cache_hit(self) -> bool:
         return self.cache_source_execution_id is not None
 
+    @property
+    def hosts(self) -> int | None:
+        """How many instances the step's job ran on (None for a step that runs no job)."""
+        resources = (self.properties.get("ProcessingResources") or {}).get("ClusterConfig") or \
+            self.properties.get("ResourceConfig") or {}
+        count = resources.get("InstanceCount")
+        return int(count) if count else None
+
 
 def new_execution_id() -> str:
     """12 lowercase alphanumerics, like SageMaker's pipeline execution ids."""
