@@ -11,6 +11,7 @@ leading columns.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,19 +26,22 @@ CONTEXT_SMOOTHING = 0.75  # raising context counts to 3/4 tempers PMI's bias tow
 
 
 def cooccurrence(sequences: Sequence[Sequence[int]], vocab_size: int, window: int) -> sparse.csr_matrix:
-    """Symmetric co-occurrence counts within ``window`` tokens, weighted 1/distance.
+    """Symmetric co-occurrence counts within ``window`` tokens, weighted 1/distance, times the
+    least common multiple of 1 ... ``window``: whole numbers in float64, so that matrices summed
+    in any order (chunks, instances) give the same sum to the bit. PPMI does not see the scale.
 
     Reviews are joined with ``window`` padding ids between them, so no window spans two reviews;
     padding and unknown tokens count for nothing.
     """
     gap = np.zeros(window, dtype=np.int32)
-    flat = np.concatenate([part for seq in sequences for part in (np.asarray(seq, dtype=np.int32), gap)])
-    counts = sparse.csr_matrix((vocab_size, vocab_size), dtype=np.float32)
+    flat = np.concatenate([part for seq in sequences for part in (np.asarray(seq, dtype=np.int32), gap)] or [gap])
+    counts = sparse.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
+    scale = math.lcm(*range(1, window + 1))
     for distance in range(1, window + 1):
         left, right = flat[:-distance], flat[distance:]
         keep = (left > UNK_ID) & (right > UNK_ID)
         left, right = left[keep], right[keep]
-        weights = np.full(len(left), 1.0 / distance, dtype=np.float32)
+        weights = np.full(len(left), scale // distance, dtype=np.float64)
         counts = counts + sparse.csr_matrix((weights, (left, right)), shape=(vocab_size, vocab_size))
     return (counts + counts.T).tocsr()
 

@@ -38,8 +38,10 @@ from serve.vocab import PAD_ID, TRUNCATE_SIDES, UNK_ID, Vocabulary, pad_batch
 from steps.arrays import EMBEDDINGS_FILE, REVIEWS_FILE, save_split_arrays
 from steps.datasets import Corpus, load_corpus
 from steps.embeddings import cooccurrence, embeddings_from_cooccurrence
+from steps.exchange import ExchangeError
 from steps.instances import read_instances
 from steps.job_failure import PROCESSING_REASON_FILE, report_failures
+from steps.shards import is_sharded
 from steps.sources import DataError
 
 log = logging.getLogger("preprocess")
@@ -235,9 +237,11 @@ def run(input_dir: Path, output_dir: Path, options: PreprocessOptions, overwrite
 
 
 def _stats(corpus: Corpus, encoded: dict[str, EncodedSplit], vocab: Vocabulary, options: PreprocessOptions,
-           coverage: float, vectors: np.ndarray | None, data_version: str | None) -> dict[str, Any]:
+           coverage: float, vectors: np.ndarray | None, data_version: str | None,
+           duplicates: dict | None = None) -> dict[str, Any]:
     """stats.json: where the data came from, the options, the vocabulary and each split, overall
-    and per dataset (``datasets`` lists them in the order of the arrays' dataset indices)."""
+    and per dataset (``datasets`` lists them in the order of the arrays' dataset indices).
+    ``duplicates``: the copies counted by a caller that holds the texts' digests, not the texts."""
     datasets = [{**info.to_dict(), "splits": {name: _split_stats(encoded[name].subset(index), options.text.max_len)
                                               for name in SPLITS}}
                 for index, info in enumerate(corpus.datasets)]
@@ -254,7 +258,7 @@ def _stats(corpus: Corpus, encoded: dict[str, EncodedSplit], vocab: Vocabulary, 
         "vocabulary": {"size": len(vocab), "pad_id": PAD_ID, "unk_id": UNK_ID, "min_count": options.min_count,
                        "training_token_coverage": round(coverage, 5)},
         "splits": {name: _split_stats(encoded[name], options.text.max_len) for name in SPLITS},
-        "duplicates": _duplicates(corpus.train.texts + corpus.validation.texts, corpus.test.texts),
+        "duplicates": duplicates or _duplicates(corpus.train.texts + corpus.validation.texts, corpus.test.texts),
         "embeddings": None if vectors is None else {
             "dim": int(vectors.shape[1]), "window": options.embedding_window,
             "training_reviews": len(corpus.train), "unlabeled_reviews": len(corpus.unlabeled)},
@@ -278,17 +282,25 @@ def _tokenize(texts: list[str], vocabulary_rows: np.ndarray, pool) -> tuple[list
 def _encode(joined: list[str], rows: np.ndarray, labels: np.ndarray, datasets: np.ndarray, pool, name: str) -> EncodedSplit:
     chunks = _chunks(rows)
     parts = list(_imap(_encode_chunk, [[joined[i] for i in c] for c in chunks], pool, f"encode {name}", [len(c) for c in chunks]))
+    if not parts:  # an instance with no rows of this split (its share held none)
+        parts = [_encode_chunk([]) if pool is None else pool.apply(_encode_chunk, ([],))]
     return EncodedSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                         np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]), labels[rows], datasets[rows])
 
 
-def _learn_vectors(joined: list[str], rows: np.ndarray, vocab_size: int, options: PreprocessOptions, pool) -> np.ndarray:
-    started = time.perf_counter()
+def _cooccurrences(joined: list[str], rows: np.ndarray, vocab_size: int, options: PreprocessOptions, pool) -> sparse.csr_matrix:
+    """The windowed co-occurrence counts of these rows (an all-zero matrix for none)."""
     chunks = _chunks(rows)
-    counts = None
+    counts = sparse.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
     count_chunk = functools.partial(_cooccurrence_chunk, window=options.embedding_window)
     for part in _imap(count_chunk, [[joined[i] for i in c] for c in chunks], pool, "co-occurrences", [len(c) for c in chunks]):
-        counts = part if counts is None else counts + part  # summed as they come: one matrix in memory
+        counts = counts + part  # summed as they come: one matrix in memory
+    return counts
+
+
+def _learn_vectors(joined: list[str], rows: np.ndarray, vocab_size: int, options: PreprocessOptions, pool) -> np.ndarray:
+    started = time.perf_counter()
+    counts = _cooccurrences(joined, rows, vocab_size, options, pool)
     vectors = embeddings_from_cooccurrence(counts, options.embedding_dim, options.seed)
     log.info("word vectors learned from %d reviews in %.1fs", len(rows), time.perf_counter() - started)
     return vectors
@@ -367,16 +379,19 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         instances = read_instances(args.resource_config)
-        if instances.count > 1:
-            raise DataError(f"Preprocess runs on one instance, and this job has {instances.count} "
-                            f"({', '.join(instances.hosts)}): the vocabulary must be counted over every instance's share "
-                            "before any review is encoded, which this version does not do yet; set ProcessingInstanceCount to 1")
-        stats = run(Path(args.input_dir), Path(args.output_dir), options_from_args(args), overwrite=args.overwrite,
-                    data_version=args.data_version)
+        options, input_dir = options_from_args(args), Path(args.input_dir)
+        if instances.count > 1 or is_sharded(input_dir):  # shards: the same code for one instance or many
+            from steps.exchange import Exchange
+            from steps.sharded import run_sharded
+
+            stats = run_sharded(input_dir, Path(args.output_dir), options, Exchange(instances), overwrite=args.overwrite,
+                                data_version=args.data_version)
+        else:
+            stats = run(input_dir, Path(args.output_dir), options, overwrite=args.overwrite, data_version=args.data_version)
         print(json.dumps({"seconds": stats["seconds"], "splits": {n: stats["splits"][n]["reviews"] for n in SPLITS}}))
         return 0
 
-    return report_failures(work, (DataError, ValueError), PROCESSING_REASON_FILE, log)
+    return report_failures(work, (DataError, ValueError, ExchangeError), PROCESSING_REASON_FILE, log)
 
 
 if __name__ == "__main__":

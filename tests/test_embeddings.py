@@ -20,7 +20,7 @@ from train.train import main as train_main
 
 
 def test_cooccurrence_counts_within_the_window_weighted_by_distance():
-    counts = cooccurrence([[2, 3, 4]], vocab_size=6, window=2).toarray()
+    counts = cooccurrence([[2, 3, 4]], vocab_size=6, window=2).toarray() / 2  # times lcm(1, 2): whole numbers
     assert counts[2, 3] == counts[3, 2] == 1.0
     assert counts[2, 4] == counts[4, 2] == 0.5
     assert counts[3, 4] == 1.0 and counts[5].sum() == 0
@@ -30,7 +30,16 @@ def test_cooccurrence_never_spans_two_reviews_and_ignores_padding_and_unknown():
     counts = cooccurrence([[2, 3], [4, 5]], vocab_size=6, window=3).toarray()
     assert counts[3, 4] == 0 and counts[2, 5] == 0
     counts = cooccurrence([[2, 1, 3, 0]], vocab_size=4, window=2).toarray()
-    assert counts[:, :2].sum() == 0 and counts[2, 3] == 0.5
+    assert counts[:, :2].sum() == 0 and counts[2, 3] == 1.0  # 1/2, times lcm(1, 2)
+
+
+def test_cooccurrence_sums_are_whole_numbers_that_no_order_of_addition_changes():
+    rng = np.random.default_rng(0)
+    reviews = [rng.integers(2, 50, size=rng.integers(3, 30)).tolist() for _ in range(60)]
+    parts = [cooccurrence(reviews[i::3], vocab_size=50, window=5) for i in range(3)]
+    forwards, backwards = parts[0] + parts[1] + parts[2], parts[2] + parts[1] + parts[0]
+    assert (forwards != backwards).nnz == 0 and np.array_equal(forwards.data, np.round(forwards.data))
+    assert (forwards != cooccurrence(reviews, vocab_size=50, window=5)).nnz == 0
 
 
 def test_ppmi_keeps_only_positive_association():

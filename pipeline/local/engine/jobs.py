@@ -320,6 +320,9 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
     if not (app.get("ContainerEntrypoint") or app.get("ContainerArguments")):
         raise ValueError(f"processing job {job_name}: AppSpecification has no ContainerEntrypoint")
     commands = {}
+    # Every local host is this machine: where the first one listens for the others, which on
+    # SageMaker they find by its name (steps.exchange). Processing itself sets no such variable.
+    meeting = {"MASTER_ADDR": LOCAL_MASTER_ADDR, "MASTER_PORT": str(_free_port())} if hosts.many else {}
     for host, host_dir in hosts.dirs.items():
         for output in _processing_outputs(arguments):
             _mirror(output["S3Output"]["LocalPath"], host_dir).mkdir(parents=True, exist_ok=True)
@@ -329,6 +332,7 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
         env.update(SM_CODE_INPUT=str(host_dir / "processing/input/code"), SM_CODE_DIR=str(host_dir / "code"),
                    PATH=f"{_write_shim(host_dir)}{os.pathsep}{env.get('PATH', '')}")
         env[OUTPUT_DIR_ENV] = str(host_dir / "output")  # /opt/ml/output, where the scripts leave their ExitMessage
+        env.update(meeting)
         (host_dir / "output").mkdir(parents=True, exist_ok=True)
         commands[host] = ([str(c) for c in command], host_dir, env, host_dir / "output" / PROCESSING_REASON_FILE)
     _run_hosts(commands, job_name=job_name, job_dir=job_dir, log_path=log_path, timeout_s=_timeout(arguments), watch=watch)
