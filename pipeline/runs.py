@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What staging writes (steps.shards); part of the staged URI, so that data staged in an earlier
+# shape is staged again rather than read in the shape it had.
+STAGED_LAYOUT = "shards-v1"
+
 LOCAL_PROFILE = "cpu"  # the definition's default is the GPU profile SageMaker runs
 SKIPPED = "skipped"  # the status of a `run --skip-unchanged` that found nothing new to train on
 
@@ -63,29 +67,17 @@ class DataSource:
     name: str | None = None
 
 
-def _sampled_copy(data: Path, count: int, scratch: Path) -> Path:
-    """A stratified ``count`` texts per split as JSON Lines, read with the preprocessing step's own
-    readers; ``dataset.json`` keeps the dataset's name and kind (a sample of SST-2 is still sentences)."""
-    from steps.datasets import DATASET_FILE
-    from steps.sources import DataError, load_reviews
+def _sharded_copy(data: Path, count: int | None, scratch: Path) -> Path:
+    """The dataset as JSON Lines shards (``steps.shards``), read with the preprocessing step's own
+    readers, so that Preprocess can share it among instances; ``count``: a stratified ``count``
+    texts per split only. ``dataset.json`` keeps the dataset's name and kind."""
+    from steps.shards import shard_dataset
+    from steps.sources import DataError
 
     try:
-        reviews = load_reviews(data)
+        return shard_dataset(data, scratch, sample=count or 0)
     except DataError as exc:
         raise RunError(str(exc).splitlines()[0]) from exc
-    reviews.sample(count, seed=42)
-    splits = [("train", reviews.train), ("test", reviews.test)]
-    if reviews.validation is not None:
-        splits.append(("validation", reviews.validation))
-    for name, split in splits:
-        with open(scratch / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for text, label in zip(split.texts, split.labels):
-                handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-    if reviews.unlabeled:
-        with open(scratch / "unsup.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in reviews.unlabeled)
-    (scratch / DATASET_FILE).write_text(json.dumps({"name": reviews.name, "kind": reviews.kind}), encoding="utf-8")
-    return scratch
 
 
 def _checked(source: DataSource) -> str:
@@ -111,6 +103,7 @@ def stage_data(settings: Settings, sources: Sequence[DataSource], sample: int | 
     execution is recorded.
     """
     from pipeline.local.state.store import ArtifactStore
+    from steps.shards import SHARD_ROWS
 
     if not sources:
         raise RunError("no dataset to stage: pass --data PATH, or leave it out to download IMDb and SST-2")
@@ -119,24 +112,19 @@ def stage_data(settings: Settings, sources: Sequence[DataSource], sample: int | 
     if repeated:
         raise RunError(f"two --data datasets are named {repeated[0]!r}: name each with --data NAME=PATH")
     store = ArtifactStore(settings.home)
-    with tempfile.TemporaryDirectory(prefix="sentiment-sample-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="sentiment-staging-") as scratch:
         staged = []
-        for name, source in zip(names, sources):
-            folder = Path(scratch) / name
-            if sample:
-                folder.mkdir()
-            staged.append((name, _sampled_copy(source.path, sample, folder) if sample else source.path))
         one_at_root = len(sources) == 1 and sources[0].name is None
-        fingerprint = (_fingerprint(staged[0][1]) if one_at_root else
-                       hashlib.sha256("".join(f"{n}\0{_fingerprint(p)}\n" for n, p in staged).encode()).hexdigest()[:16])
+        fingerprints = [(name, _fingerprint(source.path)) for name, source in zip(names, sources)]
+        fingerprint = hashlib.sha256("".join(f"{n}\0{f}\n" for n, f in fingerprints).encode()
+                                     + (b"" if one_at_root else b"\0named") + STAGED_LAYOUT.encode()).hexdigest()[:16]
         uri = settings.s3_uri("data", f"{fingerprint}-{sample or 'all'}") + "/"
         if not store.exists(uri):
+            for name, source in zip(names, sources):
+                log.info("staging %s as shards of %s texts", source.path, f"{SHARD_ROWS:,}")
+                staged.append((name, _sharded_copy(source.path, sample, Path(scratch) / name)))
             for name, path in staged:
-                target = uri if one_at_root else f"{uri}{name}/"
-                if path.is_dir():
-                    store.upload_dir(path, target)
-                else:
-                    store.upload_file(path, f"{target}{path.name}")
+                store.upload_dir(path, uri if one_at_root else f"{uri}{name}/")
     return uri
 
 

@@ -163,3 +163,22 @@ def write_shards(folder: Path, split: str, records: Iterable[dict[str, Any]], ro
     if batch:
         flush()
     return written
+
+
+def shard_dataset(source: Path, folder: Path, sample: int = 0, seed: int = 42, rows: int = SHARD_ROWS) -> Path:
+    """The dataset at ``source`` (any layout ``steps.sources`` reads) rewritten as shards in
+    ``folder``, with a ``dataset.json`` keeping its name and kind; ``sample``: a stratified
+    ``sample`` texts per split only (``ReviewData.sample``). Returns ``folder``."""
+    from steps.datasets import DATASET_FILE
+    from steps.sources import load_reviews
+
+    reviews = load_reviews(Path(source))
+    if sample:
+        reviews.sample(sample, seed)
+    folder = Path(folder)
+    for name, split in reviews.labeled_splits():
+        write_shards(folder, name, ({"text": t, "label": label} for t, label in zip(split.texts, split.labels)), rows)
+    if reviews.unlabeled:
+        write_shards(folder, "unsup", ({"text": t} for t in reviews.unlabeled), rows)
+    (folder / DATASET_FILE).write_text(json.dumps({"name": reviews.name, "kind": reviews.kind}), encoding="utf-8")
+    return folder

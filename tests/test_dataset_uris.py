@@ -8,6 +8,8 @@ archive's key takes any longer key in the same folder. The local store matches k
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.local.state.store import ArtifactStore
@@ -32,7 +34,7 @@ def test_staged_local_data_is_a_folder_uri(tmp_path):
     # A longer name beside it (a sample of 20000 beside one of 2000, say) is not part of it.
     store.put_bytes(uri.rstrip("/") + "0/train.jsonl.gz", b"another dataset")
     assert store.keys(uri) == staged and sorted(k.rsplit("/", 1)[1] for k in staged) == [
-        "test.jsonl.gz", "train.jsonl.gz"]
+        "dataset.json", "test-00000.jsonl.gz", "train-00000.jsonl.gz"]  # shards (steps.shards), any layout given
     assert stage_data(settings, data, None) == uri  # unchanged data is not staged again
 
 
@@ -79,24 +81,38 @@ def two_datasets(folder) -> tuple:
     return reviews, sentences
 
 
+def _plan(folder: Path, validation_fraction: float):
+    """What Preprocess plans from a staged prefix (its shards, on one instance)."""
+    from steps.preprocess import PreprocessOptions
+    from steps.sharded import make_plan
+    from steps.shards import declarations, read_shards
+
+    reports = [shard.report() for shard in read_shards(folder, unlabeled=False)]
+    return make_plan(reports, declarations(folder), PreprocessOptions(validation_fraction=validation_fraction))
+
+
+def _datasets(folder: Path, validation_fraction: float) -> list[tuple[str, str, str]]:
+    return [(d.name, d.kind, d.validation_from) for d in _plan(folder, validation_fraction).datasets]
+
+
 def test_several_local_datasets_are_staged_in_a_folder_each_named_by_their_layout(tmp_path):
     settings = Settings(home=tmp_path / "home")
     reviews, sentences = two_datasets(tmp_path)
     uri = stage_data(settings, [DataSource(reviews), DataSource(sentences)], None)
     store = ArtifactStore(settings.home)
     assert sorted(k.split(uri.split("/", 3)[3], 1)[1] for k in store.keys(uri)) == [
-        "imdb/test.jsonl.gz", "imdb/train.jsonl.gz", "sst2/stsa.binary.test", "sst2/stsa.binary.train"]
-    corpus = load_corpus(store.path(uri), 0.25)  # what Preprocess reads from that prefix
-    assert [(d.name, d.kind) for d in corpus.datasets] == [("imdb", "reviews"), ("sst2", "sentences")]
+        "imdb/dataset.json", "imdb/test-00000.jsonl.gz", "imdb/train-00000.jsonl.gz",
+        "sst2/dataset.json", "sst2/test-00000.jsonl.gz", "sst2/train-00000.jsonl.gz"]
+    assert _datasets(store.path(uri), 0.25) == [("imdb", "reviews", "carved from its training split"),
+                                                ("sst2", "sentences", "carved from its training split")]
     # A name given on the command line wins, and a sample keeps each dataset's name and kind.
     uri = stage_data(settings, [DataSource(reviews, "movies"), DataSource(sentences)], 6)
-    corpus = load_corpus(store.path(uri), 0.25)
-    assert [(d.name, d.kind, d.validation_from) for d in corpus.datasets] == [
+    assert _datasets(store.path(uri), 0.25) == [
         ("movies", "reviews", "carved from its training split"), ("sst2", "sentences", "carved from its training split")]
     with_dev = write_sst(tmp_path / "with-dev", make_sentences(20, seed=3), make_sentences(10, seed=4),
                          dev=make_sentences(10, seed=5))
-    corpus = load_corpus(store.path(stage_data(settings, [DataSource(with_dev)], 6)), 0.25)
-    assert (corpus.datasets[0].validation_from, len(corpus.validation)) == ("its own validation split", 6)  # the sampled dev file
+    plan = _plan(store.path(stage_data(settings, [DataSource(with_dev)], 6)), 0.25)
+    assert (plan.datasets[0].validation_from, plan.sizes["validation"]) == ("its own validation split", 6)  # the sampled dev file
 
 
 def test_two_local_datasets_of_one_name_are_refused_before_anything_is_staged(tmp_path):

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pipeline.local.state.store import ArtifactStore
+from pipeline.settings import Settings
 from tests.synthetic import make_reviews, make_sentences, write_archive, write_jsonl, write_sst
 
 pytestmark = pytest.mark.e2e
@@ -202,11 +204,17 @@ def test_a_path_with_no_reviews_is_refused_before_an_execution_is_recorded(tmp_p
 
 
 def test_a_failing_step_names_its_reason_and_its_log(tmp_path):
-    """Data that passes the quick check but breaks the step (a download cut short)."""
+    """Data that breaks the step (a download cut short), named by InputDataUri as in S3: nothing on
+    the caller's side reads it first. Staged with --data, it is refused while staging, before any
+    execution is recorded (staging reads every record to write the shards)."""
     write_jsonl(tmp_path / "data", make_reviews(400, seed=3), make_reviews(100, seed=4))
     raw = (tmp_path / "data" / "train.jsonl.gz").read_bytes()
     (tmp_path / "data" / "train.jsonl.gz").write_bytes(raw[: len(raw) * 2 // 3])
-    result = _run(tmp_path / "home", "run", "--data", str(tmp_path / "data"), "--json")
+    staged = _run(tmp_path / "staged", "run", "--data", str(tmp_path / "data"), "--json")
+    assert staged.returncode == 2 and "train.jsonl.gz" in staged.stderr and "Traceback" not in staged.stderr
+    uri = Settings(home=tmp_path / "home").s3_uri("data", "cut") + "/"
+    ArtifactStore(tmp_path / "home").upload_dir(tmp_path / "data", uri)
+    result = _run(tmp_path / "home", "run", "--param", f"InputDataUri={uri}", "--json")
     assert result.returncode == 1
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "Failed" and summary["steps"]["Preprocess"]["status"] == "Failed"
