@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ACCEPTED_LAYOUTS = (
     "the official aclImdb_v1.tar.gz archive (or any .tar.gz/.tgz/.tar holding train|test/pos|neg/*.txt)",
     "its unpacked aclImdb/ directory",
+    "JSON Lines shards train-NNNNN.jsonl.gz, test-NNNNN.jsonl.gz (and validation-, unsup-), as staging writes them",
     "train.jsonl[.gz] and test.jsonl[.gz] with 'text' and 'label' (0/1 or neg/pos) per line "
     "(and optionally validation.jsonl[.gz] alike, and unsup.jsonl[.gz] with unlabeled 'text')",
     "SST-2 as Yoon Kim prepared it: stsa.binary.train and stsa.binary.test (and optionally stsa.binary.dev), "
@@ -161,6 +162,8 @@ def load_reviews(path: Path, csv_test_fraction: float = 0.5, seed: int = 42, unl
         data = read_sst(layout.paths[0], layout.paths[1], layout.paths[2] if len(layout.paths) > 2 else None)
     elif layout.kind == "archive":
         data = _read_archive(layout.paths[0], unlabeled)
+    elif layout.kind == "shards":
+        data = _read_shards(layout.paths[0], unlabeled)
     else:
         data = _read_csv(layout.paths[0], csv_test_fraction, seed)
     data.drop_empty()
@@ -203,6 +206,13 @@ def check_dataset(path: Path) -> None:
                 raise _empty_split(name, path, LAYOUT)
     elif layout.kind == "archive":
         _check_archive(layout.paths[0])
+    elif layout.kind == "shards":
+        from steps.shards import shard_files  # steps.shards builds on this module's readers
+
+        splits = {key.rsplit("/", 1)[-1].split("-", 1)[0] for key, _ in shard_files(path)}
+        for name in ("train", "test"):
+            if name not in splits:
+                raise DataError(f"the {name} split in {path} (JSON Lines shards) has no {name}-NNNNN.jsonl.gz shard")
     else:
         _check_csv(layout.paths[0])
 
@@ -229,6 +239,8 @@ def find_layout(path: Path) -> Layout:
 
     if tree is not None:
         return Layout("tree", (tree,))
+    if path.is_dir() and _has_shards(path):
+        return Layout("shards", (path,))
     train_file, test_file = jsonl.get("train"), jsonl.get("test")
     if train_file and test_file:
         return Layout("jsonl", (train_file, test_file))
@@ -262,6 +274,34 @@ def _find_sst(folder: Path) -> Layout | None:
         name, file_name = ("train", TRAIN_FILE) if files.train is None else ("test", TEST_FILE)
         raise DataError(f"{_empty_split(name, folder, LAYOUT)}: {file_name} is missing")
     return Layout("sst", (files.train, files.test) + ((files.dev,) if files.dev is not None else ()))
+
+
+def _has_shards(folder: Path) -> bool:
+    """Shards in ``folder`` itself (``steps.shards``): what staging writes, one dataset's worth."""
+    from steps.shards import SHARD  # steps.shards builds on this module's readers
+
+    return any(p.is_file() and SHARD.match(p.name) for p in folder.iterdir())
+
+
+def _read_shards(folder: Path, unlabeled: bool) -> ReviewData:
+    """One dataset's shards, read whole, in key order: the rows one instance would plan over."""
+    from steps.shards import LAYOUT, read_shards
+
+    data = ReviewData(Split(), Split(), LAYOUT)
+    for shard in read_shards(folder, unlabeled):
+        data.sources.append(shard.key)
+        data.undecodable += shard.undecodable
+        data.empty += shard.empty
+        if shard.split == "unsup":
+            data.unlabeled.extend(shard.texts)
+            continue
+        if shard.split == "validation" and data.validation is None:
+            data.validation = Split()
+        split = {"train": data.train, "test": data.test, "validation": data.validation}[shard.split]
+        assert split is not None
+        split.texts.extend(shard.texts)
+        split.labels.extend(shard.labels)
+    return data
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:

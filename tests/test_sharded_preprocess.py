@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def _request(count: int, output: str, *extra: str) -> dict:
 
 
 def _outputs(store: ArtifactStore, output: str) -> dict:
-    found = {}
+    found: dict[str, Any] = {}
     for split in SPLITS:
         with np.load(io.BytesIO(store.read_bytes(f"{output}/{split}/data.npz")), allow_pickle=False) as arrays:
             found[split] = {name: arrays[name] for name in arrays.files}
