@@ -235,20 +235,22 @@ def run_sharded(input_dir: Path, output_dir: Path, options: PreprocessOptions, e
         encoded = {name: _encode(joined, own.rows(CODES[name]), labels, datasets, pool, name) for name in SPLITS}
         vector_rows = np.concatenate([own.rows(CODES["train"]), own.rows(-2)])
         cooccurrence = _cooccurrences(joined, vector_rows, len(vocab), options, pool) if options.embedding_dim else None
-    parts = {name: exchange.gather(f"encoded/{name}", _to_bytes(
-        ids=split.ids, lengths=split.lengths, full=split.full_lengths, unknown=split.unknown, labels=split.labels,
-        datasets=split.datasets, places=places[own.rows(CODES[name])])) for name, split in encoded.items()}
+    del joined
+    shares = {name: len(split.labels) for name, split in encoded.items()}
+    parts = _send_rows(exchange, encoded, places, own, len(vocab))
     test_rows = own.rows(CODES["test"])
     texts = exchange.gather("test-texts", json.dumps([own.texts[i] for i in test_rows]).encode())
     digests = exchange.gather("digests", json.dumps({name: _text_digests([own.texts[i] for i in own.rows(CODES[name])])
                                                      for name in SPLITS}).encode())
+    own.texts.clear()
     summed = exchange.gather("cooccurrence", _sparse_bytes(cooccurrence)) if cooccurrence is not None else None
     if not exchange.main:
         exchange.finish()
         return {"seconds": round(time.perf_counter() - started, 2), "instance": exchange.instances.current,
-                "splits": {name: {"reviews": len(split.labels)} for name, split in encoded.items()}}  # its share
+                "splits": {name: {"reviews": count} for name, count in shares.items()}}  # its share
     assert texts is not None and digests is not None and all(p is not None for p in parts.values())
     splits, test_texts = _assemble(parts, texts, plan)  # type: ignore[arg-type]
+    del parts, texts
     vectors = None
     if summed is not None:
         total = sum((_sparse_from(b) for b in summed[1:]), _sparse_from(summed[0]))
@@ -264,6 +266,20 @@ def run_sharded(input_dir: Path, output_dir: Path, options: PreprocessOptions, e
     log.info("preprocessing done in %.1fs on %d instance(s): %s", stats["seconds"], exchange.instances.count,
              {n: stats["splits"][n]["reviews"] for n in SPLITS})
     return stats
+
+
+def _send_rows(exchange: Exchange, encoded: dict[str, EncodedSplit], places: np.ndarray, own: OwnRows,
+               vocab_size: int) -> dict[str, list[bytes] | None]:
+    """Each split's encoded rows and their places, to the first instance; the ids in the type the
+    arrays are saved in (2 bytes with up to 65,536 ids). Each split is let go once it is sent."""
+    id_type = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+    parts = {}
+    for name in SPLITS:
+        split = encoded.pop(name)
+        parts[name] = exchange.gather(f"encoded/{name}", _to_bytes(
+            ids=split.ids.astype(id_type), lengths=split.lengths, full=split.full_lengths, unknown=split.unknown,
+            labels=split.labels, datasets=split.datasets, places=places[own.rows(CODES[name])]))
+    return parts
 
 
 def _sparse_bytes(matrix: sparse.csr_matrix) -> bytes:
