@@ -1,0 +1,57 @@
+"""The instances' all-gather (steps/exchange.py): bytes in host order, the first instance alone
+receiving a gather, and an instance that never comes ending the wait with a message."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from steps.exchange import Exchange, ExchangeError
+from steps.instances import Instances
+
+HOSTS = ("algo-1", "algo-2")
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_instances_gather_each_others_bytes_in_host_order(monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_port()))
+    results: dict[str, object] = {}
+
+    def instance(host: str) -> None:
+        exchange = Exchange(Instances(host, HOSTS), timeout=timedelta(seconds=20))
+        results[host] = (exchange.all_gather("words", host.encode() + b"\x00\xff"),
+                         exchange.gather("rows", host.encode()))
+        exchange.finish()
+
+    threads = [threading.Thread(target=instance, args=(host,)) for host in HOSTS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    everyone = [b"algo-1\x00\xff", b"algo-2\x00\xff"]
+    assert results["algo-1"] == (everyone, [b"algo-1", b"algo-2"])
+    assert results["algo-2"] == (everyone, None)  # a gather lands on the first instance only
+
+
+def test_a_job_of_one_exchanges_nothing():
+    exchange = Exchange(Instances())
+    assert exchange.all_gather("x", b"mine") == [b"mine"] and exchange.gather("y", b"it") == [b"it"]
+    exchange.finish()
+
+
+def test_an_instance_that_never_comes_ends_the_wait_with_its_reason(monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_port()))
+    started = time.monotonic()
+    with pytest.raises(ExchangeError, match=r"instance algo-1 could not reach the others at 127.0.0.1:\d+ within 2 s"):
+        Exchange(Instances("algo-1", HOSTS), timeout=timedelta(seconds=2))
+    assert time.monotonic() - started < 20
