@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # What staging writes (steps.shards); part of the staged URI, so that data staged in an earlier
 # shape is staged again rather than read in the shape it had.
 STAGED_LAYOUT = "shards-v1"
+STAGED_MARKER_SUFFIX = ".staged"
 
 LOCAL_PROFILE = "cpu"  # the definition's default is the GPU profile SageMaker runs
 SKIPPED = "skipped"  # the status of a `run --skip-unchanged` that found nothing new to train on
@@ -119,12 +120,16 @@ def stage_data(settings: Settings, sources: Sequence[DataSource], sample: int | 
         fingerprint = hashlib.sha256("".join(f"{n}\0{f}\n" for n, f in fingerprints).encode()
                                      + (b"" if one_at_root else b"\0named") + STAGED_LAYOUT.encode()).hexdigest()[:16]
         uri = settings.s3_uri("data", f"{fingerprint}-{sample or 'all'}") + "/"
-        if not store.exists(uri):
+        # Written last, beside the prefix rather than in it (Preprocess reads every object in it):
+        # a staging that broke off has none, and is staged again rather than read half.
+        staged_marker = uri.rstrip("/") + STAGED_MARKER_SUFFIX
+        if not store.has_object(staged_marker):
             for name, source in zip(names, sources):
                 log.info("staging %s as shards of %s texts", source.path, f"{SHARD_ROWS:,}")
                 staged.append((name, _sharded_copy(source.path, sample, Path(scratch) / name)))
             for name, path in staged:
                 store.upload_dir(path, uri if one_at_root else f"{uri}{name}/")
+            store.put_bytes(staged_marker, json.dumps({"datasets": names, "layout": STAGED_LAYOUT}).encode())
     return uri
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 from steps.instances import Instances
@@ -31,20 +33,31 @@ class ExchangeError(RuntimeError):
 
 
 class Exchange:
-    """All-gather among a job's instances; a job of one exchanges nothing."""
+    """All-gather among a job's instances; a job of one exchanges nothing.
+
+    torch's store takes values of 8 MiB at most: a part is sent in pieces of ``PIECE`` bytes under
+    ``name/rank/i`` with their count under ``name/rank``, and each piece is deleted once read, so
+    the store (in the first instance's memory) never holds more than what is in flight."""
+
+    PIECE = 4 * 2**20
 
     def __init__(self, instances: Instances, timeout: timedelta = DEFAULT_TIMEOUT) -> None:
         self.instances, self.timeout = instances, timeout
         self._store = None
+        self._listener: socket.socket | None = None
         if instances.count > 1:
             from torch.distributed import TCPStore  # only a job of several instances needs torch here
 
             address = os.environ.get("MASTER_ADDR") or instances.hosts[0]
             port = int(os.environ.get("MASTER_PORT") or EXCHANGE_PORT)
             log.info("instance %s of %d: exchanging through %s:%d", instances.current, instances.count, address, port)
+            options: dict = {}
+            if self.main and address in ("127.0.0.1", "localhost"):  # local hosts: listen on loopback only
+                self._listener = socket.create_server(("127.0.0.1", port))
+                options["master_listen_fd"] = self._listener.fileno()
             try:
-                self._store = TCPStore(address, port, instances.count, instances.rank == 0, timeout=timeout,
-                                       wait_for_workers=True)
+                self._store = TCPStore(address, port, instances.count, self.main, timeout=timeout,
+                                       wait_for_workers=True, **options)
             except RuntimeError as exc:
                 raise ExchangeError(f"instance {instances.current} could not reach the others at {address}:{port} "
                                     f"within {timeout.total_seconds():.0f} s: {exc}") from exc
@@ -55,33 +68,60 @@ class Exchange:
         return self.instances.rank == 0
 
     def all_gather(self, name: str, data: bytes) -> list[bytes]:
-        """Every instance's ``data`` for ``name``, in host order."""
+        """Every instance's ``data`` for ``name``, in host order (small parts: each instance keeps them all)."""
         if self._store is None:
             return [data]
-        self._store.set(f"{name}/{self.instances.rank}", data)  # type: ignore[arg-type]  # bytes, which the stub omits
-        return [self._get(f"{name}/{rank}") for rank in range(self.instances.count)]
+        self._put(f"{name}/{self.instances.rank}", data)
+        return [self._take(f"{name}/{rank}", delete=False) for rank in range(self.instances.count)]
 
-    def gather(self, name: str, data: bytes) -> list[bytes] | None:
-        """Every instance's ``data`` on the first instance (None on the others)."""
+    def gather(self, name: str, data: bytes, receive: Callable[[int, bytes], None]) -> None:
+        """Every instance's ``data`` to the first instance, handed to ``receive(rank, data)`` one at
+        a time (in host order) and let go, so that it never holds all of them at once."""
         if self._store is None:
-            return [data]
-        self._store.set(f"{name}/{self.instances.rank}", data)  # type: ignore[arg-type]  # bytes, which the stub omits
-        return [self._get(f"{name}/{rank}") for rank in range(self.instances.count)] if self.main else None
+            receive(0, data)
+            return
+        if not self.main:
+            self._put(f"{name}/{self.instances.rank}", data)
+            return
+        receive(0, data)
+        del data
+        for rank in range(1, self.instances.count):
+            receive(rank, self._take(f"{name}/{rank}", delete=True))
 
     def finish(self) -> None:
         """Wait until every instance is done with the store before its host (the first) goes away."""
         if self._store is None:
             return
-        self._store.set(f"finished/{self.instances.rank}", b"")  # type: ignore[arg-type]  # acknowledged by the store before it returns
+        self._put(f"finished/{self.instances.rank}", b"")
         if self.main:
             for rank in range(1, self.instances.count):
-                self._get(f"finished/{rank}")
+                self._take(f"finished/{rank}", delete=True)
+        if self._listener is not None:
+            self._listener.close()
 
-    def _get(self, key: str) -> bytes:
+    def _put(self, key: str, data: bytes) -> None:
         assert self._store is not None
+        pieces = [data[i : i + self.PIECE] for i in range(0, len(data), self.PIECE)] or [b""]
         try:
-            return bytes(self._store.get(key))
+            for index, piece in enumerate(pieces):
+                self._store.set(f"{key}/{index}", piece)  # type: ignore[arg-type]  # bytes, which the stub omits
+            self._store.set(key, str(len(pieces)))  # last: a reader that sees the count finds every piece
         except RuntimeError as exc:
-            host = self.instances.hosts[int(key.rsplit("/", 1)[1])]
-            raise ExchangeError(f"instance {host} did not deliver {key.rsplit('/', 1)[0]!r} within "
+            raise ExchangeError(f"instance {self.instances.current} could not hand over {key.rsplit('/', 1)[0]!r} "
+                                f"({len(data):,} bytes): {exc}") from exc
+
+    def _take(self, key: str, delete: bool) -> bytes:
+        assert self._store is not None
+        name, rank = key.rsplit("/", 1)
+        host = self.instances.hosts[int(rank)]
+        try:
+            count = int(bytes(self._store.get(key)).decode())
+            pieces = []
+            for index in range(count):
+                pieces.append(bytes(self._store.get(f"{key}/{index}")))
+                if delete:
+                    self._store.delete_key(f"{key}/{index}")
+        except RuntimeError as exc:
+            raise ExchangeError(f"instance {host} did not deliver {name!r} within "
                                 f"{self.timeout.total_seconds():.0f} s ({exc}); see its log") from exc
+        return b"".join(pieces)

@@ -7,12 +7,14 @@ Run by hand, there is no such file: the script is the one host of a job of one.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from steps.sources import DataError
 
-SINGLE_HOST = "algo-1"
+HOST_PREFIX = "algo-"  # SageMaker names a job's instances algo-1 ... algo-N
+SINGLE_HOST = f"{HOST_PREFIX}1"
 
 
 @dataclass(frozen=True)
@@ -42,3 +44,9 @@ def read_instances(path: Path | None) -> Instances:
     if current not in hosts:
         raise DataError(f"{path}: current_host {current!r} is not among hosts {list(hosts)}")
     return Instances(current, hosts)
+
+
+def host_cpus() -> int:
+    """The cores this host may use: ``SM_NUM_CPUS`` where the job says (the training toolkit sets
+    it; the local runtime gives each of several hosts its share of the machine), else all of them."""
+    return int(os.environ.get("SM_NUM_CPUS") or 0) or os.cpu_count() or 1

@@ -15,9 +15,10 @@ reviews, the work that grows with the data. What needs every share is agreed thr
    first instance, which puts them in order and writes the outputs as one instance would. The
    co-occurrence counts for the word vectors are summed there too.
 
-So the arrays, the vocabulary and stats.json are the same for N = 1, 2 or 4; the word vectors are
-the same up to the order of float32 additions. The first instance holds every encoded array (2
-bytes per token kept), not the texts.
+So the arrays, the vocabulary, stats.json and the word vectors (co-occurrence counts are whole
+numbers in float64, which any order of addition sums alike) are the same for N = 1, 2 or 4. The
+first instance holds the encoded arrays of every row (2 × MaxLen bytes a row, filled in place as
+each instance's part arrives) and the test texts, not the other texts.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from serve.vocab import Vocabulary
 from steps.datasets import Corpus, DatasetInfo, Labelled, check_name
 from steps.embeddings import embeddings_from_cooccurrence
 from steps.exchange import Exchange
+from steps.instances import host_cpus
 from steps.preprocess import (
     SPLITS,
     EncodedSplit,
@@ -203,61 +205,27 @@ def run_sharded(input_dir: Path, output_dir: Path, options: PreprocessOptions, e
         raise DataError(f"{input_dir} holds shards and other files ({', '.join(strays[:5])}): data in another layout "
                         "cannot be shared among instances; stage every dataset as shards (sentiment-mlops run --data does)")
     check_output_dir(output_dir, overwrite)
-    shards = list(read_shards(input_dir, unlabeled=bool(options.embedding_dim and options.unlabeled)))
-    mine = {"shards": [s.report() for s in shards], "declared": declarations(input_dir)}
-    everyone = [json.loads(part) for part in exchange.all_gather("shards", json.dumps(mine).encode())]
-    declared: dict[str, dict[str, str]] = {}
-    for part in everyone:
-        declared.update(part["declared"])
-    plan = make_plan([r for part in everyone for r in part["shards"]], declared, options)
-    own = OwnRows()
-    for shard in shards:
-        own.add(shard, plan)
-    del shards
-    log.info("this instance (%s): %d of the %s rows planned, %d unlabeled", exchange.instances.current,
-             len(own.rows(CODES["train"])) + len(own.rows(CODES["validation"])) + len(own.rows(CODES["test"])),
-             f"{sum(plan.sizes.values()):,}", len(own.rows(-2)))
-
-    workers = options.workers or int(os.environ.get("SM_NUM_CPUS") or 0) or os.cpu_count() or 1
+    plan, own = _plan_together(input_dir, options, exchange)
+    workers = options.workers or host_cpus()
     with _worker_pool(workers, _init_tokenizer, (options.text,)) as pool:
         joined, counts = _tokenize(own.texts, own.rows(CODES["train"]), pool)
-    merged: Counter = Counter()
-    for part in exchange.all_gather("counts", json.dumps(counts).encode()):
-        merged.update(json.loads(part))
-    vocab = Vocabulary.build(merged, options.vocab_size, options.min_count)
-    coverage = sum(merged[t] for t in vocab.tokens) / max(sum(merged.values()), 1)
-    log.info("vocabulary: %d ids covering %.1f%% of training tokens, counted over %d instance(s)",
-             len(vocab), 100 * coverage, exchange.instances.count)
-
+    vocab, coverage = _vocabulary_together(counts, options, exchange)
     labels, datasets = np.asarray(own.labels, dtype=np.int64), np.asarray(own.datasets, dtype=np.int64)
-    places = np.asarray(own.places, dtype=np.int64)
     with _worker_pool(workers, _init_encoder, (vocab, options.text)) as pool:
         encoded = {name: _encode(joined, own.rows(CODES[name]), labels, datasets, pool, name) for name in SPLITS}
         vector_rows = np.concatenate([own.rows(CODES["train"]), own.rows(-2)])
         cooccurrence = _cooccurrences(joined, vector_rows, len(vocab), options, pool) if options.embedding_dim else None
     del joined
     shares = {name: len(split.labels) for name, split in encoded.items()}
-    parts = _send_rows(exchange, encoded, places, own, len(vocab))
-    test_rows = own.rows(CODES["test"])
-    texts = exchange.gather("test-texts", json.dumps([own.texts[i] for i in test_rows]).encode())
-    digests = exchange.gather("digests", json.dumps({name: _text_digests([own.texts[i] for i in own.rows(CODES[name])])
-                                                     for name in SPLITS}).encode())
-    own.texts.clear()
-    summed = exchange.gather("cooccurrence", _sparse_bytes(cooccurrence)) if cooccurrence is not None else None
-    if not exchange.main:
+    gathered = _gather_outputs(exchange, plan, encoded, own, cooccurrence, len(vocab), options.text.max_len)
+    if gathered is None:
         exchange.finish()
         return {"seconds": round(time.perf_counter() - started, 2), "instance": exchange.instances.current,
                 "splits": {name: {"reviews": count} for name, count in shares.items()}}  # its share
-    assert texts is not None and digests is not None and all(p is not None for p in parts.values())
-    splits, test_texts = _assemble(parts, texts, plan)  # type: ignore[arg-type]
-    del parts, texts
-    vectors = None
-    if summed is not None:
-        total = sum((_sparse_from(b) for b in summed[1:]), _sparse_from(summed[0]))
-        vectors = embeddings_from_cooccurrence(total, options.embedding_dim, options.seed)
-    found = [json.loads(d) for d in digests]
-    corpus = _corpus(plan, splits, test_texts, {name: [x for d in found for x in d[name]] for name in SPLITS})
-    duplicates = _duplicates(corpus.train.texts + corpus.validation.texts, [x for d in found for x in d["test"]])
+    splits, test_texts, digests, total = gathered.result()
+    vectors = embeddings_from_cooccurrence(total, options.embedding_dim, options.seed) if total is not None else None
+    corpus = _corpus(plan, splits, test_texts, digests)
+    duplicates = _duplicates(digests["train"] + digests["validation"], digests["test"])
     stats = _stats(corpus, splits, vocab, options, coverage, vectors, data_version, duplicates=duplicates)
     stats["instances"] = exchange.instances.count
     _write_outputs(output_dir, corpus, splits, vocab, stats, vectors)
@@ -268,18 +236,114 @@ def run_sharded(input_dir: Path, output_dir: Path, options: PreprocessOptions, e
     return stats
 
 
-def _send_rows(exchange: Exchange, encoded: dict[str, EncodedSplit], places: np.ndarray, own: OwnRows,
-               vocab_size: int) -> dict[str, list[bytes] | None]:
-    """Each split's encoded rows and their places, to the first instance; the ids in the type the
-    arrays are saved in (2 bytes with up to 65,536 ids). Each split is let go once it is sent."""
+def _plan_together(input_dir: Path, options: PreprocessOptions, exchange: Exchange) -> tuple[Plan, OwnRows]:
+    """Round 1: every instance's shard reports, the plan, and this instance's rows in it."""
+    shards = list(read_shards(input_dir, unlabeled=bool(options.embedding_dim and options.unlabeled)))
+    mine = {"shards": [s.report() for s in shards], "declared": declarations(input_dir)}
+    everyone = [json.loads(part) for part in exchange.all_gather("shards", json.dumps(mine).encode())]
+    declared: dict[str, dict[str, str]] = {}
+    for part in everyone:
+        declared.update(part["declared"])
+    plan = make_plan([r for part in everyone for r in part["shards"]], declared, options)
+    own = OwnRows()
+    for shard in shards:
+        own.add(shard, plan)
+    labelled = sum(len(own.rows(CODES[name])) for name in SPLITS)
+    log.info("this instance (%s): %d of the %s rows planned, %d unlabeled", exchange.instances.current, labelled,
+             f"{sum(plan.sizes.values()):,}", len(own.rows(-2)))
+    return plan, own
+
+
+def _vocabulary_together(counts: Counter, options: PreprocessOptions, exchange: Exchange) -> tuple[Vocabulary, float]:
+    """Round 2: every instance's token counts, merged (integer sums), and the one vocabulary."""
+    merged: Counter = Counter()
+    for part in exchange.all_gather("counts", json.dumps(counts).encode()):
+        merged.update(json.loads(part))
+    vocab = Vocabulary.build(merged, options.vocab_size, options.min_count)
+    coverage = sum(merged[t] for t in vocab.tokens) / max(sum(merged.values()), 1)
+    log.info("vocabulary: %d ids covering %.1f%% of training tokens, counted over %d instance(s)",
+             len(vocab), 100 * coverage, exchange.instances.count)
+    return vocab, coverage
+
+
+class Assembly:
+    """The first instance's outputs, filled in place as each instance's part arrives: one array
+    per field at its final size, no copy of the parts kept."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.fields: dict[str, dict[str, np.ndarray]] = {name: {} for name in SPLITS}
+        self.filled = {name: np.zeros(size, dtype=bool) for name, size in plan.sizes.items()}
+        self.test_texts: list[str | None] = [None] * plan.sizes["test"]
+        self.digests: dict[str, list[str]] = {name: [] for name in SPLITS}
+        self.cooccurrence: sparse.csr_matrix | None = None
+
+    def add_rows(self, name: str, data: bytes) -> None:
+        part = _from_bytes(data)
+        places = part.pop("places")
+        if len(places) and (places.min() < 0 or places.max() >= len(self.filled[name]) or self.filled[name][places].any()
+                            or len(np.unique(places)) != len(places)):
+            raise DataError(f"an instance sent {name} rows for places outside the plan or already filled: "
+                            "it read other shards than it reported")
+        for key, values in part.items():
+            target = self.fields[name].get(key)
+            if target is None:
+                target = self.fields[name][key] = np.zeros((len(self.filled[name]), *values.shape[1:]), dtype=values.dtype)
+            target[places] = values
+        self.filled[name][places] = True
+
+    def add_texts(self, data: bytes) -> None:
+        for place, text in json.loads(data):
+            self.test_texts[place] = text
+
+    def add_digests(self, data: bytes) -> None:
+        for name, found in json.loads(data).items():
+            self.digests[name] += found
+
+    def add_cooccurrence(self, data: bytes) -> None:
+        part = _sparse_from(data)
+        self.cooccurrence = part if self.cooccurrence is None else self.cooccurrence + part  # whole numbers: exact
+
+    def result(self) -> tuple[dict[str, EncodedSplit], list[str], dict[str, list[str]], sparse.csr_matrix | None]:
+        for name, filled in self.filled.items():
+            if not filled.all():
+                raise DataError(f"{int((~filled).sum()):,} of the {len(filled):,} planned {name} rows never arrived: "
+                                "an instance read other shards than it reported")
+        splits = {name: EncodedSplit(f["ids"], f["lengths"], f["full"], f["unknown"], f["labels"], f["datasets"])
+                  for name, f in self.fields.items()}
+        return splits, [text or "" for text in self.test_texts], self.digests, self.cooccurrence
+
+
+def _gather_outputs(exchange: Exchange, plan: Plan, encoded: dict[str, EncodedSplit], own: OwnRows,
+                    cooccurrence: sparse.csr_matrix | None, vocab_size: int, max_len: int) -> Assembly | None:
+    """Round 3: every instance's encoded rows (ids in the type the arrays are saved in), test texts,
+    text digests and co-occurrence counts, into the first instance's assembly (None elsewhere).
+    Each split is let go once it is sent."""
+    assembly = Assembly(plan) if exchange.main else None
+
+    def into(method: str, *before: str) -> Callable[[int, bytes], None]:
+        """Hand each part to ``assembly.method(*before, part)``, on the first instance."""
+        def receive(_rank: int, data: bytes) -> None:
+            if assembly is not None:
+                getattr(assembly, method)(*before, data)
+        return receive
+
     id_type = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-    parts = {}
+    places = np.asarray(own.places, dtype=np.int64)
     for name in SPLITS:
-        split = encoded.pop(name)
-        parts[name] = exchange.gather(f"encoded/{name}", _to_bytes(
-            ids=split.ids.astype(id_type), lengths=split.lengths, full=split.full_lengths, unknown=split.unknown,
-            labels=split.labels, datasets=split.datasets, places=places[own.rows(CODES[name])]))
-    return parts
+        split, rows = encoded.pop(name), own.rows(CODES[name])
+        data = _to_bytes(ids=split.ids.astype(id_type), lengths=split.lengths, full=split.full_lengths,
+                         unknown=split.unknown, labels=split.labels, datasets=split.datasets, places=places[rows])
+        del split
+        exchange.gather(f"encoded/{name}", data, into("add_rows", name))
+    test_rows = own.rows(CODES["test"])
+    exchange.gather("test-texts", json.dumps([[int(places[i]), own.texts[i]] for i in test_rows]).encode(), into("add_texts"))
+    exchange.gather("digests", json.dumps({name: _text_digests([own.texts[i] for i in own.rows(CODES[name])])
+                                           for name in SPLITS}).encode(), into("add_digests"))
+    own.texts.clear()
+    if cooccurrence is not None:
+        exchange.gather("cooccurrence", _sparse_bytes(cooccurrence), into("add_cooccurrence"))
+    return assembly
 
 
 def _sparse_bytes(matrix: sparse.csr_matrix) -> bytes:
@@ -290,25 +354,6 @@ def _sparse_bytes(matrix: sparse.csr_matrix) -> bytes:
 
 def _sparse_from(data: bytes) -> sparse.csr_matrix:
     return sparse.load_npz(io.BytesIO(data)).tocsr()
-
-
-def _assemble(parts: dict[str, list[bytes]], texts: list[bytes], plan: Plan) -> tuple[dict[str, EncodedSplit], list[str]]:
-    """Every instance's encoded rows in their planned places; refuses a place missing or given twice."""
-    splits, test_order = {}, None
-    for name in SPLITS:
-        arrays = [_from_bytes(part) for part in parts[name]]
-        joined = {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}
-        order = np.argsort(joined["places"], kind="stable")
-        if not np.array_equal(joined["places"][order], np.arange(plan.sizes[name])):
-            raise DataError(f"the instances' {name} rows do not fill its {plan.sizes[name]:,} planned places: "
-                            "an instance read other shards than it reported")
-        splits[name] = EncodedSplit(joined["ids"][order], joined["lengths"][order], joined["full"][order],
-                                    joined["unknown"][order], joined["labels"][order], joined["datasets"][order])
-        if name == "test":
-            test_order = order
-    assert test_order is not None
-    every_text = [text for part in texts for text in json.loads(part)]
-    return splits, [every_text[i] for i in test_order]
 
 
 def _corpus(plan: Plan, splits: dict[str, EncodedSplit], test_texts: list[str], digests: dict[str, list[str]]) -> Corpus:

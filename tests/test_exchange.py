@@ -21,6 +21,15 @@ def _port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _both(instance) -> None:
+    """Run ``instance(host)`` for both hosts at once, as two instances of one job."""
+    threads = [threading.Thread(target=instance, args=(host,)) for host in HOSTS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
 def test_two_instances_gather_each_others_bytes_in_host_order(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(_port()))
@@ -28,23 +37,39 @@ def test_two_instances_gather_each_others_bytes_in_host_order(monkeypatch):
 
     def instance(host: str) -> None:
         exchange = Exchange(Instances(host, HOSTS), timeout=timedelta(seconds=20))
-        results[host] = (exchange.all_gather("words", host.encode() + b"\x00\xff"),
-                         exchange.gather("rows", host.encode()))
+        received: list[tuple[int, bytes]] = []
+        words = exchange.all_gather("words", host.encode() + b"\x00\xff")
+        exchange.gather("rows", host.encode(), lambda rank, data: received.append((rank, data)))
+        results[host] = (words, received or None)
         exchange.finish()
 
-    threads = [threading.Thread(target=instance, args=(host,)) for host in HOSTS]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _both(instance)
     everyone = [b"algo-1\x00\xff", b"algo-2\x00\xff"]
-    assert results["algo-1"] == (everyone, [b"algo-1", b"algo-2"])
+    assert results["algo-1"] == (everyone, [(0, b"algo-1"), (1, b"algo-2")])
     assert results["algo-2"] == (everyone, None)  # a gather lands on the first instance only
+
+
+def test_parts_larger_than_the_stores_8_mib_go_in_pieces(monkeypatch):
+    """torch's store refuses a value over 8 MiB; a million padded rows are hundreds of MB."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_port()))
+    big = {host: bytes(range(256)) * (40_000 + index) for index, host in enumerate(HOSTS)}  # about 10 MB each
+    received: list[bytes] = []
+
+    def instance(host: str) -> None:
+        exchange = Exchange(Instances(host, HOSTS), timeout=timedelta(seconds=30))
+        exchange.gather("big", big[host], lambda _rank, data: received.append(data))
+        exchange.finish()
+
+    _both(instance)
+    assert received == [big["algo-1"], big["algo-2"]]
 
 
 def test_a_job_of_one_exchanges_nothing():
     exchange = Exchange(Instances())
-    assert exchange.all_gather("x", b"mine") == [b"mine"] and exchange.gather("y", b"it") == [b"it"]
+    received: list[bytes] = []
+    exchange.gather("y", b"it", lambda _rank, data: received.append(data))
+    assert exchange.all_gather("x", b"mine") == [b"mine"] and received == [b"it"]
     exchange.finish()
 
 

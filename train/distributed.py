@@ -29,9 +29,10 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# How long a collective waits for the other ranks (gloo's default is 30 minutes): the slowest
-# step between two collectives is rank 0's validation pass and checkpoint.
-COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+# How long a collective waits for the other ranks: the longest stretch between two collectives is
+# rank 0 alone fitting the NBSVM bag (before its broadcast) or validating and checkpointing an
+# epoch, which on millions of reviews takes many minutes.
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,10 @@ class World:
             return
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        # On GPUs, NCCL carries the gradients and gloo the few CPU tensors the loop shares (NCCL
+        # takes CUDA tensors only): the bag's weights before they move, the losses, the scores.
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
         log.info("rank %d of %d (local rank %d) joined, on %s", self.rank, self.size, self.local_rank, device)
 
     def stop(self) -> None:

@@ -34,6 +34,7 @@ from serve.network import NetworkConfig, SentimentLSTM
 from serve.text import REVIEWS, SENTENCES, TextConfig
 from serve.vocab import Vocabulary
 from steps.arrays import SplitFormatError, load_embeddings, load_split_arrays, load_split_datasets
+from steps.instances import host_cpus
 from steps.job_failure import TRAINING_REASON_FILE, report_failures
 from train.calibration import fit_calibration, log_loss, split_logits
 from train.checkpoints import CheckpointStore
@@ -109,12 +110,6 @@ def evaluate(network: SentimentLSTM, data: tuple, device: torch.device, batch_si
     return log_loss(logits, labels), float(np.mean((logits > 0) == (labels > 0.5)))
 
 
-def _cpus() -> int:
-    """The cores this host has: ``SM_NUM_CPUS`` where the job says (a local host's share of the
-    machine), else all of them."""
-    return int(os.environ.get("SM_NUM_CPUS") or 0) or os.cpu_count() or 1
-
-
 def _seed_everything(seed: int, device: torch.device) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -155,7 +150,7 @@ def train(args: argparse.Namespace, hp: Hyperparameters) -> dict:
     world = World.from_env()
     device = world.device(args.num_gpus != 0)
     if device.type == "cpu":
-        torch.set_num_threads(hp.num_threads or world.threads(_cpus()))
+        torch.set_num_threads(hp.num_threads or world.threads(host_cpus()))
     world.start(device)
     try:
         return _train(args, hp, world, device, (train_data, val_data, vocab, text, prep_stats), started)

@@ -29,6 +29,7 @@ from pipeline.bundles import CodeBundles
 from pipeline.definition.contracts import (
     CODE_INPUT_DIR,
     EXECUTION_ID_LENGTH,
+    FULLY_REPLICATED,
     PROCESSING_MAX_RUNTIME_S,
     RUNNER_INPUT_DIR,
 )
@@ -87,7 +88,7 @@ class BuildContext:
         return "/".join([self.settings.s3_uri("executions"), execution_id, step, name])
 
     def s3_input(self, name: str, source: Any, destination: str, data_type: str = "S3Prefix",
-                 distribution: str = "FullyReplicated") -> ProcessingInput:
+                 distribution: str = FULLY_REPLICATED) -> ProcessingInput:
         """``distribution``: ``ShardedByS3Key`` gives each instance its share of the objects."""
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
             s3_uri=source, local_path=destination, s3_data_type=data_type, s3_input_mode="File",

@@ -49,6 +49,8 @@ PROCESSING = "/opt/ml/processing"
 CODE_INPUT_DIR = f"{PROCESSING}/input/code"
 RUNNER_INPUT_DIR = f"{PROCESSING}/input/entrypoint"
 DATA_INPUT_DIR = f"{PROCESSING}/input/data"
+# How an S3 input reaches a job's instances: every object to each, or each its share of the objects.
+FULLY_REPLICATED, SHARDED_BY_S3_KEY = "FullyReplicated", "ShardedByS3Key"
 # Which instance a processing container is and which others run the job (SageMaker writes it).
 PROCESSING_RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
 PREPROCESS_OUTPUT_DIR = f"{PROCESSING}/output"

@@ -12,6 +12,7 @@ from pipeline.definition.contracts import (
     PREPROCESS_OUTPUT_DIR,
     PREPROCESS_SCRIPT,
     PROCESSING_RESOURCE_CONFIG,
+    SHARDED_BY_S3_KEY,
     SPLITS,
 )
 
@@ -20,7 +21,7 @@ def preprocess_step(ctx: BuildContext) -> ProcessingStep:
     params = ctx.params
     step_args = ctx.processor(PREPROCESS, params.processing_instance_count).run(
         # Each instance gets its share of the data's objects (staging writes many; steps.hosts).
-        inputs=[ctx.s3_input("data", params.input_data_uri, DATA_INPUT_DIR, distribution="ShardedByS3Key"),
+        inputs=[ctx.s3_input("data", params.input_data_uri, DATA_INPUT_DIR, distribution=SHARDED_BY_S3_KEY),
                 *ctx.code_inputs()],
         outputs=[ctx.s3_output(PREPROCESS, split, f"{PREPROCESS_OUTPUT_DIR}/{split}") for split in SPLITS],
         arguments=[PREPROCESS_SCRIPT, "--input-dir", DATA_INPUT_DIR, "--output-dir", PREPROCESS_OUTPUT_DIR,

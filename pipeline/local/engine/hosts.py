@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from steps.instances import HOST_PREFIX
+
 log = logging.getLogger(__name__)
 
-HOST_PREFIX = "algo-"
-FULLY_REPLICATED, SHARDED_BY_S3_KEY = "FullyReplicated", "ShardedByS3Key"
+
 # What the local hosts report as their instance type and network interface: SDK v3's container
 # driver reads both without a default, so a host config must carry them.
 LOCAL_INSTANCE_TYPE, LOCAL_INTERFACE = "local", "lo"
@@ -116,7 +117,9 @@ def supervise(hosts: Sequence[HostCommand], failure_file: Path, sink: IO[bytes])
     """Run every host at once; 0 when all exit 0, else 1 with the first failure's reason written.
 
     The hosts stay in this process's group: whoever stops the group (the engine, on a failure, a
-    timeout or Ctrl-C) stops them all, grandchildren included."""
+    timeout or Ctrl-C) stops them all, and their children in the group. torchrun starts its workers
+    in sessions of their own; it stops them when it is stopped (SIGTERM), which the engine's stop
+    sends first."""
     lock = threading.Lock()
     processes: dict[int, tuple[HostCommand, subprocess.Popen]] = {}
     relays = []
@@ -138,6 +141,7 @@ def supervise(hosts: Sequence[HostCommand], failure_file: Path, sink: IO[bytes])
         host, process = processes.pop(pid)
         process.returncode = code = os.waitstatus_to_exitcode(status)
         if code != 0:
+            relays[hosts.index(host)].join(timeout=2)  # the host's last lines (its traceback) into the log first
             reason = _reason(host, code)
             failure_file.write_text(reason[:1024], encoding="utf-8")
             with lock:

@@ -21,6 +21,7 @@ is then packed into ``model.tar.gz`` under ``S3OutputPath/<job name>/output/``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,11 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.definition.contracts import TORCH_DISTRIBUTED
+from pipeline.definition.contracts import FULLY_REPLICATED, SHARDED_BY_S3_KEY, TORCH_DISTRIBUTED
 from pipeline.local.aws_identity import sagemaker_arn
 from pipeline.local.engine.hosts import (
-    FULLY_REPLICATED,
-    SHARDED_BY_S3_KEY,
     HostCommand,
     HostsError,
     deal,
@@ -51,7 +50,10 @@ from pipeline.local.engine.hosts import (
 from pipeline.local.processes import HeldInterrupts, stop_process_group
 from pipeline.local.state.store import ArtifactStore
 from serve.artifact import pack_model_dir
+from steps.instances import SINGLE_HOST
 from steps.job_failure import OUTPUT_DIR_ENV, PROCESSING_REASON_FILE, TRAINING_REASON_FILE
+
+log = logging.getLogger(__name__)
 
 OPT_ML = "/opt/ml"
 LOCAL_MASTER_ADDR = "127.0.0.1"  # every local host is this machine
@@ -179,8 +181,7 @@ def _timeout(arguments: Mapping[str, Any]) -> float | None:
 
 def _base_env(arguments: Mapping[str, Any], job_dir: Path) -> dict[str, str]:
     """The caller's environment plus the request's ``Environment`` (paths re-rooted)."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)  # the job's code comes from its bundle, not from the caller's path
+    env = _supervisor_env()
     for key, value in (arguments.get("Environment") or {}).items():
         env[str(key)] = str(rewrite_opt_ml(value, job_dir))
     return env
@@ -258,9 +259,30 @@ def _run_hosts(commands: dict[str, tuple[list[str], Path, dict[str, str], Path]]
 
 
 def _supervisor_env() -> dict[str, str]:
+    """The caller's environment without ``PYTHONPATH``: a job's code comes from its bundle (each
+    host's from its own folder), not from the caller's path."""
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)  # as _base_env: each host's code comes from its own folder
+    env.pop("PYTHONPATH", None)
     return env
+
+
+def _cpu_share(hosts: JobHosts) -> int:
+    """Each local host's share of this machine's cores (an instance has cores of its own)."""
+    return max((os.cpu_count() or 1) // len(hosts.names), 1)
+
+
+def _gpu_shares(gpus: int, hosts: JobHosts) -> dict[str, tuple[int, str | None]]:
+    """Each host's GPUs as (count, ``CUDA_VISIBLE_DEVICES``): all of them for one host; for more,
+    an equal slice each, as each instance has its own. Fewer GPUs than hosts: the hosts train on
+    CPUs (two ranks on one GPU is what NCCL refuses), and the log says so."""
+    if not gpus or not hosts.many:
+        return {host: (gpus, None) for host in hosts.names}
+    if gpus < len(hosts.names):
+        log.warning("%d GPU(s) for %d local hosts: the hosts train on CPUs, one GPU each needs as many GPUs as hosts",
+                    gpus, len(hosts.names))
+        return {host: (0, "") for host in hosts.names}
+    each = gpus // len(hosts.names)
+    return {host: (each, ",".join(str(rank * each + i) for i in range(each))) for rank, host in enumerate(hosts.names)}
 
 
 def _stage_processing_inputs(arguments: Mapping[str, Any], hosts: JobHosts, store: ArtifactStore) -> None:
@@ -321,8 +343,10 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
         raise ValueError(f"processing job {job_name}: AppSpecification has no ContainerEntrypoint")
     commands = {}
     # Every local host is this machine: where the first one listens for the others, which on
-    # SageMaker they find by its name (steps.exchange). Processing itself sets no such variable.
-    meeting = {"MASTER_ADDR": LOCAL_MASTER_ADDR, "MASTER_PORT": str(_free_port())} if hosts.many else {}
+    # SageMaker they find by its name (steps.exchange), and each host's share of the cores.
+    # Processing on SageMaker sets none of these variables; the scripts do without them there.
+    meeting = {"MASTER_ADDR": LOCAL_MASTER_ADDR, "MASTER_PORT": str(_free_port()),
+               "SM_NUM_CPUS": str(_cpu_share(hosts))} if hosts.many else {}
     for host, host_dir in hosts.dirs.items():
         for output in _processing_outputs(arguments):
             _mirror(output["S3Output"]["LocalPath"], host_dir).mkdir(parents=True, exist_ok=True)
@@ -392,13 +416,12 @@ def _unpack_code(submit_directory: str, code_dir: Path, store: ArtifactStore) ->
 
 def _training_env(arguments: Mapping[str, Any], job_dir: Path, channels: Mapping[str, Path],
                   hyperparameters: Mapping[str, str], checkpoint_dir: Path, num_gpus: int,
-                  host: str = "algo-1", hosts: JobHosts | None = None) -> dict[str, str]:
+                  host: str = SINGLE_HOST, hosts: JobHosts | None = None) -> dict[str, str]:
     names = hosts.names if hosts else [host]
     env = _base_env(arguments, job_dir)
     env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
     env.update({f"SM_HP_{name.upper()}": value for name, value in hyperparameters.items()})
-    # Local hosts share this machine's cores: each is told its share, as an instance is told its own.
-    cpus = max((os.cpu_count() or 1) // len(names), 1)
+    cpus = _cpu_share(hosts) if hosts else os.cpu_count() or 1
     env.update(SM_CHANNELS=json.dumps(sorted(channels)), SM_MODEL_DIR=str(job_dir / "model"),
                SM_OUTPUT_DATA_DIR=str(job_dir / "output" / "data"), SM_OUTPUT_DIR=str(job_dir / "output"),
                SM_INPUT_DIR=str(job_dir / "input"), SM_CHECKPOINT_DIR=str(checkpoint_dir),
@@ -544,8 +567,8 @@ def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Pa
     hosts = JobHosts.plan(job_dir, _instance_count(resources.get("InstanceCount"), "ResourceConfig.InstanceCount"))
     channels = _stage_channels(arguments, hosts, store)
     checkpoint_config = arguments.get("CheckpointConfig") or {}
-    gpus = gpu_count() if num_gpus is None else num_gpus
-    launch = training_commands(all_hps, program, hosts, gpus)
+    devices = _gpu_shares(gpu_count() if num_gpus is None else num_gpus, hosts)
+    launch = training_commands(all_hps, program, hosts, devices[hosts.names[0]][0])
     user_hps = _user_hyperparameters(all_hps)
     commands, checkpoint_dirs = {}, {}
     for host, host_dir in hosts.dirs.items():
@@ -557,7 +580,10 @@ def run_training_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: Pa
         _write_resource_config(host_dir / "input" / "config", host, hosts)
         checkpoint_dirs[host] = _mirror(checkpoint_config.get("LocalPath") or f"{OPT_ML}/checkpoints", host_dir)
         checkpoint_dirs[host].mkdir(parents=True, exist_ok=True)
+        gpus, visible = devices[host]
         env = _training_env(arguments, host_dir, channels[host], user_hps, checkpoint_dirs[host], gpus, host, hosts)
+        if visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = visible
         commands[host] = (launch[host], host_dir / "code", env, host_dir / "output" / TRAINING_REASON_FILE)
     _sync_host_checkpoints(checkpoint_config, hosts, checkpoint_dirs, store, upload=False)
     try:
