@@ -52,5 +52,7 @@ PATH="$PWD/$ENV/bin:$PATH" "$ENV/bin/python" -m pytest -q --all -p no:cacheprovi
     tests/test_train.py tests/test_network.py tests/test_nbsvm.py tests/test_embeddings.py tests/test_crops.py \
     tests/test_calibration_and_slices.py tests/test_evaluate.py tests/test_preprocess.py \
     tests/test_handlers.py tests/test_artifact.py tests/test_server.py tests/test_batching.py tests/test_monitor.py \
+    tests/test_sharded_preprocess.py tests/test_exchange.py \
+    tests/test_local_hosts.py::test_training_on_two_hosts_under_torchrun_matches_one_process \
     --deselect tests/test_monitor.py::test_web_users_feedback_and_the_drift_checks_reach_the_versions_page \
     "tests/test_end_to_end.py::test_the_main_job_registers_a_pending_version_when_the_gate_passes"
