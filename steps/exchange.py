@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -44,23 +43,20 @@ class Exchange:
     def __init__(self, instances: Instances, timeout: timedelta = DEFAULT_TIMEOUT) -> None:
         self.instances, self.timeout = instances, timeout
         self._store = None
-        self._listener: socket.socket | None = None
         if instances.count > 1:
             from torch.distributed import TCPStore  # only a job of several instances needs torch here
 
             address = os.environ.get("MASTER_ADDR") or instances.hosts[0]
             port = int(os.environ.get("MASTER_PORT") or EXCHANGE_PORT)
             log.info("instance %s of %d: exchanging through %s:%d", instances.current, instances.count, address, port)
-            options: dict = {}
-            if self.main and address in ("127.0.0.1", "localhost"):  # local hosts: listen on loopback only
-                self._listener = socket.create_server(("127.0.0.1", port))
-                options["master_listen_fd"] = self._listener.fileno()
+            # The first host's store listens on every interface: the containers' torch (2.5) takes
+            # no socket of ours for its default backend, and the legacy backend aborted at exit
+            # when given one. What it carries is bytes, never code, among a job's own instances.
             try:
-                self._store = TCPStore(address, port, instances.count, self.main, timeout=timeout,
-                                       wait_for_workers=True, **options)
+                self._store = TCPStore(address, port, instances.count, self.main, timeout=timeout, wait_for_workers=True)
             except RuntimeError as exc:
-                raise ExchangeError(f"instance {instances.current} could not reach the others at {address}:{port} "
-                                    f"within {timeout.total_seconds():.0f} s: {exc}") from exc
+                raise ExchangeError(f"instance {instances.current} could not meet the others at {address}:{port} "
+                                    f"(waiting up to {timeout.total_seconds():.0f} s): {exc}") from exc
 
     @property
     def main(self) -> bool:
@@ -96,8 +92,6 @@ class Exchange:
         if self.main:
             for rank in range(1, self.instances.count):
                 self._take(f"finished/{rank}", delete=True)
-        if self._listener is not None:
-            self._listener.close()
 
     def _put(self, key: str, data: bytes) -> None:
         assert self._store is not None
