@@ -27,7 +27,6 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.commands.registry import registry_store, set_status  # noqa: E402
 from pipeline.definition import PREPROCESS  # noqa: E402
+from pipeline.local.processes import free_port  # noqa: E402
 from pipeline.local.services.hosting import LocalHosting  # noqa: E402
 from pipeline.local.state.db import open_state  # noqa: E402
 from pipeline.local.state.registry import ModelRegistry  # noqa: E402
@@ -144,14 +144,8 @@ def _wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--home", str(settings.home), "api",
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert process.stdout is not None  # stdout=PIPE

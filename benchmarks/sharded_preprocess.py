@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.local.engine.hosts import deal, host_names, resource_config  # noqa: E402
+from pipeline.local.processes import free_port  # noqa: E402
 from steps.shards import SHARD_ROWS, shard_files, write_shards  # noqa: E402
 from steps.sources import load_reviews  # noqa: E402
 
@@ -58,17 +58,11 @@ def build_corpus(imdb: Path, reviews: int, folder: Path) -> None:
         write_shards(folder, split, records, SHARD_ROWS)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def run_hosts(corpus: Path, work: Path, hosts: int, cores: list[list[int]] | None, workers: int) -> dict:
     """Preprocess ``corpus`` on ``hosts`` hosts; ``cores[i]``: host i's CPUs (None: unpinned)."""
     names = host_names(hosts)
     shares = deal([key for key, _ in shard_files(corpus)], names, source=str(corpus), count_name="hosts")
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
     processes = []
     if work.exists():
         shutil.rmtree(work)

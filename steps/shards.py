@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from steps.datasets import DATASET_FILE, declared
-from steps.sources import DataError, _decode, _jsonl_record, _LabelChecker, _open_lines
+from steps.sources import DataError, Split, _decode, _jsonl_record, _LabelChecker, _open_lines
 
 SHARD_ROWS = 2_000  # records per shard that staging writes: IMDb's 25,000 training reviews make 13 shards
 SHARD = re.compile(r"^(?P<split>train|validation|test|unsup)-(?P<index>\d{5})\.jsonl(?:\.gz)?$")
@@ -96,7 +95,7 @@ def read_shard(key: str, path: Path) -> Shard:
         raise DataError(f"{key} is not a shard name ({{split}}-NNNNN.jsonl.gz)")
     dataset = key.rsplit("/", 1)[0] if "/" in key else ""
     shard = Shard(key, dataset, match.group("split"))
-    digest, labels = hashlib.sha256(), _LabelChecker()
+    labels = _LabelChecker()
     for number, raw in enumerate(_open_lines(path), start=1):
         if not raw.strip():
             continue
@@ -114,12 +113,10 @@ def read_shard(key: str, path: Path) -> Shard:
         label = 0 if shard.split == "unsup" else labels.parse(record.get("label"), f"{key} line {number}")
         if label is None:
             continue
-        digest.update(f"{label}\t{len(record['text'])}\t".encode())
-        digest.update(record["text"].encode("utf-8"))
         shard.texts.append(record["text"])
         shard.labels.append(label)
     labels.raise_if_bad()
-    shard.sha256 = digest.hexdigest()
+    shard.sha256 = Split(shard.texts, shard.labels).sha256()  # the records' fingerprint, as every layout's
     return shard
 
 

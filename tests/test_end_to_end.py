@@ -5,7 +5,6 @@ import http.client
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pipeline.local.processes import free_port
 from pipeline.local.state.store import ArtifactStore
 from pipeline.settings import Settings
 from tests.synthetic import make_reviews, make_sentences, write_archive, write_jsonl, write_sst
@@ -103,15 +103,9 @@ def _approve_and_invoke(home: Path, version: str) -> None:
         assert _run(home, "endpoints", "delete", deployment["endpoint"]).returncode == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _serve_and_invoke(home: Path, version: str) -> None:
     """`serve --version N` answers /ping and /invocations like an endpoint; Ctrl-C stops it."""
-    port = _free_port()
+    port = free_port()
     server = _start(home, "serve", "--version", version, "--port", str(port))
     try:
         assert server.stdout is not None

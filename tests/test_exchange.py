@@ -2,23 +2,17 @@
 receiving a gather, and an instance that never comes ending the wait with a message."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from datetime import timedelta
 
 import pytest
 
+from pipeline.local.processes import free_port
 from steps.exchange import Exchange, ExchangeError
 from steps.instances import Instances
 
 HOSTS = ("algo-1", "algo-2")
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _both(instance) -> None:
@@ -32,7 +26,7 @@ def _both(instance) -> None:
 
 def test_two_instances_gather_each_others_bytes_in_host_order(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_port()))
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     results: dict[str, object] = {}
 
     def instance(host: str) -> None:
@@ -52,7 +46,7 @@ def test_two_instances_gather_each_others_bytes_in_host_order(monkeypatch):
 def test_parts_larger_than_the_stores_8_mib_go_in_pieces(monkeypatch):
     """torch's store refuses a value over 8 MiB; a million padded rows are hundreds of MB."""
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_port()))
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     big = {host: bytes(range(256)) * (40_000 + index) for index, host in enumerate(HOSTS)}  # about 10 MB each
     received: list[bytes] = []
 
@@ -75,7 +69,7 @@ def test_a_job_of_one_exchanges_nothing():
 
 def test_an_instance_that_never_comes_ends_the_wait_with_its_reason(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_port()))
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     started = time.monotonic()
     with pytest.raises(ExchangeError, match=r"instance algo-1 could not meet the others at 127.0.0.1:\d+ \(waiting up to 2 s\)"):
         Exchange(Instances("algo-1", HOSTS), timeout=timedelta(seconds=2))

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -47,7 +46,7 @@ from pipeline.local.engine.hosts import (
     supervisor_command,
     write_spec,
 )
-from pipeline.local.processes import HeldInterrupts, stop_process_group
+from pipeline.local.processes import HeldInterrupts, free_port, stop_process_group
 from pipeline.local.state.store import ArtifactStore
 from serve.artifact import pack_model_dir
 from steps.instances import SINGLE_HOST
@@ -345,7 +344,7 @@ def run_processing_job(arguments: Mapping[str, Any], *, job_name: str, job_dir: 
     # Every local host is this machine: where the first one listens for the others, which on
     # SageMaker they find by its name (steps.exchange), and each host's share of the cores.
     # Processing on SageMaker sets none of these variables; the scripts do without them there.
-    meeting = {"MASTER_ADDR": LOCAL_MASTER_ADDR, "MASTER_PORT": str(_free_port()),
+    meeting = {"MASTER_ADDR": LOCAL_MASTER_ADDR, "MASTER_PORT": str(free_port(LOCAL_MASTER_ADDR)),
                "SM_NUM_CPUS": str(_cpu_share(hosts))} if hosts.many else {}
     for host, host_dir in hosts.dirs.items():
         for output in _processing_outputs(arguments):
@@ -495,12 +494,6 @@ def _merge_hosts(hosts: JobHosts, job_dir: Path, job_name: str, log_path: Path) 
             shutil.copyfile(path, target / relative)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOCAL_MASTER_ADDR, 0))
-        return int(probe.getsockname()[1])
-
-
 def _processes_per_host(hyperparameters: Mapping[str, str], num_gpus: int) -> int:
     """The training toolkit's rule: ``sagemaker_mpi_num_of_processes_per_host`` if set, else
     one per GPU, else 1."""
@@ -524,7 +517,7 @@ def training_commands(hyperparameters: Mapping[str, str], program: str, hosts: J
     distributed = str(_decode(hyperparameters.get(TORCH_DISTRIBUTED, "false"))).lower() == "true"
     if not distributed or len(hosts.names) * per_host == 1:
         return {host: [sys.executable, *script] for host in hosts.names}
-    port = master_port or _free_port()
+    port = master_port or free_port(LOCAL_MASTER_ADDR)
     commands = {}
     for rank, host in enumerate(hosts.names):
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(len(hosts.names)),
